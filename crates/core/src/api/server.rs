@@ -1,0 +1,304 @@
+//! The API server: a TCP listener on 127.0.0.1, the token check at the WebSocket handshake, and one
+//! task per connection.
+//!
+//! [`ApiServer::bind`] picks a free port; [`ApiServer::run`] serves until its shutdown future
+//! resolves, then closes every connection and waits for their tasks. Connection tasks never block:
+//! method handlers move blocking work to the blocking pool.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::{Message as WsMessage, protocol::CloseFrame};
+
+use super::rpc::{self, Incoming, Message};
+use super::{Token, methods};
+
+/// The WebSocket path, as Moonraker names it.
+pub const WEBSOCKET_PATH: &str = "/websocket";
+
+/// What went wrong starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// No random token could be drawn.
+    #[error("cannot draw the API token from the system's random source: {0}")]
+    Token(getrandom::Error),
+}
+
+/// Where and how to reach the server: what the shell hands to the webview.
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    /// `ws://127.0.0.1:PORT/websocket`.
+    pub ws_url: String,
+    /// The per-launch token to send as `?token=`.
+    pub token: String,
+}
+
+impl Endpoint {
+    /// The full URL a client connects to, token included.
+    pub fn url_with_token(&self) -> String {
+        format!("{}?token={}", self.ws_url, self.token)
+    }
+}
+
+/// The local API server, bound and ready to run.
+#[derive(Debug)]
+pub struct ApiServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    token: Token,
+}
+
+impl ApiServer {
+    /// Binds 127.0.0.1 on a free port with a fresh token.
+    ///
+    /// # Errors
+    /// When the socket cannot be opened or no token can be drawn.
+    pub async fn bind_localhost() -> Result<Self, ApiError> {
+        Self::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).await
+    }
+
+    /// Binds `addr` (port 0 picks a free one) with a fresh token.
+    ///
+    /// # Errors
+    /// When the socket cannot be opened or no token can be drawn.
+    pub async fn bind(addr: SocketAddr) -> Result<Self, ApiError> {
+        let token = Token::generate().map_err(ApiError::Token)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ApiError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ApiError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            local_addr,
+            token,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The URL and token a client needs.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            ws_url: format!("ws://{}{WEBSOCKET_PATH}", self.local_addr),
+            token: self.token.as_str().to_owned(),
+        }
+    }
+
+    /// Serves until `shutdown` resolves, then closes every connection and waits for them.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        tracing::info!(addr = %self.local_addr, "API server listening");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let token = self.token.clone();
+                        let stop = stop_rx.clone();
+                        connections.spawn(async move {
+                            if let Err(e) = serve_connection(stream, token, stop).await {
+                                tracing::debug!(%peer, error = %e, "API connection ended");
+                            }
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "API server: accept failed"),
+                },
+                // Reap finished connections so the set does not grow without bound.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        tracing::info!("API server stopping");
+        // A send error means no connection is listening any more: nothing to stop.
+        let _ = stop_tx.send(true);
+        while connections.join_next().await.is_some() {}
+    }
+}
+
+/// Why a handshake was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Not the API's path.
+    NotFound,
+    /// No token, or the wrong one.
+    Unauthorized,
+}
+
+impl Refusal {
+    fn response(self) -> ErrorResponse {
+        let (status, why) = match self {
+            Refusal::NotFound => (StatusCode::NOT_FOUND, "Not found: the API is at /websocket"),
+            Refusal::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized: a valid token is required",
+            ),
+        };
+        let mut resp = ErrorResponse::new(Some(why.to_owned()));
+        *resp.status_mut() = status;
+        resp
+    }
+}
+
+/// Checks path and token during the handshake, before the upgrade.
+fn check_handshake(token: &Token, req: &Request) -> Result<(), Refusal> {
+    if req.uri().path() != WEBSOCKET_PATH {
+        return Err(Refusal::NotFound);
+    }
+    let presented = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .unwrap_or("");
+    if token.matches(presented) {
+        Ok(())
+    } else {
+        Err(Refusal::Unauthorized)
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    token: Token,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    // The error type is tungstenite's `Callback` contract, large or not.
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &Request, resp: Response| {
+        check_handshake(&token, req)
+            .map(|()| resp)
+            .map_err(Refusal::response)
+    };
+    let mut ws = tokio_tungstenite::accept_hdr_async(stream, callback).await?;
+    loop {
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    let frame = CloseFrame { code: 1001.into(), reason: "server shutting down".into() };
+                    ws.close(Some(frame)).await?;
+                    return Ok(());
+                }
+            }
+            msg = ws.next() => match msg {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(WsMessage::Text(text))) => {
+                    if let Some(reply) = answer(text.as_str()).await {
+                        ws.send(WsMessage::text(reply.to_string())).await?;
+                    }
+                }
+                Some(Ok(WsMessage::Binary(_))) => {
+                    let e = rpc::RpcError::new(rpc::INVALID_REQUEST, "Invalid request: send JSON as text frames");
+                    ws.send(WsMessage::text(rpc::error(Value::Null, &e).to_string())).await?;
+                }
+                // Pings are answered by tungstenite itself; pongs and close frames need nothing.
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+/// Answers one text message; `None` when it held only notifications.
+pub async fn answer(text: &str) -> Option<Value> {
+    match rpc::parse(text) {
+        Message::Single(incoming) => answer_one(incoming).await,
+        Message::Batch(items) => {
+            let mut replies = Vec::with_capacity(items.len());
+            for item in items {
+                if let Some(reply) = answer_one(item).await {
+                    replies.push(reply);
+                }
+            }
+            (!replies.is_empty()).then_some(Value::Array(replies))
+        }
+    }
+}
+
+async fn answer_one(incoming: Incoming) -> Option<Value> {
+    match incoming {
+        Incoming::Invalid { id, error } => Some(rpc::error(id, &error)),
+        Incoming::Call(req) => {
+            let outcome = methods::call(&req.method, &req.params).await;
+            let id = req.id?;
+            Some(match outcome {
+                Ok(result) => rpc::result(id, result),
+                Err(error) => rpc::error(id, &error),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(uri: &str) -> Request {
+        Request::builder()
+            .uri(uri)
+            .body(())
+            .expect("a valid request")
+    }
+
+    #[test]
+    fn handshake_needs_the_path_and_the_token() {
+        let token = Token::generate().expect("random source");
+        let good = format!("/websocket?token={}", token.as_str());
+        assert!(check_handshake(&token, &request(&good)).is_ok());
+        let other_first = format!("/websocket?x=1&token={}", token.as_str());
+        assert!(check_handshake(&token, &request(&other_first)).is_ok());
+
+        let status =
+            |uri: &str| check_handshake(&token, &request(uri)).map_err(|e| e.response().status());
+        assert_eq!(status("/websocket"), Err(StatusCode::UNAUTHORIZED));
+        assert_eq!(status("/websocket?token="), Err(StatusCode::UNAUTHORIZED));
+        assert_eq!(status("/websocket?token=00"), Err(StatusCode::UNAUTHORIZED));
+        assert_eq!(
+            status(&format!("/other?token={}", token.as_str())),
+            Err(StatusCode::NOT_FOUND)
+        );
+    }
+
+    #[tokio::test]
+    async fn batches_answer_calls_and_skip_notifications() {
+        let reply = answer(
+            r#"[{"jsonrpc":"2.0","method":"server.info","id":1},
+                {"jsonrpc":"2.0","method":"server.info"},
+                {"jsonrpc":"2.0","method":"nope","id":2}]"#,
+        )
+        .await
+        .expect("a reply");
+        let replies = reply.as_array().expect("a batch reply");
+        assert_eq!(replies.len(), 2);
+        assert_eq!(replies[0]["id"], 1);
+        assert_eq!(replies[1]["error"]["code"], json!(rpc::METHOD_NOT_FOUND));
+        assert!(
+            answer(r#"{"jsonrpc":"2.0","method":"server.info"}"#)
+                .await
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! The command line: no subcommand opens the desktop window; each subcommand is a headless job.
+//!
+//! Later issues add `batch`, `estimate`, `parsedump`, `sim`, `discover`, `remote` and `print`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+/// Gantry: make any 3D printer an observable, controllable machine.
+#[derive(Debug, Parser)]
+#[command(name = "gantry", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); GANTRY_LOG overrides with a tracing filter.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to run; without one, the desktop app opens.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The headless jobs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open the 3D digital twin of a G-code file (its own window), or render it to a PNG.
+    Twin(TwinArgs),
+    /// Run core's local API server without a window; prints its endpoint as one JSON line.
+    Serve,
+    /// Print Gantry's version.
+    Version(VersionArgs),
+}
+
+/// Arguments of `gantry twin`.
+#[derive(Debug, Args)]
+pub struct TwinArgs {
+    /// The G-code file; without one, the bundled sample print.
+    pub file: Option<PathBuf>,
+    /// A printer.cfg whose axis limits give the build volume (default: the simulated printer's).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Render offscreen (no window, no display needed), save this PNG and exit.
+    #[arg(long, value_name = "OUT.png")]
+    pub screenshot: Option<PathBuf>,
+    /// Window or image size.
+    #[arg(long, value_name = "WxH", default_value = "1280x800", value_parser = parse_size)]
+    pub size: (u32, u32),
+}
+
+impl TwinArgs {
+    /// The twin's options from these arguments.
+    pub fn into_options(self) -> gantry_twin::TwinOptions {
+        gantry_twin::TwinOptions {
+            gcode: self.file,
+            config: self.config,
+            screenshot: self.screenshot,
+            size: self.size,
+        }
+    }
+}
+
+/// Arguments of `gantry version`.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Print a JSON object instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `WxH` (each 16 to 8192 pixels).
+pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let (w, h) = text
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("'{text}' is not WIDTHxHEIGHT, such as 1280x800"))?;
+    let dim = |s: &str| -> Result<u32, String> {
+        let v: u32 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not a whole number"))?;
+        if (16..=8192).contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!("{v} is outside 16..=8192 pixels"))
+        }
+    };
+    Ok((dim(w)?, dim(h)?))
+}
+
+/// `gantry version`.
+///
+/// # Errors
+/// When standard output cannot be written.
+pub fn print_version(json: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let text = if json {
+        serde_json::json!({
+            "name": "gantry",
+            "version": gantry_core::VERSION,
+            "target_os": std::env::consts::OS,
+            "target_arch": std::env::consts::ARCH,
+            "debug_build": cfg!(debug_assertions),
+        })
+        .to_string()
+    } else {
+        format!("gantry {}", gantry_core::VERSION)
+    };
+    writeln!(std::io::stdout(), "{text}").context("cannot write to standard output")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_parse_and_are_checked() {
+        assert_eq!(parse_size("1280x800"), Ok((1280, 800)));
+        assert_eq!(parse_size("64X48"), Ok((64, 48)));
+        assert!(parse_size("1280").is_err());
+        assert!(parse_size("0x10").is_err());
+        assert!(parse_size("axb").is_err());
+    }
+
+    #[test]
+    fn no_arguments_means_the_desktop() {
+        let cli = Cli::try_parse_from(["gantry"]).expect("valid");
+        assert!(cli.command.is_none());
+        let cli = Cli::try_parse_from(["gantry", "twin", "x.gcode", "--screenshot", "o.png"])
+            .expect("valid");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Twin(TwinArgs {
+                screenshot: Some(_),
+                ..
+            }))
+        ));
+    }
+}

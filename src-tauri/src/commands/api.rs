@@ -1,0 +1,19 @@
+//! `api_endpoint`: hands the webview core's WebSocket URL and this launch's token.
+//!
+//! The token never leaves the process except through this command and the webview's connection
+//! to 127.0.0.1; it is not written to disk or logged.
+
+use gantry_core::api::Endpoint;
+
+/// Core's API endpoint, managed as Tauri state.
+#[derive(Debug)]
+pub struct ApiState {
+    /// Where the API server listens and its token.
+    pub endpoint: Endpoint,
+}
+
+/// Returns `{ ws_url, token }` for the web UI's JSON-RPC client.
+#[tauri::command]
+pub fn api_endpoint(state: tauri::State<'_, ApiState>) -> Endpoint {
+    state.endpoint.clone()
+}

@@ -1,0 +1,100 @@
+//! The desktop app: core's API server on a tokio runtime, and the Tauri window whose web UI talks
+//! to it.
+//!
+//! Start-up order matters: the API server binds first (a free port on 127.0.0.1, a fresh token), so
+//! the window's content security policy can name exactly that origin in `connect-src` — the web
+//! UI can reach core's WebSocket and nothing else on the network. Shutdown is explicit: when the
+//! last window closes, twin processes are ended, the server stops, and its task is awaited.
+
+use anyhow::Context as _;
+use gantry_core::api::ApiServer;
+use tauri::utils::config::Csp;
+
+use crate::commands;
+
+/// The content security policy for a window whose API server listens on `port`.
+pub fn content_security_policy(port: u16) -> String {
+    [
+        "default-src 'self' ipc: http://ipc.localhost".to_owned(),
+        format!("connect-src ipc: http://ipc.localhost ws://127.0.0.1:{port}"),
+        "script-src 'self'".to_owned(),
+        "style-src 'self' 'unsafe-inline'".to_owned(),
+        "img-src 'self' data: asset: http://asset.localhost".to_owned(),
+        "object-src 'none'".to_owned(),
+        "base-uri 'none'".to_owned(),
+    ]
+    .join("; ")
+}
+
+/// Opens the desktop window and runs until it is closed.
+///
+/// # Errors
+/// When the runtime, the API server or the window cannot start.
+pub fn run() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    tauri::async_runtime::set(runtime.handle().clone());
+
+    let server = runtime
+        .block_on(ApiServer::bind_localhost())
+        .context("cannot start the API server")?;
+    let endpoint = server.endpoint();
+    let port = server.local_addr().port();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_task = runtime.spawn(server.run(async {
+        // A dropped sender also means "stop": the app is gone either way.
+        let _ = stop_rx.await;
+    }));
+    tracing::info!(ws_url = %endpoint.ws_url, "core API ready");
+
+    let mut context = tauri::generate_context!();
+    context.config_mut().app.security.csp = Some(Csp::Policy(content_security_policy(port)));
+
+    let app = tauri::Builder::default()
+        .plugin(tauri_plugin_dialog::init())
+        .manage(commands::api::ApiState { endpoint })
+        .manage(commands::twin::TwinProcesses::default())
+        .invoke_handler(tauri::generate_handler![
+            commands::api::api_endpoint,
+            commands::twin::twin_open,
+        ])
+        .build(context)
+        .context("cannot start the desktop window")?;
+
+    let code = app.run_return(|handle, event| {
+        if let tauri::RunEvent::Exit = event {
+            use tauri::Manager as _;
+            handle.state::<commands::twin::TwinProcesses>().end_all();
+        }
+    });
+
+    // The receiver may already be gone if the server stopped on its own; nothing to do then.
+    let _ = stop_tx.send(());
+    runtime
+        .block_on(server_task)
+        .context("the API server task failed")?;
+    if code == 0 {
+        Ok(())
+    } else {
+        anyhow::bail!("the desktop app exited with code {code}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_allows_exactly_the_api_origin() {
+        let csp = content_security_policy(43_210);
+        let connect = csp
+            .split("; ")
+            .find(|d| d.starts_with("connect-src"))
+            .expect("connect-src");
+        assert_eq!(
+            connect,
+            "connect-src ipc: http://ipc.localhost ws://127.0.0.1:43210"
+        );
+        assert!(!csp.contains("'unsafe-eval'"));
+        assert!(csp.contains("script-src 'self'"));
+    }
+}

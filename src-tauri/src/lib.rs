@@ -1,0 +1,57 @@
+//! The Gantry app: one binary whose default is the desktop window and whose subcommands run
+//! headless jobs (`gantry --help` lists them).
+//!
+//! This is the thin shell of the architecture: it parses the command line ([`cli`]), runs the
+//! desktop app ([`desktop`], Tauri 2) or a subcommand, and adapts core's API to the webview
+//! ([`commands`]). Logic that is not about windows, processes or the command line belongs in
+//! `gantry-core`.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+pub mod cli;
+pub mod commands;
+pub mod desktop;
+pub mod serve;
+
+/// Runs the app as the command line asks and returns the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing(cli.verbose);
+    let result = match cli.command {
+        None => desktop::run(),
+        Some(cli::Command::Twin(args)) => gantry_twin::run(args.into_options()),
+        Some(cli::Command::Serve) => serve::run(),
+        Some(cli::Command::Version(args)) => cli::print_version(args.json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            // The error is also the last thing a terminal user sees, without log decoration.
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("gantry: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,gantry=info,gantry_lib=info,gantry_core=info",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // A second initialisation (tests that call main twice) is harmless; ignore it.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}

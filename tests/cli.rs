@@ -1,0 +1,93 @@
+//! The `gantry` command line as a user meets it: help, version, and clear errors on bad input.
+
+use std::process::Command;
+
+fn gantry(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(args)
+        .output()
+        .expect("gantry runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let (ok, stdout, _) = gantry(&["--help"]);
+    assert!(ok);
+    for sub in ["twin", "serve", "version"] {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(sub)),
+            "--help lacks {sub}:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn version_in_text_and_json() {
+    let (ok, stdout, _) = gantry(&["version"]);
+    assert!(ok);
+    assert_eq!(
+        stdout.trim(),
+        format!("gantry {}", env!("CARGO_PKG_VERSION"))
+    );
+    let (ok, stdout, _) = gantry(&["version", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    let (ok, stdout, _) = gantry(&["--version"]);
+    assert!(ok);
+    assert!(stdout.contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn twin_reports_a_missing_file_clearly() {
+    let (ok, _, stderr) = gantry(&[
+        "twin",
+        "/nonexistent/part.gcode",
+        "--screenshot",
+        "/tmp/never.png",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot read G-code file /nonexistent/part.gcode"),
+        "unclear error: {stderr}"
+    );
+}
+
+#[test]
+fn twin_reports_a_bad_printer_config_with_its_place() {
+    let dir = std::env::temp_dir().join(format!("gantry-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cfg = dir.join("printer.cfg");
+    std::fs::write(
+        &cfg,
+        "[printer]\nkinematics: cartesian\n[stepper_x]\nposition_max: wide\n",
+    )
+    .expect("write");
+    let (ok, _, stderr) = gantry(&[
+        "twin",
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        "--screenshot",
+        "/tmp/never.png",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "printer.cfg:4: Option 'position_max' in section 'stepper_x' is not a number"
+        ),
+        "unclear error: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_sizes_are_refused_by_the_parser() {
+    let (ok, _, stderr) = gantry(&["twin", "--size", "big", "--screenshot", "/tmp/never.png"]);
+    assert!(!ok);
+    assert!(stderr.contains("WIDTHxHEIGHT"), "{stderr}");
+}

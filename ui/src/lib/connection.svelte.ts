@@ -1,0 +1,71 @@
+// The API connection store: one client to core, its state (connecting / connected / failed) as a
+// Svelte 5 rune, and `ready()` for pages that need a client. Reconnects on demand after a failure.
+import { connect as defaultConnect, errorMessage, type RpcCaller, type RpcClient } from "./api";
+
+export type ConnectionState =
+  { status: "connecting" } | { status: "connected" } | { status: "failed"; message: string };
+
+/** What pages need from the connection: a client once there is one. */
+export interface ClientSource {
+  ready(): Promise<RpcCaller>;
+}
+
+/** Opens a client; the default finds the endpoint and opens a WebSocket (api.ts). */
+export type Connector = () => Promise<Pick<RpcClient, "call" | "closed" | "close">>;
+
+export class Connection implements ClientSource {
+  state = $state<ConnectionState>({ status: "connecting" });
+  private client: Pick<RpcClient, "call" | "closed" | "close"> | null = null;
+  private attempt: Promise<RpcCaller> | null = null;
+
+  constructor(private readonly connector: Connector = () => defaultConnect()) {}
+
+  /** Resolves with a connected client, connecting (again) when there is none. */
+  ready(): Promise<RpcCaller> {
+    if (this.client !== null && this.state.status === "connected") {
+      return Promise.resolve(this.client);
+    }
+    return this.attempt ?? this.start();
+  }
+
+  /** Starts a fresh connection attempt unless one is under way or a client is connected. */
+  retry(): Promise<RpcCaller> {
+    return this.ready();
+  }
+
+  /** Closes the current client (used when the page goes away). */
+  dispose(): void {
+    this.client?.close();
+    this.client = null;
+  }
+
+  private start(): Promise<RpcCaller> {
+    this.state = { status: "connecting" };
+    const attempt = this.connector().then(
+      (client) => {
+        this.client = client;
+        this.attempt = null;
+        this.state = { status: "connected" };
+        void client.closed.then((info) => {
+          if (this.client !== client) return;
+          this.client = null;
+          this.state = {
+            status: "failed",
+            message: `Connection to Gantry core closed (code ${info.code}${info.reason ? `: ${info.reason}` : ""})`,
+          };
+        });
+        return client as RpcCaller;
+      },
+      (error: unknown) => {
+        this.attempt = null;
+        this.state = { status: "failed", message: errorMessage(error) };
+        throw error;
+      },
+    );
+    this.attempt = attempt;
+    return attempt;
+  }
+}
+
+/** The app's one connection to core. */
+export const connection = new Connection();

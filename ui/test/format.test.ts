@@ -1,0 +1,101 @@
+// Unit tests of the display helpers: VID:PID formatting, port type labels, grouping and test ids.
+import { describe, expect, it } from "vitest";
+import {
+  formatVidPid,
+  groupPrinters,
+  normalizeUsbId,
+  orDash,
+  portTypeLabel,
+  printerTestId,
+} from "../src/lib/format";
+import type { Printer } from "../src/lib/api";
+
+describe("normalizeUsbId", () => {
+  it("keeps 4 lower-case hex digits", () => {
+    expect(normalizeUsbId("1d50")).toBe("1d50");
+  });
+  it("lower-cases, pads and strips 0x", () => {
+    expect(normalizeUsbId("1D50")).toBe("1d50");
+    expect(normalizeUsbId("483")).toBe("0483");
+    expect(normalizeUsbId("0x0403")).toBe("0403");
+  });
+  it("rejects what is not a 16-bit hex id", () => {
+    expect(normalizeUsbId("")).toBeNull();
+    expect(normalizeUsbId("12345")).toBeNull();
+    expect(normalizeUsbId("zz12")).toBeNull();
+    expect(normalizeUsbId(null)).toBeNull();
+    expect(normalizeUsbId(undefined)).toBeNull();
+  });
+});
+
+describe("formatVidPid", () => {
+  it("joins vendor and product with a colon", () => {
+    expect(formatVidPid({ vid: "1d50", pid: "614e" })).toBe("1d50:614e");
+    expect(formatVidPid({ vid: "1A86", pid: "7523" })).toBe("1a86:7523");
+  });
+  it("is null without USB information or with a bad id", () => {
+    expect(formatVidPid(null)).toBeNull();
+    expect(formatVidPid(undefined)).toBeNull();
+    expect(formatVidPid({ vid: "1d50", pid: "nope" })).toBeNull();
+  });
+});
+
+describe("portTypeLabel", () => {
+  it("names each documented port type", () => {
+    expect(portTypeLabel("usb")).toBe("USB");
+    expect(portTypeLabel("pci")).toBe("PCI");
+    expect(portTypeLabel("bluetooth")).toBe("Bluetooth");
+    expect(portTypeLabel("unknown")).toBe("Unknown");
+  });
+  it("reads anything else as Unknown, without prototype lookups", () => {
+    expect(portTypeLabel("thunderbolt")).toBe("Unknown");
+    expect(portTypeLabel("toString")).toBe("Unknown");
+    expect(portTypeLabel(null)).toBe("Unknown");
+  });
+});
+
+describe("orDash", () => {
+  it("shows a dash for missing or blank values", () => {
+    expect(orDash(null)).toBe("—");
+    expect(orDash(undefined)).toBe("—");
+    expect(orDash("  ")).toBe("—");
+    expect(orDash("Klipper")).toBe("Klipper");
+  });
+});
+
+describe("groupPrinters", () => {
+  const printers = [
+    {
+      id: "sim",
+      name: "Gantry simulated printer",
+      kind: "simulated",
+      description: "d",
+      config: "c",
+    },
+    {
+      id: "serial:/dev/ttyACM0",
+      name: "Klipper (stm32f446xx)",
+      kind: "serial",
+      port: "/dev/ttyACM0",
+      port_type: "usb",
+      usb: { vid: "1d50", pid: "614e", manufacturer: "Klipper", product: "x", serial_number: "1" },
+      board: "Klipper firmware (USB)",
+    },
+    { id: "moonraker:farm-1", name: "Farm 1", kind: "moonraker" },
+  ] as unknown as Printer[];
+
+  it("splits by kind and keeps unknown kinds by name", () => {
+    const g = groupPrinters(printers);
+    expect(g.simulated.map((p) => p.id)).toEqual(["sim"]);
+    expect(g.serial.map((p) => p.port)).toEqual(["/dev/ttyACM0"]);
+    expect(g.other).toEqual([{ id: "moonraker:farm-1", name: "Farm 1", kind: "moonraker" }]);
+  });
+});
+
+describe("printerTestId", () => {
+  it("keeps simple ids and makes port paths attribute-safe", () => {
+    expect(printerTestId("sim")).toBe("printer-sim");
+    expect(printerTestId("serial:/dev/ttyACM0")).toBe("printer-serial-dev-ttyACM0");
+    expect(printerTestId("serial:COM3")).toBe("printer-serial-COM3");
+  });
+});
