@@ -26,6 +26,8 @@ pub enum Command {
     Twin(TwinArgs),
     /// Run core's local API server without a window; prints its endpoint as one JSON line.
     Serve,
+    /// Decode a raw MCU stream into one message per line, as Klipper's parsedump.py does.
+    Parsedump(ParsedumpArgs),
     /// Print Gantry's version.
     Version(VersionArgs),
 }
@@ -56,6 +58,15 @@ impl TwinArgs {
             size: self.size,
         }
     }
+}
+
+/// Arguments of `gantry parsedump`.
+#[derive(Debug, Args)]
+pub struct ParsedumpArgs {
+    /// The MCU's data dictionary (JSON, such as Klipper's out/klipper.dict).
+    pub dict: PathBuf,
+    /// The raw stream (such as the output of `klippy.py … -o out.serial`).
+    pub serial: PathBuf,
 }
 
 /// Arguments of `gantry version`.

@@ -13,6 +13,7 @@ use clap::Parser as _;
 pub mod cli;
 pub mod commands;
 pub mod desktop;
+pub mod parsedump;
 pub mod serve;
 
 /// Runs the app as the command line asks and returns the process's exit code.
@@ -23,6 +24,7 @@ pub fn main() -> ExitCode {
         None => desktop::run(),
         Some(cli::Command::Twin(args)) => gantry_twin::run(args.into_options()),
         Some(cli::Command::Serve) => serve::run(),
+        Some(cli::Command::Parsedump(args)) => parsedump::run(&args.dict, &args.serial),
         Some(cli::Command::Version(args)) => cli::print_version(args.json),
     };
     match result {

@@ -1,13 +1,33 @@
 //! gantry-proto: Klipper's MCU wire protocol, sans-IO.
 //!
-//! This crate will hold everything needed to speak to unmodified Klipper firmware and to Gantry's
-//! simulated MCU: message blocks (length, sequence, CRC-16, sync byte), VLQ integers, the data
-//! dictionary and its format strings, the identify flow, the link state machine (ACK/NAK,
-//! retransmission) and clock synchronisation. It lands with the protocol issue; today it states the
-//! boundary every later module keeps.
+//! Everything needed to speak to unmodified Klipper firmware and to Gantry's simulated MCU, as
+//! pure functions and state machines over byte slices:
+//!
+//! - [`crc`]: the CRC-16 Klipper puts on every block (CRC-16/MCRF4XX, sent high byte first).
+//! - [`vlq`]: Klipper's variable-length integers, with their sign rule on the first byte.
+//! - [`block`]: message blocks — length, sequence nibble, payload, CRC, sync byte — and the
+//!   receiver's checks that decide between "wait for more", "a block" and "skip these bytes".
+//! - [`msgformat`]: one message's format string (`queue_step oid=%c interval=%u …`), encoding and
+//!   decoding of its parameters, and Klipper's text form of a decoded message.
+//! - [`dictionary`]: the data dictionary a firmware build reports through `identify`: commands,
+//!   responses, output formats, enumerations (with ranges) and constants.
+//! - [`dump`]: a whole host→MCU stream decoded line by line, as Klipper's `parsedump.py` prints.
+//!
+//! The link state machine (sequence adoption, ACK/NAK, retransmission) and clock synchronisation
+//! land next, in the same style.
 //!
 //! # Invariants
-//! - No I/O, no threads, no clock reads: bytes come in through `handle_input`, go out through
-//!   `poll_transmit`, and time is always an argument (`now`), in the quinn-proto style.
+//! - No I/O, no threads, no clock reads: bytes come in as slices and go out into caller buffers;
+//!   time, where it matters, is an argument.
 //! - No async runtime, serial, HTTP or SQL crate in this crate's dependency tree.
-//! - Never panics on any input bytes; malformed input is an error value.
+//! - Never panics on any input bytes; malformed input is an error value (property-tested).
+
+pub mod block;
+pub mod crc;
+pub mod dictionary;
+pub mod dump;
+pub mod msgformat;
+pub mod vlq;
+
+pub use dictionary::Dictionary;
+pub use msgformat::{MessageFormat, ParamType, Value};
