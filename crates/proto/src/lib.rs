@@ -13,8 +13,11 @@
 //!   responses, output formats, enumerations (with ranges) and constants.
 //! - [`dump`]: a whole host→MCU stream decoded line by line, as Klipper's `parsedump.py` prints.
 //!
-//! The link state machine (sequence adoption, ACK/NAK, retransmission) and clock synchronisation
-//! land next, in the same style.
+//! - [`link`]: the host's link state machine — sequence adoption, ACK/NAK, retransmission with
+//!   Klipper's timeout rules, the in-flight window — driven by bytes and time.
+//! - [`mcu_link`]: the MCU's side of the same rules, for the simulated MCU.
+//!
+//! Clock synchronisation lands next, in the same style.
 //!
 //! # Invariants
 //! - No I/O, no threads, no clock reads: bytes come in as slices and go out into caller buffers;
@@ -26,6 +29,8 @@ pub mod block;
 pub mod crc;
 pub mod dictionary;
 pub mod dump;
+pub mod link;
+pub mod mcu_link;
 pub mod msgformat;
 pub mod vlq;
 
