@@ -16,8 +16,8 @@
 //! - [`link`]: the host's link state machine — sequence adoption, ACK/NAK, retransmission with
 //!   Klipper's timeout rules, the in-flight window — driven by bytes and time.
 //! - [`mcu_link`]: the MCU's side of the same rules, for the simulated MCU.
-//!
-//! Clock synchronisation lands next, in the same style.
+//! - [`clocksync`]: the MCU clock against host time (Klipper's weighted regression with outlier
+//!   filtering), 32→64-bit clock extension, print time ↔ clock.
 //!
 //! # Invariants
 //! - No I/O, no threads, no clock reads: bytes come in as slices and go out into caller buffers;
@@ -26,6 +26,7 @@
 //! - Never panics on any input bytes; malformed input is an error value (property-tested).
 
 pub mod block;
+pub mod clocksync;
 pub mod crc;
 pub mod dictionary;
 pub mod dump;

@@ -1,0 +1,377 @@
+//! Clock synchronisation: the MCU's clock as a function of host time, and the conversions between
+//! host time, MCU clock and print time.
+//!
+//! The host asks `get_clock` about once a second (0.9839 s, an odd period that does not beat with
+//! other timers) and feeds each `clock` reply here with the host time its request block was sent.
+//! An exponentially weighted linear regression (weight 1/30 per sample) of clock on send time
+//! gives the MCU frequency as seen from the host and a reference point. Samples far off the
+//! prediction (beyond 5 σ and 0.5 ms) are dropped when late — a slow round trip, not a clock
+//! change — and otherwise reset the prediction variance. The reference time is shifted by the
+//! smallest half round trip seen (aged by 10 µs an hour), which estimates when the MCU read its
+//! clock. The MCU's 32-bit clock wraps (every 23.9 s at 180 MHz), so replies are extended to 64
+//! bits against the last known clock.
+//!
+//! Time domains: host time (`_s`, the host's monotonic seconds), MCU clock (ticks, 64-bit here),
+//! print time (seconds; for the primary MCU, print time 0 is MCU clock 0).
+
+/// Weight of each new sample in the regression.
+pub const DECAY: f64 = 1.0 / 30.0;
+/// How fast an old best round trip loses its credit: 10 µs an hour.
+pub const RTT_AGE: f64 = 0.000_010 / (60.0 * 60.0);
+/// Extra margin on the transmit-scheduling estimate, seconds.
+pub const TRANSMIT_EXTRA_S: f64 = 0.001;
+/// The period between `get_clock` queries once running, seconds.
+pub const QUERY_PERIOD_S: f64 = 0.9839;
+/// Unanswered queries after which the MCU counts as lost.
+pub const MAX_QUERIES_PENDING: u32 = 4;
+
+/// A linear map from host time to MCU clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClockEstimate {
+    /// Host time of the reference point, seconds.
+    pub time_s: f64,
+    /// MCU clock at the reference point, ticks.
+    pub clock: f64,
+    /// MCU ticks per host second.
+    pub freq_hz: f64,
+}
+
+impl ClockEstimate {
+    /// The MCU clock at host time `time_s`.
+    pub fn clock_at(&self, time_s: f64) -> f64 {
+        self.clock + (time_s - self.time_s) * self.freq_hz
+    }
+}
+
+/// The conservative estimate used to decide when to transmit (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TransmitEstimate {
+    /// MCU ticks per host second.
+    pub freq_hz: f64,
+    /// Host time of the reference point (with a 1 ms margin), seconds.
+    pub time_s: f64,
+    /// MCU clock at the reference point, three standard deviations early, ticks.
+    pub clock: u64,
+    /// The last clock received.
+    pub last_clock: u64,
+}
+
+/// The synchronisation state of one MCU.
+#[derive(Debug, Clone)]
+pub struct ClockSync {
+    mcu_freq_hz: f64,
+    last_clock: u64,
+    estimate: ClockEstimate,
+    transmit: TransmitEstimate,
+    time_avg_s: f64,
+    time_variance: f64,
+    clock_avg: f64,
+    clock_covariance: f64,
+    prediction_variance: f64,
+    last_prediction_time_s: f64,
+    min_half_rtt_s: f64,
+    min_rtt_time_s: f64,
+    queries_pending: u32,
+}
+
+impl ClockSync {
+    /// Synchronisation for an MCU whose dictionary says `CLOCK_FREQ = mcu_freq_hz`.
+    pub fn new(mcu_freq_hz: f64) -> Self {
+        let estimate = ClockEstimate {
+            time_s: 0.0,
+            clock: 0.0,
+            freq_hz: mcu_freq_hz,
+        };
+        Self {
+            mcu_freq_hz,
+            last_clock: 0,
+            estimate,
+            transmit: TransmitEstimate {
+                freq_hz: mcu_freq_hz,
+                time_s: 0.0,
+                clock: 0,
+                last_clock: 0,
+            },
+            time_avg_s: 0.0,
+            time_variance: 0.0,
+            clock_avg: 0.0,
+            clock_covariance: 0.0,
+            prediction_variance: (0.001 * mcu_freq_hz).powi(2),
+            last_prediction_time_s: 0.0,
+            min_half_rtt_s: 999_999_999.9,
+            min_rtt_time_s: 0.0,
+            queries_pending: 0,
+        }
+    }
+
+    /// Seeds the regression from `uptime` (the 64-bit clock `high << 32 | clock`) and the host
+    /// time its request was sent.
+    pub fn handle_uptime(&mut self, clock64: u64, sent_time_s: f64) {
+        self.last_clock = clock64;
+        #[allow(clippy::cast_precision_loss)]
+        let clock = clock64 as f64;
+        self.clock_avg = clock;
+        self.time_avg_s = sent_time_s;
+        self.time_variance = 0.0;
+        self.clock_covariance = 0.0;
+        self.prediction_variance = (0.001 * self.mcu_freq_hz).powi(2);
+        self.estimate = ClockEstimate {
+            time_s: sent_time_s,
+            clock,
+            freq_hz: self.mcu_freq_hz,
+        };
+        self.transmit = TransmitEstimate {
+            freq_hz: self.mcu_freq_hz,
+            time_s: sent_time_s,
+            clock: clock64,
+            last_clock: clock64,
+        };
+        self.queries_pending = 0;
+    }
+
+    /// Counts a `get_clock` sent; see [`ClockSync::is_active`].
+    pub fn query_sent(&mut self) {
+        self.queries_pending = self.queries_pending.saturating_add(1);
+    }
+
+    /// False once more than [`MAX_QUERIES_PENDING`] queries went unanswered ("Lost communication
+    /// with MCU").
+    pub fn is_active(&self) -> bool {
+        self.queries_pending <= MAX_QUERIES_PENDING
+    }
+
+    /// Feeds one `clock` reply: its 32-bit clock, the host time its request was sent (`None` when
+    /// the request was retransmitted, which makes the sample useless), and when it arrived.
+    pub fn handle_clock(&mut self, clock32: u32, sent_time_s: Option<f64>, receive_time_s: f64) {
+        self.queries_pending = 0;
+        let delta = u64::from(clock32.wrapping_sub(self.last_clock as u32));
+        self.last_clock += delta;
+        let Some(sent_s) = sent_time_s else { return };
+        #[allow(clippy::cast_precision_loss)]
+        let clock = self.last_clock as f64;
+
+        let half_rtt_s = 0.5 * (receive_time_s - sent_s);
+        let aged_s = (sent_s - self.min_rtt_time_s) * RTT_AGE;
+        if half_rtt_s < self.min_half_rtt_s + aged_s {
+            self.min_half_rtt_s = half_rtt_s;
+            self.min_rtt_time_s = sent_s;
+        }
+
+        let expected = (sent_s - self.time_avg_s) * self.estimate.freq_hz + self.clock_avg;
+        let diff2 = (clock - expected).powi(2);
+        if diff2 > 25.0 * self.prediction_variance && diff2 > (0.0005 * self.mcu_freq_hz).powi(2) {
+            if clock > expected && sent_s < self.last_prediction_time_s + 10.0 {
+                // Late: the reply was slow, the clock did not jump. Ignore the sample.
+                return;
+            }
+            self.prediction_variance = (0.001 * self.mcu_freq_hz).powi(2);
+        } else {
+            self.last_prediction_time_s = sent_s;
+            self.prediction_variance = (1.0 - DECAY) * (self.prediction_variance + diff2 * DECAY);
+        }
+
+        let dt = sent_s - self.time_avg_s;
+        self.time_avg_s += DECAY * dt;
+        self.time_variance = (1.0 - DECAY) * (self.time_variance + dt * dt * DECAY);
+        let dc = clock - self.clock_avg;
+        self.clock_avg += DECAY * dc;
+        self.clock_covariance = (1.0 - DECAY) * (self.clock_covariance + dt * dc * DECAY);
+
+        let freq_hz = if self.time_variance > 0.0 {
+            self.clock_covariance / self.time_variance
+        } else {
+            self.mcu_freq_hz
+        };
+        let sigma = self.prediction_variance.sqrt();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let transmit_clock = (self.clock_avg - 3.0 * sigma).max(0.0) as u64;
+        self.transmit = TransmitEstimate {
+            freq_hz,
+            time_s: self.time_avg_s + TRANSMIT_EXTRA_S,
+            clock: transmit_clock,
+            last_clock: self.last_clock,
+        };
+        self.estimate = ClockEstimate {
+            time_s: self.time_avg_s + self.min_half_rtt_s,
+            clock: self.clock_avg,
+            freq_hz,
+        };
+    }
+
+    /// The current estimate of the MCU clock against host time.
+    pub fn estimate(&self) -> ClockEstimate {
+        self.estimate
+    }
+
+    /// The conservative estimate for transmit scheduling.
+    pub fn transmit_estimate(&self) -> TransmitEstimate {
+        self.transmit
+    }
+
+    /// The MCU's nominal frequency (`CLOCK_FREQ`).
+    pub fn mcu_freq_hz(&self) -> f64 {
+        self.mcu_freq_hz
+    }
+
+    /// The last 64-bit clock received.
+    pub fn last_clock(&self) -> u64 {
+        self.last_clock
+    }
+
+    /// Extends a 32-bit clock from the MCU to 64 bits: the value nearest the last known clock
+    /// (a signed 32-bit difference), so slightly older clocks work too.
+    pub fn clock32_to_clock64(&self, clock32: u32) -> u64 {
+        let diff = i64::from(clock32.wrapping_sub(self.last_clock as u32).cast_signed());
+        self.last_clock.saturating_add_signed(diff)
+    }
+
+    /// The print time (seconds) that host time `time_s` corresponds to.
+    pub fn estimated_print_time(&self, time_s: f64) -> f64 {
+        self.estimate.clock_at(time_s) / self.mcu_freq_hz
+    }
+
+    /// The MCU clock for a print time, rounded down (primary MCU: print time 0 is clock 0).
+    pub fn print_time_to_clock(&self, print_time_s: f64) -> u64 {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let clock = (print_time_s * self.mcu_freq_hz).max(0.0) as u64;
+        clock
+    }
+
+    /// The print time of an MCU clock.
+    pub fn clock_to_print_time(&self, clock: u64) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let clock = clock as f64;
+        clock / self.mcu_freq_hz
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An MCU whose crystal runs `ppm` fast and that booted `boot_s` before host time 0.
+    struct Mcu {
+        freq_hz: f64,
+        boot_s: f64,
+    }
+
+    impl Mcu {
+        fn clock64(&self, host_s: f64) -> u64 {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let c = ((host_s + self.boot_s) * self.freq_hz) as u64;
+            c
+        }
+    }
+
+    /// A deterministic jitter source in [0, 1).
+    fn jitter(i: u32) -> f64 {
+        let x = (u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64;
+        x / (1_u64 << 53) as f64
+    }
+
+    fn run(
+        nominal_hz: f64,
+        ppm: f64,
+        samples: u32,
+        late_every: Option<u32>,
+    ) -> (ClockSync, Mcu, f64) {
+        let mcu = Mcu {
+            freq_hz: nominal_hz * (1.0 + ppm * 1e-6),
+            boot_s: 3.7,
+        };
+        let mut sync = ClockSync::new(nominal_hz);
+        sync.handle_uptime(mcu.clock64(0.0), 0.0);
+        let mut t = 0.05;
+        let mut last_read_s = 0.0;
+        for i in 0..samples {
+            // Round trips of 0.3..0.8 ms, the MCU reads its clock in the middle; some replies late.
+            let mut rtt = 0.0003 + 0.0005 * jitter(i);
+            if late_every.is_some_and(|n| i % n == n - 1) {
+                rtt += 0.030;
+            }
+            let read_at = t + rtt / 2.0;
+            last_read_s = read_at;
+            sync.query_sent();
+            sync.handle_clock(mcu.clock64(read_at) as u32, Some(t), t + rtt);
+            t += if i < 8 { 0.05 } else { QUERY_PERIOD_S };
+        }
+        (sync, mcu, last_read_s)
+    }
+
+    #[test]
+    fn learns_a_fast_crystal_and_predicts_the_clock() {
+        let (sync, mcu, _) = run(16_000_000.0, 50.0, 300, None);
+        let est = sync.estimate();
+        let ppm_error = (est.freq_hz / mcu.freq_hz - 1.0) * 1e6;
+        assert!(ppm_error.abs() < 1.0, "frequency off by {ppm_error:.3} ppm");
+        let now = 300.0;
+        #[allow(clippy::cast_precision_loss)]
+        let truth = mcu.clock64(now) as f64;
+        let error_us = (est.clock_at(now) - truth) / mcu.freq_hz * 1e6;
+        assert!(
+            error_us.abs() < 200.0,
+            "clock prediction off by {error_us:.1} µs"
+        );
+        assert!(sync.is_active());
+    }
+
+    #[test]
+    fn follows_a_180_mhz_clock_through_many_32_bit_wraps() {
+        // 2^32 ticks at 180 MHz is 23.9 s; 300 samples cover about 12 wraps.
+        let (sync, mcu, end) = run(180_000_000.0, -20.0, 300, None);
+        assert!(
+            sync.last_clock() > u64::from(u32::MAX) * 10,
+            "the 64-bit clock kept counting"
+        );
+        let truth = mcu.clock64(end);
+        assert_eq!(
+            sync.last_clock(),
+            truth,
+            "the last reply, extended to 64 bits"
+        );
+        // A 32-bit clock slightly older or newer than the last one extends to the right value.
+        let last = sync.last_clock();
+        assert_eq!(sync.clock32_to_clock64((last - 1000) as u32), last - 1000);
+        assert_eq!(sync.clock32_to_clock64((last + 1000) as u32), last + 1000);
+    }
+
+    #[test]
+    fn late_replies_do_not_bend_the_estimate() {
+        let (clean, mcu, _) = run(16_000_000.0, 10.0, 200, None);
+        let (noisy, _, _) = run(16_000_000.0, 10.0, 200, Some(7));
+        let ppm = |s: &ClockSync| (s.estimate().freq_hz / mcu.freq_hz - 1.0) * 1e6;
+        assert!(
+            ppm(&noisy).abs() < 1.0,
+            "late samples bent the frequency: {:.3} ppm",
+            ppm(&noisy)
+        );
+        let t = 150.0;
+        let shift_us =
+            (noisy.estimate().clock_at(t) - clean.estimate().clock_at(t)) / mcu.freq_hz * 1e6;
+        assert!(
+            shift_us.abs() < 50.0,
+            "late samples moved the prediction by {shift_us:.1} µs"
+        );
+    }
+
+    #[test]
+    fn lost_mcu_after_five_unanswered_queries() {
+        let mut sync = ClockSync::new(16e6);
+        for _ in 0..4 {
+            sync.query_sent();
+        }
+        assert!(sync.is_active());
+        sync.query_sent();
+        assert!(!sync.is_active());
+        sync.handle_clock(1, None, 1.0);
+        assert!(sync.is_active(), "any reply revives it");
+    }
+
+    #[test]
+    fn print_time_and_clock_convert_both_ways() {
+        let sync = ClockSync::new(16_000_000.0);
+        assert_eq!(sync.print_time_to_clock(1.5), 24_000_000);
+        assert!((sync.clock_to_print_time(24_000_000) - 1.5).abs() < 1e-12);
+        assert_eq!(sync.print_time_to_clock(-1.0), 0);
+    }
+}
