@@ -13,6 +13,7 @@
 //!   responses, output formats, enumerations (with ranges) and constants.
 //! - [`dump`]: a whole host→MCU stream decoded line by line, as Klipper's `parsedump.py` prints.
 //!
+//! - [`identify`]: the identify flow that downloads the dictionary in 40-byte chunks.
 //! - [`link`]: the host's link state machine — sequence adoption, ACK/NAK, retransmission with
 //!   Klipper's timeout rules, the in-flight window — driven by bytes and time.
 //! - [`mcu_link`]: the MCU's side of the same rules, for the simulated MCU.
@@ -30,6 +31,7 @@ pub mod clocksync;
 pub mod crc;
 pub mod dictionary;
 pub mod dump;
+pub mod identify;
 pub mod link;
 pub mod mcu_link;
 pub mod msgformat;

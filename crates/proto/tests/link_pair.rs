@@ -225,3 +225,104 @@ proptest! {
         while mcu.poll_block(&mut out).is_some() {}
     }
 }
+
+/// The firmware's side of identify: answers `identify offset count` from compressed data.
+fn serve_identify(payload: &[u8], data: &[u8], mcu: &McuLink, out: &mut Vec<u8>) {
+    let request = gantry_proto::MessageFormat::parse_message(1, "identify offset=%u count=%c")
+        .expect("valid");
+    let response =
+        gantry_proto::MessageFormat::parse_message(0, "identify_response offset=%u data=%.*s")
+            .expect("valid");
+    let mut pos = 0;
+    while pos < payload.len() {
+        let (id, n) = vlq::decode(&payload[pos..]).expect("id");
+        assert_eq!(id, 1, "only identify is sent");
+        let (values, used) = request.decode(&payload[pos + n..]).expect("params");
+        pos += n + used;
+        let [
+            gantry_proto::Value::Int(offset),
+            gantry_proto::Value::Int(count),
+        ] = values.as_slice()
+        else {
+            panic!("identify has two integers")
+        };
+        let start = usize::try_from(*offset).expect("offset").min(data.len());
+        let end = (start + usize::try_from(*count).expect("count")).min(data.len());
+        let mut msg = Vec::new();
+        response
+            .encode(
+                &[
+                    gantry_proto::Value::Int(*offset),
+                    gantry_proto::Value::Bytes(data[start..end].to_vec()),
+                ],
+                &mut msg,
+            )
+            .expect("encodes");
+        mcu.respond(&msg, out).expect("fits");
+    }
+}
+
+#[test]
+fn identify_downloads_a_real_dictionary_through_a_corrupting_link() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/oracle/dict/stm32f446.dict");
+    let json = std::fs::read_to_string(path).expect("fixture");
+    let expected = gantry_proto::Dictionary::from_json(&json).expect("valid");
+    let data = miniz_oxide::deflate::compress_to_vec_zlib(json.as_bytes(), 9);
+    for (seed, corrupt) in [(11_u64, 0.0), (12, 0.01), (13, 0.01), (14, 0.01)] {
+        let mut rng = Rng(seed);
+        let mut host = HostLink::new();
+        let mut mcu = McuLink::with_next_seq(9);
+        let mut identify = gantry_proto::identify::Identify::new();
+        let mut to_mcu = Wire {
+            in_flight: VecDeque::new(),
+            latency_s: 0.001,
+            corrupt,
+        };
+        let mut to_host = Wire {
+            in_flight: VecDeque::new(),
+            latency_s: 0.001,
+            corrupt,
+        };
+        let mut dict = None;
+        let mut buf = Vec::new();
+        let mut now_s = 0.0;
+        for tick in 0..200_000_u32 {
+            now_s = f64::from(tick) * 0.0005;
+            if host.is_synchronised()
+                && let Some(request) = identify.poll_request(now_s)
+            {
+                host.send(request).expect("fits");
+            }
+            host.handle_timeout(now_s);
+            buf.clear();
+            host.poll_transmit(now_s, &mut buf);
+            to_mcu.write(now_s, &buf, &mut rng);
+            mcu.handle_input(&to_mcu.read(now_s));
+            buf.clear();
+            while let Some(payload) = mcu.poll_block(&mut buf) {
+                serve_identify(&payload, &data, &mcu, &mut buf);
+                mcu.ack(&mut buf);
+            }
+            to_host.write(now_s, &buf, &mut rng);
+            host.handle_input(&to_host.read(now_s), now_s);
+            while let Some(event) = host.poll_event() {
+                if let LinkEvent::Received { payload, .. } = event
+                    && let Some(d) = identify.handle_message(&payload).expect("valid data")
+                {
+                    // Each response block holds one identify_response.
+                    dict = Some(d);
+                }
+            }
+            if dict.is_some() {
+                break;
+            }
+        }
+        let dict = dict.unwrap_or_else(|| panic!("seed {seed}: no dictionary after {now_s} s"));
+        assert_eq!(dict, expected, "seed {seed}");
+        assert!(
+            now_s < 30.0,
+            "seed {seed}: identify took {now_s:.1} s of virtual time"
+        );
+    }
+}
