@@ -57,6 +57,51 @@ impl Wire {
     }
 }
 
+/// A host link and an MCU link joined by two wires, stepped together on a virtual clock.
+struct Pair {
+    host: HostLink,
+    mcu: McuLink,
+    to_mcu: Wire,
+    to_host: Wire,
+    rng: Rng,
+    buf: Vec<u8>,
+}
+
+impl Pair {
+    fn new(mcu: McuLink, corrupt: f64, seed: u64) -> Self {
+        let wire = || Wire {
+            in_flight: VecDeque::new(),
+            latency_s: 0.001,
+            corrupt,
+        };
+        Self {
+            host: HostLink::new(),
+            mcu,
+            to_mcu: wire(),
+            to_host: wire(),
+            rng: Rng(seed),
+            buf: Vec::new(),
+        }
+    }
+
+    /// One step at `now_s`: the host transmits, the MCU handles every accepted block with
+    /// `firmware` (which writes responses) and ACKs it, the host reads what came back.
+    fn step(&mut self, now_s: f64, mut firmware: impl FnMut(&[u8], &McuLink, &mut Vec<u8>)) {
+        self.host.handle_timeout(now_s);
+        self.buf.clear();
+        self.host.poll_transmit(now_s, &mut self.buf);
+        self.to_mcu.write(now_s, &self.buf, &mut self.rng);
+        self.mcu.handle_input(&self.to_mcu.read(now_s));
+        self.buf.clear();
+        while let Some(payload) = self.mcu.poll_block(&mut self.buf) {
+            firmware(&payload, &self.mcu, &mut self.buf);
+            self.mcu.ack(&mut self.buf);
+        }
+        self.to_host.write(now_s, &self.buf, &mut self.rng);
+        self.host.handle_input(&self.to_host.read(now_s), now_s);
+    }
+}
+
 struct Outcome {
     received: Vec<u32>,
     echoed: Vec<u32>,
@@ -68,27 +113,13 @@ struct Outcome {
 /// The host sends `count` numbered messages (id 20, value); the MCU records them and answers each
 /// block with one response (id 21, the last value) before its ACK.
 fn run(count: u32, corrupt: f64, mcu: McuLink, seed: u64) -> Outcome {
-    let mut rng = Rng(seed);
-    let mut host = HostLink::new();
-    let mut mcu = mcu;
-    let mut to_mcu = Wire {
-        in_flight: VecDeque::new(),
-        latency_s: 0.001,
-        corrupt,
-    };
-    let mut to_host = Wire {
-        in_flight: VecDeque::new(),
-        latency_s: 0.001,
-        corrupt,
-    };
+    let mut pair = Pair::new(mcu, corrupt, seed);
     let (mut received, mut echoed) = (Vec::new(), Vec::new());
     let mut adopted = false;
     let mut next_value = 0_u32;
-    let step_s = 0.0005;
-    let mut buf = Vec::new();
     let mut elapsed_s = 0.0;
     for tick in 0..2_000_000_u32 {
-        let now_s = f64::from(tick) * step_s;
+        let now_s = f64::from(tick) * 0.0005;
         elapsed_s = now_s;
         // The host produces 20 messages a millisecond until all are queued.
         for _ in 0..10 {
@@ -96,19 +127,11 @@ fn run(count: u32, corrupt: f64, mcu: McuLink, seed: u64) -> Outcome {
                 let mut m = Vec::new();
                 vlq::encode(20, &mut m);
                 vlq::encode(next_value.cast_signed(), &mut m);
-                host.send(m).expect("fits");
+                pair.host.send(m).expect("fits");
                 next_value += 1;
             }
         }
-        host.handle_timeout(now_s);
-        buf.clear();
-        host.poll_transmit(now_s, &mut buf);
-        to_mcu.write(now_s, &buf, &mut rng);
-
-        let incoming = to_mcu.read(now_s);
-        mcu.handle_input(&incoming);
-        buf.clear();
-        while let Some(payload) = mcu.poll_block(&mut buf) {
+        pair.step(now_s, |payload, mcu, out| {
             let mut pos = 0;
             let mut last = None;
             while pos < payload.len() {
@@ -123,13 +146,10 @@ fn run(count: u32, corrupt: f64, mcu: McuLink, seed: u64) -> Outcome {
                 let mut response = Vec::new();
                 vlq::encode(21, &mut response);
                 vlq::encode(v.cast_signed(), &mut response);
-                mcu.respond(&response, &mut buf).expect("fits");
+                mcu.respond(&response, out).expect("fits");
             }
-            mcu.ack(&mut buf);
-        }
-        to_host.write(now_s, &buf, &mut rng);
-
-        host.handle_input(&to_host.read(now_s), now_s);
+        });
+        let host = &mut pair.host;
         while let Some(event) = host.poll_event() {
             match event {
                 LinkEvent::Received { payload, .. } => {
@@ -140,7 +160,10 @@ fn run(count: u32, corrupt: f64, mcu: McuLink, seed: u64) -> Outcome {
                 LinkEvent::Synchronised { .. } => adopted = true,
             }
         }
-        if next_value == count && host.pending_messages() == 0 && to_mcu.in_flight.is_empty() {
+        if next_value == count
+            && pair.host.pending_messages() == 0
+            && pair.to_mcu.in_flight.is_empty()
+        {
             break;
         }
     }
@@ -148,7 +171,7 @@ fn run(count: u32, corrupt: f64, mcu: McuLink, seed: u64) -> Outcome {
         received,
         echoed,
         adopted,
-        retransmits: host.stats().retransmits,
+        retransmits: pair.host.stats().retransmits,
         elapsed_s,
     }
 }
@@ -270,42 +293,21 @@ fn identify_downloads_a_real_dictionary_through_a_corrupting_link() {
     let expected = gantry_proto::Dictionary::from_json(&json).expect("valid");
     let data = miniz_oxide::deflate::compress_to_vec_zlib(json.as_bytes(), 9);
     for (seed, corrupt) in [(11_u64, 0.0), (12, 0.01), (13, 0.01), (14, 0.01)] {
-        let mut rng = Rng(seed);
-        let mut host = HostLink::new();
-        let mut mcu = McuLink::with_next_seq(9);
+        let mut pair = Pair::new(McuLink::with_next_seq(9), corrupt, seed);
         let mut identify = gantry_proto::identify::Identify::new();
-        let mut to_mcu = Wire {
-            in_flight: VecDeque::new(),
-            latency_s: 0.001,
-            corrupt,
-        };
-        let mut to_host = Wire {
-            in_flight: VecDeque::new(),
-            latency_s: 0.001,
-            corrupt,
-        };
         let mut dict = None;
-        let mut buf = Vec::new();
         let mut now_s = 0.0;
         for tick in 0..200_000_u32 {
             now_s = f64::from(tick) * 0.0005;
-            if host.is_synchronised()
+            if pair.host.is_synchronised()
                 && let Some(request) = identify.poll_request(now_s)
             {
-                host.send(request).expect("fits");
+                pair.host.send(request).expect("fits");
             }
-            host.handle_timeout(now_s);
-            buf.clear();
-            host.poll_transmit(now_s, &mut buf);
-            to_mcu.write(now_s, &buf, &mut rng);
-            mcu.handle_input(&to_mcu.read(now_s));
-            buf.clear();
-            while let Some(payload) = mcu.poll_block(&mut buf) {
-                serve_identify(&payload, &data, &mcu, &mut buf);
-                mcu.ack(&mut buf);
-            }
-            to_host.write(now_s, &buf, &mut rng);
-            host.handle_input(&to_host.read(now_s), now_s);
+            pair.step(now_s, |payload, mcu, out| {
+                serve_identify(payload, &data, mcu, out)
+            });
+            let host = &mut pair.host;
             while let Some(event) = host.poll_event() {
                 if let LinkEvent::Received { payload, .. } = event
                     && let Some(d) = identify.handle_message(&payload).expect("valid data")
