@@ -18,7 +18,7 @@ fn gantry(args: &[&str]) -> (bool, String, String) {
 fn help_lists_the_subcommands() {
     let (ok, stdout, _) = gantry(&["--help"]);
     assert!(ok);
-    for sub in ["twin", "serve", "version"] {
+    for sub in ["twin", "serve", "parsedump", "sim", "version"] {
         assert!(
             stdout.lines().any(|l| l.trim_start().starts_with(sub)),
             "--help lacks {sub}:\n{stdout}"
@@ -90,4 +90,33 @@ fn bad_sizes_are_refused_by_the_parser() {
     let (ok, _, stderr) = gantry(&["twin", "--size", "big", "--screenshot", "/tmp/never.png"]);
     assert!(!ok);
     assert!(stderr.contains("WIDTHxHEIGHT"), "{stderr}");
+}
+
+#[test]
+fn sim_replay_reports_where_the_steppers_ended() {
+    let oracle = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oracle");
+    let dict = oracle.join("dict/atmega2560.dict");
+    let serial = oracle.join("cases/b_cartesian_shaper_pa/output.serial");
+    let (ok, stdout, stderr) = gantry(&[
+        "sim",
+        "replay",
+        "--json",
+        "--dict",
+        dict.to_str().expect("utf-8"),
+        serial.to_str().expect("utf-8"),
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(v["fault"], serde_json::Value::Null);
+    let positions: Vec<i64> = v["steppers"]
+        .as_array()
+        .expect("steppers")
+        .iter()
+        .map(|s| s["position"].as_i64().expect("int"))
+        .collect();
+    assert_eq!(
+        positions,
+        [0, 0, 4000, 72],
+        "X, Y, Z and extruder, as the oracle README lists"
+    );
 }

@@ -28,6 +28,9 @@ pub enum Command {
     Serve,
     /// Decode a raw MCU stream into one message per line, as Klipper's parsedump.py does.
     Parsedump(ParsedumpArgs),
+    /// The simulated MCU.
+    #[command(subcommand)]
+    Sim(SimCommand),
     /// Print Gantry's version.
     Version(VersionArgs),
 }
@@ -67,6 +70,27 @@ pub struct ParsedumpArgs {
     pub dict: PathBuf,
     /// The raw stream (such as the output of `klippy.py … -o out.serial`).
     pub serial: PathBuf,
+}
+
+/// `gantry sim` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Play a recorded host→MCU stream through the simulated MCU and report where every stepper
+    /// ended (position in raw dir-bit steps, step and move counts, last step clock).
+    Replay(SimReplayArgs),
+}
+
+/// Arguments of `gantry sim replay`.
+#[derive(Debug, Args)]
+pub struct SimReplayArgs {
+    /// The dictionary the stream was made for (Klipper batch mode's `-d`).
+    #[arg(long)]
+    pub dict: PathBuf,
+    /// The stream (Klipper batch mode's `-o` output).
+    pub serial: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `gantry version`.

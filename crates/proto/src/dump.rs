@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use crate::block::{self, Check};
 use crate::dictionary::Dictionary;
-use crate::msgformat::python_bytes_repr;
+use crate::msgformat::{MessageFormat, Value, python_bytes_repr};
 use crate::vlq;
 
 /// One thing found in the stream.
@@ -38,22 +38,49 @@ pub struct Summary {
     pub invalid: usize,
 }
 
-/// Decodes `data` block by block, calling `sink` for every message and every problem.
-pub fn dump(dict: &Dictionary, data: &[u8], mut sink: impl FnMut(Event<'_>)) -> Summary {
+/// One decoded item of a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded<'a> {
+    /// A message and its parameter values.
+    Message {
+        /// Its format, from the dictionary.
+        format: &'a MessageFormat,
+        /// Its values, in parameter order.
+        values: &'a [Value],
+    },
+    /// A message id the dictionary lacks, with the rest of its block.
+    Unknown {
+        /// The id.
+        id: i32,
+        /// The bytes after the id, to the end of the block.
+        data: &'a [u8],
+    },
+    /// Bytes that could not be decoded.
+    Invalid {
+        /// Byte offset in the stream.
+        offset: usize,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Decodes `data` block by block, calling `sink` for every message and every problem, in
+/// stream order.
+pub fn decode(dict: &Dictionary, data: &[u8], mut sink: impl FnMut(Decoded<'_>)) -> Summary {
     let mut summary = Summary::default();
     let mut pos = 0;
-    let mut line = String::new();
     // Consecutive bad bytes are one report, not one per byte.
     let mut bad_run: Option<(usize, block::Invalid)> = None;
     while pos < data.len() {
         match block::check(&data[pos..]) {
             Check::Incomplete => {
-                sink(Event::Invalid {
+                let reason = format!(
+                    "{} trailing bytes do not make a whole block",
+                    data.len() - pos
+                );
+                sink(Decoded::Invalid {
                     offset: pos,
-                    reason: format!(
-                        "{} trailing bytes do not make a whole block",
-                        data.len() - pos
-                    ),
+                    reason,
                 });
                 summary.invalid += 1;
                 break;
@@ -64,10 +91,8 @@ pub fn dump(dict: &Dictionary, data: &[u8], mut sink: impl FnMut(Event<'_>)) -> 
             }
             Check::Block { len, .. } => {
                 if let Some((offset, why)) = bad_run.take() {
-                    sink(Event::Invalid {
-                        offset,
-                        reason: format!("{} bytes skipped ({why:?})", pos - offset),
-                    });
+                    let reason = format!("{} bytes skipped ({why:?})", pos - offset);
+                    sink(Decoded::Invalid { offset, reason });
                     summary.invalid += 1;
                 }
                 summary.blocks += 1;
@@ -76,7 +101,6 @@ pub fn dump(dict: &Dictionary, data: &[u8], mut sink: impl FnMut(Event<'_>)) -> 
                     dict,
                     payload,
                     pos + block::HEADER_SIZE,
-                    &mut line,
                     &mut summary,
                     &mut sink,
                 );
@@ -85,27 +109,43 @@ pub fn dump(dict: &Dictionary, data: &[u8], mut sink: impl FnMut(Event<'_>)) -> 
         }
     }
     if let Some((offset, why)) = bad_run {
-        sink(Event::Invalid {
-            offset,
-            reason: format!("{} bytes skipped ({why:?})", pos - offset),
-        });
+        let reason = format!("{} bytes skipped ({why:?})", pos - offset);
+        sink(Decoded::Invalid { offset, reason });
         summary.invalid += 1;
     }
     summary
+}
+
+/// Decodes `data` into Klipper's text lines (see the module doc).
+pub fn dump(dict: &Dictionary, data: &[u8], mut sink: impl FnMut(Event<'_>)) -> Summary {
+    let mut line = String::new();
+    decode(dict, data, |item| match item {
+        Decoded::Message { format, values } => {
+            line.clear();
+            line.push_str(&format.format_values(values));
+            sink(Event::Message(&line));
+        }
+        Decoded::Unknown { id, data } => {
+            line.clear();
+            let _ = write!(line, "#unknown id={id} data=");
+            python_bytes_repr(&mut line, data);
+            sink(Event::Message(&line));
+        }
+        Decoded::Invalid { offset, reason } => sink(Event::Invalid { offset, reason }),
+    })
 }
 
 fn decode_payload(
     dict: &Dictionary,
     payload: &[u8],
     base: usize,
-    line: &mut String,
     summary: &mut Summary,
-    sink: &mut impl FnMut(Event<'_>),
+    sink: &mut impl FnMut(Decoded<'_>),
 ) {
     let mut pos = 0;
     while pos < payload.len() {
         let Ok((raw_id, id_len)) = vlq::decode(&payload[pos..]) else {
-            sink(Event::Invalid {
+            sink(Decoded::Invalid {
                 offset: base + pos,
                 reason: "truncated message id".into(),
             });
@@ -113,23 +153,25 @@ fn decode_payload(
             return;
         };
         let id = raw_id.cast_signed();
-        line.clear();
-        let Some(msg) = dict.message(id) else {
-            let _ = write!(line, "#unknown id={id} data=");
-            python_bytes_repr(line, &payload[pos + id_len..]);
-            sink(Event::Message(line));
+        let Some(format) = dict.message(id) else {
+            sink(Decoded::Unknown {
+                id,
+                data: &payload[pos + id_len..],
+            });
             summary.messages += 1;
             return;
         };
-        match msg.decode(&payload[pos + id_len..]) {
+        match format.decode(&payload[pos + id_len..]) {
             Ok((values, used)) => {
-                line.push_str(&msg.format_values(&values));
-                sink(Event::Message(line));
+                sink(Decoded::Message {
+                    format,
+                    values: &values,
+                });
                 summary.messages += 1;
                 pos += id_len + used;
             }
             Err(e) => {
-                sink(Event::Invalid {
+                sink(Decoded::Invalid {
                     offset: base + pos,
                     reason: e.to_string(),
                 });
@@ -143,7 +185,6 @@ fn decode_payload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::msgformat::Value;
 
     const DICT: &str = r#"{"config": {"CLOCK_FREQ": 16000000},
         "enumerations": {"pin": {"PA0": [0, 8]}},
