@@ -3,14 +3,18 @@
 //! The simulator is a pure model of a Klipper microcontroller driven by messages and clock ticks,
 //! with fronts that feed it: today [`replay`], which plays a recorded host→MCU stream (such as
 //! Klipper batch mode's `-o` output) through the model and reports where every stepper ended.
-//! The link front (the sim's own dictionary, identify, a pseudo-terminal and TCP port, the
-//! physical world of heaters and endstops) lands next, on `gantry_proto::mcu_link`.
+//! [`runtime`] puts the model behind the firmware's link rules with the sim's own dictionary; the
+//! pseudo-terminal and TCP fronts and the physical world of heaters and endstops land next.
 //!
 //! - [`stepper`]: one stepper's queue semantics (`queue_step`, `set_next_step_dir`,
 //!   `reset_step_clock`) and its position as the MCU counts it.
 //! - [`model`]: the MCU's objects by oid and the command handlers, keyed by message name so any
 //!   firmware build's dictionary can drive it.
 //! - [`replay`]: a recorded stream through the model, and the report.
+//! - [`dictionary`]: the `gantry-sim` board's dictionary (Klipper's formats, the sim's ids).
+//! - [`runtime`]: the model behind the firmware's link rules, answering identify, config and
+//!   clock queries at an MCU clock given as an argument.
+//! - [`faulty`]: a wire that delays, corrupts and drops bytes, for fault tests.
 //!
 //! # Invariants
 //! - Depends on `gantry-proto` and nothing else of Gantry's: the simulator agrees with the host only
@@ -18,6 +22,9 @@
 //! - The model does no I/O and reads no clock; only fronts touch the operating system.
 //! - A command the model does not simulate is an error in the report, never silently skipped.
 
+pub mod dictionary;
+pub mod faulty;
 pub mod model;
 pub mod replay;
+pub mod runtime;
 pub mod stepper;
