@@ -3,8 +3,9 @@
 //! The simulator is a pure model of a Klipper microcontroller driven by messages and clock ticks,
 //! with fronts that feed it: today [`replay`], which plays a recorded host→MCU stream (such as
 //! Klipper batch mode's `-o` output) through the model and reports where every stepper ended.
-//! [`runtime`] puts the model behind the firmware's link rules with the sim's own dictionary; the
-//! pseudo-terminal and TCP fronts and the physical world of heaters and endstops land next.
+//! [`runtime`] puts the model behind the firmware's link rules with the sim's own dictionary, and
+//! `pty` serves it in real time on a pseudo-terminal; the physical world of heaters and endstops
+//! lands next.
 //!
 //! - [`stepper`]: one stepper's queue semantics (`queue_step`, `set_next_step_dir`,
 //!   `reset_step_clock`) and its position as the MCU counts it.
@@ -15,16 +16,20 @@
 //! - [`runtime`]: the model behind the firmware's link rules, answering identify, config and
 //!   clock queries at an MCU clock given as an argument.
 //! - [`faulty`]: a wire that delays, corrupts and drops bytes, for fault tests.
+//! - `pty` (Unix): the real-time front behind a pseudo-terminal.
 //!
 //! # Invariants
 //! - Depends on `gantry-proto` and nothing else of Gantry's: the simulator agrees with the host only
 //!   through the wire protocol, never by sharing the planner.
-//! - The model does no I/O and reads no clock; only fronts touch the operating system.
+//! - The model and the runtime do no I/O and read no clock; only the fronts (`pty`) touch the
+//!   operating system.
 //! - A command the model does not simulate is an error in the report, never silently skipped.
 
 pub mod dictionary;
 pub mod faulty;
 pub mod model;
+#[cfg(unix)]
+pub mod pty;
 pub mod replay;
 pub mod runtime;
 pub mod stepper;

@@ -28,9 +28,8 @@ pub enum Command {
     Serve,
     /// Decode a raw MCU stream into one message per line, as Klipper's parsedump.py does.
     Parsedump(ParsedumpArgs),
-    /// The simulated MCU.
-    #[command(subcommand)]
-    Sim(SimCommand),
+    /// The simulated MCU: serve it on a pseudo-terminal, or replay a recorded stream.
+    Sim(SimArgs),
     /// Print Gantry's version.
     Version(VersionArgs),
 }
@@ -70,6 +69,28 @@ pub struct ParsedumpArgs {
     pub dict: PathBuf,
     /// The raw stream (such as the output of `klippy.py … -o out.serial`).
     pub serial: PathBuf,
+}
+
+/// Arguments of `gantry sim`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SimArgs {
+    /// `replay`; without it, the options below.
+    #[command(subcommand)]
+    pub command: Option<SimCommand>,
+    /// Serve the simulated MCU in real time on a pseudo-terminal linked at PATH (a host opens it
+    /// like a USB board) until SIGINT or SIGTERM.
+    #[arg(long, value_name = "PATH")]
+    pub pty: Option<PathBuf>,
+    /// With --pty: on exit, write where every stepper ended and any shutdown reason as JSON here.
+    #[arg(long, value_name = "R.json", requires = "pty")]
+    pub report: Option<PathBuf>,
+    /// Write the simulated board's data dictionary (JSON, like Klipper's klipper.dict) and exit.
+    #[arg(long, value_name = "FILE")]
+    pub dump_dict: Option<PathBuf>,
+    /// Print a printer.cfg for the simulated board and exit.
+    #[arg(long)]
+    pub example_config: bool,
 }
 
 /// `gantry sim` subcommands.

@@ -26,7 +26,7 @@ pub fn main() -> ExitCode {
         Some(cli::Command::Twin(args)) => gantry_twin::run(args.into_options()),
         Some(cli::Command::Serve) => serve::run(),
         Some(cli::Command::Parsedump(args)) => parsedump::run(&args.dict, &args.serial),
-        Some(cli::Command::Sim(cli::SimCommand::Replay(args))) => sim::replay(&args),
+        Some(cli::Command::Sim(args)) => sim::run(&args),
         Some(cli::Command::Version(args)) => cli::print_version(args.json),
     };
     match result {

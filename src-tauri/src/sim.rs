@@ -1,5 +1,6 @@
-//! `gantry sim …`: the simulated MCU from the command line. Today `replay`, which plays a recorded
-//! stream through the model (see `gantry_sim::replay`) and prints the report as text or JSON.
+//! `gantry sim …`: the simulated MCU from the command line — served in real time on a
+//! pseudo-terminal (`--pty`), described (`--dump-dict`, `--example-config`), or fed a recorded
+//! stream (`replay`, see `gantry_sim::replay`).
 
 use std::io::Write as _;
 
@@ -7,7 +8,96 @@ use anyhow::Context as _;
 use gantry_core::proto::Dictionary;
 use gantry_sim::replay::{Report, replay as run_replay};
 
-use crate::cli::SimReplayArgs;
+use crate::cli::{SimArgs, SimCommand, SimReplayArgs};
+
+/// Runs `gantry sim` as its arguments ask.
+///
+/// # Errors
+/// When the chosen job fails; when no job was chosen.
+pub fn run(args: &SimArgs) -> anyhow::Result<()> {
+    if let Some(SimCommand::Replay(replay_args)) = &args.command {
+        return replay(replay_args);
+    }
+    if let Some(path) = &args.dump_dict {
+        std::fs::write(path, gantry_sim::dictionary::json())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        return Ok(());
+    }
+    if args.example_config {
+        writeln!(std::io::stdout(), "{}", example_config())
+            .context("cannot write to standard output")?;
+        return Ok(());
+    }
+    match &args.pty {
+        Some(path) => serve_pty(path, args.report.as_deref()),
+        None => anyhow::bail!(
+            "say what to run: --pty PATH, --dump-dict FILE, --example-config, or replay (see gantry sim --help)"
+        ),
+    }
+}
+
+/// The simulated printer's printer.cfg with `[mcu] serial:` left for the user.
+fn example_config() -> String {
+    gantry_core::printers::SIMULATED_CONFIG.replace(
+        "serial: gantry-sim",
+        "# The path given to `gantry sim --pty`:\nserial: /tmp/gantry-sim",
+    )
+}
+
+#[cfg(unix)]
+fn serve_pty(path: &std::path::Path, report: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot watch for signals")?;
+    }
+    let mut pty = gantry_sim::pty::open(path)
+        .with_context(|| format!("cannot open a pty at {}", path.display()))?;
+    tracing::info!(path = %path.display(), device = %pty.device().display(), "simulated MCU ready");
+    writeln!(
+        std::io::stdout(),
+        "gantry-sim: serving on {} ({})",
+        pty.path().display(),
+        pty.device().display()
+    )
+    .context("cannot write to standard output")?;
+    let mut sim = gantry_sim::runtime::SimMcu::new();
+    let served = gantry_sim::pty::run(&mut pty, &mut sim, &stop);
+    if let Some(report) = report {
+        std::fs::write(report, live_report(&sim).to_string())
+            .with_context(|| format!("cannot write the report {}", report.display()))?;
+    }
+    served.context("the pty failed")
+}
+
+#[cfg(not(unix))]
+fn serve_pty(_path: &std::path::Path, _report: Option<&std::path::Path>) -> anyhow::Result<()> {
+    anyhow::bail!("--pty needs a Unix pseudo-terminal; on this system use the in-process sim")
+}
+
+/// What a live run ended with: steppers by step pin, and the shutdown reason.
+fn live_report(sim: &gantry_sim::runtime::SimMcu) -> serde_json::Value {
+    let pins = sim.dictionary().enumerations.get("pin").cloned();
+    let name = |pin: i64| {
+        pins.as_ref()
+            .and_then(|e| e.name_of(pin).map(str::to_owned))
+            .unwrap_or_else(|| format!("?{pin}"))
+    };
+    serde_json::json!({
+        "steppers": sim.model().steppers().map(|(oid, s)| serde_json::json!({
+            "oid": oid,
+            "step_pin": name(s.step_pin),
+            "position": s.position,
+            "steps": s.steps,
+            "last_step_clock": s.last_step_clock,
+        })).collect::<Vec<_>>(),
+        "shutdown": sim.shutdown_reason(),
+        "config_crc": sim.model().config_crc,
+    })
+}
 
 /// `gantry sim replay`.
 ///
