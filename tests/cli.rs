@@ -120,3 +120,37 @@ fn sim_replay_reports_where_the_steppers_ended() {
         "X, Y, Z and extruder, as the oracle README lists"
     );
 }
+
+#[test]
+fn sim_replay_bench_times_the_print_alike_at_16_and_180_mhz() {
+    // Cases a and g are the same moves on a 16 MHz AVR and a 180 MHz STM32: the last step must
+    // come at the same print time (the README gives 8.385 s for the whole print, dwell included).
+    let oracle = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oracle");
+    let bench = |case: &str, dict: &str| -> serde_json::Value {
+        let (ok, stdout, stderr) = gantry(&[
+            "sim",
+            "replay",
+            "--bench",
+            "--dict",
+            oracle.join("dict").join(dict).to_str().expect("utf-8"),
+            oracle
+                .join("cases")
+                .join(case)
+                .join("output.serial")
+                .to_str()
+                .expect("utf-8"),
+        ]);
+        assert!(ok, "{stderr}");
+        serde_json::from_str(&stdout).expect("JSON")
+    };
+    let a = bench("a_cartesian_moves", "atmega2560.dict");
+    let g = bench("g_cartesian_moves_stm32f446", "stm32f446.dict");
+    let (ta, tg) = (
+        a["print_time_s"].as_f64().expect("a time"),
+        g["print_time_s"].as_f64().expect("g time"),
+    );
+    assert!((ta - tg).abs() < 1e-6, "16 MHz {ta} s vs 180 MHz {tg} s");
+    assert!(ta > 7.9 && ta < 8.385, "last step at {ta} s");
+    assert_eq!(a["steps"], 76_960);
+    assert!(a["steps_per_s"].as_f64().expect("rate") > 0.0);
+}

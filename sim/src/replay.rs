@@ -29,6 +29,8 @@ pub struct StepperReport {
     pub moves: u64,
     /// The clock of the last step.
     pub last_step_clock: u32,
+    /// The same clock extended to 64 bits.
+    pub last_step_clock64: u64,
 }
 
 /// What a replay found.
@@ -44,6 +46,22 @@ pub struct Report {
     pub fault: Option<Fault>,
     /// Problems in the stream itself (skipped bytes, unknown ids), with their offsets.
     pub stream_problems: Vec<String>,
+}
+
+impl Report {
+    /// Steps taken by all steppers.
+    pub fn total_steps(&self) -> u64 {
+        self.steppers.iter().map(|s| s.steps).sum()
+    }
+
+    /// The MCU clock of the last step of any stepper (64-bit).
+    pub fn last_step_clock64(&self) -> u64 {
+        self.steppers
+            .iter()
+            .map(|s| s.last_step_clock64)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// Replays `data` (decoded with `dict`) through a fresh model.
@@ -75,6 +93,7 @@ pub fn replay(dict: &Dictionary, data: &[u8]) -> Report {
                 steps: s.steps,
                 moves: s.moves,
                 last_step_clock: s.last_step_clock,
+                last_step_clock64: s.last_step_clock64,
             })
             .collect(),
         commands: mcu.commands,

@@ -8,8 +8,9 @@
 //! dir pin in printer.cfg flips the sign the host reports, not this count). Clocks are the MCU's
 //! 32-bit timer and wrap.
 //!
-//! A move is applied in closed form, O(1) whatever its count, so a replay of millions of steps
-//! costs only the messages.
+//! Every step is walked, so each step's clock is exact (the timing checks build on it); the loop
+//! does no allocation and no logging. Besides the MCU's 32-bit clock the stepper keeps a 64-bit
+//! one, extended across wraps, so a replay knows how long the print ran.
 
 /// Why a stepper command was refused (Klipper's shutdown message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +29,10 @@ pub struct Stepper {
     pub steps: u64,
     /// Moves queued.
     pub moves: u64,
-    /// Clock of the last step (or of the last `reset_step_clock`).
+    /// Clock of the last step (or of the last `reset_step_clock`), the MCU's 32-bit timer.
     pub last_step_clock: u32,
+    /// The same clock extended to 64 bits across wraps.
+    pub last_step_clock64: u64,
     next_dir: bool,
     need_reset: bool,
 }
@@ -44,6 +47,7 @@ impl Stepper {
             steps: 0,
             moves: 0,
             last_step_clock: 0,
+            last_step_clock64: 0,
             next_dir: false,
             need_reset: false,
         }
@@ -56,6 +60,9 @@ impl Stepper {
 
     /// `reset_step_clock`: the reference for the next move; also leaves the stopped state.
     pub fn reset_step_clock(&mut self, clock: u32) {
+        // The nearest 64-bit clock with these low 32 bits (a signed difference, as hosts extend).
+        let diff = i64::from(clock.wrapping_sub(self.last_step_clock).cast_signed());
+        self.last_step_clock64 = self.last_step_clock64.saturating_add_signed(diff);
         self.last_step_clock = clock;
         self.need_reset = false;
     }
@@ -77,11 +84,19 @@ impl Stepper {
             return Ok(()); // Discarded after a trigger stop, as the firmware does.
         }
         let n = i64::from(count);
-        let span = n * i64::from(interval) + i64::from(add) * n * (n - 1) / 2;
-        // The timer is 32 bits: the span wraps with it.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let span32 = span as u32;
-        self.last_step_clock = self.last_step_clock.wrapping_add(span32);
+        // Step k (from 0) comes `interval + k·add` after the one before, in 32-bit timer
+        // arithmetic as on the MCU.
+        let mut clock = self.last_step_clock;
+        let mut step_interval = interval;
+        let add32 = i32::from(add).cast_unsigned();
+        let mut span: u64 = 0;
+        for _ in 0..count {
+            clock = clock.wrapping_add(step_interval);
+            span += u64::from(step_interval);
+            step_interval = step_interval.wrapping_add(add32);
+        }
+        self.last_step_clock = clock;
+        self.last_step_clock64 += span;
         self.position += if self.next_dir { n } else { -n };
         self.steps += u64::from(count);
         self.moves += 1;
@@ -119,9 +134,21 @@ mod tests {
     #[test]
     fn negative_add_and_clock_wrap() {
         let mut s = Stepper::new(0, 1);
-        s.reset_step_clock(u32::MAX - 5);
+        // Move the clock forward in steps under 2^31, as a host's resets do.
+        s.reset_step_clock(2_000_000_000);
+        s.reset_step_clock(4_000_000_000);
+        assert_eq!(s.last_step_clock64, 4_000_000_000);
         s.queue_step(100, 3, -10).expect("valid"); // 100 + 90 + 80 = 270
-        assert_eq!(s.last_step_clock, (u32::MAX - 5).wrapping_add(270));
+        assert_eq!(s.last_step_clock, 4_000_000_270);
+        // One long step past 2^32: the 32-bit timer wraps, the 64-bit clock keeps counting.
+        s.queue_step(300_000_000, 1, 0).expect("valid");
+        assert_eq!(s.last_step_clock64, 4_300_000_270);
+        assert_eq!(s.last_step_clock, (4_300_000_270_u64 - (1 << 32)) as u32);
+        s.reset_step_clock(s.last_step_clock.wrapping_add(10));
+        assert_eq!(
+            s.last_step_clock64, 4_300_000_280,
+            "a reset after the wrap lands after it"
+        );
     }
 
     #[test]

@@ -112,6 +112,10 @@ pub struct SimReplayArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Replay 5 times and print one JSON object: steps, seconds (median), steps per second, and
+    /// how many times faster than the print itself.
+    #[arg(long, conflicts_with = "json")]
+    pub bench: bool,
 }
 
 /// Arguments of `gantry version`.

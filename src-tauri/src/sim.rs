@@ -111,6 +111,9 @@ pub fn replay(args: &SimReplayArgs) -> anyhow::Result<()> {
         .with_context(|| format!("invalid dictionary {}", args.dict.display()))?;
     let data = std::fs::read(&args.serial)
         .with_context(|| format!("cannot read {}", args.serial.display()))?;
+    if args.bench {
+        return bench(&dict, &data);
+    }
     let report = run_replay(&dict, &data);
     let out = if args.json {
         json(&report).to_string()
@@ -125,6 +128,36 @@ pub fn replay(args: &SimReplayArgs) -> anyhow::Result<()> {
         ),
         None => Ok(()),
     }
+}
+
+/// Times 5 in-process replays (decode + model, every step walked) and prints the median.
+fn bench(dict: &Dictionary, data: &[u8]) -> anyhow::Result<()> {
+    let mut seconds = Vec::new();
+    let mut report = None;
+    for _ in 0..5 {
+        let start = std::time::Instant::now();
+        report = Some(run_replay(dict, data));
+        seconds.push(start.elapsed().as_secs_f64());
+    }
+    seconds.sort_by(f64::total_cmp);
+    let median_s = seconds[seconds.len() / 2];
+    let report = report.context("no replay ran")?;
+    #[allow(clippy::cast_precision_loss)]
+    let (steps, print_time_s) = (
+        report.total_steps() as f64,
+        report.last_step_clock64() as f64 / dict.clock_freq()?,
+    );
+    let out = serde_json::json!({
+        "bytes": data.len(),
+        "commands": report.commands,
+        "steps": report.total_steps(),
+        "print_time_s": print_time_s,
+        "replay_s_median": median_s,
+        "steps_per_s": steps / median_s,
+        "times_real_time": print_time_s / median_s,
+        "fault": report.fault.as_ref().map(ToString::to_string),
+    });
+    writeln!(std::io::stdout(), "{out}").context("cannot write to standard output")
 }
 
 fn json(r: &Report) -> serde_json::Value {
