@@ -9,7 +9,7 @@
 //! Time is an argument (the MCU clock in ticks); nothing here reads a clock.
 
 use gantry_proto::mcu_link::McuLink;
-use gantry_proto::{Dictionary, MessageFormat, Value, vlq};
+use gantry_proto::{Dictionary, Value, vlq};
 
 use crate::dictionary::{self, MOVE_COUNT};
 use crate::model::{Fault, Mcu};
@@ -190,13 +190,9 @@ impl SimMcu {
             return;
         };
         let mut message = Vec::new();
-        if encode(format, values, &mut message) {
+        if format.encode(values, &mut message).is_ok() {
             // Every response fits a block: the largest is an identify_response of 40 bytes.
             let _ = self.link.respond(&message, out);
         }
     }
-}
-
-fn encode(format: &MessageFormat, values: &[Value], out: &mut Vec<u8>) -> bool {
-    format.encode(values, out).is_ok()
 }

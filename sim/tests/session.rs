@@ -19,13 +19,9 @@ fn mcu_clock(now_s: f64) -> u64 {
 }
 
 fn encode(dict: &Dictionary, name: &str, values: &[i64]) -> Vec<u8> {
-    let format = dict
-        .command(name)
-        .unwrap_or_else(|| panic!("{name} in the dictionary"));
     let values: Vec<Value> = values.iter().map(|v| Value::Int(*v)).collect();
-    let mut out = Vec::new();
-    format.encode(&values, &mut out).expect("encodes");
-    out
+    dict.encode_command(name, &values)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// Decodes one response message: its name and integer values.

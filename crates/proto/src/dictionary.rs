@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 
-use crate::msgformat::{MessageError, MessageFormat};
+use crate::msgformat::{MessageError, MessageFormat, Value};
 
 /// Decompressed dictionaries larger than this are refused (real ones are 10–60 KiB).
 pub const MAX_DICTIONARY_BYTES: usize = 16 << 20;
@@ -240,6 +240,23 @@ impl Dictionary {
         self.commands.get(name).and_then(|id| self.messages.get(id))
     }
 
+    /// Encodes the command called `name` with `values` (message id and parameters), ready for
+    /// [`crate::link::HostLink::send`].
+    ///
+    /// # Errors
+    /// When the dictionary has no such command, or the values do not fit its parameters.
+    pub fn encode_command(&self, name: &str, values: &[Value]) -> Result<Vec<u8>, MessageError> {
+        let format = self
+            .command(name)
+            .ok_or_else(|| MessageError::BadArguments {
+                name: name.to_owned(),
+                why: "this MCU's dictionary has no such command".to_owned(),
+            })?;
+        let mut out = Vec::new();
+        format.encode(values, &mut out)?;
+        Ok(out)
+    }
+
     /// The response called `name` (`clock`).
     pub fn response(&self, name: &str) -> Option<&MessageFormat> {
         self.responses
@@ -409,6 +426,18 @@ mod tests {
             Dictionary::from_identify_data(b"not zlib"),
             Err(DictionaryError::Zlib(_))
         ));
+    }
+
+    #[test]
+    fn commands_encode_by_name() {
+        let d = Dictionary::from_json(SAMPLE).expect("valid");
+        assert_eq!(
+            d.encode_command("get_clock", &[]),
+            Ok(vec![0x80, 0x60]),
+            "id 96 takes two bytes"
+        );
+        assert!(d.encode_command("no_such_command", &[]).is_err());
+        assert!(d.encode_command("get_clock", &[Value::Int(1)]).is_err());
     }
 
     #[test]

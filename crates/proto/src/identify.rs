@@ -8,7 +8,7 @@
 //! offset (late duplicates) are ignored.
 
 use crate::dictionary::{Dictionary, DictionaryError};
-use crate::msgformat::{MessageFormat, Value};
+use crate::msgformat::{FormatKind, MessageFormat, Param, ParamType, Value};
 use crate::vlq;
 
 /// The fixed id of `identify`.
@@ -132,17 +132,26 @@ impl Identify {
     }
 }
 
+/// One of the protocol's two fixed formats, built directly: `params` in wire order.
 fn fixed(id: i32, format: &str) -> MessageFormat {
-    match MessageFormat::parse_message(id, format) {
-        Ok(f) => f,
-        // Both formats are constants of the protocol and parse; this arm cannot run.
-        Err(_) => MessageFormat {
-            id,
-            format: format.to_owned(),
-            name: String::new(),
-            params: Vec::new(),
-            kind: crate::msgformat::FormatKind::Message,
-        },
+    let mut words = format.split_whitespace();
+    let name = words.next().unwrap_or_default().to_owned();
+    let params = words
+        .filter_map(|w| w.split_once('='))
+        .filter_map(|(pname, spec)| {
+            ParamType::from_spec(spec).map(|kind| Param {
+                name: pname.to_owned(),
+                kind,
+                enumeration: None,
+            })
+        })
+        .collect();
+    MessageFormat {
+        id,
+        format: format.to_owned(),
+        name,
+        params,
+        kind: FormatKind::Message,
     }
 }
 
@@ -178,6 +187,19 @@ mod tests {
         }
         let dict = done.expect("finished");
         assert_eq!(dict.clock_freq(), Ok(1000.0));
+    }
+
+    #[test]
+    fn the_fixed_formats_are_what_the_parser_makes() {
+        for (id, f) in [
+            (0, "identify_response offset=%u data=%.*s"),
+            (1, "identify offset=%u count=%c"),
+        ] {
+            assert_eq!(
+                fixed(id, f),
+                MessageFormat::parse_message(id, f).expect("valid")
+            );
+        }
     }
 
     #[test]
