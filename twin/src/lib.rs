@@ -109,7 +109,16 @@ impl Plugin for TwinPlugin {
 pub fn run(options: TwinOptions) -> anyhow::Result<()> {
     let scene = TwinScene::load(&options)?;
     for d in scene.toolpath.diagnostics.iter().take(20) {
-        tracing_warn(&format!("{}:{}: {}", scene.source_name, d.line, d.message));
+        bevy::log::warn!("{}:{}: {}", scene.source_name, d.line, d.message);
+    }
+    if let Some(more) = scene
+        .toolpath
+        .diagnostics
+        .len()
+        .checked_sub(20)
+        .filter(|n| *n > 0)
+    {
+        bevy::log::warn!("{}: {more} more lines could not be read", scene.source_name);
     }
     let mut app = App::new();
     let capture = match &options.screenshot {
@@ -148,8 +157,4 @@ pub fn run(options: TwinOptions) -> anyhow::Result<()> {
         }
         (None, AppExit::Error(code)) => anyhow::bail!("the twin exited with error {code}"),
     }
-}
-
-fn tracing_warn(message: &str) {
-    bevy::log::warn!("{message}");
 }
