@@ -4,7 +4,9 @@
 //! [`Mcu`](crate::model::Mcu) model and answers what the link layer itself answers on real
 //! firmware: `identify` from the compressed dictionary, `get_config`, `get_clock` and
 //! `get_uptime`. Every response goes out in its own block, before the block's ACK, as Klipper
-//! firmware sends them. A fault shuts the MCU down: it reports `shutdown clock static_string_id`
+//! firmware sends them. Like firmware, the sim says `starting` when it boots (its first poll) and
+//! sends `stats` every 5 s of MCU time; its `count` is the number of polls in the period, and
+//! `sum`/`sumsq` (task time on real firmware) are 0 because the sim does not measure load. A fault shuts the MCU down: it reports `shutdown clock static_string_id`
 //! once, and then answers every command that is not allowed in shutdown with `is_shutdown`.
 //! Time is an argument (the MCU clock in ticks); nothing here reads a clock.
 
@@ -13,6 +15,9 @@ use gantry_proto::{Dictionary, Value, vlq};
 
 use crate::dictionary::{self, MOVE_COUNT};
 use crate::model::{Fault, Mcu};
+
+/// The period of unsolicited `stats` reports: 5 s of MCU clock.
+const STATS_PERIOD_TICKS: u64 = 5 * dictionary::CLOCK_FREQ as u64;
 
 /// Commands a shut-down MCU still runs.
 const ALLOWED_IN_SHUTDOWN: &[&str] = &[
@@ -32,6 +37,9 @@ pub struct SimMcu {
     dict: Dictionary,
     identify_data: Vec<u8>,
     shutdown: Option<u16>,
+    booted: bool,
+    next_stats_clock: u64,
+    polls: u32,
 }
 
 impl Default for SimMcu {
@@ -52,6 +60,9 @@ impl SimMcu {
             dict,
             identify_data: dictionary::identify_data(),
             shutdown: None,
+            booted: false,
+            next_stats_clock: 0,
+            polls: 0,
         }
     }
 
@@ -81,6 +92,20 @@ impl SimMcu {
 
     /// Runs every complete block at MCU clock `clock` and writes the replies to `out`.
     pub fn poll(&mut self, clock: u64, out: &mut Vec<u8>) {
+        self.polls = self.polls.saturating_add(1);
+        if !self.booted {
+            self.booted = true;
+            self.next_stats_clock = clock + STATS_PERIOD_TICKS;
+            self.respond("starting", &[], out);
+        } else if clock >= self.next_stats_clock {
+            self.next_stats_clock = clock + STATS_PERIOD_TICKS;
+            let count = std::mem::take(&mut self.polls);
+            self.respond(
+                "stats",
+                &[Value::Int(i64::from(count)), Value::Int(0), Value::Int(0)],
+                out,
+            );
+        }
         while let Some(payload) = self.link.poll_block(out) {
             let mut pos = 0;
             while pos < payload.len() {
