@@ -141,3 +141,41 @@ async fn gantry_serve_prints_its_endpoint_and_serves() {
     child.kill().expect("kill");
     child.wait().expect("reaped");
 }
+
+#[tokio::test]
+async fn a_silent_connection_is_dropped_after_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt as _;
+    let server = ApiServer::bind_localhost()
+        .await
+        .expect("binds")
+        .with_handshake_timeout(Duration::from_millis(200));
+    let addr = server.local_addr();
+    let endpoint = server.endpoint();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    // A client that connects and says nothing is closed by the server…
+    let mut idle = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    let mut buf = [0_u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("the server closes it within 5 s");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed, not answered: {read:?}"
+    );
+    // …and the server goes on serving others.
+    let (mut ws, _) = tokio_tungstenite::connect_async(endpoint.url_with_token())
+        .await
+        .expect("connects");
+    let info = call(&mut ws, 1, "server.info").await;
+    assert!(info["result"].is_object());
+    stop.send(()).expect("server running");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops")
+        .expect("no panic");
+}

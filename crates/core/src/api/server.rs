@@ -3,16 +3,21 @@
 //!
 //! [`ApiServer::bind`] picks a free port; [`ApiServer::run`] serves until its shutdown future
 //! resolves, then closes every connection and waits for their tasks. Connection tasks never block:
-//! method handlers move blocking work to the blocking pool.
+//! method handlers move blocking work to the blocking pool. A connection must finish its WebSocket
+//! handshake within [`HANDSHAKE_TIMEOUT`], and at most [`MAX_CONNECTIONS`] are served at once
+//! (more wait in the listen backlog), so a local process cannot pin the server's tasks with idle
+//! sockets.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -23,6 +28,10 @@ use super::{Token, methods};
 
 /// The WebSocket path, as Moonraker names it.
 pub const WEBSOCKET_PATH: &str = "/websocket";
+/// How long a new connection may take to complete its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// What went wrong starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +71,7 @@ pub struct ApiServer {
     listener: TcpListener,
     local_addr: SocketAddr,
     token: Token,
+    handshake_timeout: Duration,
 }
 
 impl ApiServer {
@@ -89,7 +99,15 @@ impl ApiServer {
             listener,
             local_addr,
             token,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
         })
+    }
+
+    /// Sets how long a connection may take to complete its handshake (tests shorten it).
+    #[must_use]
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
     }
 
     /// The address the server listens on.
@@ -109,19 +127,23 @@ impl ApiServer {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         tracing::info!(addr = %self.local_addr, "API server listening");
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
+                // Accept only with a free slot; further clients wait in the listen backlog.
+                accepted = accept_with_slot(&self.listener, &slots) => match accepted {
+                    Ok((stream, peer, slot)) => {
                         let token = self.token.clone();
                         let stop = stop_rx.clone();
+                        let timeout = self.handshake_timeout;
                         connections.spawn(async move {
-                            if let Err(e) = serve_connection(stream, token, stop).await {
+                            if let Err(e) = serve_connection(stream, token, stop, timeout).await {
                                 tracing::debug!(%peer, error = %e, "API connection ended");
                             }
+                            drop(slot);
                         });
                     }
                     Err(e) => tracing::warn!(error = %e, "API server: accept failed"),
@@ -135,6 +157,19 @@ impl ApiServer {
         let _ = stop_tx.send(true);
         while connections.join_next().await.is_some() {}
     }
+}
+
+async fn accept_with_slot(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> std::io::Result<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
+    // The semaphore is never closed, so acquiring can only wait, not fail.
+    let slot = Arc::clone(slots)
+        .acquire_owned()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let (stream, peer) = listener.accept().await?;
+    Ok((stream, peer, slot))
 }
 
 /// Why a handshake was refused.
@@ -184,6 +219,7 @@ async fn serve_connection(
     stream: TcpStream,
     token: Token,
     mut stop: watch::Receiver<bool>,
+    handshake_timeout: Duration,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     // The error type is tungstenite's `Callback` contract, large or not.
     #[allow(clippy::result_large_err)]
@@ -192,7 +228,15 @@ async fn serve_connection(
             .map(|()| resp)
             .map_err(Refusal::response)
     };
-    let mut ws = tokio_tungstenite::accept_hdr_async(stream, callback).await?;
+    let handshake = tokio_tungstenite::accept_hdr_async(stream, callback);
+    let mut ws = tokio::time::timeout(handshake_timeout, handshake)
+        .await
+        .map_err(|_| {
+            tokio_tungstenite::tungstenite::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the WebSocket handshake took too long",
+            ))
+        })??;
     loop {
         tokio::select! {
             changed = stop.changed() => {
