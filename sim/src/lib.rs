@@ -11,7 +11,8 @@
 //!   `reset_step_clock`) and its position as the MCU counts it.
 //! - [`model`]: the MCU's objects by oid and the command handlers, keyed by message name so any
 //!   firmware build's dictionary can drive it.
-//! - [`replay`]: a recorded stream through the model, and the report.
+//! - [`replay`]: a recorded stream through the model.
+//! - [`report`]: where a simulated MCU ended, for both fronts.
 //! - [`dictionary`]: the `gantry-sim` board's dictionary (Klipper's formats, the sim's ids).
 //! - [`runtime`]: the model behind the firmware's link rules, answering identify, config and
 //!   clock queries at an MCU clock given as an argument.
@@ -31,5 +32,6 @@ pub mod model;
 #[cfg(unix)]
 pub mod pty;
 pub mod replay;
+pub mod report;
 pub mod runtime;
 pub mod stepper;

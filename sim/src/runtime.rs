@@ -15,6 +15,7 @@ use gantry_proto::{Dictionary, Value, vlq};
 
 use crate::dictionary::{self, MOVE_COUNT};
 use crate::model::{Fault, Mcu};
+use crate::report::Report;
 
 /// The period of unsolicited `stats` reports: 5 s of MCU clock.
 const STATS_PERIOD_TICKS: u64 = 5 * dictionary::CLOCK_FREQ as u64;
@@ -74,6 +75,16 @@ impl SimMcu {
     /// The model's state (steppers, oids, config CRC).
     pub fn model(&self) -> &Mcu {
         &self.model
+    }
+
+    /// Where the MCU stands now; a link-level shutdown (an unknown command, say) counts as the
+    /// fault when the model itself has none.
+    pub fn report(&self) -> Report {
+        let mut report = Report::from_model(&self.model, &self.dict, Vec::new());
+        if report.fault.is_none() {
+            report.fault = self.shutdown_reason().map(Fault::Shutdown);
+        }
+        report
     }
 
     /// The shutdown reason, if the MCU is shut down.

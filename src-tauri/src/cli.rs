@@ -71,9 +71,10 @@ pub struct ParsedumpArgs {
     pub serial: PathBuf,
 }
 
-/// Arguments of `gantry sim`.
+/// Arguments of `gantry sim`: one job at a time.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
+#[command(group = clap::ArgGroup::new("job").args(["pty", "dump_dict", "example_config"]).multiple(false))]
 pub struct SimArgs {
     /// `replay`; without it, the options below.
     #[command(subcommand)]
@@ -183,6 +184,20 @@ mod tests {
         assert!(parse_size("1280").is_err());
         assert!(parse_size("0x10").is_err());
         assert!(parse_size("axb").is_err());
+    }
+
+    #[test]
+    fn sim_jobs_do_not_combine() {
+        assert!(
+            Cli::try_parse_from(["gantry", "sim", "--pty", "/tmp/x", "--dump-dict", "d"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["gantry", "sim", "--report", "r.json"]).is_err(),
+            "--report needs --pty"
+        );
+        assert!(
+            Cli::try_parse_from(["gantry", "sim", "--pty", "/tmp/x", "--report", "r.json"]).is_ok()
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::io::Write as _;
 
 use anyhow::Context as _;
 use gantry_core::proto::Dictionary;
-use gantry_sim::replay::{Report, replay as run_replay};
+use gantry_sim::replay::replay as run_replay;
+use gantry_sim::report::Report;
 
 use crate::cli::{SimArgs, SimCommand, SimReplayArgs};
 
@@ -67,7 +68,7 @@ fn serve_pty(path: &std::path::Path, report: Option<&std::path::Path>) -> anyhow
     let mut sim = gantry_sim::runtime::SimMcu::new();
     let served = gantry_sim::pty::run(&mut pty, &mut sim, &stop);
     if let Some(report) = report {
-        std::fs::write(report, live_report(&sim).to_string())
+        std::fs::write(report, json(&sim.report()).to_string())
             .with_context(|| format!("cannot write the report {}", report.display()))?;
     }
     served.context("the pty failed")
@@ -76,27 +77,6 @@ fn serve_pty(path: &std::path::Path, report: Option<&std::path::Path>) -> anyhow
 #[cfg(not(unix))]
 fn serve_pty(_path: &std::path::Path, _report: Option<&std::path::Path>) -> anyhow::Result<()> {
     anyhow::bail!("--pty needs a Unix pseudo-terminal; on this system use the in-process sim")
-}
-
-/// What a live run ended with: steppers by step pin, and the shutdown reason.
-fn live_report(sim: &gantry_sim::runtime::SimMcu) -> serde_json::Value {
-    let pins = sim.dictionary().enumerations.get("pin").cloned();
-    let name = |pin: i64| {
-        pins.as_ref()
-            .and_then(|e| e.name_of(pin).map(str::to_owned))
-            .unwrap_or_else(|| format!("?{pin}"))
-    };
-    serde_json::json!({
-        "steppers": sim.model().steppers().map(|(oid, s)| serde_json::json!({
-            "oid": oid,
-            "step_pin": name(s.step_pin),
-            "position": s.position,
-            "steps": s.steps,
-            "last_step_clock": s.last_step_clock,
-        })).collect::<Vec<_>>(),
-        "shutdown": sim.shutdown_reason(),
-        "config_crc": sim.model().config_crc,
-    })
 }
 
 /// `gantry sim replay`.
@@ -173,6 +153,7 @@ fn json(r: &Report) -> serde_json::Value {
         "commands": r.commands,
         "config_crc": r.config_crc,
         "fault": r.fault.as_ref().map(ToString::to_string),
+        "shutdown": r.shutdown(),
         "stream_problems": r.stream_problems,
     })
 }

@@ -78,8 +78,8 @@ pub struct LinkStats {
 struct Sent {
     seq: u64,
     bytes: Vec<u8>,
-    payload_len: usize,
-    messages: Vec<(usize, usize)>,
+    /// How many messages the block carries.
+    message_count: usize,
     sent_time_s: f64,
 }
 
@@ -172,7 +172,7 @@ impl HostLink {
 
     /// Messages queued or in flight.
     pub fn pending_messages(&self) -> usize {
-        self.ready.len() + self.sent.iter().map(|s| s.messages.len()).sum::<usize>()
+        self.ready.len() + self.sent.iter().map(|s| s.message_count).sum::<usize>()
     }
 
     /// Takes bytes read from the port at host time `now_s`.
@@ -343,14 +343,13 @@ impl HostLink {
         }
         while !self.ready.is_empty() && self.may_send_block() {
             let mut payload = Vec::with_capacity(block::PAYLOAD_MAX);
-            let mut messages = Vec::new();
+            let mut message_count = 0;
             while let Some(m) = self.ready.front() {
                 if payload.len() + m.len() > block::PAYLOAD_MAX {
                     break;
                 }
-                let start = payload.len() + block::HEADER_SIZE;
                 payload.extend_from_slice(m);
-                messages.push((start, start + m.len()));
+                message_count += 1;
                 self.ready.pop_front();
             }
             let seq = self.send_seq;
@@ -369,8 +368,7 @@ impl HostLink {
             self.sent.push_back(Sent {
                 seq,
                 bytes,
-                payload_len: payload.len(),
-                messages,
+                message_count,
                 sent_time_s: now_s,
             });
             self.send_seq += 1;
@@ -385,11 +383,7 @@ impl HostLink {
         }
         match self.receive_window {
             Some(window) => {
-                let in_flight: usize = self
-                    .sent
-                    .iter()
-                    .map(|s| s.payload_len + block::MESSAGE_MIN)
-                    .sum();
+                let in_flight: usize = self.sent.iter().map(|s| s.bytes.len()).sum();
                 in_flight + block::MESSAGE_MAX <= window
             }
             None => true,
@@ -399,5 +393,62 @@ impl HostLink {
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<LinkEvent> {
         self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link synchronised by the MCU's empty block with sequence 0.
+    fn synchronised() -> HostLink {
+        let mut link = HostLink::new();
+        let mut out = Vec::new();
+        link.poll_transmit(0.0, &mut out);
+        link.handle_input(&[0x05, 0x10, 0x9e, 0x81, 0x7e], 0.001);
+        assert!(link.is_synchronised());
+        link
+    }
+
+    #[test]
+    fn the_receive_window_limits_unacknowledged_bytes() {
+        let mut link = synchronised();
+        link.set_receive_window(Some(192));
+        for _ in 0..40 {
+            link.send(vec![7; 20]).expect("fits");
+        }
+        let mut out = Vec::new();
+        link.poll_transmit(0.002, &mut out);
+        // Blocks go out only while the bytes in flight plus one more full block fit the window.
+        assert!(
+            !out.is_empty() && out.len() <= 192,
+            "{} bytes in flight",
+            out.len()
+        );
+        let first_burst = out.len();
+        out.clear();
+        link.poll_transmit(0.003, &mut out);
+        assert!(out.is_empty(), "nothing more until an acknowledgement");
+        // The MCU acknowledges everything sent (sequence 16 + blocks sent): more flows.
+        let acked = 16 + link.stats().blocks_sent;
+        let mut ack = Vec::new();
+        block::encode((acked & 0xF) as u8, &[], &mut ack).expect("fits");
+        link.handle_input(&ack, 0.004);
+        link.poll_transmit(0.005, &mut out);
+        assert!(
+            !out.is_empty(),
+            "the window opened again after {first_burst} bytes"
+        );
+    }
+
+    #[test]
+    fn without_a_window_twelve_blocks_may_be_in_flight() {
+        let mut link = synchronised();
+        for _ in 0..100 {
+            link.send(vec![7; 50]).expect("fits");
+        }
+        let mut out = Vec::new();
+        link.poll_transmit(0.002, &mut out);
+        assert_eq!(link.stats().blocks_sent, MAX_PENDING_BLOCKS);
     }
 }
