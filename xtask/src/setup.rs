@@ -37,6 +37,8 @@ pub(crate) const PACKAGES: &[&str] = &[
     "libegl1",
     "libegl-mesa0",
     "libgles2",
+    // `kill`, which the end-to-end tests use to stop tauri-driver and `gantry sim` by signal.
+    "procps",
 ];
 
 /// Oldest Node.js (major, minor) accepted when ui/package.json names none in `engines.node`.
