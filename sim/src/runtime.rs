@@ -10,6 +10,8 @@
 //! once, and then answers every command that is not allowed in shutdown with `is_shutdown`.
 //! Time is an argument (the MCU clock in ticks); nothing here reads a clock.
 
+use std::sync::Arc;
+
 use gantry_proto::mcu_link::McuLink;
 use gantry_proto::{Dictionary, Value, vlq};
 
@@ -35,7 +37,8 @@ const ALLOWED_IN_SHUTDOWN: &[&str] = &[
 pub struct SimMcu {
     link: McuLink,
     model: Mcu,
-    dict: Dictionary,
+    /// Shared so a command's format can be borrowed while the MCU changes (no clone per command).
+    dict: Arc<Dictionary>,
     identify_data: Vec<u8>,
     shutdown: Option<u16>,
     booted: bool,
@@ -54,7 +57,7 @@ impl SimMcu {
     pub fn new() -> Self {
         let json = dictionary::json();
         // The dictionary is generated from constants and parses; the unit tests check it.
-        let dict = Dictionary::from_json(&json).unwrap_or_default();
+        let dict = Arc::new(Dictionary::from_json(&json).unwrap_or_default());
         Self {
             link: McuLink::new(),
             model: Mcu::new(),
@@ -136,7 +139,8 @@ impl SimMcu {
             self.fail("Command parser error", clock, out);
             return None;
         };
-        let Some(format) = self.dict.message(raw_id.cast_signed()).cloned() else {
+        let dict = Arc::clone(&self.dict);
+        let Some(format) = dict.message(raw_id.cast_signed()) else {
             self.fail("Invalid command", clock, out);
             return None;
         };
@@ -198,7 +202,7 @@ impl SimMcu {
                     self.model.fault = None;
                 }
             }
-            _ => match self.model.handle(&format, &values) {
+            _ => match self.model.handle(format, &values) {
                 Ok(()) => {}
                 Err(Fault::Shutdown(why)) => self.fail(why, clock, out),
                 Err(Fault::Unsupported(_)) => self.fail("Invalid command", clock, out),
