@@ -10,5 +10,10 @@
 //! - Klipper's vocabulary and units in names (`_mm`, `print_time`).
 
 pub mod config;
+pub mod extruder;
 pub mod gcode;
+pub mod shaper;
+pub mod stepcompress;
+pub mod steptrace;
 pub mod toolpath;
+pub mod trapq;

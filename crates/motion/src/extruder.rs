@@ -1,0 +1,1 @@
+//! Placeholder: extruder (being written).

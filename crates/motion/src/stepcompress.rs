@@ -1,0 +1,1 @@
+//! Placeholder: stepcompress (being written).
