@@ -78,7 +78,7 @@ fn twin_reports_a_bad_printer_config_with_its_place() {
     assert!(!ok);
     assert!(
         stderr.contains(
-            "printer.cfg:4: Option 'position_max' in section 'stepper_x' is not a number"
+            "printer.cfg:4: Unable to parse option 'position_max' in section 'stepper_x'"
         ),
         "unclear error: {stderr}"
     );

@@ -5,14 +5,17 @@
 //! AVR-like 16 MHz MCU with ports PA..PL of 8 pins each, the names `assets/printers/gantry-sim.cfg`
 //! uses, and a UART-sized receive window.
 
+use gantry_proto::Dictionary;
 use serde_json::{Map, Value, json};
 
 /// The board name the dictionary reports as `MCU`.
 pub const MCU_NAME: &str = "gantry-sim";
 /// The simulated clock, ticks per second.
 pub const CLOCK_FREQ: u32 = 16_000_000;
-/// The move queue's size, as `get_config` reports it.
+/// The move queue's size, as `get_config` reports it after `finalize_config`.
 pub const MOVE_COUNT: u16 = 1024;
+/// The ADC's full scale (12 bits).
+pub const ADC_MAX: u16 = 4095;
 
 /// The commands, in id order from 2.
 pub const COMMANDS: &[&str] = &[
@@ -41,8 +44,28 @@ pub const COMMANDS: &[&str] = &[
     "update_digital_out oid=%c value=%c",
     "set_digital_out_pwm_cycle oid=%c cycle_ticks=%u",
     "config_analog_in oid=%c pin=%u",
-    "query_analog_in oid=%c clock=%u sample_ticks=%u sample_count=%c rest_ticks=%u bytes_per_report=%c min_value=%hu max_value=%hu range_check_count=%c",
+    QUERY_ANALOG_IN,
 ];
+
+/// `query_analog_in` as current firmware declares it (batched reports since 2026-02).
+const QUERY_ANALOG_IN: &str = "query_analog_in oid=%c clock=%u sample_ticks=%u sample_count=%c rest_ticks=%u bytes_per_report=%c min_value=%hu max_value=%hu range_check_count=%c";
+/// `query_analog_in` as older firmware declares it (one value per report).
+const QUERY_ANALOG_IN_LEGACY: &str = "query_analog_in oid=%c clock=%u sample_ticks=%u sample_count=%c rest_ticks=%u min_value=%hu max_value=%hu range_check_count=%c";
+/// `analog_in_state` as current firmware declares it.
+const ANALOG_IN_STATE: &str = "analog_in_state oid=%c next_clock=%u values=%*s";
+/// `analog_in_state` as older firmware declares it.
+const ANALOG_IN_STATE_LEGACY: &str = "analog_in_state oid=%c next_clock=%u value=%hu";
+
+/// Which of Klipper's two analog-in formats a dictionary declares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AnalogInFormat {
+    /// Current firmware: `bytes_per_report` in the query, `values=%*s` (little-endian u16 sums)
+    /// in the report. The sim's own dictionary uses this one.
+    #[default]
+    Current,
+    /// Firmware before 2026-02: no `bytes_per_report`, one `value=%hu` per report.
+    Legacy,
+}
 
 /// The responses, in id order after the commands.
 pub const RESPONSES: &[&str] = &[
@@ -56,7 +79,7 @@ pub const RESPONSES: &[&str] = &[
     "stepper_position oid=%c pos=%i",
     "endstop_state oid=%c homing=%c next_clock=%u pin_value=%c",
     "trsync_state oid=%c can_trigger=%c trigger_reason=%c clock=%u",
-    "analog_in_state oid=%c next_clock=%u values=%*s",
+    ANALOG_IN_STATE,
 ];
 
 /// The shutdown messages the sim can raise, numbered from 2 as a firmware build numbers them.
@@ -78,6 +101,10 @@ pub const SHUTDOWN_STRINGS: &[&str] = &[
     "Scheduled digital out event will exceed max_duration",
     "ADC out of range",
     "Shutdown cleared when not shutdown",
+    "Can't add signal that is already active",
+    "Can not set soft pwm cycle ticks while updates pending",
+    "update_digital_out not valid with active queue",
+    "Invalid analog_in bytes_per_report",
 ];
 
 /// The `static_string_id` of a shutdown message (`None` for a message the sim does not raise).
@@ -90,17 +117,39 @@ pub fn static_string_id(message: &str) -> Option<u16> {
 
 /// The dictionary as compact JSON with sorted keys, as Klipper's build writes it.
 pub fn json() -> String {
+    json_with(AnalogInFormat::Current)
+}
+
+/// The sim's dictionary, parsed.
+pub fn parsed() -> Dictionary {
+    parsed_with(AnalogInFormat::Current)
+}
+
+/// The sim's dictionary with the given analog-in format, parsed.
+pub fn parsed_with(format: AnalogInFormat) -> Dictionary {
+    // Generated from constants; the unit tests check that it parses.
+    Dictionary::from_json(&json_with(format)).unwrap_or_default()
+}
+
+/// The dictionary as [`json`] writes it, declaring the given analog-in format (the ids stay the
+/// same).
+pub fn json_with(format: AnalogInFormat) -> String {
+    let legacy = |text: &'static str| match (format, text) {
+        (AnalogInFormat::Legacy, QUERY_ANALOG_IN) => QUERY_ANALOG_IN_LEGACY,
+        (AnalogInFormat::Legacy, ANALOG_IN_STATE) => ANALOG_IN_STATE_LEGACY,
+        _ => text,
+    };
     let mut commands = Map::new();
     commands.insert("identify offset=%u count=%c".into(), json!(1));
     let mut next_id = 2;
     for c in COMMANDS {
-        commands.insert((*c).into(), json!(next_id));
+        commands.insert(legacy(c).into(), json!(next_id));
         next_id += 1;
     }
     let mut responses = Map::new();
     responses.insert("identify_response offset=%u data=%.*s".into(), json!(0));
     for r in RESPONSES {
-        responses.insert((*r).into(), json!(next_id));
+        responses.insert(legacy(r).into(), json!(next_id));
         next_id += 1;
     }
     let pins: Map<String, Value> = "ABCDEFGHJKL"
@@ -121,7 +170,7 @@ pub fn json() -> String {
         "config": {
             "CLOCK_FREQ": CLOCK_FREQ,
             "MCU": MCU_NAME,
-            "ADC_MAX": 4095,
+            "ADC_MAX": ADC_MAX,
             "PWM_MAX": 255,
             "RECEIVE_WINDOW": 192,
             "STATS_SUMSQ_BASE": 256,
@@ -136,13 +185,17 @@ pub fn json() -> String {
 
 /// The zlib-compressed dictionary the sim sends through `identify`.
 pub fn identify_data() -> Vec<u8> {
-    miniz_oxide::deflate::compress_to_vec_zlib(json().as_bytes(), 9)
+    identify_data_with(AnalogInFormat::Current)
+}
+
+/// [`identify_data`] for a dictionary with the given analog-in format.
+pub fn identify_data_with(format: AnalogInFormat) -> Vec<u8> {
+    miniz_oxide::deflate::compress_to_vec_zlib(json_with(format).as_bytes(), 9)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gantry_proto::Dictionary;
 
     #[test]
     fn the_dictionary_parses_and_uses_klippers_formats() {
@@ -169,5 +222,18 @@ mod tests {
             Dictionary::from_identify_data(&identify_data()).expect("valid"),
             d
         );
+        assert_eq!(parsed(), d);
+    }
+
+    #[test]
+    fn the_legacy_variant_declares_klippers_older_analog_formats() {
+        let d = parsed_with(AnalogInFormat::Legacy);
+        let current = parsed();
+        let q = d.command("query_analog_in").expect("declared");
+        assert_eq!(q.format, QUERY_ANALOG_IN_LEGACY);
+        assert_eq!(q.id, current.command("query_analog_in").map_or(0, |m| m.id));
+        let r = d.response("analog_in_state").expect("declared");
+        assert_eq!(r.format, ANALOG_IN_STATE_LEGACY);
+        assert!(r.params.iter().any(|p| p.name == "value"));
     }
 }

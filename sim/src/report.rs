@@ -1,6 +1,7 @@
-//! Where a simulated MCU ended: every stepper (by oid, named by its step pin), the config CRC,
-//! the fault that stopped it, and problems in the stream that fed it. Both fronts — a replay and a
-//! live run — report with this one type.
+//! Where a simulated MCU ended: every stepper (by oid, named by its step pin), the world's
+//! carriages, heaters and fans, the config CRC, the fault that stopped it (with Klipper's shutdown
+//! message and clock), and problems in the stream that fed it. Both fronts — a replay and a live
+//! run — report with this one type.
 
 use gantry_proto::Dictionary;
 
@@ -25,11 +26,52 @@ pub struct StepperReport {
     pub last_step_clock64: u64,
 }
 
+/// Where one carriage of the world ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CarriageReport {
+    /// The stepper's name in the world (`stepper_x`).
+    pub name: String,
+    /// The axis.
+    pub axis: String,
+    /// The position, mm.
+    pub position_mm: f64,
+}
+
+/// A heater of the world.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaterReport {
+    /// Its name.
+    pub name: String,
+    /// Its temperature, °C.
+    pub temperature_c: f64,
+    /// The duty cycle it was last driven with.
+    pub duty: f64,
+}
+
+/// A fan of the world.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FanReport {
+    /// Its name.
+    pub name: String,
+    /// The duty cycle it was last driven with.
+    pub duty: f64,
+}
+
 /// What a simulated MCU ended with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     /// Every stepper, by oid.
     pub steppers: Vec<StepperReport>,
+    /// The world's carriages.
+    pub carriages: Vec<CarriageReport>,
+    /// The world's heaters.
+    pub heaters: Vec<HeaterReport>,
+    /// The world's fans.
+    pub fans: Vec<FanReport>,
+    /// The MCU clock the model reached.
+    pub clock: u64,
+    /// The clock of the shutdown, if any.
+    pub shutdown_clock: Option<u64>,
     /// Commands handled.
     pub commands: u64,
     /// The config CRC from `finalize_config`.
@@ -59,6 +101,7 @@ impl Report {
     /// no name).
     pub fn from_model(mcu: &Mcu, dict: &Dictionary, stream_problems: Vec<String>) -> Self {
         let pins = dict.enumerations.get("pin");
+        let world = mcu.world();
         let pin_name = |pin: i64| {
             pins.and_then(|e| e.name_of(pin).map(str::to_owned))
                 .unwrap_or_else(|| format!("?{pin}"))
@@ -72,10 +115,42 @@ impl Report {
                     position: s.position,
                     steps: s.steps,
                     moves: s.moves,
-                    last_step_clock: s.last_step_clock,
+                    last_step_clock: s.last_step_clock(),
                     last_step_clock64: s.last_step_clock64,
                 })
                 .collect(),
+            carriages: world
+                .carriages
+                .iter()
+                .map(|c| CarriageReport {
+                    name: c.name.clone(),
+                    axis: c.axis.clone(),
+                    position_mm: c.position_mm(
+                        mcu.steppers()
+                            .find(|(_, s)| s.step_pin == c.step_pin)
+                            .map_or(0, |(_, s)| s.position),
+                    ),
+                })
+                .collect(),
+            heaters: world
+                .heaters
+                .iter()
+                .map(|h| HeaterReport {
+                    name: h.name.clone(),
+                    temperature_c: h.temperature_c,
+                    duty: h.duty,
+                })
+                .collect(),
+            fans: world
+                .fans
+                .iter()
+                .map(|f| FanReport {
+                    name: f.name.clone(),
+                    duty: f.duty,
+                })
+                .collect(),
+            clock: mcu.now(),
+            shutdown_clock: mcu.fault.as_ref().and(mcu.shutdown_clock),
             commands: mcu.commands,
             config_crc: mcu.config_crc,
             fault: mcu.fault.clone(),
@@ -83,11 +158,13 @@ impl Report {
         }
     }
 
-    /// Klipper's shutdown message, when the fault is a shutdown.
+    /// Klipper's shutdown message, when the MCU is shut down (an unsupported command is
+    /// "Invalid command", as the firmware says).
     pub fn shutdown(&self) -> Option<&'static str> {
         match self.fault {
             Some(Fault::Shutdown(why)) => Some(why),
-            _ => None,
+            Some(Fault::Unsupported(_)) => Some("Invalid command"),
+            None => None,
         }
     }
 }

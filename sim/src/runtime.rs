@@ -1,23 +1,30 @@
 //! The simulated MCU behind a link: bytes in, bytes out, at a given MCU clock.
 //!
 //! [`SimMcu`] puts the firmware's link rules (`gantry_proto::mcu_link`) in front of the
-//! [`Mcu`](crate::model::Mcu) model and answers what the link layer itself answers on real
+//! [`Mcu`] model and its [`World`], and answers what the link layer itself answers on real
 //! firmware: `identify` from the compressed dictionary, `get_config`, `get_clock` and
 //! `get_uptime`. Every response goes out in its own block, before the block's ACK, as Klipper
 //! firmware sends them. Like firmware, the sim says `starting` when it boots (its first poll) and
 //! sends `stats` every 5 s of MCU time; its `count` is the number of polls in the period, and
-//! `sum`/`sumsq` (task time on real firmware) are 0 because the sim does not measure load. A fault shuts the MCU down: it reports `shutdown clock static_string_id`
-//! once, and then answers every command that is not allowed in shutdown with `is_shutdown`.
-//! Time is an argument (the MCU clock in ticks); nothing here reads a clock.
+//! `sum`/`sumsq` (task time on real firmware) are 0 because the sim does not measure load.
+//!
+//! Each [`SimMcu::poll`] first runs the model's timers up to the clock (steppers, endstops,
+//! trsyncs, outputs, analog inputs, the world) and sends what they report (`trsync_state`,
+//! `analog_in_state`, `shutdown`), then runs the complete blocks that arrived. A fault shuts the
+//! MCU down: it reports `shutdown clock static_string_id` once, and then answers every command
+//! that is not allowed in shutdown with `is_shutdown`. Time is an argument (the MCU clock in
+//! ticks); nothing here reads a clock.
 
 use std::sync::Arc;
 
 use gantry_proto::mcu_link::McuLink;
 use gantry_proto::{Dictionary, Value, vlq};
 
-use crate::dictionary::{self, MOVE_COUNT};
-use crate::model::{Fault, Mcu};
+use crate::dictionary::{self, AnalogInFormat};
+use crate::model::{Fault, Mcu, McuConfig, Response};
 use crate::report::Report;
+use crate::sched::clock32;
+use crate::world::World;
 
 /// The period of unsolicited `stats` reports: 5 s of MCU clock.
 const STATS_PERIOD_TICKS: u64 = 5 * dictionary::CLOCK_FREQ as u64;
@@ -40,7 +47,6 @@ pub struct SimMcu {
     /// Shared so a command's format can be borrowed while the MCU changes (no clone per command).
     dict: Arc<Dictionary>,
     identify_data: Vec<u8>,
-    shutdown: Option<u16>,
     booted: bool,
     next_stats_clock: u64,
     polls: u32,
@@ -53,17 +59,28 @@ impl Default for SimMcu {
 }
 
 impl SimMcu {
-    /// A freshly reset simulated MCU.
+    /// A freshly reset simulated MCU in the default world.
     pub fn new() -> Self {
-        let json = dictionary::json();
-        // The dictionary is generated from constants and parses; the unit tests check it.
-        let dict = Arc::new(Dictionary::from_json(&json).unwrap_or_default());
+        let dict = dictionary::parsed();
+        // The default world is checked against the sim's dictionary by the unit tests.
+        let world = World::default_for(&dict)
+            .unwrap_or_else(|_| World::empty(f64::from(dictionary::CLOCK_FREQ)));
+        Self::with_world(world)
+    }
+
+    /// A freshly reset simulated MCU in `world` (wired with the sim's pin names, see
+    /// [`dictionary::parsed`]).
+    pub fn with_world(world: World) -> Self {
+        Self::with_format(world, AnalogInFormat::Current)
+    }
+
+    /// A simulated MCU whose dictionary declares Klipper's older or current analog-in formats.
+    pub fn with_format(world: World, format: AnalogInFormat) -> Self {
         Self {
             link: McuLink::new(),
-            model: Mcu::new(),
-            dict,
-            identify_data: dictionary::identify_data(),
-            shutdown: None,
+            model: Mcu::new(McuConfig::sim(), world),
+            dict: Arc::new(dictionary::parsed_with(format)),
+            identify_data: dictionary::identify_data_with(format),
             booted: false,
             next_stats_clock: 0,
             polls: 0,
@@ -75,28 +92,24 @@ impl SimMcu {
         &self.dict
     }
 
-    /// The model's state (steppers, oids, config CRC).
+    /// The model's state (steppers, oids, config CRC, world).
     pub fn model(&self) -> &Mcu {
         &self.model
     }
 
-    /// Where the MCU stands now; a link-level shutdown (an unknown command, say) counts as the
-    /// fault when the model itself has none.
+    /// The model, to inject faults into its world.
+    pub fn model_mut(&mut self) -> &mut Mcu {
+        &mut self.model
+    }
+
+    /// Where the MCU stands now.
     pub fn report(&self) -> Report {
-        let mut report = Report::from_model(&self.model, &self.dict, Vec::new());
-        if report.fault.is_none() {
-            report.fault = self.shutdown_reason().map(Fault::Shutdown);
-        }
-        report
+        Report::from_model(&self.model, &self.dict, Vec::new())
     }
 
     /// The shutdown reason, if the MCU is shut down.
     pub fn shutdown_reason(&self) -> Option<&'static str> {
-        self.shutdown.and_then(|id| {
-            dictionary::SHUTDOWN_STRINGS
-                .get(usize::from(id) - 2)
-                .copied()
-        })
+        self.model.shutdown_reason()
     }
 
     /// Takes bytes from the host.
@@ -104,7 +117,8 @@ impl SimMcu {
         self.link.handle_input(bytes);
     }
 
-    /// Runs every complete block at MCU clock `clock` and writes the replies to `out`.
+    /// Runs the timers due by MCU clock `clock` and every complete block, and writes the
+    /// replies to `out`.
     pub fn poll(&mut self, clock: u64, out: &mut Vec<u8>) {
         self.polls = self.polls.saturating_add(1);
         if !self.booted {
@@ -116,14 +130,22 @@ impl SimMcu {
             let count = std::mem::take(&mut self.polls);
             self.respond(
                 "stats",
-                &[Value::Int(i64::from(count)), Value::Int(0), Value::Int(0)],
+                &[
+                    ("count", Value::Int(i64::from(count))),
+                    ("sum", Value::Int(0)),
+                    ("sumsq", Value::Int(0)),
+                ],
                 out,
             );
         }
+        self.model.advance(clock);
+        self.flush_responses(out);
         while let Some(payload) = self.link.poll_block(out) {
             let mut pos = 0;
             while pos < payload.len() {
-                match self.run_one(&payload[pos..], clock, out) {
+                let used = self.run_one(&payload[pos..], clock, out);
+                self.flush_responses(out);
+                match used {
                     Some(used) => pos += used,
                     None => break,
                 }
@@ -136,29 +158,34 @@ impl SimMcu {
     /// the block cannot be read (the MCU has shut down).
     fn run_one(&mut self, bytes: &[u8], clock: u64, out: &mut Vec<u8>) -> Option<usize> {
         let Ok((raw_id, id_len)) = vlq::decode(bytes) else {
-            self.fail("Command parser error", clock, out);
+            self.model.shutdown("Command parser error");
             return None;
         };
         let dict = Arc::clone(&self.dict);
         let Some(format) = dict.message(raw_id.cast_signed()) else {
-            self.fail("Invalid command", clock, out);
+            self.model.shutdown("Invalid command");
             return None;
         };
         let Ok((values, used)) = format.decode(&bytes[id_len..]) else {
-            self.fail("Command parser error", clock, out);
+            self.model.shutdown("Command parser error");
             return None;
         };
-        if let Some(id) = self.shutdown
+        if let Some(reason) = self.model.shutdown_reason()
             && !ALLOWED_IN_SHUTDOWN.contains(&format.name.as_str())
         {
-            self.respond("is_shutdown", &[Value::Int(i64::from(id))], out);
+            let id = dictionary::static_string_id(reason).unwrap_or(0);
+            self.respond(
+                "is_shutdown",
+                &[("static_string_id", Value::Int(i64::from(id)))],
+                out,
+            );
             return Some(id_len + used);
         }
         let int = |i: usize| match values.get(i) {
             Some(Value::Int(v)) => *v,
             _ => 0,
         };
-        let clock32 = i64::from(clock as u32);
+        let clock_low = i64::from(clock32(clock));
         match format.name.as_str() {
             "identify" => {
                 let start = usize::try_from(int(0))
@@ -170,68 +197,148 @@ impl SimMcu {
                 let data = self.identify_data[start..end].to_vec();
                 self.respond(
                     "identify_response",
-                    &[Value::Int(int(0)), Value::Bytes(data)],
+                    &[("offset", Value::Int(int(0))), ("data", Value::Bytes(data))],
                     out,
                 );
             }
             "get_config" => {
                 let crc = self.model.config_crc;
                 let values = [
-                    Value::Int(i64::from(crc.is_some())),
-                    Value::Int(i64::from(crc.unwrap_or(0))),
-                    Value::Int(i64::from(self.shutdown.is_some())),
-                    Value::Int(i64::from(MOVE_COUNT)),
+                    ("is_config", Value::Int(i64::from(crc.is_some()))),
+                    ("crc", Value::Int(i64::from(crc.unwrap_or(0)))),
+                    (
+                        "is_shutdown",
+                        Value::Int(i64::from(self.model.is_shutdown())),
+                    ),
+                    ("move_count", Value::Int(i64::from(self.model.move_count()))),
                 ];
                 self.respond("config", &values, out);
             }
-            "get_clock" => self.respond("clock", &[Value::Int(clock32)], out),
+            "get_clock" => self.respond("clock", &[("clock", Value::Int(clock_low))], out),
             "get_uptime" => {
+                let high = i64::from(clock32(clock >> 32));
                 self.respond(
                     "uptime",
-                    &[
-                        Value::Int(i64::from((clock >> 32) as u32)),
-                        Value::Int(clock32),
-                    ],
+                    &[("high", Value::Int(high)), ("clock", Value::Int(clock_low))],
                     out,
                 );
             }
-            "clear_shutdown" => {
-                if self.shutdown.take().is_none() {
-                    self.fail("Shutdown cleared when not shutdown", clock, out);
-                } else {
-                    self.model.fault = None;
-                }
-            }
+            "clear_shutdown" => self.model.clear_shutdown(),
             _ => match self.model.handle(format, &values) {
-                Ok(()) => {}
-                Err(Fault::Shutdown(why)) => self.fail(why, clock, out),
-                Err(Fault::Unsupported(_)) => self.fail("Invalid command", clock, out),
+                Ok(()) | Err(Fault::Shutdown(_) | Fault::Unsupported(_)) => {}
             },
         }
         Some(id_len + used)
     }
 
-    fn fail(&mut self, why: &'static str, clock: u64, out: &mut Vec<u8>) {
-        if self.shutdown.is_some() {
-            return;
+    /// Sends what the model queued.
+    fn flush_responses(&mut self, out: &mut Vec<u8>) {
+        let responses: Vec<Response> = self.model.take_responses().collect();
+        for r in responses {
+            self.send(&r, out);
         }
-        let id = dictionary::static_string_id(why).unwrap_or(0);
-        self.shutdown = Some(id);
-        let clock32 = i64::from(clock as u32);
-        self.respond(
-            "shutdown",
-            &[Value::Int(clock32), Value::Int(i64::from(id))],
-            out,
-        );
     }
 
-    fn respond(&self, name: &str, values: &[Value], out: &mut Vec<u8>) {
+    fn send(&self, r: &Response, out: &mut Vec<u8>) {
+        let int = |v: i64| Value::Int(v);
+        match r {
+            Response::TrsyncState {
+                oid,
+                can_trigger,
+                trigger_reason,
+                clock,
+            } => self.respond(
+                "trsync_state",
+                &[
+                    ("oid", int(i64::from(*oid))),
+                    ("can_trigger", int(i64::from(*can_trigger))),
+                    ("trigger_reason", int(i64::from(*trigger_reason))),
+                    ("clock", int(i64::from(*clock))),
+                ],
+                out,
+            ),
+            Response::EndstopState {
+                oid,
+                homing,
+                next_clock,
+                pin_value,
+            } => self.respond(
+                "endstop_state",
+                &[
+                    ("oid", int(i64::from(*oid))),
+                    ("homing", int(i64::from(*homing))),
+                    ("next_clock", int(i64::from(*next_clock))),
+                    ("pin_value", int(i64::from(*pin_value))),
+                ],
+                out,
+            ),
+            Response::StepperPosition { oid, pos } => self.respond(
+                "stepper_position",
+                &[("oid", int(i64::from(*oid))), ("pos", int(i64::from(*pos)))],
+                out,
+            ),
+            Response::AnalogInState {
+                oid,
+                next_clock,
+                values,
+            } => {
+                let batched = self
+                    .dict
+                    .response("analog_in_state")
+                    .is_some_and(|f| f.params.iter().any(|p| p.name == "values"));
+                let head = [
+                    ("oid", int(i64::from(*oid))),
+                    ("next_clock", int(i64::from(*next_clock))),
+                ];
+                if batched {
+                    let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    let [a, b] = head;
+                    self.respond(
+                        "analog_in_state",
+                        &[a, b, ("values", Value::Bytes(bytes))],
+                        out,
+                    );
+                } else {
+                    for v in values {
+                        let [a, b] = head.clone();
+                        let value = ("value", int(i64::from(*v)));
+                        self.respond("analog_in_state", &[a, b, value], out);
+                    }
+                }
+            }
+            Response::Shutdown { clock, reason } => {
+                let id = dictionary::static_string_id(reason).unwrap_or(0);
+                self.respond(
+                    "shutdown",
+                    &[
+                        ("clock", int(i64::from(*clock))),
+                        ("static_string_id", int(i64::from(id))),
+                    ],
+                    out,
+                );
+            }
+        }
+    }
+
+    /// Encodes response `name` with its parameters by name (a parameter not given is 0) and
+    /// sends it in its own block.
+    fn respond(&self, name: &str, values: &[(&str, Value)], out: &mut Vec<u8>) {
         let Some(format) = self.dict.response(name) else {
             return;
         };
+        let ordered: Vec<Value> = format
+            .params
+            .iter()
+            .map(|p| {
+                values
+                    .iter()
+                    .find(|(n, _)| *n == p.name)
+                    .map_or(Value::Int(0), |(_, v)| v.clone())
+            })
+            .collect();
         let mut message = Vec::new();
-        if format.encode(values, &mut message).is_ok() {
-            // Every response fits a block: the largest is an identify_response of 40 bytes.
+        if format.encode(&ordered, &mut message).is_ok() {
+            // Every response fits a block: the largest is an analog_in_state of 48 data bytes.
             let _ = self.link.respond(&message, out);
         }
     }

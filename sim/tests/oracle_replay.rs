@@ -124,3 +124,75 @@ fn g_cartesian_moves_stm32f446() {
         &["PF13", "PG0", "PF11", "PG4"],
     );
 }
+
+/// Case e in a world that matches its printer.cfg: the carriages end where the G-code left them
+/// (homing starts from a pretend position 1.5 × the range plus 5 mm away, so X starts at 305 mm
+/// and ends at 0; Y, with `!PF7`, ends at 200), batch mode never heats, and the fan was last set
+/// to off.
+#[test]
+fn e_in_a_world() {
+    let dict_text = std::fs::read_to_string(fixtures().join("dict/atmega2560.dict")).expect("dict");
+    let dict = Dictionary::from_json(&dict_text).expect("valid dictionary");
+    let world = gantry_sim::world::World::from_toml(
+        r#"
+        [[stepper]]
+        name = "stepper_x"
+        step_pin = "PF0"
+        axis = "x"
+        steps_per_mm = 80.0
+        start_mm = 305.0
+        endstop_pin = "PE5"
+
+        [[stepper]]
+        name = "stepper_y"
+        step_pin = "PF6"
+        axis = "y"
+        steps_per_mm = 80.0
+        dir_inverted = true
+        start_mm = 305.0
+        endstop_pin = "PJ1"
+
+        [[heater]]
+        name = "extruder"
+        heater_pin = "PB4"
+        sensor_pin = "PK5"
+        power_w = 40.0
+        heat_capacity_j_k = 15.0
+        loss_w_k = 0.15
+        sensor = "EPCOS 100K B57560G104F"
+
+        [[fan]]
+        name = "fan"
+        pin = "PH6"
+        "#,
+        &dict,
+    )
+    .expect("a valid world");
+    let data = std::fs::read(
+        fixtures()
+            .join("cases")
+            .join("e_cartesian_home_print_square")
+            .join("output.serial"),
+    )
+    .expect("stream");
+    let report = gantry_sim::replay::replay_in(&dict, &data, world);
+    assert_eq!(report.fault, None);
+    assert_eq!(report.total_steps(), 246_592);
+    let at = |name: &str| {
+        report
+            .carriages
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.position_mm)
+    };
+    assert!(
+        at("stepper_x").is_some_and(|x| x.abs() < 1e-9),
+        "{:?}",
+        at("stepper_x")
+    );
+    assert!(at("stepper_y").is_some_and(|y| (y - 200.0).abs() < 1e-9));
+    assert!((report.heaters[0].temperature_c - 25.0).abs() < 1e-9);
+    assert_eq!(report.fans[0].duty, 0.0);
+    // The replay ran the outputs to the end of the print (214.7 s).
+    assert!(report.clock as f64 / 16e6 > 200.0, "{}", report.clock);
+}

@@ -1,6 +1,6 @@
 //! The command line: no subcommand opens the desktop window; each subcommand is a headless job.
 //!
-//! Later issues add `batch`, `estimate`, `parsedump`, `sim`, `discover`, `remote` and `print`.
+//! Later issues add `discover`, `remote` and `print`.
 
 use std::path::PathBuf;
 
@@ -26,9 +26,13 @@ pub enum Command {
     Twin(TwinArgs),
     /// Run core's local API server without a window; prints its endpoint as one JSON line.
     Serve,
+    /// Klipper's batch mode: printer.cfg + G-code → the MCU command stream, as klippy -o writes it.
+    Batch(BatchArgs),
+    /// Plan a G-code file with the real planner: print time, layers, filament, top speed.
+    Estimate(EstimateArgs),
     /// Decode a raw MCU stream into one message per line, as Klipper's parsedump.py does.
     Parsedump(ParsedumpArgs),
-    /// The simulated MCU: serve it on a pseudo-terminal, or replay a recorded stream.
+    /// The simulated MCU: serve it on a pseudo-terminal or a TCP port, or replay a recorded stream.
     Sim(SimArgs),
     /// Print Gantry's version.
     Version(VersionArgs),
@@ -62,6 +66,49 @@ impl TwinArgs {
     }
 }
 
+/// Arguments of `gantry batch`.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// The printer.cfg (Klipper's format; [include] files are read too).
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+    /// The MCU's data dictionary (klipper.dict); NAME=FILE for an [mcu NAME].
+    #[arg(long, short = 'd', required = true)]
+    pub dict: Vec<String>,
+    /// The G-code to run.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Where the MCU stream goes (others: OUT-NAME).
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Also print one JSON line of timings.
+    #[arg(long)]
+    pub bench: bool,
+    /// Fail (exit 1) when the G-code had errors; without it they are reported and skipped, as
+    /// Klipper's batch mode does.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Arguments of `gantry estimate`.
+#[derive(Debug, Args)]
+pub struct EstimateArgs {
+    /// The G-code file.
+    pub file: PathBuf,
+    /// The printer.cfg whose limits the planner uses.
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// List every layer's time.
+    #[arg(long)]
+    pub layers: bool,
+    /// Filament density for the mass, g/cm³ (PLA 1.24).
+    #[arg(long, default_value_t = 1.24)]
+    pub density: f64,
+}
+
 /// Arguments of `gantry parsedump`.
 #[derive(Debug, Args)]
 pub struct ParsedumpArgs {
@@ -74,7 +121,8 @@ pub struct ParsedumpArgs {
 /// Arguments of `gantry sim`: one job at a time.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
-#[command(group = clap::ArgGroup::new("job").args(["pty", "dump_dict", "example_config"]).multiple(false))]
+#[command(group = clap::ArgGroup::new("job").args(["pty", "tcp", "dump_dict", "example_config"]).multiple(false))]
+#[command(group = clap::ArgGroup::new("serve").args(["pty", "tcp"]).multiple(false))]
 pub struct SimArgs {
     /// `replay`; without it, the options below.
     #[command(subcommand)]
@@ -83,13 +131,22 @@ pub struct SimArgs {
     /// like a USB board) until SIGINT or SIGTERM.
     #[arg(long, value_name = "PATH")]
     pub pty: Option<PathBuf>,
-    /// With --pty: on exit, write where every stepper ended and any shutdown reason as JSON here.
-    #[arg(long, value_name = "R.json", requires = "pty")]
+    /// Serve the simulated MCU in real time on a TCP port (one host at a time; the MCU keeps
+    /// running between hosts) until SIGINT or SIGTERM.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub tcp: Option<std::net::SocketAddr>,
+    /// With --pty or --tcp: the physical world (TOML: steppers, endstops, heaters, fans, faults);
+    /// without it, the default world that matches --example-config.
+    #[arg(long, value_name = "W.toml", requires = "serve")]
+    pub world: Option<PathBuf>,
+    /// With --pty or --tcp: on exit, write where every stepper ended, the world's heater
+    /// temperatures and any shutdown reason as JSON here.
+    #[arg(long, value_name = "R.json", requires = "serve")]
     pub report: Option<PathBuf>,
     /// Write the simulated board's data dictionary (JSON, like Klipper's klipper.dict) and exit.
     #[arg(long, value_name = "FILE")]
     pub dump_dict: Option<PathBuf>,
-    /// Print a printer.cfg for the simulated board and exit.
+    /// Print a printer.cfg for the simulated board and its default world and exit.
     #[arg(long)]
     pub example_config: bool,
 }
@@ -110,6 +167,10 @@ pub struct SimReplayArgs {
     pub dict: PathBuf,
     /// The stream (Klipper batch mode's `-o` output).
     pub serial: PathBuf,
+    /// A physical world (TOML, pins named as the dictionary names them) whose heaters and fans
+    /// follow the stream's outputs; its carriages and heaters join the report.
+    #[arg(long, value_name = "W.toml")]
+    pub world: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -197,6 +258,35 @@ mod tests {
         );
         assert!(
             Cli::try_parse_from(["gantry", "sim", "--pty", "/tmp/x", "--report", "r.json"]).is_ok()
+        );
+        assert!(
+            Cli::try_parse_from(["gantry", "sim", "--pty", "/tmp/x", "--tcp", "127.0.0.1:1"])
+                .is_err(),
+            "one front at a time"
+        );
+        assert!(
+            Cli::try_parse_from(["gantry", "sim", "--world", "w.toml"]).is_err(),
+            "--world needs a front"
+        );
+        assert!(
+            Cli::try_parse_from([
+                "gantry",
+                "sim",
+                "--tcp",
+                "127.0.0.1:7000",
+                "--world",
+                "w.toml",
+                "--report",
+                "r"
+            ])
+            .is_ok()
+        );
+        assert!(Cli::try_parse_from(["gantry", "sim", "--tcp", "not-an-address"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "gantry", "sim", "replay", "--dict", "d", "--world", "w.toml", "s.serial"
+            ])
+            .is_ok()
         );
     }
 

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+pub mod batch;
 pub mod cli;
 pub mod commands;
 pub mod desktop;
@@ -25,6 +26,8 @@ pub fn main() -> ExitCode {
         None => desktop::run(),
         Some(cli::Command::Twin(args)) => gantry_twin::run(args.into_options()),
         Some(cli::Command::Serve) => serve::run(),
+        Some(cli::Command::Batch(args)) => batch::run_batch(&args),
+        Some(cli::Command::Estimate(args)) => batch::run_estimate(&args),
         Some(cli::Command::Parsedump(args)) => parsedump::run(&args.dict, &args.serial),
         Some(cli::Command::Sim(args)) => sim::run(&args),
         Some(cli::Command::Version(args)) => cli::print_version(args.json),

@@ -18,9 +18,10 @@
 //! - Every spawned task has an owner that awaits it; shutdown is explicit (see [`api::ApiServer::run`]).
 //!
 //! The pure crates are re-exported so the shells reach them through core: [`motion`] (printer.cfg,
-//! G-code, toolpaths, later the planner) and [`proto`] (Klipper's MCU wire protocol).
+//! G-code, the planner) and [`proto`] (Klipper's MCU wire protocol).
 
 pub mod api;
+pub mod printer_config;
 pub mod printers;
 
 pub use gantry_motion as motion;

@@ -1,1 +1,697 @@
-//! Placeholder: extruder (being written).
+//! Extruder kinematics with pressure advance (Klipper's extruder stepper model).
+//!
+//! The extruder has a trapq of its own. Each toolhead move with E motion is copied into it with
+//! the same timing ([`append_extrusion`]): `start_pos.x` is the E position, `axes_r.x = 1`, and
+//! `axes_r.y = 1` flags segments where pressure advance may act (extruding while moving in XY).
+//!
+//! Pressure advance pushes extra filament in proportion to the nominal extrusion velocity:
+//! `pa(t) = E(t) + K·v(t)`, with `K` the pressure-advance time (seconds) of the segment, or 0 on
+//! unflagged segments. That signal jumps wherever the velocity does, so the stepper follows its
+//! tent-weighted average over `[t − T/2, t + T/2]` (`T` the smooth time):
+//! `E_out(t) = ∫ pa(x)·(T/2 − |t − x|) dx / (T/2)²`. On each segment `pa` is a quadratic in
+//! time, so the integral has a closed form ([`ExtruderKin::calc_position`]); the window may reach
+//! into neighbouring segments, which are visited in turn.
+//!
+//! `K` changes are time-stamped ([`ExtruderKin::set_pressure_advance`]): a segment uses the value
+//! in force at its own start. A smooth time of 0 turns the model off (plain `E(t)`).
+
+use std::collections::VecDeque;
+
+use crate::trapq::{Coord, TrapMove, TrapQ};
+
+/// Default `pressure_advance_smooth_time`, seconds.
+pub const DEFAULT_SMOOTH_TIME: f64 = 0.040;
+
+/// Largest accepted `pressure_advance_smooth_time`, seconds.
+pub const MAX_SMOOTH_TIME: f64 = 0.200;
+
+/// One pressure-advance value and the print time from which segments use it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct AdvanceChange {
+    /// Segments starting at or after this print time use `advance`.
+    from_time: f64,
+    /// Pressure-advance time K, seconds.
+    advance: f64,
+}
+
+/// The extruder stepper's kinematics: pressure-advance schedule and smoothing window.
+#[derive(Clone, Debug)]
+pub struct ExtruderKin {
+    /// Time-ordered changes of K; never empty (starts with K = 0 from time 0). The first entry
+    /// also serves segments older than every entry.
+    schedule: VecDeque<AdvanceChange>,
+    /// Half the smooth time, seconds (0 = pressure advance off).
+    half_smooth_time: f64,
+    /// `1 / half_smooth_time²`, valid while `half_smooth_time > 0`.
+    inv_half_smooth_time2: f64,
+}
+
+impl Default for ExtruderKin {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ExtruderKin {
+    /// Pressure advance off: K = 0, no smoothing.
+    pub fn new() -> Self {
+        Self {
+            schedule: VecDeque::from([AdvanceChange {
+                from_time: 0.0,
+                advance: 0.0,
+            }]),
+            half_smooth_time: 0.0,
+            inv_half_smooth_time2: 0.0,
+        }
+    }
+
+    /// Sets K (`pressure_advance`, s) from `print_time` on, and the smooth time (s).
+    ///
+    /// `last_flush_time` is how far steps have been generated: schedule entries that no segment
+    /// still inside the smoothing window can use are dropped (the newest entry older than that
+    /// horizon stays, as it still applies). A smooth time of 0 (what Klipper passes when K = 0)
+    /// switches the model off and leaves the schedule otherwise alone. Otherwise an entry is
+    /// added only when `pressure_advance` differs from the newest one.
+    ///
+    /// As in Klipper, a change of smooth time needs a full step-generation flush first (the
+    /// caller then passes `print_time` 0); a change of K alone is queued at the end of the
+    /// already planned moves. Smooth times that are negative or not finite count as 0.
+    pub fn set_pressure_advance(
+        &mut self,
+        last_flush_time: f64,
+        print_time: f64,
+        pressure_advance: f64,
+        smooth_time: f64,
+    ) {
+        let half = if smooth_time.is_finite() && smooth_time > 0.0 {
+            0.5 * smooth_time
+        } else {
+            0.0
+        };
+        let widest = half.max(self.half_smooth_time);
+        self.half_smooth_time = half;
+        let horizon = last_flush_time - widest;
+        while self
+            .schedule
+            .get(1)
+            .is_some_and(|next| next.from_time < horizon)
+        {
+            self.schedule.pop_front();
+        }
+        if half == 0.0 {
+            return;
+        }
+        self.inv_half_smooth_time2 = 1.0 / (half * half);
+        if self
+            .schedule
+            .back()
+            .is_some_and(|last| last.advance == pressure_advance)
+        {
+            return;
+        }
+        self.schedule.push_back(AdvanceChange {
+            from_time: print_time,
+            advance: pressure_advance,
+        });
+    }
+
+    /// Half the smooth time, seconds (0 when pressure advance is off).
+    pub fn half_smooth_time(&self) -> f64 {
+        self.half_smooth_time
+    }
+
+    /// The schedule as `(from print time, K)` pairs, oldest first.
+    pub fn schedule(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
+        self.schedule.iter().map(|c| (c.from_time, c.advance))
+    }
+
+    /// The K a flagged segment starting at `segment_start` uses: the newest entry not after it,
+    /// or the oldest entry when all are later.
+    pub fn pressure_advance_at(&self, segment_start: f64) -> f64 {
+        self.schedule
+            .iter()
+            .rev()
+            .find(|c| c.from_time <= segment_start)
+            .or(self.schedule.front())
+            .map_or(0.0, |c| c.advance)
+    }
+
+    /// How long before a move steps may be needed (half the smooth time), seconds.
+    pub fn pre_active(&self) -> f64 {
+        self.half_smooth_time
+    }
+
+    /// How long after a move steps may be needed (half the smooth time), seconds.
+    pub fn post_active(&self) -> f64 {
+        self.half_smooth_time
+    }
+
+    /// The extruder stepper's position at `move_time` seconds into entry `index` of the
+    /// extruder trapq: plain E with pressure advance off, otherwise the tent-smoothed
+    /// `E + K·v` described in the module docs.
+    ///
+    /// The caller keeps the tail sentinel current ([`TrapQ::check_sentinels`]) and `move_time`
+    /// within the entry, as step generation does. Outside that contract the result is still
+    /// defined (no panic): an index past the tail is taken as the tail, and time before the
+    /// first queued entry reads as standing still at that entry's start.
+    pub fn calc_position(&self, tq: &TrapQ, index: usize, move_time: f64) -> f64 {
+        let index = index.min(tq.tail_index());
+        let m = tq.get(index);
+        let half = self.half_smooth_time;
+        if half <= 0.0 {
+            return m.start_pos.x + m.distance(move_time);
+        }
+        m.start_pos.x + self.window_area(tq, index, move_time, half) * self.inv_half_smooth_time2
+    }
+
+    /// `∫ (pa(x) − E₀)·(h − |t − x|) dx` over `[t − h, t + h]`, `E₀` the start of entry `index`.
+    fn window_area(&self, tq: &TrapQ, index: usize, move_time: f64, half: f64) -> f64 {
+        let current = tq.get(index);
+        let origin = current.start_pos.x;
+        let rise_from = move_time - half;
+        let fall_to = move_time + half;
+        // The rising flank weighs x by (x − rise_from), the falling one by (fall_to − x).
+        let mut area = self.moment(current, 0.0, rise_from, move_time, rise_from)
+            - self.moment(current, 0.0, move_time, fall_to, fall_to);
+
+        // Earlier entries: the window start, re-based onto each entry as we step back.
+        let (mut at, mut start) = (index, rise_from);
+        while start < 0.0 {
+            if at <= 1 {
+                // Nothing older is queued: the extruder stood at this entry's start.
+                let base = tq.get(at).start_pos.x - origin;
+                area += base * 0.5 * start * start;
+                break;
+            }
+            at -= 1;
+            let prev = tq.get(at);
+            start += prev.move_t;
+            area += self.moment(prev, prev.start_pos.x - origin, start, prev.move_t, start);
+        }
+
+        // Later entries: the window end, re-based likewise as we step forward.
+        let tail = tq.tail_index();
+        let (mut at, mut end) = (index, fall_to);
+        while at < tail && end > tq.get(at).move_t {
+            end -= tq.get(at).move_t;
+            at += 1;
+            let next = tq.get(at);
+            area -= self.moment(next, next.start_pos.x - origin, 0.0, end, end);
+        }
+        area
+    }
+
+    /// `∫ (base + pa(x) − start_pos.x)·(x − pivot) dx` over `[lo, hi]` clipped to segment `m`
+    /// (times relative to its start), with the segment's K applied when it is flagged.
+    #[inline]
+    fn moment(&self, m: &TrapMove, base: f64, lo: f64, hi: f64, pivot: f64) -> f64 {
+        let lo = if lo < 0.0 { 0.0 } else { lo };
+        let hi = if hi > m.move_t { m.move_t } else { hi };
+        let advance = if m.axes_r.y != 0.0 {
+            self.pressure_advance_at(m.print_time)
+        } else {
+            0.0
+        };
+        // pa(x) − start_pos.x + base = c0 + c1·x + c2·x² on this segment.
+        let c0 = base + advance * m.start_v;
+        let c1 = m.start_v + 2.0 * advance * m.half_accel;
+        let c2 = m.half_accel;
+        // Antiderivatives of pa and of x·pa.
+        let plain = |x: f64| x * (c0 + x * (0.5 * c1 + x * (c2 / 3.0)));
+        let timed = |x: f64| x * x * (0.5 * c0 + x * (c1 / 3.0 + x * (0.25 * c2)));
+        (timed(hi) - timed(lo)) - pivot * (plain(hi) - plain(lo))
+    }
+}
+
+/// Whether pressure advance may act on an extrusion: it extrudes (E ratio > 0) while the
+/// toolhead moves in X or Y.
+pub fn pressure_advance_applies(e_ratio: f64, has_xy_motion: bool) -> bool {
+    e_ratio > 0.0 && has_xy_motion
+}
+
+/// Queues a toolhead move's extrusion on the extruder trapq, as Klipper's extruder does when
+/// the toolhead hands it a move.
+///
+/// - `print_time`, `accel_t`, `cruise_t`, `decel_t`: the toolhead move's timing, unchanged.
+/// - `start_e`: the move's *start* E coordinate (the toolhead position's E component at the
+///   start of the move, after extrude-factor scaling); the extruder's last position becomes the
+///   move's end E, which the caller tracks.
+/// - `e_ratio`: `dE / move_d` of the move (±1 for extrude-only moves).
+/// - `start_v`, `cruise_v`, `accel`: the toolhead move's values, scaled here by `e_ratio`.
+/// - `has_xy_motion`: whether the move's X or Y displacement is non-zero.
+///
+/// The segments get `start_pos = (start_e, 0, 0)` and `axes_r = (1, flag, 0)` with the flag
+/// from [`pressure_advance_applies`].
+#[allow(clippy::too_many_arguments)]
+pub fn append_extrusion(
+    tq: &mut TrapQ,
+    print_time: f64,
+    accel_t: f64,
+    cruise_t: f64,
+    decel_t: f64,
+    start_e: f64,
+    e_ratio: f64,
+    start_v: f64,
+    cruise_v: f64,
+    accel: f64,
+    has_xy_motion: bool,
+) {
+    let flag = if pressure_advance_applies(e_ratio, has_xy_motion) {
+        1.0
+    } else {
+        0.0
+    };
+    tq.append(
+        print_time,
+        accel_t,
+        cruise_t,
+        decel_t,
+        Coord::new(start_e, 0.0, 0.0),
+        Coord::new(1.0, flag, 0.0),
+        start_v * e_ratio,
+        cruise_v * e_ratio,
+        accel * e_ratio,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    fn at(kin: &ExtruderKin, q: &TrapQ, time: f64) -> f64 {
+        let index = q.find_from(0, time);
+        kin.calc_position(q, index, time - q.get(index).print_time)
+    }
+
+    fn plain_at(q: &TrapQ, time: f64) -> f64 {
+        let index = q.find_from(0, time);
+        let m = q.get(index);
+        m.start_pos.x + m.distance(time - m.print_time)
+    }
+
+    fn kin_with(advance: f64, smooth: f64) -> ExtruderKin {
+        let mut kin = ExtruderKin::new();
+        kin.set_pressure_advance(0.0, 0.0, advance, smooth);
+        kin
+    }
+
+    /// One extrusion with XY motion: accel 0.5 s, cruise 1 s, decel 0.5 s (toolhead 0→60 mm/s).
+    fn long_move(e_ratio: f64) -> TrapQ {
+        let mut q = TrapQ::new();
+        append_extrusion(
+            &mut q, 2.0, 0.5, 1.0, 0.5, 10.0, e_ratio, 0.0, 60.0, 120.0, true,
+        );
+        q.check_sentinels();
+        q
+    }
+
+    #[test]
+    fn plain_e_when_smoothing_is_off() {
+        let q = long_move(0.05);
+        let kin = ExtruderKin::new();
+        assert_eq!((kin.pre_active(), kin.post_active()), (0.0, 0.0));
+        for k in 0..40 {
+            let time = 1.9 + k as f64 * 0.06;
+            assert_eq!(at(&kin, &q, time), plain_at(&q, time));
+        }
+        // K = 0 switches smoothing off in Klipper's callers (smooth time 0): plain E again.
+        let kin = kin_with(0.1, 0.0);
+        assert_eq!(at(&kin, &q, 2.3), plain_at(&q, 2.3));
+    }
+
+    #[test]
+    fn zero_advance_smoothing_is_exact_on_lines_and_shifts_parabolas() {
+        let q = long_move(0.05);
+        let smooth = 0.04;
+        let half: f64 = smooth / 2.0;
+        let kin = kin_with(0.0, smooth);
+        assert_eq!((kin.pre_active(), kin.post_active()), (half, half));
+        // Cruise (2.5 .. 3.5 s): a linear function averages to itself.
+        for k in 0..20 {
+            let time = 2.55 + k as f64 * 0.045;
+            assert!(
+                close(at(&kin, &q, time), plain_at(&q, time), 1e-12),
+                "t {time}"
+            );
+        }
+        // Acceleration: E gains a·h²/12 (the tent's variance h²/6 times a/2).
+        let e_accel = 120.0 * 0.05;
+        for k in 0..10 {
+            let time = 2.05 + k as f64 * 0.04;
+            let want = plain_at(&q, time) + e_accel * half * half / 12.0;
+            assert!(close(at(&kin, &q, time), want, 1e-12), "t {time}");
+        }
+        // Deceleration: the same with the opposite sign.
+        let time = 3.75;
+        let want = plain_at(&q, time) - e_accel * half * half / 12.0;
+        assert!(close(at(&kin, &q, time), want, 1e-12));
+    }
+
+    #[test]
+    fn advance_adds_k_times_velocity() {
+        let e_ratio = 0.05;
+        let q = long_move(e_ratio);
+        let (k, smooth) = (0.06, 0.05);
+        let half: f64 = smooth / 2.0;
+        let kin = kin_with(k, smooth);
+        let v_cruise = 60.0 * e_ratio;
+        for j in 0..20 {
+            let time = 2.55 + j as f64 * 0.045;
+            let want = plain_at(&q, time) + k * v_cruise;
+            assert!(close(at(&kin, &q, time), want, 1e-12), "t {time}");
+        }
+        // Accelerating: velocity is linear, so it averages exactly too.
+        let e_accel = 120.0 * e_ratio;
+        let time = 2.3;
+        let v = e_accel * (time - 2.0);
+        let want = plain_at(&q, time) + e_accel * half * half / 12.0 + k * v;
+        assert!(close(at(&kin, &q, time), want, 1e-12));
+        // Long after the move the extruder rests at the end position (no lingering advance).
+        assert!(close(at(&kin, &q, 5.0), plain_at(&q, 5.0), 1e-12));
+    }
+
+    #[test]
+    fn unflagged_segments_get_no_advance() {
+        let kin = kin_with(0.08, 0.04);
+        // Retraction while moving, and extrusion without XY motion: no advance, only smoothing.
+        for (e_ratio, xy) in [(-0.05, true), (0.05, false)] {
+            let mut q = TrapQ::new();
+            append_extrusion(
+                &mut q, 2.0, 0.5, 1.0, 0.5, 10.0, e_ratio, 0.0, 60.0, 120.0, xy,
+            );
+            q.check_sentinels();
+            assert_eq!(q.get(2).axes_r, Coord::new(1.0, 0.0, 0.0));
+            assert!(close(at(&kin, &q, 3.0), plain_at(&q, 3.0), 1e-12));
+        }
+    }
+
+    /// A cruise at 2 mm/s of E from 1.0 to 3.0 s in 1/8 s segments (exact boundaries).
+    fn cruise_in_pieces() -> TrapQ {
+        let mut q = TrapQ::new();
+        for i in 0..16 {
+            let t = 1.0 + i as f64 * 0.125;
+            let e = 2.0 * (t - 1.0);
+            append_extrusion(&mut q, t, 0.0, 0.125, 0.0, e, 0.04, 50.0, 50.0, 0.0, true);
+        }
+        q.check_sentinels();
+        q
+    }
+
+    #[test]
+    fn an_advance_change_takes_effect_at_its_print_time() {
+        let q = cruise_in_pieces();
+        let mut kin = kin_with(0.05, 0.04);
+        kin.set_pressure_advance(0.0, 2.0, 0.1, 0.04);
+        assert_eq!(kin.pressure_advance_at(1.999), 0.05);
+        assert_eq!(kin.pressure_advance_at(2.0), 0.1);
+        assert!(close(
+            at(&kin, &q, 1.5),
+            plain_at(&q, 1.5) + 0.05 * 2.0,
+            1e-12
+        ));
+        assert!(close(
+            at(&kin, &q, 1.98),
+            plain_at(&q, 1.98) + 0.05 * 2.0,
+            1e-12
+        ));
+        // At the change the window straddles both values equally.
+        assert!(close(
+            at(&kin, &q, 2.0),
+            plain_at(&q, 2.0) + 0.075 * 2.0,
+            1e-12
+        ));
+        assert!(close(
+            at(&kin, &q, 2.02),
+            plain_at(&q, 2.02) + 0.1 * 2.0,
+            1e-12
+        ));
+        assert!(close(
+            at(&kin, &q, 2.5),
+            plain_at(&q, 2.5) + 0.1 * 2.0,
+            1e-12
+        ));
+    }
+
+    #[test]
+    fn schedule_keeps_changes_only_and_drops_what_is_flushed() {
+        let mut kin = ExtruderKin::new();
+        assert_eq!(kin.schedule().collect::<Vec<_>>(), [(0.0, 0.0)]);
+        kin.set_pressure_advance(0.0, 0.0, 0.05, 0.04);
+        kin.set_pressure_advance(0.0, 1.0, 0.05, 0.04); // same value: nothing added
+        kin.set_pressure_advance(0.0, 2.0, 0.07, 0.04);
+        kin.set_pressure_advance(0.0, 3.0, 0.09, 0.04);
+        assert_eq!(
+            kin.schedule().collect::<Vec<_>>(),
+            [(0.0, 0.0), (0.0, 0.05), (2.0, 0.07), (3.0, 0.09)]
+        );
+        // Steps are generated up to 3.01 s; with h = 0.02 segments from 2.99 s on still matter,
+        // so the entry in force then (from 2.0) stays and older ones go.
+        kin.set_pressure_advance(3.01, 4.0, 0.09, 0.04);
+        assert_eq!(
+            kin.schedule().collect::<Vec<_>>(),
+            [(2.0, 0.07), (3.0, 0.09)]
+        );
+        // The widest of the old and new windows protects entries.
+        kin.set_pressure_advance(3.02, 4.0, 0.09, 0.01);
+        assert_eq!(kin.schedule().count(), 2);
+        // Turning off still cleans up, but adds nothing.
+        kin.set_pressure_advance(100.0, 100.0, 0.0, 0.0);
+        assert_eq!(kin.schedule().collect::<Vec<_>>(), [(3.0, 0.09)]);
+        assert_eq!(kin.half_smooth_time(), 0.0);
+        // The oldest entry also serves segments older than it.
+        assert_eq!(kin.pressure_advance_at(0.5), 0.09);
+    }
+
+    #[test]
+    fn append_extrusion_follows_the_toolhead_move() {
+        let mut q = TrapQ::new();
+        append_extrusion(
+            &mut q, 5.0, 0.1, 0.2, 0.05, 12.5, 0.04, 10.0, 50.0, 400.0, true,
+        );
+        // null, accel, cruise, decel
+        assert_eq!(q.len(), 6);
+        let (accel, cruise, decel) = (q.get(2), q.get(3), q.get(4));
+        assert_eq!(accel.print_time, 5.0);
+        assert_eq!(
+            (accel.move_t, cruise.move_t, decel.move_t),
+            (0.1, 0.2, 0.05)
+        );
+        assert_eq!(accel.start_pos, Coord::new(12.5, 0.0, 0.0));
+        assert_eq!(accel.axes_r, Coord::new(1.0, 1.0, 0.0));
+        assert!(close(accel.start_v, 0.4, 1e-15));
+        assert!(close(accel.half_accel, 8.0, 1e-15));
+        assert!(close(cruise.start_v, 2.0, 1e-15));
+        assert!(close(decel.half_accel, -8.0, 1e-15));
+        assert!(close(
+            cruise.start_pos.x,
+            12.5 + 0.4 * 0.1 + 8.0 * 0.01,
+            1e-12
+        ));
+        assert!(pressure_advance_applies(0.01, true));
+        assert!(!pressure_advance_applies(0.0, true));
+        assert!(!pressure_advance_applies(-0.01, true));
+        assert!(!pressure_advance_applies(0.01, false));
+    }
+
+    #[test]
+    fn matches_klipper_step_generator() {
+        // kin_extruder.c's position on the same queue (Klipper's C built as a harness).
+        let reference: [(f64, f64); 20] = [
+            (1.99, 3.0020000000000002),
+            (2.0, 3.011833333333333),
+            (2.01, 3.031208333333333),
+            (2.03, 3.0662916666666664),
+            (2.06, 3.0962083333333332),
+            (2.085, 3.1071458333333335),
+            (2.09, 3.116458333333333),
+            (2.1, 3.1397395833333337),
+            (2.12, 3.163348958333334),
+            (2.13, 3.150213541666668),
+            (2.14, 3.1067135416666654),
+            (2.155, 3.0896019833333335),
+            (2.16, 3.1059617333333347),
+            (2.17, 3.1421253999999994),
+            (2.19, 3.1753400999999997),
+            (2.2, 3.2355000333333335),
+            (2.215, 3.3915100979166644),
+            (2.23, 3.475000000000001),
+            (2.25, 3.5421875000000007),
+            (2.3, 3.55),
+        ];
+        let moves = [
+            (2.0, 0.02, 0.05, 0.02, 3.0, 0.04, 5.0, 25.0, 1000.0, true),
+            (
+                2.09,
+                0.0,
+                0.03,
+                0.01,
+                3.0 + 0.04 * (0.2 + 1.25 + 0.45),
+                0.05,
+                25.0,
+                25.0,
+                1500.0,
+                true,
+            ),
+            (2.13, 0.01, 0.0, 0.01, 3.2, -1.0, 0.0, 20.0, 2000.0, false),
+            (2.16, 0.012, 0.02, 0.012, 3.1, 0.03, 2.0, 26.0, 2000.0, true),
+            (2.21, 0.01, 0.02, 0.01, 3.4, 0.5, 0.0, 10.0, 1000.0, false),
+        ];
+        let mut q = TrapQ::new();
+        for (pt, at_, ct, dt, se, r, sv, cv, ac, xy) in moves {
+            append_extrusion(&mut q, pt, at_, ct, dt, se, r, sv, cv, ac, xy);
+        }
+        q.check_sentinels();
+        let mut kin = ExtruderKin::new();
+        kin.set_pressure_advance(0.0, 0.0, 0.045, 0.04);
+        kin.set_pressure_advance(0.0, 2.16, 0.07, 0.04);
+        for (time, want) in reference {
+            let got = at(&kin, &q, time);
+            assert!(close(got, want, 1e-9), "t {time}: {got} vs {want}");
+        }
+    }
+
+    /// Tent-weighted average of `E + K·v` by composite Simpson, looking segments up by absolute
+    /// time (independent of the closed form's walking). `k_of` gives K for a segment start.
+    fn simpson(q: &TrapQ, time: f64, half: f64, k_of: &dyn Fn(f64) -> f64) -> f64 {
+        // The segment holding absolute time `x` (0 = before the queue, standing at its start).
+        let tail = q.tail_index();
+        let segment_at = |x: f64| {
+            if x < q.get(1).print_time {
+                return 0;
+            }
+            (1..tail).find(|&i| x < q.get(i).end_time()).unwrap_or(tail)
+        };
+        // E + K·v of segment `i` at absolute time `x`.
+        let pa = |i: usize, x: f64| {
+            if i == 0 {
+                return q.get(1).start_pos.x;
+            }
+            let m = q.get(i);
+            let dt = x - m.print_time;
+            let k = if m.axes_r.y != 0.0 {
+                k_of(m.print_time)
+            } else {
+                0.0
+            };
+            m.start_pos.x + m.distance(dt) + k * (m.start_v + 2.0 * m.half_accel * dt)
+        };
+        let (lo, hi) = (time - half, time + half);
+        let mut cuts = vec![lo, time, hi];
+        for i in 1..=tail {
+            let b = q.get(i).print_time;
+            if b > lo && b < hi {
+                cuts.push(b);
+            }
+        }
+        cuts.sort_by(f64::total_cmp);
+        let mut total = 0.0;
+        for w in cuts.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if b <= a {
+                continue;
+            }
+            // Each piece lies in one segment: the one holding its midpoint.
+            let seg = segment_at(0.5 * (a + b));
+            let f = |x: f64| pa(seg, x) * (half - (time - x).abs());
+            let n = 64;
+            let h = (b - a) / n as f64;
+            let mut s = f(a) + f(b);
+            for j in 1..n {
+                let x = a + j as f64 * h;
+                s += if j % 2 == 1 { 4.0 * f(x) } else { 2.0 * f(x) };
+            }
+            total += s * h / 3.0;
+        }
+        total / (half * half)
+    }
+
+    /// (gap, start_v, accel, accel_t, cruise_t, decel fraction, e_ratio, xy) of a random move.
+    type RandomMove = (f64, f64, f64, f64, f64, f64, f64, bool);
+
+    fn move_strategy() -> impl Strategy<Value = Vec<RandomMove>> {
+        prop::collection::vec(
+            (
+                prop_oneof![Just(0.0), 0.0f64..0.05],
+                0.0f64..40.0,
+                200.0f64..3000.0,
+                0.0f64..0.05,
+                0.001f64..0.1,
+                0.0f64..1.0,
+                -0.05f64..0.08,
+                any::<bool>(),
+            ),
+            1..7,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn closed_form_matches_numerical_integration(
+            moves in move_strategy(),
+            k1 in 0.0f64..0.3,
+            k2 in 0.0f64..0.3,
+            change in 0.0f64..1.0,
+            smooth in 0.002f64..0.2,
+            probes in prop::collection::vec(0.0f64..1.0, 1..6),
+        ) {
+            let mut q = TrapQ::new();
+            let (mut time, mut e) = (2.0, 1.0);
+            for (gap, v0, accel, accel_t, cruise_t, decel_frac, ratio, xy) in moves {
+                time += gap;
+                let cruise_v = v0 + accel * accel_t;
+                let decel_t = decel_frac * cruise_v / accel;
+                append_extrusion(&mut q, time, accel_t, cruise_t, decel_t, e, ratio, v0, cruise_v, accel, xy);
+                let d = (v0 + cruise_v) * 0.5 * accel_t + cruise_v * cruise_t + cruise_v * 0.5 * decel_t;
+                e += d * ratio;
+                time += accel_t + cruise_t + decel_t;
+            }
+            q.check_sentinels();
+            let change_time = 2.0 + change * (time - 2.0);
+            let mut kin = ExtruderKin::new();
+            kin.set_pressure_advance(0.0, 0.0, k1, smooth);
+            kin.set_pressure_advance(0.0, change_time, k2, smooth);
+            let k_of = |start: f64| if start >= change_time && k1 != k2 { k2 } else { k1 };
+            for p in probes {
+                let t = 2.0 + p * (time - 2.0);
+                let got = at(&kin, &q, t);
+                let want = simpson(&q, t, 0.5 * smooth, &k_of);
+                prop_assert!(close(got, want, 1e-9 * want.abs().max(1.0)), "t {}: {} vs {}", t, got, want);
+            }
+        }
+
+        #[test]
+        fn never_panics(
+            index in any::<usize>(),
+            move_time in prop::num::f64::ANY,
+            flush in prop::num::f64::ANY,
+            print_time in prop::num::f64::ANY,
+            advance in prop::num::f64::ANY,
+            smooth in prop::num::f64::ANY,
+        ) {
+            let mut q = TrapQ::new();
+            append_extrusion(&mut q, 1.0, 0.01, 0.02, 0.01, 0.0, 0.05, 0.0, 50.0, 5000.0, true);
+            q.check_sentinels();
+            let empty = TrapQ::new();
+            let mut kin = kin_with(0.05, 0.04);
+            kin.set_pressure_advance(flush, print_time, advance, smooth);
+            kin.set_pressure_advance(flush, print_time, advance, 0.04);
+            for queue in [&q, &empty] {
+                let _ = kin.calc_position(queue, index, move_time);
+                let _ = kin.calc_position(queue, index % 8, move_time);
+                let _ = kin.calc_position(queue, index % 8, 0.001);
+            }
+            let _ = kin.pressure_advance_at(print_time);
+        }
+    }
+}

@@ -1,8 +1,12 @@
 //! gantry-motion: Klipper-compatible motion, pure and deterministic.
 //!
-//! This crate turns a printer's configuration and G-code into motion: today the printer.cfg reader
-//! ([`config`]), the G-code lexer ([`gcode`]) and the toolpath the twin draws ([`toolpath`]); the
-//! planner (lookahead, kinematics, input shaping, pressure advance, step compression) lands here too.
+//! This crate turns a printer's configuration and G-code into the step stream Klipper would send:
+//! printer.cfg ([`config`]) and G-code ([`printer`]) → moves and look-ahead ([`lookahead`]) →
+//! print-time bookkeeping and motion queuing ([`toolhead`]) → trapezoid queues ([`trapq`]) →
+//! step times per stepper ([`itersolve`], with [`shaper`] and [`extruder`] pressure advance) →
+//! `queue_step` compression ([`stepcompress`]) → Klipper message blocks ([`output`]).
+//! [`steptrace`] expands and compares step streams (the oracle check); [`toolpath`] and
+//! [`gcode`] serve the twin.
 //!
 //! # Invariants
 //! - No I/O: no files, sockets, threads or clock reads. Text comes in as `&str`, time as an argument.
@@ -10,10 +14,16 @@
 //! - Klipper's vocabulary and units in names (`_mm`, `print_time`).
 
 pub mod config;
+pub mod estimate;
 pub mod extruder;
 pub mod gcode;
+pub mod itersolve;
+pub mod lookahead;
+pub mod output;
+pub mod printer;
 pub mod shaper;
 pub mod stepcompress;
 pub mod steptrace;
+pub mod toolhead;
 pub mod toolpath;
 pub mod trapq;

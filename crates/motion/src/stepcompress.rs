@@ -1,1 +1,1954 @@
-//! Placeholder: stepcompress (being written).
+//! Step compression: requested step times in, Klipper `queue_step` commands out.
+//!
+//! The step generator produces one time per step. The MCU, instead, takes piecewise quadratic
+//! schedules: `queue_step interval count add` means `count` steps where step `k` (1-based) is
+//! at `t_last + k·interval + add·k(k−1)/2` ticks, `t_last` being the previous step (or the
+//! `reset_step_clock` clock). [`StepCompress`] turns the former into the latter so that the MCU
+//! produces the same step times as Klipper's host (`klippy/chelper/stepcompress.c`) would make
+//! it produce: same windows, same search for `add`/`interval`/`count`, same direction,
+//! far-step and step+dir+step handling, hence byte-identical command streams.
+//!
+//! # Tolerance
+//! A requested step at `p` (ticks after the last step already sent to the MCU) may be placed
+//! anywhere in `[p − min(max_error, (p − p_prev)/2), p]`: never late, at most `max_error` early,
+//! and never closer to the previous step than half the requested gap. `p_prev` is the previous
+//! requested step of the same command, or the last emitted step for the first step of a command.
+//!
+//! # Clocks
+//! Host clocks are `u64`. Like Klipper, the queue of requested steps stores only the low 32 bits
+//! and all search arithmetic is done on 32-bit offsets from the last emitted step; the far-step
+//! rule (a step [`CLOCK_DIFF_MAX`] or more after the last emitted step flushes the queue first)
+//! keeps those offsets well inside `i32`. Arithmetic that may wrap in Klipper's C wraps here too
+//! (explicitly), so odd inputs end in a [`StepCompressError`], never in a panic.
+//!
+//! # Output
+//! Commands are queued as [`StepMessage`]s carrying `req_clock`/`min_clock` exactly as Klipper
+//! sets them for steppersync: a `queue_step` has `min_clock = req_clock =` the clock of the step
+//! before it (a non-zero `min_clock` tells the consumer that the command takes a move-queue slot),
+//! except that a lone far step has `req_clock =` its own clock; `set_next_step_dir` and
+//! `reset_step_clock` have `min_clock = 0`. (As in Klipper, the first `queue_step` after a reset
+//! to clock 0 also has `min_clock = 0`.) Take them with [`StepCompress::drain_messages`].
+//!
+//! No I/O, no clock reads, no allocation per step: the step queue is a buffer that is compacted
+//! in place and grows only when full.
+
+use std::collections::VecDeque;
+
+/// Largest gap (ticks) between the last emitted step and a queued one; a step at least this far
+/// after the last emitted step is sent on its own (`count = 1`) after flushing the queue.
+pub const CLOCK_DIFF_MAX: u64 = 3 << 28;
+
+/// Step+dir+step filter (seconds): a step in the opposite direction this soon after a step that
+/// is still uncommitted cancels both.
+pub const SDS_FILTER_TIME: f64 = 0.000_750;
+
+/// Largest `count` of one `queue_step`.
+const MAX_COUNT: usize = 65_535;
+
+/// Pending steps beyond [`MAX_COUNT`] tolerated before the queue is flushed when it fills up.
+const QUEUE_FLUSH_SLACK: usize = 2_000;
+
+/// First allocation of the step queue, in steps.
+const QUEUE_START_SIZE: usize = 1_024;
+
+/// Bound used to narrow the `add` search: two quadratic sequences that both stay within
+/// `max_error` of the same `count` points differ in `add` by at most `(6 + 4√2)·max_error/count²`;
+/// Klipper rounds the factor down to 11 and so must we, for identical output.
+const ADD_DEVIATION_FACTOR: u32 = 11;
+
+/// Intervals at or above this value are rejected (the MCU treats them as negative).
+const INTERVAL_LIMIT: u32 = 0x8000_0000;
+
+/// One command for the MCU's stepper object (the `oid` is added by the caller).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepCommand {
+    /// `queue_step oid interval count add`: `count` steps, step `k` at
+    /// `t_last + k·interval + add·k(k−1)/2`.
+    QueueStep {
+        /// Ticks from the previous step to the first step of this command.
+        interval: u32,
+        /// Number of steps (1..=65535).
+        count: u16,
+        /// Change of the interval after each step.
+        add: i16,
+    },
+    /// `set_next_step_dir oid dir`: the direction of the following `queue_step`s, already XORed
+    /// with the stepper's `invert_dir`.
+    SetNextStepDir {
+        /// Direction pin level for the next steps.
+        dir: bool,
+    },
+    /// `reset_step_clock oid clock`: new reference time for the next `queue_step`.
+    ResetStepClock {
+        /// The MCU clock (low 32 bits).
+        clock: u32,
+    },
+}
+
+/// A [`StepCommand`] with the clocks the move-queue scheduler (steppersync) orders and budgets by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepMessage {
+    /// Clock the command is ordered by (when the MCU will need it).
+    pub req_clock: u64,
+    /// For `queue_step`: the clock at which the MCU will have consumed the previous command (a
+    /// non-zero value marks a command that takes a move-queue slot); 0 for the other commands.
+    pub min_clock: u64,
+    /// The command itself.
+    pub command: StepCommand,
+}
+
+/// Why a step could not be turned into MCU commands. Klipper treats all of these as
+/// "Internal error in stepcompress" and shuts the printer down.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum StepCompressError {
+    /// `append` was called before `set_time` gave a usable MCU frequency.
+    #[error("stepcompress: MCU frequency not set or invalid ({mcu_freq} Hz)")]
+    NoFrequency {
+        /// The frequency in use.
+        mcu_freq: f64,
+    },
+    /// A step time is NaN or infinite, or too far away to be a clock.
+    #[error(
+        "stepcompress: step time out of range (print_time {print_time} s + step_time {step_time} s, \
+         last step clock {last_step_clock})"
+    )]
+    TimeOutOfRange {
+        /// The `print_time` argument.
+        print_time: f64,
+        /// The `step_time` argument.
+        step_time: f64,
+        /// The clock of the last step sent to the MCU.
+        last_step_clock: u64,
+    },
+    /// A step was requested before the last step already sent to the MCU.
+    #[error(
+        "stepcompress: step at clock {step_clock} is before the last step clock {last_step_clock}"
+    )]
+    StepInPast {
+        /// The requested clock (for a time-based append: the clock it rounds to, saturated at 0).
+        step_clock: u64,
+        /// The clock of the last step sent to the MCU.
+        last_step_clock: u64,
+    },
+    /// The search produced a triple the MCU cannot execute (count 0, interval ≥ 2³¹, or a
+    /// zero-interval multi-step command).
+    #[error(
+        "stepcompress: invalid sequence interval={interval} count={count} add={add} \
+         (after clock {last_step_clock})"
+    )]
+    InvalidSequence {
+        /// Proposed interval.
+        interval: u32,
+        /// Proposed count.
+        count: u16,
+        /// Proposed add.
+        add: i16,
+        /// The clock the command would start from.
+        last_step_clock: u64,
+    },
+    /// Replaying the proposed triple puts a step outside its window.
+    #[error(
+        "stepcompress: interval={interval} count={count} add={add}: step {step} at +{offset} ticks \
+         not in {min}..={max} (after clock {last_step_clock})"
+    )]
+    StepOutsideWindow {
+        /// Proposed interval.
+        interval: u32,
+        /// Proposed count.
+        count: u16,
+        /// Proposed add.
+        add: i16,
+        /// 1-based index of the offending step.
+        step: u32,
+        /// Its replayed time, ticks after `last_step_clock` (32-bit wrapping, as the MCU does).
+        offset: u32,
+        /// Earliest acceptable offset.
+        min: i32,
+        /// Latest acceptable offset (the requested time).
+        max: i32,
+        /// The clock the command would start from.
+        last_step_clock: u64,
+    },
+    /// Replaying the proposed triple makes an interval reach 2³¹ ticks or go negative.
+    #[error(
+        "stepcompress: interval={interval} count={count} add={add}: step {step} interval overflow \
+         {step_interval} (after clock {last_step_clock})"
+    )]
+    IntervalOverflow {
+        /// Proposed interval.
+        interval: u32,
+        /// Proposed count.
+        count: u16,
+        /// Proposed add.
+        add: i16,
+        /// 1-based index of the offending step.
+        step: u32,
+        /// The interval in effect before that step, as a 32-bit value.
+        step_interval: u32,
+        /// The clock the command would start from.
+        last_step_clock: u64,
+    },
+}
+
+/// One emitted `queue_step` (or a position marker) kept to answer "where was the stepper at
+/// clock X" ([`StepCompress::find_past_position`]) and for step dumps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PastSteps {
+    /// Clock of the first step (for a marker: the marker's clock).
+    pub first_clock: u64,
+    /// Clock of the last step (for a marker: the marker's clock).
+    pub last_clock: u64,
+    /// Stepper position (host steps) before the first step.
+    pub start_position: i64,
+    /// Signed number of steps (negative when moving in the host's negative direction; 0 for a
+    /// marker).
+    pub step_count: i32,
+    /// The command's interval.
+    pub interval: i32,
+    /// The command's add.
+    pub add: i32,
+}
+
+/// A candidate `queue_step`, in the C field types (truncated as Klipper truncates them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Triple {
+    interval: u32,
+    count: u16,
+    add: i16,
+}
+
+impl Triple {
+    /// Narrows the search's `i32` values to the wire types (wrapping, as the C struct does).
+    fn from_search(interval: i32, count: i32, add: i32) -> Self {
+        Self {
+            interval: interval as u32,
+            count: count as u16,
+            add: add as i16,
+        }
+    }
+}
+
+/// The acceptable placement of one queued step, in ticks after the last emitted step.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    earliest: i32,
+    latest: i32,
+}
+
+/// Klipper's step compressor for one stepper (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct StepCompress {
+    /// Allowed earliness of a step, in ticks.
+    max_error: u32,
+    /// Whether the direction pin is inverted (XORed into `set_next_step_dir`).
+    invert_dir: bool,
+    /// Print time of MCU clock 0.
+    mcu_time_offset: f64,
+    /// MCU ticks per second.
+    mcu_freq: f64,
+    /// Print time of `last_step_clock` minus half a tick (so that truncation rounds to nearest).
+    last_step_print_time: f64,
+    /// Clock of the last step sent (or of the last reset).
+    last_step_clock: u64,
+    /// Host direction of the last `set_next_step_dir` sent; `None` until one is sent after a
+    /// reset. Flipped by [`StepCompress::set_invert_dir`] so that the next step re-sends it.
+    sent_dir: Option<bool>,
+    /// Step queue: low 32 bits of requested clocks; `queue.len()` is the allocated size and the
+    /// live steps are `queue[queue_pos..queue_next]`.
+    queue: Vec<u32>,
+    queue_pos: usize,
+    queue_next: usize,
+    /// The newest requested step, not yet in the queue (it may still be cancelled by the
+    /// step+dir+step filter).
+    pending_clock: Option<u64>,
+    /// Direction of the newest requested step (kept after it is queued or cancelled).
+    pending_dir: bool,
+    /// Position (host steps) after all emitted steps.
+    last_position: i64,
+    /// Emitted commands and position markers, oldest first.
+    history: VecDeque<PastSteps>,
+    /// Commands not yet taken by [`StepCompress::drain_messages`], oldest first.
+    messages: Vec<StepMessage>,
+}
+
+impl StepCompress {
+    /// A compressor allowing steps `max_error_ticks` early (Klipper: 25 µs in ticks), with the
+    /// direction pin inverted if `invert_dir`. Call [`StepCompress::set_time`] before `append`.
+    pub fn new(max_error_ticks: u32, invert_dir: bool) -> Self {
+        Self {
+            max_error: max_error_ticks,
+            invert_dir,
+            mcu_time_offset: 0.0,
+            mcu_freq: 0.0,
+            last_step_print_time: 0.0,
+            last_step_clock: 0,
+            sent_dir: None,
+            queue: Vec::new(),
+            queue_pos: 0,
+            queue_next: 0,
+            pending_clock: None,
+            pending_dir: false,
+            last_position: 0,
+            history: VecDeque::new(),
+            messages: Vec::new(),
+        }
+    }
+
+    /// Changes the direction-pin inversion. If a direction was already sent, the next step sends
+    /// `set_next_step_dir` again (Klipper's behaviour: the remembered direction is flipped).
+    pub fn set_invert_dir(&mut self, invert: bool) {
+        if invert != self.invert_dir {
+            self.invert_dir = invert;
+            if let Some(dir) = self.sent_dir.as_mut() {
+                *dir = !*dir;
+            }
+        }
+    }
+
+    /// Sets the print-time → MCU-clock conversion: clock = (print_time − time_offset)·mcu_freq.
+    pub fn set_time(&mut self, time_offset: f64, mcu_freq: f64) {
+        self.mcu_time_offset = time_offset;
+        self.mcu_freq = mcu_freq;
+        self.update_last_step_print_time();
+    }
+
+    /// The current host-side direction (that of the newest requested step), before inversion.
+    pub fn step_dir(&self) -> bool {
+        self.pending_dir
+    }
+
+    /// Clock of the last step sent to the MCU (or of the last reset).
+    pub fn last_step_clock(&self) -> u64 {
+        self.last_step_clock
+    }
+
+    /// Position (host steps) after all steps emitted so far.
+    pub fn last_position(&self) -> i64 {
+        self.last_position
+    }
+
+    /// The allowed earliness of a step, in ticks.
+    pub fn max_error(&self) -> u32 {
+        self.max_error
+    }
+
+    /// Commands not yet drained, oldest first.
+    pub fn messages(&self) -> &[StepMessage] {
+        &self.messages
+    }
+
+    /// Moves all queued commands to the end of `out`, oldest first.
+    pub fn drain_messages(&mut self, out: &mut Vec<StepMessage>) {
+        out.append(&mut self.messages);
+    }
+
+    /// Requests a step in direction `sdir` (host side, before inversion) at
+    /// `print_time + step_time` seconds. The clock is the nearest tick:
+    /// `last_step_clock + trunc((step_time + print_time − last_step_print_time)·mcu_freq)`.
+    pub fn append(
+        &mut self,
+        sdir: bool,
+        print_time: f64,
+        step_time: f64,
+    ) -> Result<(), StepCompressError> {
+        if !(self.mcu_freq.is_finite() && self.mcu_freq > 0.0) {
+            return Err(StepCompressError::NoFrequency {
+                mcu_freq: self.mcu_freq,
+            });
+        }
+        // Same operation order as Klipper, so that rounding matches to the tick.
+        let offset = print_time - self.last_step_print_time;
+        let ticks = (step_time + offset) * self.mcu_freq;
+        let out_of_range = || StepCompressError::TimeOutOfRange {
+            print_time,
+            step_time,
+            last_step_clock: self.last_step_clock,
+        };
+        // 2^63: far beyond any real clock, and exactly representable.
+        if !ticks.is_finite() || ticks >= 9_223_372_036_854_775_808.0 {
+            return Err(out_of_range());
+        }
+        if ticks <= -1.0 {
+            return Err(StepCompressError::StepInPast {
+                step_clock: self.last_step_clock.saturating_sub((-ticks) as u64),
+                last_step_clock: self.last_step_clock,
+            });
+        }
+        // Truncation toward zero (a value in (−1, 0) gives the last step clock, as in C).
+        let step_clock = self
+            .last_step_clock
+            .checked_add(ticks as u64)
+            .ok_or_else(out_of_range)?;
+        self.append_clock(sdir, step_clock)
+    }
+
+    /// Requests a step in direction `sdir` at an absolute MCU clock (what [`StepCompress::append`]
+    /// does after converting time to clock).
+    pub fn append_clock(&mut self, sdir: bool, step_clock: u64) -> Result<(), StepCompressError> {
+        if step_clock < self.last_step_clock {
+            return Err(StepCompressError::StepInPast {
+                step_clock,
+                last_step_clock: self.last_step_clock,
+            });
+        }
+        if let Some(pending) = self.pending_clock {
+            if sdir != self.pending_dir {
+                // A reversal this soon after an uncommitted step: drop both (jitter around a
+                // step boundary would otherwise toggle the pin back and forth).
+                let gap = step_clock.wrapping_sub(pending) as i64 as f64;
+                if gap < SDS_FILTER_TIME * self.mcu_freq {
+                    self.pending_clock = None;
+                    self.pending_dir = sdir;
+                    return Ok(());
+                }
+            }
+            self.queue_pending()?;
+        }
+        self.pending_clock = Some(step_clock);
+        self.pending_dir = sdir;
+        Ok(())
+    }
+
+    /// Makes the newest requested step final: it can no longer be cancelled by the
+    /// step+dir+step filter.
+    pub fn commit(&mut self) -> Result<(), StepCompressError> {
+        if self.pending_clock.is_some() {
+            self.queue_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Emits commands for every requested step before `move_clock` (a step at exactly
+    /// `move_clock` is committed and may be emitted too). `u64::MAX` emits everything.
+    pub fn flush(&mut self, move_clock: u64) -> Result<(), StepCompressError> {
+        if let Some(pending) = self.pending_clock
+            && move_clock >= pending
+        {
+            self.queue_pending()?;
+        }
+        self.flush_queue(move_clock)
+    }
+
+    /// Flushes everything, then restarts the step clock at `last_step_clock` (Klipper does this
+    /// with 0 after homing stops a stepper) and queues the matching `reset_step_clock`. The next
+    /// step re-sends its direction.
+    pub fn reset(&mut self, last_step_clock: u64) -> Result<(), StepCompressError> {
+        self.flush(u64::MAX)?;
+        self.last_step_clock = last_step_clock;
+        self.sent_dir = None;
+        self.update_last_step_print_time();
+        self.messages.push(StepMessage {
+            req_clock: last_step_clock,
+            min_clock: 0,
+            command: StepCommand::ResetStepClock {
+                clock: last_step_clock as u32,
+            },
+        });
+        Ok(())
+    }
+
+    /// Flushes everything, then declares the stepper to be at `last_position` (host steps) as
+    /// of `clock` (e.g. from `stepper_get_position`), leaving a marker in the history.
+    pub fn set_last_position(
+        &mut self,
+        clock: u64,
+        last_position: i64,
+    ) -> Result<(), StepCompressError> {
+        self.flush(u64::MAX)?;
+        self.last_position = last_position;
+        self.history.push_back(PastSteps {
+            first_clock: clock,
+            last_clock: clock,
+            start_position: last_position,
+            step_count: 0,
+            interval: 0,
+            add: 0,
+        });
+        Ok(())
+    }
+
+    /// The stepper position (host steps) at `clock`, counting every step at or before it,
+    /// from the history of emitted commands (only emitted steps are known).
+    pub fn find_past_position(&self, clock: u64) -> i64 {
+        let mut position = self.last_position;
+        for entry in self.history.iter().rev() {
+            if clock < entry.first_clock {
+                position = entry.start_position;
+                continue;
+            }
+            if clock >= entry.last_clock {
+                return entry.start_position + i64::from(entry.step_count);
+            }
+            // Inside a command: how many of its steps are at or before `clock`? Step k (from 1)
+            // is at first_clock − interval + k·interval + add·k(k−1)/2, so the count is the
+            // integer part of the k solving add/2·k² + (interval − add/2)·k = ticks, where
+            // ticks = clock − first_clock + interval.
+            let interval = entry.interval;
+            let add = entry.add;
+            let ticks = ((clock - entry.first_clock) as i32).wrapping_add(interval);
+            let steps: i32 = if add == 0 {
+                if interval == 0 {
+                    0
+                } else {
+                    ticks.wrapping_div(interval)
+                }
+            } else {
+                // Quadratic formula; a NaN (no real root) becomes 0, as a saturating cast.
+                let a = 0.5 * f64::from(add);
+                let b = f64::from(interval) - 0.5 * f64::from(add);
+                let c = -f64::from(ticks);
+                (((b * b - 4.0 * a * c).sqrt() - b) / (2.0 * a)) as i32
+            };
+            return if entry.step_count < 0 {
+                entry.start_position - i64::from(steps)
+            } else {
+                entry.start_position + i64::from(steps)
+            };
+        }
+        position
+    }
+
+    /// Forgets the oldest history entries that end at or before `end_clock`. The history grows
+    /// by one entry per emitted `queue_step` until this is called (Klipper's steppersync calls it
+    /// on every flush with the clock of the oldest time still of interest).
+    pub fn history_expire(&mut self, end_clock: u64) {
+        while let Some(oldest) = self.history.front() {
+            if oldest.last_clock > end_clock {
+                break;
+            }
+            self.history.pop_front();
+        }
+    }
+
+    /// History entries overlapping `start_clock..end_clock`, newest first (Klipper's
+    /// `stepcompress_extract_old`, used for step dumps).
+    pub fn past_steps(
+        &self,
+        start_clock: u64,
+        end_clock: u64,
+    ) -> impl Iterator<Item = PastSteps> + '_ {
+        self.history
+            .iter()
+            .rev()
+            .take_while(move |entry| start_clock < entry.last_clock)
+            .filter(move |entry| end_clock > entry.first_clock)
+            .copied()
+    }
+
+    // ---- internals -------------------------------------------------------------------------
+
+    fn update_last_step_print_time(&mut self) {
+        let clock = self.last_step_clock as f64;
+        self.last_step_print_time = self.mcu_time_offset + (clock - 0.5) / self.mcu_freq;
+    }
+
+    /// Moves the pending step into the queue, sending a direction change or a far step first
+    /// when needed.
+    fn queue_pending(&mut self) -> Result<(), StepCompressError> {
+        let Some(step_clock) = self.pending_clock else {
+            return Ok(());
+        };
+        if self.sent_dir != Some(self.pending_dir) {
+            self.send_dir(self.pending_dir)?;
+        }
+        if step_clock >= self.last_step_clock.saturating_add(CLOCK_DIFF_MAX) {
+            self.pending_clock = None;
+            return self.queue_far_step(step_clock);
+        }
+        self.push_step(step_clock)?;
+        self.pending_clock = None;
+        Ok(())
+    }
+
+    /// A step at least [`CLOCK_DIFF_MAX`] after the last emitted one: emit what can be emitted
+    /// before it; if it is still that far, send it alone.
+    fn queue_far_step(&mut self, step_clock: u64) -> Result<(), StepCompressError> {
+        self.flush_queue(step_clock - CLOCK_DIFF_MAX + 1)?;
+        if step_clock >= self.last_step_clock.saturating_add(CLOCK_DIFF_MAX) {
+            let lone = Triple {
+                interval: step_clock.wrapping_sub(self.last_step_clock) as u32,
+                count: 1,
+                add: 0,
+            };
+            self.emit(step_clock, lone);
+            self.update_last_step_print_time();
+            return Ok(());
+        }
+        self.push_step(step_clock)
+    }
+
+    /// Sends `set_next_step_dir` after emitting every queued step (they go the old way).
+    fn send_dir(&mut self, dir: bool) -> Result<(), StepCompressError> {
+        if self.sent_dir == Some(dir) {
+            return Ok(());
+        }
+        self.flush_queue(u64::MAX)?;
+        self.sent_dir = Some(dir);
+        self.messages.push(StepMessage {
+            req_clock: self.last_step_clock,
+            min_clock: 0,
+            command: StepCommand::SetNextStepDir {
+                dir: dir ^ self.invert_dir,
+            },
+        });
+        Ok(())
+    }
+
+    /// Appends a clock to the queue, making room first if the buffer is full.
+    fn push_step(&mut self, step_clock: u64) -> Result<(), StepCompressError> {
+        if self.queue_next >= self.queue.len() {
+            self.make_room()?;
+        }
+        // Only the low 32 bits are kept; offsets from the last step clock are what matter.
+        self.queue[self.queue_next] = step_clock as u32;
+        self.queue_next += 1;
+        Ok(())
+    }
+
+    /// The queue is full: flush down to the newest [`MAX_COUNT`] steps if far more are pending,
+    /// then compact the live steps to the front, or grow the buffer if they fill it.
+    fn make_room(&mut self) -> Result<(), StepCompressError> {
+        if self.queue_next - self.queue_pos > MAX_COUNT + QUEUE_FLUSH_SLACK {
+            let keep_from = self.queue[self.queue_next - MAX_COUNT];
+            let ahead = keep_from.wrapping_sub(self.last_step_clock as u32);
+            self.flush_queue(self.last_step_clock.saturating_add(u64::from(ahead)))?;
+        }
+        if self.queue_next >= self.queue.len() {
+            let live = self.queue_next - self.queue_pos;
+            if self.queue_pos > 0 {
+                self.queue.copy_within(self.queue_pos..self.queue_next, 0);
+            } else {
+                let mut size = self.queue.len().max(QUEUE_START_SIZE);
+                while live >= size {
+                    size *= 2;
+                }
+                self.queue.resize(size, 0);
+            }
+            self.queue_pos = 0;
+            self.queue_next = live;
+        }
+        Ok(())
+    }
+
+    /// Emits `queue_step`s for queued steps until the last emitted step reaches `move_clock`
+    /// (or the queue is empty).
+    fn flush_queue(&mut self, move_clock: u64) -> Result<(), StepCompressError> {
+        if self.queue_pos >= self.queue_next {
+            return Ok(());
+        }
+        let result = self.flush_queue_inner(move_clock);
+        self.update_last_step_print_time();
+        result
+    }
+
+    fn flush_queue_inner(&mut self, move_clock: u64) -> Result<(), StepCompressError> {
+        while self.last_step_clock < move_clock {
+            let triple = self.best_triple();
+            self.validate(triple)?;
+            let first_clock = self
+                .last_step_clock
+                .wrapping_add(u64::from(triple.interval));
+            self.emit(first_clock, triple);
+            let used = usize::from(triple.count);
+            if self.queue_pos + used >= self.queue_next {
+                self.queue_pos = 0;
+                self.queue_next = 0;
+                break;
+            }
+            self.queue_pos += used;
+        }
+        Ok(())
+    }
+
+    /// Queues a `queue_step` whose first step is at `first_clock`, records it in the history
+    /// and advances the last step clock and position.
+    fn emit(&mut self, first_clock: u64, triple: Triple) {
+        let count = i64::from(triple.count);
+        let span = i64::from(triple.interval) * (count - 1)
+            + i64::from(triple.add) * (count * (count - 1) / 2);
+        let last_clock = first_clock.wrapping_add_signed(span);
+
+        let mut req_clock = self.last_step_clock;
+        if triple.count == 1 && first_clock >= self.last_step_clock.saturating_add(CLOCK_DIFF_MAX) {
+            req_clock = first_clock;
+        }
+        self.messages.push(StepMessage {
+            req_clock,
+            min_clock: self.last_step_clock,
+            command: StepCommand::QueueStep {
+                interval: triple.interval,
+                count: triple.count,
+                add: triple.add,
+            },
+        });
+        self.last_step_clock = last_clock;
+
+        // Klipper counts a command as positive unless the last direction sent was negative.
+        let step_count = if self.sent_dir == Some(false) {
+            -i32::from(triple.count)
+        } else {
+            i32::from(triple.count)
+        };
+        self.history.push_back(PastSteps {
+            first_clock,
+            last_clock,
+            start_position: self.last_position,
+            step_count,
+            interval: triple.interval as i32,
+            add: i32::from(triple.add),
+        });
+        self.last_position += i64::from(step_count);
+    }
+
+    /// The acceptable placement of queue entry `index` (absolute index into `queue`).
+    #[inline]
+    fn window(&self, index: usize) -> Window {
+        let base = self.last_step_clock as u32;
+        let point = self.queue[index].wrapping_sub(base);
+        let previous = if index > self.queue_pos {
+            self.queue[index - 1].wrapping_sub(base)
+        } else {
+            0
+        };
+        let slack = (point.wrapping_sub(previous) / 2).min(self.max_error);
+        Window {
+            earliest: point.wrapping_sub(slack) as i32,
+            latest: point as i32,
+        }
+    }
+
+    /// Searches the `queue_step` that covers the most queued steps from `queue_pos` on.
+    ///
+    /// For a fixed `add`, the steps reachable by one command form a prefix: step k (1-based) at
+    /// `k·interval + add·k(k−1)/2` must land in window k, which bounds `interval` to an integer
+    /// range that shrinks as k grows; the prefix ends where the range becomes empty, and the
+    /// largest feasible interval is used. The search over `add` is a bisection steered by the
+    /// first step that could not be reached (too early → larger `add`, too late → smaller),
+    /// narrowed further by the quadratic-deviation bound and by what that step permits. The
+    /// best candidate is the one reaching furthest in time; `add = 0` wins if it covers almost
+    /// as many steps (within 1/16). All arithmetic is 32-bit and wraps, as in Klipper.
+    fn best_triple(&self) -> Triple {
+        let start = self.queue_pos;
+        let available = (self.queue_next - start).min(MAX_COUNT);
+        let first = self.window(start);
+        // Interval bounds implied by the steps every candidate must cover (tightened as the
+        // bisection learns which side each failure came from).
+        let mut outer_min = first.earliest;
+        let mut outer_max = first.latest;
+        let mut add: i32 = 0;
+        let mut add_min: i32 = -0x8000;
+        let mut add_max: i32 = 0x7fff;
+
+        let mut best = (0i32, 1i32, 1i32); // (interval, count, add)
+        let mut best_reach = i32::MIN;
+        let mut zero_add = (0i32, 0i32); // (interval, count) found with add = 0
+
+        loop {
+            // Longest prefix reachable with this `add`.
+            let mut lo = outer_min;
+            let mut hi = outer_max;
+            let mut interval = hi;
+            let mut tried: i32 = 1; // steps covered so far + the one being tried
+            let missed = loop {
+                tried += 1;
+                let offset = (tried - 1) as usize;
+                if offset >= available {
+                    // Every queued step fits: nothing longer can exist.
+                    return Triple::from_search(interval, tried - 1, add);
+                }
+                let window = self.window(start + offset);
+                let from_add = add.wrapping_mul(triangle(tried));
+                let need_min = window.earliest.wrapping_sub(from_add);
+                let need_max = window.latest.wrapping_sub(from_add);
+                if lo.wrapping_mul(tried) < need_min {
+                    lo = div_ceil(need_min, tried);
+                }
+                if hi.wrapping_mul(tried) > need_max {
+                    hi = div_floor(need_max, tried);
+                }
+                if lo > hi {
+                    break window;
+                }
+                interval = hi;
+            };
+
+            let count = tried - 1;
+            let reach = add
+                .wrapping_mul(triangle(count))
+                .wrapping_add(interval.wrapping_mul(count));
+            if reach > best_reach || (reach == best_reach && interval > best.0) {
+                best = (interval, count, add);
+                best_reach = reach;
+                if add == 0 {
+                    zero_add = (interval, count);
+                }
+                if count > 0x200 {
+                    // Long enough that no other `add` can do meaningfully better (and larger
+                    // counts would overflow the products below).
+                    break;
+                }
+            }
+
+            // Was the missed step too early or too late for this `add`?
+            let missed_triangle = triangle(tried);
+            let missed_at = add
+                .wrapping_mul(missed_triangle)
+                .wrapping_add(interval.wrapping_mul(tried));
+            if missed_at < missed.earliest {
+                add_min = add.wrapping_add(1);
+                outer_max = hi;
+            } else {
+                add_max = add.wrapping_sub(1);
+                outer_min = lo;
+            }
+
+            // Two valid quadratic sequences over `count` steps cannot differ much in `add`.
+            if count > 1 {
+                let spread = self.max_error.wrapping_mul(ADD_DEVIATION_FACTOR)
+                    / (count.wrapping_mul(count) as u32).max(1);
+                let spread = spread as i32;
+                if add_min < add.wrapping_sub(spread) {
+                    add_min = add.wrapping_sub(spread);
+                }
+                if add_max > add.wrapping_add(spread) {
+                    add_max = add.wrapping_add(spread);
+                }
+            }
+
+            // Reaching the missed step bounds `add` given the interval bounds.
+            let base_late = outer_max.wrapping_mul(tried);
+            if add_min.wrapping_mul(missed_triangle) < missed.earliest.wrapping_sub(base_late) {
+                add_min = div_ceil(missed.earliest.wrapping_sub(base_late), missed_triangle);
+            }
+            let base_early = outer_min.wrapping_mul(tried);
+            if add_max.wrapping_mul(missed_triangle) > missed.latest.wrapping_sub(base_early) {
+                add_max = div_floor(missed.latest.wrapping_sub(base_early), missed_triangle);
+            }
+
+            if add_min > add_max {
+                break;
+            }
+            add = add_max.wrapping_sub(add_max.wrapping_sub(add_min) / 4);
+        }
+
+        let (zero_interval, zero_count) = zero_add;
+        if zero_count + zero_count / 16 >= best.1 {
+            return Triple::from_search(zero_interval, zero_count, 0);
+        }
+        Triple::from_search(best.0, best.1, best.2)
+    }
+
+    /// Replays `triple` over the queued steps it claims to cover, as the MCU will execute it
+    /// (32-bit wrapping), and rejects it unless every step lands in its window.
+    fn validate(&self, triple: Triple) -> Result<(), StepCompressError> {
+        let Triple {
+            interval,
+            count,
+            add,
+        } = triple;
+        let last_step_clock = self.last_step_clock;
+        if count == 0
+            || (interval == 0 && add == 0 && count > 1)
+            || interval >= INTERVAL_LIMIT
+            || usize::from(count) > self.queue_next - self.queue_pos
+        {
+            return Err(StepCompressError::InvalidSequence {
+                interval,
+                count,
+                add,
+                last_step_clock,
+            });
+        }
+        let mut step_interval = interval;
+        let mut offset: u32 = 0;
+        for step in 0..u32::from(count) {
+            let window = self.window(self.queue_pos + step as usize);
+            offset = offset.wrapping_add(step_interval);
+            if offset < window.earliest as u32 || offset > window.latest as u32 {
+                return Err(StepCompressError::StepOutsideWindow {
+                    interval,
+                    count,
+                    add,
+                    step: step + 1,
+                    offset,
+                    min: window.earliest,
+                    max: window.latest,
+                    last_step_clock,
+                });
+            }
+            if step_interval >= INTERVAL_LIMIT {
+                return Err(StepCompressError::IntervalOverflow {
+                    interval,
+                    count,
+                    add,
+                    step: step + 1,
+                    step_interval,
+                    last_step_clock,
+                });
+            }
+            step_interval = step_interval.wrapping_add(i32::from(add) as u32);
+        }
+        Ok(())
+    }
+}
+
+/// `n(n−1)/2` in wrapping 32-bit arithmetic (the `add` multiplier of the n-th step).
+#[inline]
+fn triangle(n: i32) -> i32 {
+    n.wrapping_mul(n.wrapping_sub(1)) / 2
+}
+
+/// Division rounding toward +∞ for a positive divisor (wrapping; 0 for a zero divisor).
+#[inline]
+fn div_ceil(n: i32, d: i32) -> i32 {
+    if d == 0 {
+        return 0;
+    }
+    if n >= 0 {
+        n.wrapping_add(d).wrapping_sub(1).wrapping_div(d)
+    } else {
+        n.wrapping_div(d)
+    }
+}
+
+/// Division rounding toward −∞ for a positive divisor (wrapping; 0 for a zero divisor).
+#[inline]
+fn div_floor(n: i32, d: i32) -> i32 {
+    if d == 0 {
+        return 0;
+    }
+    if n >= 0 {
+        n.wrapping_div(d)
+    } else {
+        n.wrapping_sub(d).wrapping_add(1).wrapping_div(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FREQ: f64 = 50e6;
+    const MAX_ERROR: u32 = 1250;
+
+    /// One emitted step: direction (host side, after undoing `invert_dir`) and clock.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct Step {
+        dir: bool,
+        clock: u64,
+    }
+
+    /// Expands messages with the MCU's rule t_k = t_last + k·interval + add·k(k−1)/2.
+    fn expand(messages: &[StepMessage], start_clock: u64, invert: bool) -> Vec<Step> {
+        let mut out = Vec::new();
+        let mut last = start_clock as i64;
+        let mut dir = None;
+        for message in messages {
+            match message.command {
+                StepCommand::SetNextStepDir { dir: pin } => dir = Some(pin ^ invert),
+                StepCommand::ResetStepClock { clock } => last = i64::from(clock),
+                StepCommand::QueueStep {
+                    interval,
+                    count,
+                    add,
+                } => {
+                    let dir = dir.expect("queue_step before set_next_step_dir");
+                    if message.req_clock != message.min_clock {
+                        // A far step: the MCU sees its gap modulo 2^32; its true clock is the
+                        // message's req_clock.
+                        assert_eq!(count, 1);
+                        assert_eq!(
+                            message.req_clock as u32,
+                            (last as u32).wrapping_add(interval)
+                        );
+                        last = message.req_clock as i64;
+                        out.push(Step {
+                            dir,
+                            clock: message.req_clock,
+                        });
+                        continue;
+                    }
+                    let first = last;
+                    for k in 1..=i64::from(count) {
+                        let t = first + k * i64::from(interval) + i64::from(add) * k * (k - 1) / 2;
+                        out.push(Step {
+                            dir,
+                            clock: t as u64,
+                        });
+                        last = t;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn triples(messages: &[StepMessage]) -> Vec<(u32, u16, i16)> {
+        messages
+            .iter()
+            .filter_map(|m| match m.command {
+                StepCommand::QueueStep {
+                    interval,
+                    count,
+                    add,
+                } => Some((interval, count, add)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn drain(sc: &mut StepCompress) -> Vec<StepMessage> {
+        let mut out = Vec::new();
+        sc.drain_messages(&mut out);
+        out
+    }
+
+    // ---- §7.10 golden vector -----------------------------------------------------------------
+
+    /// One constant-acceleration segment of a trapq.
+    struct Segment {
+        print_time: f64,
+        move_t: f64,
+        start_v: f64,
+        half_accel: f64,
+        start_pos: f64,
+        axis: f64,
+    }
+
+    impl Segment {
+        fn distance(&self, t: f64) -> f64 {
+            (self.start_v + self.half_accel * t) * t
+        }
+    }
+
+    /// A trapezoidal move as up to three segments (accel, cruise, decel), positions chained
+    /// the way the trapq chains them.
+    #[allow(clippy::too_many_arguments)]
+    fn trapezoid(
+        print_time: f64,
+        accel_t: f64,
+        cruise_t: f64,
+        decel_t: f64,
+        start_pos: f64,
+        axis: f64,
+        start_v: f64,
+        cruise_v: f64,
+        accel: f64,
+    ) -> Vec<Segment> {
+        let mut out = Vec::new();
+        let mut t0 = print_time;
+        let mut pos = start_pos;
+        for (move_t, v, half_accel) in [
+            (accel_t, start_v, 0.5 * accel),
+            (cruise_t, cruise_v, 0.0),
+            (decel_t, cruise_v, -0.5 * accel),
+        ] {
+            if move_t == 0.0 {
+                continue;
+            }
+            let segment = Segment {
+                print_time: t0,
+                move_t,
+                start_v: v,
+                half_accel,
+                start_pos: pos,
+                axis,
+            };
+            t0 += move_t;
+            pos = segment.start_pos + axis * segment.distance(move_t);
+            out.push(segment);
+        }
+        out
+    }
+
+    /// Time (relative to its segment) at which a move reaches `target`, and the segment's
+    /// print time: the root of start_pos + axis·(v·t + ha·t²) = target in the segment holding it.
+    fn crossing(segments: &[Segment], target: f64) -> (f64, f64) {
+        for segment in segments {
+            let d = (target - segment.start_pos) * segment.axis;
+            if d < 0.0 || d > segment.distance(segment.move_t) {
+                continue;
+            }
+            let v = segment.start_v;
+            let t = 2.0 * d / (v + (v * v + 4.0 * segment.half_accel * d).sqrt());
+            return (segment.print_time, t);
+        }
+        panic!("target {target} not reached");
+    }
+
+    const GOLDEN_OUT: [(u32, u16, i16); 26] = [
+        (25176777, 1, 0),
+        (129409, 1, 0),
+        (88317, 2, -15114),
+        (61377, 4, -4820),
+        (43369, 7, -1730),
+        (31714, 12, -696),
+        (23786, 19, -310),
+        (18422, 23, -161),
+        (14968, 37, -83),
+        (12131, 46, -47),
+        (10115, 65, -27),
+        (8468, 88, -16),
+        (7155, 103, -10),
+        (6251, 807, 0),
+        (6390, 92, 9),
+        (7318, 76, 14),
+        (8463, 68, 24),
+        (10241, 46, 41),
+        (12265, 36, 76),
+        (15185, 25, 149),
+        (19100, 17, 315),
+        (24659, 11, 715),
+        (32958, 7, 1726),
+        (47411, 3, 4363),
+        (61841, 2, 11362),
+        (89100, 1, 0),
+    ];
+    const GOLDEN_OUT_TAIL: (u32, u16, i16) = (129409, 1, 0);
+    const GOLDEN_BACK: [(u32, u16, i16); 18] = [
+        (5353554, 1, 0),
+        (129409, 1, 0),
+        (88317, 2, -15114),
+        (61377, 4, -4820),
+        (43369, 7, -1730),
+        (31714, 12, -696),
+        (23786, 19, -310),
+        (18422, 23, -161),
+        (14968, 35, -83),
+        (12506, 202, 0),
+        (12801, 35, 90),
+        (16250, 22, 173),
+        (20540, 14, 350),
+        (25753, 10, 803),
+        (34021, 6, 2012),
+        (46259, 4, 5227),
+        (72323, 2, 17557),
+        (129410, 1, 0),
+    ];
+
+    /// The requested steps of §7.10, as (dir, segment print time, time in segment).
+    fn golden_requests() -> Vec<(bool, f64, f64)> {
+        let step_dist = 0.0125;
+        let out = trapezoid(0.5, 0.1, 0.1, 0.1, 0.0, 1.0, 0.0, 100.0, 1000.0);
+        let back = trapezoid(0.9, 0.05, 0.05, 0.05, 20.0, -1.0, 0.0, 50.0, 1000.0);
+        let mut requests = Vec::new();
+        for k in 1..=1600 {
+            let (pt, t) = crossing(&out, (f64::from(k) - 0.5) * step_dist);
+            requests.push((true, pt, t));
+        }
+        for k in 1..=400 {
+            let (pt, t) = crossing(&back, 20.0 - (f64::from(k) - 0.5) * step_dist);
+            requests.push((false, pt, t));
+        }
+        requests
+    }
+
+    #[test]
+    fn golden_vector_matches_klipper() {
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        for (dir, print_time, step_time) in golden_requests() {
+            sc.append(dir, print_time, step_time).expect("append");
+        }
+        sc.flush(u64::MAX).expect("flush");
+        let messages = drain(&mut sc);
+
+        let mut expected = vec![StepCommand::SetNextStepDir { dir: true }];
+        let queue_step = |(interval, count, add): (u32, u16, i16)| StepCommand::QueueStep {
+            interval,
+            count,
+            add,
+        };
+        expected.extend(GOLDEN_OUT.iter().copied().map(queue_step));
+        expected.push(queue_step(GOLDEN_OUT_TAIL));
+        expected.push(StepCommand::SetNextStepDir { dir: false });
+        expected.extend(GOLDEN_BACK.iter().copied().map(queue_step));
+        let got: Vec<StepCommand> = messages.iter().map(|m| m.command).collect();
+        assert_eq!(got.len(), 47);
+        assert_eq!(got, expected);
+
+        // Counts per direction and the clocks the consumer orders by.
+        let steps = expand(&messages, 0, false);
+        assert_eq!(steps.iter().filter(|s| s.dir).count(), 1600);
+        assert_eq!(steps.iter().filter(|s| !s.dir).count(), 400);
+        let mut last = 0;
+        let mut i = 0;
+        for message in &messages {
+            match message.command {
+                StepCommand::QueueStep { count, .. } => {
+                    assert_eq!(message.min_clock, last);
+                    if last == 0 {
+                        // The very first step is 25 M ticks out: not "far", so req = min.
+                        assert_eq!(message.req_clock, 0);
+                    }
+                    assert_eq!(message.req_clock, last);
+                    i += usize::from(count);
+                    last = steps[i - 1].clock;
+                }
+                StepCommand::SetNextStepDir { .. } => {
+                    assert_eq!((message.req_clock, message.min_clock), (last, 0));
+                }
+                StepCommand::ResetStepClock { .. } => unreachable!(),
+            }
+        }
+        assert_eq!(sc.last_step_clock(), last);
+        assert_eq!(sc.last_position(), 1200);
+    }
+
+    /// The same vector with periodic flushes that keep a lookahead of queued steps (as
+    /// steppersync does) gives the same commands.
+    #[test]
+    fn golden_vector_with_incremental_flushes() {
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        let mut flushed_to = 0.0;
+        for (dir, print_time, step_time) in golden_requests() {
+            let t = print_time + step_time;
+            // Flush everything more than 100 ms old.
+            if t - flushed_to > 0.15 {
+                flushed_to = t - 0.1;
+                sc.flush((flushed_to * FREQ) as u64).expect("flush");
+            }
+            sc.append(dir, print_time, step_time).expect("append");
+        }
+        sc.flush(u64::MAX).expect("flush");
+        let messages = drain(&mut sc);
+        let mut expected: Vec<(u32, u16, i16)> = GOLDEN_OUT.to_vec();
+        expected.push(GOLDEN_OUT_TAIL);
+        expected.extend_from_slice(&GOLDEN_BACK);
+        assert_eq!(triples(&messages), expected);
+    }
+
+    // ---- §6.4 worked example ----------------------------------------------------------------
+
+    #[test]
+    fn worked_example_exact_quadratic() {
+        // Exact windows (max_error 0): only interval=100 count=4 add=10 hits 100,210,330,460.
+        let mut sc = StepCompress::new(0, false);
+        sc.set_time(0.0, FREQ);
+        sc.reset(1000).expect("reset");
+        for clock in [1100, 1210, 1330, 1460] {
+            sc.append_clock(true, clock).expect("append");
+        }
+        sc.flush(u64::MAX).expect("flush");
+        let messages = drain(&mut sc);
+        assert_eq!(
+            messages.iter().map(|m| m.command).collect::<Vec<_>>(),
+            vec![
+                StepCommand::ResetStepClock { clock: 1000 },
+                StepCommand::SetNextStepDir { dir: true },
+                StepCommand::QueueStep {
+                    interval: 100,
+                    count: 4,
+                    add: 10
+                },
+            ]
+        );
+        let steps = expand(&messages, 0, false);
+        let clocks: Vec<u64> = steps.iter().map(|s| s.clock).collect();
+        assert_eq!(clocks, vec![1100, 1210, 1330, 1460]);
+        // A following queue_step interval=200 count=2 add=0 → 1660, 1860.
+        sc.append_clock(true, 1660).expect("append");
+        sc.append_clock(true, 1860).expect("append");
+        sc.flush(u64::MAX).expect("flush");
+        let more = drain(&mut sc);
+        assert_eq!(triples(&more), vec![(200, 2, 0)]);
+        assert_eq!(more[0].req_clock, 1460);
+        assert_eq!(more[0].min_clock, 1460);
+    }
+
+    #[test]
+    fn worked_example_with_tolerance_prefers_add_zero() {
+        // With 25 µs of tolerance the same steps fit a constant interval (steps 1100, 1200,
+        // 1300, 1400 are each at most half a gap early).
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        sc.reset(1000).expect("reset");
+        for clock in [1100, 1210, 1330, 1460] {
+            sc.append_clock(true, clock).expect("append");
+        }
+        sc.flush(u64::MAX).expect("flush");
+        assert_eq!(triples(&drain(&mut sc)), vec![(100, 4, 0)]);
+    }
+
+    // ---- far steps, reset, filter, history ----------------------------------------------------
+
+    #[test]
+    fn far_step_is_sent_alone_with_its_own_req_clock() {
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        for clock in [1000, 2000, 3000] {
+            sc.append_clock(true, clock).expect("append");
+        }
+        let far = 3000 + CLOCK_DIFF_MAX + 12345;
+        sc.append_clock(true, far).expect("append");
+        sc.append_clock(true, far + 1000).expect("append");
+        sc.flush(u64::MAX).expect("flush");
+        let messages = drain(&mut sc);
+        let qs: Vec<&StepMessage> = messages
+            .iter()
+            .filter(|m| matches!(m.command, StepCommand::QueueStep { .. }))
+            .collect();
+        assert_eq!(
+            triples(&messages),
+            vec![
+                (1000, 3, 0),
+                ((CLOCK_DIFF_MAX + 12345) as u32, 1, 0),
+                (1000, 1, 0)
+            ]
+        );
+        assert_eq!((qs[0].req_clock, qs[0].min_clock), (0, 0));
+        assert_eq!((qs[1].req_clock, qs[1].min_clock), (far, 3000));
+        assert_eq!((qs[2].req_clock, qs[2].min_clock), (far, far));
+        // A gap just under the limit is an ordinary step.
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        sc.append_clock(true, CLOCK_DIFF_MAX - 1).expect("append");
+        sc.flush(u64::MAX).expect("flush");
+        let messages = drain(&mut sc);
+        assert_eq!(messages[1].req_clock, 0);
+        // A gap beyond 2^32 ticks wraps in the interval (the MCU's clock is 32-bit).
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        sc.append_clock(false, (1 << 32) + 5).expect("append");
+        sc.flush(u64::MAX).expect("flush");
+        let messages = drain(&mut sc);
+        assert_eq!(triples(&messages), vec![(5, 1, 0)]);
+        assert_eq!(messages[1].req_clock, (1 << 32) + 5);
+        assert_eq!(sc.last_step_clock(), (1 << 32) + 5);
+    }
+
+    #[test]
+    fn far_step_after_a_gap_in_time() {
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.25, FREQ);
+        sc.append(true, 0.5, 0.0).expect("append");
+        // 20 s later (1e9 ticks ≥ 3<<28).
+        sc.append(true, 20.5, 0.0).expect("append");
+        sc.flush(u64::MAX).expect("flush");
+        let messages = drain(&mut sc);
+        assert_eq!(
+            triples(&messages),
+            vec![(12_500_000, 1, 0), (1_000_000_000, 1, 0)]
+        );
+        assert_eq!(messages[2].req_clock, 1_012_500_000);
+        assert_eq!(messages[2].min_clock, 12_500_000);
+    }
+
+    #[test]
+    fn reset_restarts_the_clock_and_resends_direction() {
+        let mut sc = StepCompress::new(MAX_ERROR, true);
+        sc.set_time(0.0, FREQ);
+        sc.append_clock(true, 1_000_000).expect("append");
+        sc.append_clock(true, 1_010_000).expect("append");
+        sc.reset(0).expect("reset");
+        assert_eq!(sc.last_step_clock(), 0);
+        // After homing: the host's clock is far past 0, so the next step goes out alone.
+        sc.append_clock(true, 2_000_000_000).expect("append");
+        sc.flush(u64::MAX).expect("flush");
+        let messages = drain(&mut sc);
+        let commands: Vec<StepCommand> = messages.iter().map(|m| m.command).collect();
+        assert_eq!(
+            commands,
+            vec![
+                StepCommand::SetNextStepDir { dir: false },
+                StepCommand::QueueStep {
+                    interval: 1_000_000,
+                    count: 1,
+                    add: 0
+                },
+                StepCommand::QueueStep {
+                    interval: 10_000,
+                    count: 1,
+                    add: 0
+                },
+                StepCommand::ResetStepClock { clock: 0 },
+                StepCommand::SetNextStepDir { dir: false },
+                StepCommand::QueueStep {
+                    interval: 2_000_000_000,
+                    count: 1,
+                    add: 0
+                },
+            ]
+        );
+        assert_eq!((messages[3].req_clock, messages[3].min_clock), (0, 0));
+        assert_eq!((messages[4].req_clock, messages[4].min_clock), (0, 0));
+        assert_eq!(
+            (messages[5].req_clock, messages[5].min_clock),
+            (2_000_000_000, 0)
+        );
+        let steps = expand(&messages, 0, true);
+        assert!(steps.iter().all(|s| s.dir));
+        let clocks: Vec<u64> = steps.iter().map(|s| s.clock).collect();
+        assert_eq!(clocks, vec![1_000_000, 1_010_000, 2_000_000_000]);
+        assert_eq!(sc.last_position(), 3);
+    }
+
+    #[test]
+    fn step_dir_step_within_filter_time_cancels_both() {
+        let filter = (SDS_FILTER_TIME * FREQ) as u64; // 37500 ticks
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        sc.append_clock(true, 100_000).expect("append");
+        sc.commit().expect("commit");
+        sc.append_clock(true, 200_000).expect("append");
+        // Reversal 0.5 ms later: the uncommitted step at 200000 and this one vanish.
+        sc.append_clock(false, 200_000 + filter - 12_500)
+            .expect("append");
+        assert!(!sc.step_dir());
+        sc.flush(u64::MAX).expect("flush");
+        let messages = drain(&mut sc);
+        let steps = expand(&messages, 0, false);
+        assert_eq!(
+            steps,
+            vec![Step {
+                dir: true,
+                clock: 100_000
+            }]
+        );
+        assert_eq!(sc.last_position(), 1);
+
+        // Committed steps are never cancelled.
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        sc.append_clock(true, 100_000).expect("append");
+        sc.commit().expect("commit");
+        sc.append_clock(false, 110_000).expect("append");
+        sc.flush(u64::MAX).expect("flush");
+        let steps = expand(&drain(&mut sc), 0, false);
+        assert_eq!(steps.len(), 2);
+        assert_eq!(sc.last_position(), 0);
+
+        // Reversal after the filter time: both steps stay.
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        sc.append_clock(true, 100_000).expect("append");
+        sc.append_clock(false, 100_000 + filter).expect("append");
+        sc.flush(u64::MAX).expect("flush");
+        let messages = drain(&mut sc);
+        let commands: Vec<StepCommand> = messages.iter().map(|m| m.command).collect();
+        assert_eq!(
+            commands,
+            vec![
+                StepCommand::SetNextStepDir { dir: true },
+                StepCommand::QueueStep {
+                    interval: 100_000,
+                    count: 1,
+                    add: 0
+                },
+                StepCommand::SetNextStepDir { dir: false },
+                StepCommand::QueueStep {
+                    interval: filter as u32,
+                    count: 1,
+                    add: 0
+                },
+            ]
+        );
+        assert_eq!(messages[2].req_clock, 100_000);
+
+        // A flush that covers the pending step commits it.
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        sc.append_clock(true, 100_000).expect("append");
+        sc.flush(100_000).expect("flush");
+        sc.append_clock(false, 101_000).expect("append");
+        sc.flush(u64::MAX).expect("flush");
+        assert_eq!(expand(&drain(&mut sc), 0, false).len(), 2);
+    }
+
+    #[test]
+    fn flush_emits_steps_before_move_clock_only() {
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        for i in 1..=100u64 {
+            sc.append_clock(true, i * 10_000 + (i * i) % 7)
+                .expect("append");
+        }
+        sc.flush(500_000).expect("flush");
+        let messages = drain(&mut sc);
+        let steps = expand(&messages, 0, false);
+        assert!(steps.len() >= 49, "{} steps", steps.len());
+        assert!(sc.last_step_clock() >= 500_000);
+        assert!(steps.len() < 100);
+        sc.flush(u64::MAX).expect("flush");
+        let rest = drain(&mut sc);
+        let all = expand(&[messages, rest].concat(), 0, false);
+        assert_eq!(all.len(), 100);
+    }
+
+    #[test]
+    fn find_past_position_walks_the_history() {
+        let mut sc = StepCompress::new(0, false);
+        sc.set_time(0.0, FREQ);
+        sc.reset(1000).expect("reset");
+        // +4 steps at 1100, 1210, 1330, 1460 (one quadratic command).
+        for clock in [1100, 1210, 1330, 1460] {
+            sc.append_clock(true, clock).expect("append");
+        }
+        // (Without this, the reversal 540 ticks later would cancel the step at 1460.)
+        sc.commit().expect("commit");
+        // −3 steps at 2000, 2100, 2200.
+        for clock in [2000, 2100, 2200] {
+            sc.append_clock(false, clock).expect("append");
+        }
+        sc.flush(u64::MAX).expect("flush");
+        let expected = |clock: u64| -> i64 {
+            let ups = [1100, 1210, 1330, 1460]
+                .iter()
+                .filter(|&&c| c <= clock)
+                .count() as i64;
+            let downs = [2000, 2100, 2200].iter().filter(|&&c| c <= clock).count() as i64;
+            ups - downs
+        };
+        for clock in [
+            0, 999, 1000, 1099, 1100, 1101, 1209, 1210, 1329, 1330, 1459, 1460, 1999, 2000, 2099,
+            2100, 2150, 2200, 5000,
+        ] {
+            assert_eq!(
+                sc.find_past_position(clock),
+                expected(clock),
+                "clock {clock}"
+            );
+        }
+        assert_eq!(sc.last_position(), 1);
+
+        // A marker from a position query redefines the position from its clock on.
+        sc.set_last_position(3000, 50).expect("set_last_position");
+        assert_eq!(sc.find_past_position(2500), 1);
+        assert_eq!(sc.find_past_position(3000), 50);
+        assert_eq!(sc.find_past_position(9000), 50);
+        sc.append_clock(true, 4000).expect("append");
+        sc.flush(u64::MAX).expect("flush");
+        assert_eq!(sc.find_past_position(3999), 50);
+        assert_eq!(sc.find_past_position(4000), 51);
+        // Step dumps: newest first, clipped to the clock range.
+        let newest: Vec<PastSteps> = sc.past_steps(3500, u64::MAX).collect();
+        assert_eq!(newest.len(), 1);
+        assert_eq!((newest[0].first_clock, newest[0].step_count), (4000, 1));
+        let before: Vec<PastSteps> = sc.past_steps(0, 3000).collect();
+        assert_eq!(before.len(), sc.history.len() - 2);
+        assert_eq!(before.iter().map(|p| p.step_count).sum::<i32>(), 1);
+        assert!(
+            before
+                .windows(2)
+                .all(|w| w[0].first_clock > w[1].first_clock)
+        );
+
+        // Expiring keeps what is still needed.
+        sc.history_expire(2200);
+        assert_eq!(sc.past_steps(0, u64::MAX).count(), 2);
+        assert_eq!(sc.find_past_position(3500), 50);
+        // Before everything still kept: the oldest kept entry's start position.
+        assert_eq!(sc.find_past_position(10), 50);
+        sc.history_expire(u64::MAX);
+        assert_eq!(sc.find_past_position(10), 51);
+    }
+
+    #[test]
+    fn find_past_position_inside_long_quadratic_commands() {
+        // An accelerating then decelerating stepper: compare against the expanded steps.
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        let mut requested = Vec::new();
+        let mut t = 0.0f64;
+        for k in 0..3000 {
+            let v = if k < 1500 {
+                1.0 + k as f64
+            } else {
+                3000.0 - k as f64
+            };
+            t += 50_000.0 / v.max(1.0).sqrt();
+            requested.push(t as u64 + 1000);
+        }
+        for &clock in &requested {
+            sc.append_clock(true, clock).expect("append");
+        }
+        sc.flush(u64::MAX).expect("flush");
+        let messages = drain(&mut sc);
+        let steps = expand(&messages, 0, false);
+        assert_eq!(steps.len(), 3000);
+        // At each step's clock, and one tick before it (where rounding would show).
+        for (i, step) in steps.iter().enumerate() {
+            let before = steps
+                .iter()
+                .take(i)
+                .filter(|s| s.clock < step.clock)
+                .count() as i64;
+            let at = steps.iter().filter(|s| s.clock <= step.clock).count() as i64;
+            assert_eq!(sc.find_past_position(step.clock - 1), before, "step {i}");
+            assert_eq!(sc.find_past_position(step.clock), at, "step {i}");
+        }
+        assert_eq!(sc.find_past_position(u64::MAX), 3000);
+        assert!(messages.len() < 300, "{} messages", messages.len());
+    }
+
+    #[test]
+    fn set_invert_dir_resends_direction() {
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        sc.append_clock(true, 1000).expect("append");
+        sc.commit().expect("commit");
+        sc.flush(u64::MAX).expect("flush");
+        sc.set_invert_dir(true);
+        sc.append_clock(true, 2000).expect("append");
+        sc.flush(u64::MAX).expect("flush");
+        let commands: Vec<StepCommand> = drain(&mut sc).iter().map(|m| m.command).collect();
+        assert_eq!(commands[0], StepCommand::SetNextStepDir { dir: true });
+        assert_eq!(commands[2], StepCommand::SetNextStepDir { dir: false });
+        assert!(sc.step_dir());
+    }
+
+    #[test]
+    fn errors_instead_of_panics() {
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        assert!(matches!(
+            sc.append(true, 1.0, 0.0),
+            Err(StepCompressError::NoFrequency { .. })
+        ));
+        sc.set_time(0.0, FREQ);
+        assert!(matches!(
+            sc.append(true, f64::NAN, 0.0),
+            Err(StepCompressError::TimeOutOfRange { .. })
+        ));
+        assert!(matches!(
+            sc.append(true, 1e300, 0.0),
+            Err(StepCompressError::TimeOutOfRange { .. })
+        ));
+        sc.append_clock(true, 1_000_000).expect("append");
+        sc.flush(u64::MAX).expect("flush");
+        let err = sc.append(true, 0.001, 0.0).expect_err("step in the past");
+        assert!(matches!(err, StepCompressError::StepInPast { .. }), "{err}");
+        assert!(err.to_string().contains("1000000"), "{err}");
+        // Steps that go backwards inside the queue end in a validation error.
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        sc.append_clock(true, 100_000).expect("append");
+        sc.append_clock(true, 200_000).expect("append");
+        sc.append_clock(true, 150_000).expect("append");
+        let err = sc.flush(u64::MAX).expect_err("backwards steps");
+        assert!(err.to_string().starts_with("stepcompress"), "{err}");
+    }
+
+    #[test]
+    fn identical_clocks_may_error_like_klipper() {
+        // Two steps on one tick are fine (the first is placed early)...
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        sc.append_clock(true, 100).expect("append");
+        sc.append_clock(true, 100).expect("append");
+        sc.flush(u64::MAX).expect("flush");
+        assert_eq!(triples(&drain(&mut sc)), vec![(50, 2, 0)]);
+        // ...but several on the tick of the last emitted step cannot be encoded: Klipper's
+        // search proposes interval=0 add=0 and its validation rejects it, as here.
+        for _ in 0..3 {
+            sc.append_clock(true, 100).expect("append");
+        }
+        let err = sc.flush(u64::MAX).expect_err("three steps at one clock");
+        assert!(
+            matches!(err, StepCompressError::InvalidSequence { count: 3, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn huge_queue_is_flushed_and_compacted() {
+        // 140k steps without any flush: the queue keeps at most ~64K of them pending.
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        let mut requested = Vec::new();
+        let mut clock = 0u64;
+        for i in 0..140_000u64 {
+            clock += 4000 + (i * 7919) % 23;
+            requested.push(clock);
+            sc.append_clock(true, clock).expect("append");
+        }
+        // The buffer grows to 128Ki entries; when it fills, all but the newest 65535 are sent.
+        assert_eq!(sc.queue.len(), 131_072);
+        assert!(sc.queue_next - sc.queue_pos < 131_072);
+        assert!(!sc.messages().is_empty());
+        sc.flush(u64::MAX).expect("flush");
+        let messages = drain(&mut sc);
+        let steps = expand(&messages, 0, false);
+        check_windows(
+            &steps,
+            &requested
+                .iter()
+                .map(|&c| Step {
+                    dir: true,
+                    clock: c,
+                })
+                .collect::<Vec<_>>(),
+            0,
+            MAX_ERROR,
+        );
+    }
+
+    // ---- property tests ---------------------------------------------------------------------
+
+    /// Asserts that `emitted` are `requested` step for step (same directions), each at most
+    /// `max_error` early, never late, and never closer to the previous emitted step than half
+    /// its distance to it: t ≥ p − min(max_error, (p − t_prev)/2).
+    fn check_windows(emitted: &[Step], requested: &[Step], start: u64, max_error: u32) {
+        assert_eq!(emitted.len(), requested.len(), "step count");
+        let mut previous = start;
+        for (i, (e, r)) in emitted.iter().zip(requested).enumerate() {
+            assert_eq!(e.dir, r.dir, "direction of step {i}");
+            assert!(
+                e.clock <= r.clock,
+                "step {i} late: {} > {}",
+                e.clock,
+                r.clock
+            );
+            let slack = ((r.clock - previous) / 2).min(u64::from(max_error));
+            assert!(
+                e.clock >= r.clock - slack,
+                "step {i} too early: {} < {} - {slack} (previous {previous})",
+                e.clock,
+                r.clock
+            );
+            previous = e.clock;
+        }
+    }
+
+    /// One burst of steps in one direction: a smooth (quadratic-ish) schedule plus jitter.
+    #[derive(Clone, Debug)]
+    struct Burst {
+        dir: bool,
+        first_gap: u64,
+        interval: f64,
+        growth: f64,
+        count: usize,
+        jitter: u64,
+        seed: u64,
+        commit: bool,
+        flush_back: Option<u64>,
+    }
+
+    fn burst() -> impl Strategy<Value = Burst> {
+        let first_gap = prop_oneof![
+            4 => 0u64..100,
+            4 => 100u64..40_000,
+            3 => 40_000u64..5_000_000,
+            1 => (CLOCK_DIFF_MAX - 3)..(CLOCK_DIFF_MAX + 5_000_000_000),
+        ];
+        let interval = prop_oneof![
+            1 => 0.0f64..50.0,
+            3 => 50.0f64..5_000.0,
+            3 => 5_000.0f64..200_000.0,
+            1 => 200_000.0f64..3_000_000.0,
+        ];
+        (
+            any::<bool>(),
+            first_gap,
+            interval,
+            -0.02f64..0.02,
+            1usize..300,
+            prop_oneof![2 => Just(0u64), 1 => 0u64..3_000],
+            any::<u64>(),
+            any::<bool>(),
+            proptest::option::of(0u64..1_000_000),
+        )
+            .prop_map(
+                |(dir, first_gap, interval, growth, count, jitter, seed, commit, flush_back)| {
+                    Burst {
+                        dir,
+                        first_gap,
+                        interval,
+                        growth,
+                        count,
+                        jitter,
+                        seed,
+                        commit,
+                        flush_back,
+                    }
+                },
+            )
+    }
+
+    /// Reference model of which requested steps survive the step+dir+step filter.
+    struct FilterModel {
+        pending: Option<Step>,
+        survivors: Vec<Step>,
+        filter_ticks: f64,
+    }
+
+    impl FilterModel {
+        fn step(&mut self, step: Step) {
+            if let Some(pending) = self.pending.take() {
+                if pending.dir != step.dir
+                    && ((step.clock - pending.clock) as f64) < self.filter_ticks
+                {
+                    return;
+                }
+                self.survivors.push(pending);
+            }
+            self.pending = Some(step);
+        }
+        fn commit(&mut self) {
+            self.survivors.extend(self.pending.take());
+        }
+        fn flush(&mut self, move_clock: u64) {
+            if self.pending.is_some_and(|p| move_clock >= p.clock) {
+                self.commit();
+            }
+        }
+    }
+
+    fn run_bursts(bursts: &[Burst], max_error: u32, invert: bool) {
+        let mut sc = StepCompress::new(max_error, invert);
+        sc.set_time(0.0, FREQ);
+        let mut model = FilterModel {
+            pending: None,
+            survivors: Vec::new(),
+            filter_ticks: SDS_FILTER_TIME * FREQ,
+        };
+        let mut messages = Vec::new();
+        let mut clock = 0u64;
+        for b in bursts {
+            let mut rng = b.seed | 1;
+            let mut gap = b.interval;
+            for i in 0..b.count {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let jitter = if b.jitter > 0 { rng % b.jitter } else { 0 };
+                // Requested clocks strictly increase: like Klipper, runs of identical clocks
+                // can end in "invalid sequence" (see `identical_clocks_may_error_like_klipper`).
+                clock += if i == 0 {
+                    b.first_gap
+                } else {
+                    gap as u64 + jitter
+                }
+                .max(1);
+                gap = (gap * (1.0 + b.growth)).max(0.0);
+                let step = Step { dir: b.dir, clock };
+                model.step(step);
+                sc.append_clock(b.dir, clock).expect("append");
+            }
+            if b.commit {
+                model.commit();
+                sc.commit().expect("commit");
+            }
+            if let Some(back) = b.flush_back {
+                let move_clock = clock.saturating_sub(back);
+                model.flush(move_clock);
+                sc.flush(move_clock).expect("flush");
+                // Every surviving step before move_clock is out.
+                sc.drain_messages(&mut messages);
+                let emitted = expand(&messages, 0, invert).len();
+                let due = model
+                    .survivors
+                    .iter()
+                    .filter(|s| s.clock < move_clock)
+                    .count();
+                assert!(
+                    emitted >= due,
+                    "flush({move_clock}): {emitted} emitted < {due} due"
+                );
+            }
+        }
+        sc.flush(u64::MAX).expect("final flush");
+        model.commit();
+        sc.drain_messages(&mut messages);
+
+        let emitted = expand(&messages, 0, invert);
+        check_windows(&emitted, &model.survivors, 0, max_error);
+        let position: i64 = model
+            .survivors
+            .iter()
+            .map(|s| if s.dir { 1 } else { -1 })
+            .sum();
+        assert_eq!(sc.last_position(), position);
+
+        // Message clocks: queue_step carries the previous step's clock (or its own if far).
+        let mut last = 0u64;
+        let mut index = 0;
+        for message in &messages {
+            match message.command {
+                StepCommand::QueueStep { count, .. } => {
+                    assert_eq!(message.min_clock, last);
+                    let first = emitted[index].clock;
+                    if count == 1 && first >= last + CLOCK_DIFF_MAX {
+                        assert_eq!(message.req_clock, first);
+                    } else {
+                        assert_eq!(message.req_clock, last);
+                        assert!(first - last < CLOCK_DIFF_MAX);
+                    }
+                    index += usize::from(count);
+                    last = emitted[index - 1].clock;
+                }
+                StepCommand::SetNextStepDir { .. } => {
+                    assert_eq!((message.req_clock, message.min_clock), (last, 0));
+                }
+                StepCommand::ResetStepClock { .. } => unreachable!(),
+            }
+        }
+        // find_past_position agrees with the expansion just before and at every 7th step.
+        let mut position = 0i64;
+        let mut counted = 0;
+        for step in emitted.iter().step_by(7) {
+            let position_at = |clock: u64, counted: &mut usize, position: &mut i64| {
+                while *counted < emitted.len() && emitted[*counted].clock <= clock {
+                    *position += if emitted[*counted].dir { 1 } else { -1 };
+                    *counted += 1;
+                }
+                *position
+            };
+            if step.clock > 0 {
+                let before = position_at(step.clock - 1, &mut counted, &mut position);
+                assert_eq!(sc.find_past_position(step.clock - 1), before);
+            }
+            let at = position_at(step.clock, &mut counted, &mut position);
+            assert_eq!(sc.find_past_position(step.clock), at);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn compressed_steps_expand_to_the_requested_ones(
+            bursts in proptest::collection::vec(burst(), 1..12),
+            max_error in prop_oneof![Just(MAX_ERROR), 0u32..3_000],
+            invert in any::<bool>(),
+        ) {
+            run_bursts(&bursts, max_error, invert);
+        }
+
+        #[test]
+        fn append_never_panics(
+            ops in proptest::collection::vec(
+                (0u8..8, any::<bool>(), -1e12f64..1e12, -1e3f64..1e3, any::<u64>()),
+                1..200,
+            ),
+            max_error in any::<u32>(),
+        ) {
+            let mut sc = StepCompress::new(max_error, false);
+            sc.set_time(0.0, FREQ);
+            let mut out = Vec::new();
+            for (op, dir, a, b, c) in ops {
+                let _ = match op {
+                    0..=2 => sc.append(dir, a.abs() % 1e3, b),
+                    3 => sc.append(dir, a, b),
+                    4 => sc.append_clock(dir, c % (1 << 40)),
+                    5 => sc.flush(c),
+                    6 => sc.commit(),
+                    _ => match c % 4 {
+                        0 => sc.reset(c % (1 << 34)),
+                        1 => sc.set_last_position(c, a as i64),
+                        2 => { sc.set_time(a / 1e9, 1e6 + b.abs() * 1e5); Ok(()) }
+                        _ => { sc.set_invert_dir(dir); sc.history_expire(c); Ok(()) }
+                    },
+                };
+                let _ = sc.find_past_position(c);
+                sc.drain_messages(&mut out);
+            }
+            let _ = sc.flush(u64::MAX);
+        }
+    }
+}

@@ -278,7 +278,9 @@ impl TrapQ {
             }
         }
         while self.history.len() > 1 {
-            let Some(oldest) = self.history.back() else { break };
+            let Some(oldest) = self.history.back() else {
+                break;
+            };
             if oldest.end_time() > clear_history_time {
                 break;
             }
@@ -438,7 +440,11 @@ mod tests {
         assert!(q.is_empty());
         assert_eq!(q.history.len(), 3);
         q.finalize_moves(NEVER_TIME, NEVER_TIME);
-        assert_eq!(q.history.len(), 1, "the newest history entry is always kept");
+        assert_eq!(
+            q.history.len(),
+            1,
+            "the newest history entry is always kept"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The CRC-16 on every message block.
+//! The CRC-16 on every message block, and the CRC-32 of the config phase.
 //!
 //! Klipper's "crc16_ccitt" is, in catalogue terms, CRC-16/MCRF4XX: the reflected polynomial
 //! 0x8408, initial value 0xFFFF, no final XOR. It covers the length byte, the sequence byte and
@@ -15,9 +15,31 @@ pub fn crc16(data: &[u8]) -> u16 {
     })
 }
 
+/// zlib's CRC-32 (reflected polynomial 0xEDB88320, init and final XOR 0xFFFFFFFF): Klipper's
+/// `finalize_config crc=` is this over the config commands joined by newlines.
+pub fn crc32(data: &[u8]) -> u32 {
+    !data.iter().fold(0xFFFF_FFFF_u32, |crc, &byte| {
+        let mut c = crc ^ u32::from(byte);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+        c
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc32_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
 
     #[test]
     fn catalogue_check_value() {

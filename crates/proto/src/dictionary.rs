@@ -79,6 +79,11 @@ impl Enumeration {
         self.by_name.len()
     }
 
+    /// Every symbol (unordered).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
     /// Whether it has no symbols.
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
@@ -257,6 +262,64 @@ impl Dictionary {
         Ok(out)
     }
 
+    /// Encodes a command from Klipper's text form (`config_stepper oid=2 step_pin=PF0 …`), the
+    /// way klippy's `create_command` does: parameters by name in any order, enumerated values by
+    /// symbol (or as numbers), byte strings as written.
+    ///
+    /// # Errors
+    /// An unknown command, a missing or unknown parameter, a value that is not a number or not a
+    /// symbol of its enumeration.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u8>, MessageError> {
+        let mut words = text.split_whitespace();
+        let name = words.next().unwrap_or("");
+        let format = self
+            .command(name)
+            .ok_or_else(|| MessageError::BadArguments {
+                name: name.to_owned(),
+                why: "this MCU's dictionary has no such command".to_owned(),
+            })?;
+        let bad = |why: String| MessageError::BadArguments {
+            name: name.to_owned(),
+            why,
+        };
+        let mut given: Vec<(&str, &str)> = Vec::new();
+        for w in words {
+            let (k, v) = w
+                .split_once('=')
+                .ok_or_else(|| bad(format!("'{w}' is not key=value")))?;
+            given.push((k, v));
+        }
+        let mut values = Vec::with_capacity(format.params.len());
+        for p in &format.params {
+            let (_, v) = given
+                .iter()
+                .find(|(k, _)| *k == p.name)
+                .ok_or_else(|| bad(format!("missing parameter '{}'", p.name)))?;
+            if p.kind.is_bytes() {
+                values.push(Value::Bytes(v.as_bytes().to_vec()));
+                continue;
+            }
+            let n = match v.parse::<i64>() {
+                Ok(n) => n,
+                Err(_) => p
+                    .enumeration
+                    .as_ref()
+                    .and_then(|e| e.value_of(v))
+                    .ok_or_else(|| bad(format!("'{v}' is not a valid value for '{}'", p.name)))?,
+            };
+            values.push(Value::Int(n));
+        }
+        if let Some((k, _)) = given
+            .iter()
+            .find(|(k, _)| !format.params.iter().any(|p| p.name == *k))
+        {
+            return Err(bad(format!("unknown parameter '{k}'")));
+        }
+        let mut out = Vec::new();
+        format.encode(&values, &mut out)?;
+        Ok(out)
+    }
+
     /// The response called `name` (`clock`).
     pub fn response(&self, name: &str) -> Option<&MessageFormat> {
         self.responses
@@ -273,6 +336,16 @@ impl Dictionary {
     pub fn counts(&self) -> (usize, usize, usize) {
         let (c, r) = (self.commands.len(), self.responses.len());
         (c, r, self.messages.len() - c - r)
+    }
+
+    /// An integer constant (or a float with an integral value) from `config`.
+    pub fn constant_int(&self, name: &str) -> Option<i64> {
+        match self.config.get(name)? {
+            Constant::Int(v) => Some(*v),
+            Constant::Float(f) if f.fract() == 0.0 => Some(*f as i64),
+            Constant::Str(s) => s.trim().parse().ok(),
+            Constant::Float(_) => None,
+        }
     }
 
     /// `CLOCK_FREQ` in Hz.

@@ -1,0 +1,2014 @@
+//! A printer as Klipper's host sees it: printer.cfg → MCU objects, G-code → moves → MCU messages.
+//!
+//! This is the pure core of `gantry batch`: it builds the toolhead, rails, steppers, extruders
+//! and outputs from the config (allocating oids and writing the config phase Klipper emits),
+//! interprets G-code like klippy (gcode.py, gcode_move.py, homing.py, force_move.py, fan.py,
+//! stepper_enable.py) and leaves every MCU command, in order, in the toolhead's per-MCU queues.
+//! [`Printer::run_batch`] feeds G-code the way klippy's batch mode reads it (4096-byte chunks with
+//! the background flush in between), which decides where the look-ahead is flushed — and so the
+//! exact step times Klipper's batch output has.
+
+use std::f64::consts::PI;
+
+use gantry_proto::dictionary::Dictionary;
+
+use crate::config::{Config, ConfigError, FloatBounds, IntBounds};
+use crate::extruder::ExtruderKin;
+use crate::itersolve::{Kinematics, StepperSolver};
+use crate::lookahead::AXES;
+use crate::shaper::{AxisShapers, ShaperPulses, ShaperType};
+use crate::stepcompress::StepCompress;
+use crate::toolhead::{
+    DeltaLimits, ExtruderMotion, FlushTimer, KinLimits, MAX_STEPCOMPRESS_ERROR, McuQueue,
+    MotionStepper, MoveError, PwmRequestQueue, TimedAction, Toolhead, TrapqId,
+};
+use crate::trapq::Coord;
+
+/// A configuration problem, in Klipper's words where Klipper has them.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PrinterError {
+    /// A config error (missing or bad option, unknown pin…).
+    #[error("{0}")]
+    Config(String),
+}
+
+fn cfg_err(msg: impl Into<String>) -> PrinterError {
+    PrinterError::Config(msg.into())
+}
+
+/// Typed access to the config with Klipper's defaults and bounds (errors name file:line).
+struct Cfg<'a> {
+    config: &'a Config,
+}
+
+type Bounds = FloatBounds;
+
+fn above(v: f64) -> Bounds {
+    FloatBounds::NONE.above(v)
+}
+
+fn minval(v: f64) -> Bounds {
+    FloatBounds::NONE.min(v)
+}
+
+fn conf(e: ConfigError) -> PrinterError {
+    PrinterError::Config(e.to_string())
+}
+
+impl<'a> Cfg<'a> {
+    fn has(&self, section: &str) -> bool {
+        self.config.has_section(section)
+    }
+
+    fn get_opt(&self, section: &str, option: &str) -> Option<&'a str> {
+        self.config.section(section).and_then(|s| s.get_opt(option))
+    }
+
+    fn get(&self, section: &str, option: &str) -> Result<&'a str, PrinterError> {
+        self.config.getsection(section).get(option).map_err(conf)
+    }
+
+    fn getfloat(
+        &self,
+        section: &str,
+        option: &str,
+        default: Option<f64>,
+        b: Bounds,
+    ) -> Result<f64, PrinterError> {
+        self.config
+            .getsection(section)
+            .getfloat(option, default, b)
+            .map_err(conf)
+    }
+
+    fn getint(
+        &self,
+        section: &str,
+        option: &str,
+        default: Option<i64>,
+    ) -> Result<i64, PrinterError> {
+        self.config
+            .getsection(section)
+            .getint(option, default, IntBounds::default())
+            .map_err(conf)
+    }
+
+    fn getboolean(&self, section: &str, option: &str) -> Result<Option<bool>, PrinterError> {
+        let s = self.config.getsection(section);
+        if !s.has_option(option) {
+            return Ok(None);
+        }
+        s.getboolean(option, None).map(Some).map_err(conf)
+    }
+}
+
+/// A parsed pin: `^!PA1` → { pin: PA1, invert, pullup }.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PinSpec {
+    /// MCU name (`mcu` unless `name:` given).
+    pub mcu: String,
+    /// Pin name as the MCU enumerates it.
+    pub pin: String,
+    /// `!`.
+    pub invert: bool,
+    /// `^` = 1, `~` = −1, none = 0.
+    pub pullup: i8,
+}
+
+/// Parses Klipper's pin syntax.
+pub fn parse_pin(text: &str) -> PinSpec {
+    let mut s = text.trim();
+    let mut invert = false;
+    let mut pullup = 0;
+    loop {
+        if let Some(r) = s.strip_prefix('^') {
+            pullup = 1;
+            s = r.trim_start();
+        } else if let Some(r) = s.strip_prefix('~') {
+            pullup = -1;
+            s = r.trim_start();
+        } else if let Some(r) = s.strip_prefix('!') {
+            invert = true;
+            s = r.trim_start();
+        } else {
+            break;
+        }
+    }
+    let (mcu, pin) = match s.split_once(':') {
+        Some((m, p)) => (m.trim().to_owned(), p.trim().to_owned()),
+        None => ("mcu".to_owned(), s.to_owned()),
+    };
+    PinSpec {
+        mcu,
+        pin,
+        invert,
+        pullup,
+    }
+}
+
+/// An MCU of the printer: its dictionary facts, oids and config commands.
+#[derive(Debug)]
+pub struct PrinterMcu {
+    /// Name (`mcu`, or the part after `mcu ` in the section name).
+    pub name: String,
+    /// CLOCK_FREQ, Hz.
+    pub freq: f64,
+    /// Pin names the dictionary enumerates (empty: not checked).
+    pub pins: Vec<String>,
+    /// Dictionary constants that matter here.
+    pub step_both_edge: bool,
+    /// Number of oids allocated.
+    pub oid_count: u8,
+    /// Config commands (sent once; their text makes the CRC).
+    pub config_cmds: Vec<String>,
+    /// Init commands (sent every connect).
+    pub init_cmds: Vec<String>,
+    /// Move-queue slots reserved by outputs.
+    pub reserved_move_slots: usize,
+}
+
+impl PrinterMcu {
+    fn create_oid(&mut self) -> u8 {
+        let oid = self.oid_count;
+        self.oid_count = self.oid_count.wrapping_add(1);
+        oid
+    }
+
+    fn check_pin(&self, pin: &str) -> Result<(), PrinterError> {
+        if self.pins.is_empty() || self.pins.iter().any(|p| p == pin) {
+            Ok(())
+        } else {
+            Err(cfg_err(format!(
+                "Unable to translate pin name: {pin} (mcu '{}')",
+                self.name
+            )))
+        }
+    }
+
+    /// The full config phase: `allocate_oids`, the config commands and `finalize_config` with
+    /// Klipper's CRC (zlib CRC-32 of the config commands joined by newlines).
+    pub fn config_phase(&self) -> Vec<String> {
+        let mut cmds = Vec::with_capacity(self.config_cmds.len() + 2);
+        cmds.push(format!("allocate_oids count={}", self.oid_count));
+        cmds.extend(self.config_cmds.iter().cloned());
+        let crc = gantry_proto::crc::crc32(cmds.join("\n").as_bytes());
+        cmds.push(format!("finalize_config crc={crc}"));
+        cmds
+    }
+}
+
+/// Homing parameters of a rail (Klipper's `get_homing_info`).
+#[derive(Clone, Debug)]
+pub struct Rail {
+    /// Section name (`stepper_x`).
+    pub name: String,
+    /// Steppers on the rail (indices into the toolhead's steppers).
+    pub steppers: Vec<usize>,
+    /// position_min, mm.
+    pub position_min: f64,
+    /// position_max, mm.
+    pub position_max: f64,
+    /// position_endstop, mm.
+    pub position_endstop: f64,
+    /// homing_speed, mm/s.
+    pub homing_speed: f64,
+    /// second_homing_speed, mm/s.
+    pub second_homing_speed: f64,
+    /// homing_retract_speed, mm/s.
+    pub homing_retract_speed: f64,
+    /// homing_retract_dist, mm.
+    pub homing_retract_dist: f64,
+    /// homing_positive_dir.
+    pub homing_positive_dir: bool,
+    /// Endstop oid and its trsync oid, on `mcu`.
+    pub endstop: (usize, u8, u8),
+    /// Endstop pin inverted (`!`).
+    pub endstop_invert: bool,
+}
+
+/// A digital output (stepper enable pins).
+#[derive(Clone, Debug)]
+struct DigitalOut {
+    mcu: usize,
+    oid: u8,
+    invert: bool,
+    last_clock: u64,
+}
+
+/// What the G-code position layer keeps (Klipper's gcode_move).
+#[derive(Clone, Debug)]
+struct GCodeMove {
+    absolute_coord: bool,
+    absolute_extrude: bool,
+    base_position: [f64; AXES],
+    last_position: [f64; AXES],
+    homing_position: [f64; AXES],
+    speed: f64,
+    speed_factor: f64,
+    extrude_factor: f64,
+}
+
+impl Default for GCodeMove {
+    fn default() -> Self {
+        Self {
+            absolute_coord: true,
+            absolute_extrude: true,
+            base_position: [0.0; AXES],
+            last_position: [0.0; AXES],
+            homing_position: [0.0; AXES],
+            speed: 25.0,
+            speed_factor: 1.0 / 60.0,
+            extrude_factor: 1.0,
+        }
+    }
+}
+
+/// Which kinematics the printer has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KinematicsKind {
+    /// Cartesian.
+    Cartesian,
+    /// CoreXY.
+    CoreXY,
+    /// Linear delta.
+    Delta,
+    /// None (no motion system).
+    None,
+}
+
+/// A message for the G-code terminal (Klipper's responses), with the line that caused it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Response {
+    /// 1-based G-code line.
+    pub line: u32,
+    /// The text (`!! ` prefix for errors, `// ` for info).
+    pub text: String,
+}
+
+/// Size of klippy's G-code reads in batch mode, bytes.
+pub const BATCH_READ_SIZE: usize = 4096;
+
+/// The printer.
+#[derive(Debug)]
+pub struct Printer {
+    /// The motion side.
+    pub toolhead: Toolhead,
+    /// The MCUs (index 0 is `[mcu]`).
+    pub mcus: Vec<PrinterMcu>,
+    /// Rails in kinematics order.
+    pub rails: Vec<Rail>,
+    /// Kinematics.
+    pub kinematics: KinematicsKind,
+    enable_pins: Vec<Option<usize>>,
+    digital_outs: Vec<DigitalOut>,
+    stepper_enabled: Vec<bool>,
+    gcode: GCodeMove,
+    fan_queue: Option<usize>,
+    /// Messages for the terminal: errors and info.
+    pub responses: Vec<Response>,
+    current_line: u32,
+    partial_line: Vec<u8>,
+    line_no: u32,
+    /// Heater targets by section name, °C (set by M104/M140; batch mode cannot heat).
+    pub heater_targets: Vec<(String, f64)>,
+    extruder_pa: Vec<(f64, f64)>,
+}
+
+const HOMING_START_DELAY: f64 = 0.001;
+const ENDSTOP_SAMPLE_TIME: f64 = 0.000_015;
+const ENDSTOP_SAMPLE_COUNT: u32 = 4;
+const TRSYNC_SINGLE_MCU_TIMEOUT: f64 = 0.250;
+const DISABLE_STALL_TIME: f64 = 0.100;
+
+impl Printer {
+    /// A printer for planning only (estimates, the twin's timing): no dictionaries, no pin checks,
+    /// no step generation. MCU clocks are taken as 16 MHz.
+    ///
+    /// # Errors
+    /// Missing or invalid options, unknown kinematics.
+    pub fn for_planning(config: &Config) -> Result<Self, PrinterError> {
+        let mut p = Self::build(config, None)?;
+        p.toolhead.step_generation = false;
+        p.toolhead.record = Some(Vec::new());
+        Ok(p)
+    }
+
+    /// Builds the printer from `config` with one dictionary per MCU name (`mcu`, `extruder_board`).
+    ///
+    /// # Errors
+    /// Missing or invalid options, unknown kinematics, pins the dictionary does not know.
+    pub fn new(config: &Config, dicts: &[(&str, &Dictionary)]) -> Result<Self, PrinterError> {
+        Self::build(config, Some(dicts))
+    }
+
+    fn build(config: &Config, dicts: Option<&[(&str, &Dictionary)]>) -> Result<Self, PrinterError> {
+        let cfg = Cfg { config };
+        let mut mcus = Vec::new();
+        let mut mcu_names = vec!["mcu".to_owned()];
+        for s in config.sections() {
+            if let Some(n) = s.name().strip_prefix("mcu ") {
+                mcu_names.push(n.trim().to_owned());
+            }
+        }
+        for name in &mcu_names {
+            let Some(dicts) = dicts else {
+                mcus.push(PrinterMcu {
+                    name: name.clone(),
+                    freq: 16_000_000.0,
+                    pins: Vec::new(),
+                    step_both_edge: false,
+                    oid_count: 0,
+                    config_cmds: Vec::new(),
+                    init_cmds: Vec::new(),
+                    reserved_move_slots: 0,
+                });
+                continue;
+            };
+            let dict = dicts.iter().find(|(n, _)| n == name).map(|(_, d)| *d);
+            let Some(dict) = dict else {
+                return Err(cfg_err(format!("No dictionary for mcu '{name}'")));
+            };
+            let freq = dict
+                .clock_freq()
+                .map_err(|e| cfg_err(format!("mcu '{name}': {e}")))?;
+            let pins = dict
+                .enumerations
+                .get("pin")
+                .map(|e| e.names().map(str::to_owned).collect())
+                .unwrap_or_default();
+            let step_both_edge = dict.constant_int("STEPPER_STEP_BOTH_EDGE").unwrap_or(0) != 0;
+            mcus.push(PrinterMcu {
+                name: name.clone(),
+                freq,
+                pins,
+                step_both_edge,
+                oid_count: 0,
+                config_cmds: Vec::new(),
+                init_cmds: Vec::new(),
+                reserved_move_slots: 0,
+            });
+        }
+        let max_velocity = cfg.getfloat("printer", "max_velocity", None, above(0.0))?;
+        let max_accel = cfg.getfloat("printer", "max_accel", None, above(0.0))?;
+        let min_cruise_ratio = cfg.getfloat(
+            "printer",
+            "minimum_cruise_ratio",
+            Some(0.5),
+            Bounds {
+                minval: Some(0.0),
+                below: Some(1.0),
+                ..FloatBounds::NONE
+            },
+        )?;
+        let scv = cfg.getfloat("printer", "square_corner_velocity", Some(5.0), minval(0.0))?;
+        let kin_name = cfg.get("printer", "kinematics")?.trim().to_owned();
+        let kinematics = match kin_name.as_str() {
+            "cartesian" => KinematicsKind::Cartesian,
+            "corexy" => KinematicsKind::CoreXY,
+            "delta" => KinematicsKind::Delta,
+            "none" => KinematicsKind::None,
+            other => {
+                return Err(cfg_err(format!("Error loading kinematics '{other}'")));
+            }
+        };
+        let toolhead = Toolhead::new(
+            max_velocity,
+            max_accel,
+            min_cruise_ratio,
+            scv,
+            KinLimits::None,
+        );
+        let mut p = Printer {
+            toolhead,
+            mcus,
+            rails: Vec::new(),
+            kinematics,
+            enable_pins: Vec::new(),
+            digital_outs: Vec::new(),
+            stepper_enabled: Vec::new(),
+            gcode: GCodeMove::default(),
+            fan_queue: None,
+            responses: Vec::new(),
+            current_line: 0,
+            partial_line: Vec::new(),
+            line_no: 0,
+            heater_targets: Vec::new(),
+            extruder_pa: Vec::new(),
+        };
+        for m in &p.mcus {
+            p.toolhead.mcus.push(McuQueue::new(m.freq, 1024));
+        }
+        p.build_kinematics(&cfg, max_velocity, max_accel)?;
+        p.build_extruders(&cfg, max_velocity, max_accel)?;
+        p.build_heaters(&cfg)?;
+        p.build_fan(&cfg)?;
+        p.build_input_shaper(&cfg)?;
+        p.finish_config();
+        Ok(p)
+    }
+
+    fn mcu_index(&self, name: &str) -> Result<usize, PrinterError> {
+        self.mcus
+            .iter()
+            .position(|m| m.name == name)
+            .ok_or_else(|| cfg_err(format!("Unknown pin chip name '{name}'")))
+    }
+
+    fn add_stepper(
+        &mut self,
+        cfg: &Cfg<'_>,
+        section: &str,
+        kin: Kinematics,
+        trapq: Option<TrapqId>,
+    ) -> Result<usize, PrinterError> {
+        let step = parse_pin(cfg.get(section, "step_pin")?);
+        let dir = parse_pin(cfg.get(section, "dir_pin")?);
+        let mi = self.mcu_index(&step.mcu)?;
+        if dir.mcu != step.mcu {
+            return Err(cfg_err("Stepper dir pin must be on same mcu as step pin"));
+        }
+        self.mcus[mi].check_pin(&step.pin)?;
+        self.mcus[mi].check_pin(&dir.pin)?;
+        let rotation_distance = cfg.getfloat(section, "rotation_distance", None, above(0.0))?;
+        let microsteps = cfg.getint(section, "microsteps", None)?;
+        if microsteps < 1 {
+            return Err(cfg_err(format!(
+                "Option 'microsteps' in section '{section}' must have minimum of 1"
+            )));
+        }
+        let full_steps = cfg.getint(section, "full_steps_per_rotation", Some(200))?;
+        if full_steps < 1 || full_steps % 4 != 0 {
+            return Err(cfg_err(format!(
+                "full_steps_per_rotation invalid in section '{section}'"
+            )));
+        }
+        let mut gearing = 1.0;
+        if let Some(gr) = cfg.get_opt(section, "gear_ratio") {
+            for pair in gr.split(',') {
+                let Some((a, b)) = pair.split_once(':') else {
+                    return Err(cfg_err(format!(
+                        "Unable to parse option 'gear_ratio' in section '{section}'"
+                    )));
+                };
+                let a: f64 = a.trim().parse().map_err(|_| {
+                    cfg_err(format!(
+                        "Unable to parse option 'gear_ratio' in section '{section}'"
+                    ))
+                })?;
+                let b: f64 = b.trim().parse().map_err(|_| {
+                    cfg_err(format!(
+                        "Unable to parse option 'gear_ratio' in section '{section}'"
+                    ))
+                })?;
+                gearing *= a / b;
+            }
+        }
+        let step_dist = rotation_distance / (full_steps as f64 * microsteps as f64 * gearing);
+        let pulse = cfg.getfloat(
+            section,
+            "step_pulse_duration",
+            Some(0.000_002),
+            Bounds {
+                minval: Some(0.0),
+                maxval: Some(0.001),
+                ..FloatBounds::NONE
+            },
+        )?;
+        let oid = self.mcus[mi].create_oid();
+        let mcu = &mut self.mcus[mi];
+        let step_pulse_ticks = (pulse * mcu.freq) as u64;
+        mcu.config_cmds.push(format!(
+            "config_stepper oid={oid} step_pin={} dir_pin={} invert_step={} step_pulse_ticks={step_pulse_ticks}",
+            step.pin,
+            dir.pin,
+            u8::from(step.invert)
+        ));
+        let max_error = (MAX_STEPCOMPRESS_ERROR * mcu.freq) as u32;
+        let mut sc = StepCompress::new(max_error, dir.invert);
+        sc.set_time(0.0, mcu.freq);
+        let idx = self.toolhead.steppers.len();
+        self.toolhead.steppers.push(MotionStepper {
+            name: section.to_owned(),
+            mcu: mi,
+            oid,
+            solver: StepperSolver::new(kin, step_dist),
+            sc,
+            trapq,
+            mcu_position_offset: 0.0,
+            enable_pending: true,
+        });
+        // Enable pin.
+        let enable = match cfg.get_opt(section, "enable_pin") {
+            Some(text) => {
+                let pin = parse_pin(text);
+                let emi = self.mcu_index(&pin.mcu)?;
+                self.mcus[emi].check_pin(&pin.pin)?;
+                Some(self.add_digital_out(emi, &pin))
+            }
+            None => None,
+        };
+        self.enable_pins.push(enable);
+        self.stepper_enabled.push(false);
+        Ok(idx)
+    }
+
+    fn add_digital_out(&mut self, mi: usize, pin: &PinSpec) -> usize {
+        let mcu = &mut self.mcus[mi];
+        mcu.reserved_move_slots += 1;
+        let oid = mcu.create_oid();
+        let v = u8::from(pin.invert);
+        mcu.config_cmds.push(format!(
+            "config_digital_out oid={oid} pin={} value={v} default_value={v} max_duration=0",
+            pin.pin
+        ));
+        self.digital_outs.push(DigitalOut {
+            mcu: mi,
+            oid,
+            invert: pin.invert,
+            last_clock: 0,
+        });
+        self.digital_outs.len() - 1
+    }
+
+    fn set_digital(&mut self, out: usize, print_time: f64, value: bool) {
+        let d = &mut self.digital_outs[out];
+        let clock = self.toolhead.mcus[d.mcu].print_time_to_clock(print_time);
+        let v = u8::from(value ^ d.invert);
+        let (mcu, oid, min_clock) = (d.mcu, d.oid, d.last_clock);
+        d.last_clock = clock;
+        self.toolhead.send(
+            mcu,
+            clock,
+            min_clock,
+            format!("queue_digital_out oid={oid} clock={clock} on_ticks={v}"),
+        );
+    }
+
+    fn add_rail(
+        &mut self,
+        cfg: &Cfg<'_>,
+        section: &str,
+        kin: Kinematics,
+        need_position_minmax: bool,
+        default_position_endstop: Option<f64>,
+    ) -> Result<usize, PrinterError> {
+        // Endstop and trsync oids come before the stepper's, as in Klipper.
+        let endstop_text = cfg.get(section, "endstop_pin")?;
+        let es = parse_pin(endstop_text);
+        let emi = self.mcu_index(&es.mcu)?;
+        self.mcus[emi].check_pin(&es.pin)?;
+        let es_oid = self.mcus[emi].create_oid();
+        let trsync_oid = self.mcus[emi].create_oid();
+        self.mcus[emi].config_cmds.push(format!(
+            "config_endstop oid={es_oid} pin={} pull_up={}",
+            es.pin, es.pullup
+        ));
+        self.mcus[emi]
+            .config_cmds
+            .push(format!("config_trsync oid={trsync_oid}"));
+        let stepper = self.add_stepper(cfg, section, kin, Some(TrapqId::Toolhead))?;
+        let position_endstop = cfg.getfloat(
+            section,
+            "position_endstop",
+            default_position_endstop,
+            FloatBounds::NONE,
+        )?;
+        let (position_min, position_max) = if need_position_minmax {
+            let min = cfg.getfloat(section, "position_min", Some(0.0), FloatBounds::NONE)?;
+            let max = cfg.getfloat(section, "position_max", None, above(min))?;
+            (min, max)
+        } else {
+            (0.0, position_endstop)
+        };
+        if position_endstop < position_min || position_endstop > position_max {
+            return Err(cfg_err(format!(
+                "position_endstop in section '{section}' must be between position_min and position_max"
+            )));
+        }
+        let homing_speed = cfg.getfloat(section, "homing_speed", Some(5.0), above(0.0))?;
+        let second_homing_speed = cfg.getfloat(
+            section,
+            "second_homing_speed",
+            Some(homing_speed / 2.0),
+            above(0.0),
+        )?;
+        let homing_retract_speed = cfg.getfloat(
+            section,
+            "homing_retract_speed",
+            Some(homing_speed),
+            above(0.0),
+        )?;
+        let homing_retract_dist =
+            cfg.getfloat(section, "homing_retract_dist", Some(5.0), minval(0.0))?;
+        let homing_positive_dir = match cfg.getboolean(section, "homing_positive_dir")? {
+            Some(d) => {
+                if (d && position_endstop == position_min)
+                    || (!d && position_endstop == position_max)
+                {
+                    return Err(cfg_err(format!(
+                        "Invalid homing_positive_dir / position_endstop in '{section}'"
+                    )));
+                }
+                d
+            }
+            None => {
+                let len = position_max - position_min;
+                if position_endstop <= position_min + len / 4.0 {
+                    false
+                } else if position_endstop >= position_max - len / 4.0 {
+                    true
+                } else {
+                    return Err(cfg_err(format!(
+                        "Unable to infer homing_positive_dir in section '{section}'"
+                    )));
+                }
+            }
+        };
+        let mut steppers = vec![stepper];
+        // stepper_x1, stepper_x2 … share the rail.
+        for i in 1..99 {
+            let extra = format!("{section}{i}");
+            if !cfg.has(&extra) {
+                break;
+            }
+            let kin2 = self.toolhead.steppers[stepper].solver.kinematics().clone();
+            steppers.push(self.add_stepper(cfg, &extra, kin2, Some(TrapqId::Toolhead))?);
+        }
+        self.rails.push(Rail {
+            name: section.to_owned(),
+            steppers,
+            position_min,
+            position_max,
+            position_endstop,
+            homing_speed,
+            second_homing_speed,
+            homing_retract_speed,
+            homing_retract_dist,
+            homing_positive_dir,
+            endstop: (emi, es_oid, trsync_oid),
+            endstop_invert: es.invert,
+        });
+        Ok(self.rails.len() - 1)
+    }
+
+    fn build_kinematics(
+        &mut self,
+        cfg: &Cfg<'_>,
+        max_velocity: f64,
+        max_accel: f64,
+    ) -> Result<(), PrinterError> {
+        match self.kinematics {
+            KinematicsKind::Cartesian | KinematicsKind::CoreXY => {
+                let corexy = self.kinematics == KinematicsKind::CoreXY;
+                for (axis, name) in ["stepper_x", "stepper_y", "stepper_z"].iter().enumerate() {
+                    let kin = if corexy && axis < 2 {
+                        Kinematics::CoreXY { plus: axis == 0 }
+                    } else {
+                        Kinematics::Cartesian { axis }
+                    };
+                    self.add_rail(cfg, name, kin, true, None)?;
+                }
+                let max_z_velocity = cfg.getfloat(
+                    "printer",
+                    "max_z_velocity",
+                    Some(max_velocity),
+                    Bounds {
+                        above: Some(0.0),
+                        maxval: Some(max_velocity),
+                        ..FloatBounds::NONE
+                    },
+                )?;
+                let max_z_accel = cfg.getfloat(
+                    "printer",
+                    "max_z_accel",
+                    Some(max_accel),
+                    Bounds {
+                        above: Some(0.0),
+                        maxval: Some(max_accel),
+                        ..FloatBounds::NONE
+                    },
+                )?;
+                self.toolhead.kin_limits = KinLimits::Cartesian {
+                    max_z_velocity,
+                    max_z_accel,
+                };
+            }
+            KinematicsKind::Delta => self.build_delta(cfg, max_velocity, max_accel)?,
+            KinematicsKind::None => {}
+        }
+        Ok(())
+    }
+
+    fn build_delta(
+        &mut self,
+        cfg: &Cfg<'_>,
+        max_velocity: f64,
+        max_accel: f64,
+    ) -> Result<(), PrinterError> {
+        let radius = cfg.getfloat("printer", "delta_radius", None, above(0.0))?;
+        let print_radius = cfg.getfloat("printer", "print_radius", Some(radius), above(0.0))?;
+        let arm_a = cfg.getfloat("stepper_a", "arm_length", None, above(radius))?;
+        let names = ["stepper_a", "stepper_b", "stepper_c"];
+        let mut arms = [0.0; 3];
+        let mut towers = [(0.0, 0.0); 3];
+        for (i, name) in names.iter().enumerate() {
+            arms[i] = cfg.getfloat(name, "arm_length", Some(arm_a), above(radius))?;
+            let angle = cfg.getfloat(
+                name,
+                "angle",
+                Some([210.0, 330.0, 90.0][i]),
+                FloatBounds::NONE,
+            )?;
+            let a = angle.to_radians();
+            towers[i] = (a.cos() * radius, a.sin() * radius);
+        }
+        let mut a_endstop = None;
+        for (i, name) in names.iter().enumerate() {
+            let kin = Kinematics::Delta {
+                arm2: arms[i] * arms[i],
+                tower_x: towers[i].0,
+                tower_y: towers[i].1,
+            };
+            let r = self.add_rail(cfg, name, kin, false, a_endstop)?;
+            if i == 0 {
+                a_endstop = Some(self.rails[r].position_endstop);
+            }
+        }
+        let max_z_velocity = cfg.getfloat(
+            "printer",
+            "max_z_velocity",
+            Some(max_velocity),
+            Bounds {
+                above: Some(0.0),
+                maxval: Some(max_velocity),
+                ..FloatBounds::NONE
+            },
+        )?;
+        let max_z_accel = cfg.getfloat(
+            "printer",
+            "max_z_accel",
+            Some(max_accel),
+            Bounds {
+                above: Some(0.0),
+                maxval: Some(max_accel),
+                ..FloatBounds::NONE
+            },
+        )?;
+        let endstops: Vec<f64> = self.rails.iter().map(|r| r.position_endstop).collect();
+        let abs_endstops: Vec<f64> = (0..3)
+            .map(|i| endstops[i] + (arms[i] * arms[i] - radius * radius).sqrt())
+            .collect();
+        let arm2: Vec<f64> = arms.iter().map(|a| a * a).collect();
+        let spheres: Vec<[f64; 3]> = (0..3)
+            .map(|i| [towers[i].0, towers[i].1, abs_endstops[i]])
+            .collect();
+        let home = trilateration(&spheres, &arm2);
+        let max_z = endstops.iter().cloned().fold(f64::INFINITY, f64::min);
+        let min_z = cfg.getfloat(
+            "printer",
+            "minimum_z_position",
+            Some(0.0),
+            Bounds {
+                maxval: Some(max_z),
+                ..FloatBounds::NONE
+            },
+        )?;
+        let limit_z = (0..3)
+            .map(|i| abs_endstops[i] - arms[i])
+            .fold(f64::INFINITY, f64::min);
+        let min_arm_length = arms.iter().cloned().fold(f64::INFINITY, f64::min);
+        let half_min_step_dist = self
+            .rails
+            .iter()
+            .map(|r| self.toolhead.steppers[r.steppers[0]].solver.step_dist())
+            .fold(f64::INFINITY, f64::min)
+            * 0.5;
+        let ratio_to_xy = |ratio: f64| {
+            ratio
+                * (min_arm_length * min_arm_length / (ratio * ratio + 1.0)
+                    - half_min_step_dist * half_min_step_dist)
+                    .sqrt()
+                + half_min_step_dist
+                - radius
+        };
+        let slow_ratio = 3.0;
+        let slow_xy2 = ratio_to_xy(slow_ratio).powi(2);
+        let very_slow_xy2 = ratio_to_xy(2.0 * slow_ratio).powi(2);
+        let max_xy2 = print_radius
+            .min(min_arm_length - radius)
+            .min(ratio_to_xy(4.0 * slow_ratio))
+            .powi(2);
+        self.toolhead.kin_limits = KinLimits::Delta(DeltaLimits {
+            max_z_velocity,
+            max_z_accel,
+            max_velocity,
+            max_accel,
+            radius,
+            min_arm_length,
+            max_xy2,
+            slow_xy2,
+            very_slow_xy2,
+            limit_z,
+            min_z,
+            max_z,
+            home_position: home,
+            limit_xy2: -1.0,
+            need_home: true,
+        });
+        // Klipper's delta starts at 0,0,0.
+        let _ = self.toolhead.set_position([0.0; AXES], &[]);
+        Ok(())
+    }
+
+    fn build_extruders(
+        &mut self,
+        cfg: &Cfg<'_>,
+        max_velocity: f64,
+        max_accel: f64,
+    ) -> Result<(), PrinterError> {
+        for i in 0..99 {
+            let section = if i == 0 {
+                "extruder".to_owned()
+            } else {
+                format!("extruder{i}")
+            };
+            if !cfg.has(&section) {
+                break;
+            }
+            let s = section.as_str();
+            let nozzle_diameter = cfg.getfloat(s, "nozzle_diameter", None, above(0.0))?;
+            let filament_diameter =
+                cfg.getfloat(s, "filament_diameter", None, minval(nozzle_diameter))?;
+            let filament_area = PI * (filament_diameter * 0.5).powi(2);
+            let def_max_cross_section = 4.0 * nozzle_diameter * nozzle_diameter;
+            let def_max_extrude_ratio = def_max_cross_section / filament_area;
+            let max_cross_section = cfg.getfloat(
+                s,
+                "max_extrude_cross_section",
+                Some(def_max_cross_section),
+                above(0.0),
+            )?;
+            let max_e_velocity = cfg.getfloat(
+                s,
+                "max_extrude_only_velocity",
+                Some(max_velocity * def_max_extrude_ratio),
+                above(0.0),
+            )?;
+            let max_e_accel = cfg.getfloat(
+                s,
+                "max_extrude_only_accel",
+                Some(max_accel * def_max_extrude_ratio),
+                above(0.0),
+            )?;
+            let max_e_dist =
+                cfg.getfloat(s, "max_extrude_only_distance", Some(50.0), minval(0.0))?;
+            let instant_corner_v =
+                cfg.getfloat(s, "instantaneous_corner_velocity", Some(1.0), minval(0.0))?;
+            let pa = cfg.getfloat(s, "pressure_advance", Some(0.0), minval(0.0))?;
+            let smooth = cfg.getfloat(
+                s,
+                "pressure_advance_smooth_time",
+                Some(0.040),
+                Bounds {
+                    above: Some(0.0),
+                    maxval: Some(0.200),
+                    ..FloatBounds::NONE
+                },
+            )?;
+            let ei = self.toolhead.extruders.len();
+            self.toolhead.extruders.push(ExtruderMotion {
+                name: section.clone(),
+                trapq: crate::trapq::TrapQ::new(),
+                max_extrude_ratio: max_cross_section / filament_area,
+                nozzle_diameter,
+                filament_area,
+                max_e_velocity,
+                max_e_accel,
+                max_e_dist,
+                instant_corner_v,
+                last_position: 0.0,
+            });
+            self.extruder_pa.push((pa, smooth));
+            let has_stepper = cfg.get_opt(s, "step_pin").is_some()
+                || cfg.get_opt(s, "dir_pin").is_some()
+                || cfg.get_opt(s, "rotation_distance").is_some();
+            if has_stepper {
+                let idx = self.add_stepper(
+                    cfg,
+                    s,
+                    Kinematics::Extruder(ExtruderKin::new()),
+                    Some(TrapqId::Extruder(ei)),
+                )?;
+                if pa != 0.0 {
+                    // Klipper sets the configured pressure advance at connect (a flush, then
+                    // the new smoothing window).
+                    if let Kinematics::Extruder(k) =
+                        self.toolhead.steppers[idx].solver.kinematics_mut()
+                    {
+                        k.set_pressure_advance(0.0, 0.0, pa, smooth);
+                    }
+                    self.toolhead.steppers[idx].solver.update_windows();
+                }
+            }
+            if i == 0 {
+                self.toolhead.active_extruder = Some(0);
+            }
+            self.heater_targets.push((section, 0.0));
+        }
+        self.toolhead.check_step_generation_scan_windows();
+        Ok(())
+    }
+
+    fn build_heaters(&mut self, cfg: &Cfg<'_>) -> Result<(), PrinterError> {
+        let mut sections: Vec<String> = self
+            .toolhead
+            .extruders
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        if cfg.has("heater_bed") {
+            sections.insert(0, "heater_bed".to_owned());
+            self.heater_targets.push(("heater_bed".to_owned(), 0.0));
+        }
+        for s in &sections {
+            let (Some(sensor), Some(heater)) =
+                (cfg.get_opt(s, "sensor_pin"), cfg.get_opt(s, "heater_pin"))
+            else {
+                continue;
+            };
+            let sensor = parse_pin(sensor);
+            let heater = parse_pin(heater);
+            let smi = self.mcu_index(&sensor.mcu)?;
+            self.mcus[smi].check_pin(&sensor.pin)?;
+            let hmi = self.mcu_index(&heater.mcu)?;
+            self.mcus[hmi].check_pin(&heater.pin)?;
+            let aoid = self.mcus[smi].create_oid();
+            self.mcus[smi]
+                .config_cmds
+                .push(format!("config_analog_in oid={aoid} pin={}", sensor.pin));
+            let m = &mut self.mcus[hmi];
+            m.reserved_move_slots += 1;
+            let hoid = m.create_oid();
+            let max_duration = (3.0 * m.freq) as u64;
+            let cycle = (0.100 * m.freq) as u64;
+            let v = u8::from(heater.invert);
+            m.config_cmds.push(format!(
+                "config_digital_out oid={hoid} pin={} value={v} default_value={v} max_duration={max_duration}",
+                heater.pin
+            ));
+            m.config_cmds.push(format!(
+                "set_digital_out_pwm_cycle oid={hoid} cycle_ticks={cycle}"
+            ));
+        }
+        Ok(())
+    }
+
+    fn build_fan(&mut self, cfg: &Cfg<'_>) -> Result<(), PrinterError> {
+        if !cfg.has("fan") {
+            return Ok(());
+        }
+        let pin = parse_pin(cfg.get("fan", "pin")?);
+        let mi = self.mcu_index(&pin.mcu)?;
+        self.mcus[mi].check_pin(&pin.pin)?;
+        let max_power = cfg.getfloat(
+            "fan",
+            "max_power",
+            Some(1.0),
+            Bounds {
+                above: Some(0.0),
+                maxval: Some(1.0),
+                ..FloatBounds::NONE
+            },
+        )?;
+        let kick = cfg.getfloat("fan", "kick_start_time", Some(0.1), minval(0.0))?;
+        let off_below = cfg.getfloat(
+            "fan",
+            "off_below",
+            Some(0.0),
+            Bounds {
+                minval: Some(0.0),
+                maxval: Some(1.0),
+                ..FloatBounds::NONE
+            },
+        )?;
+        let cycle_time = cfg.getfloat("fan", "cycle_time", Some(0.010), above(0.0))?;
+        let m = &mut self.mcus[mi];
+        m.reserved_move_slots += 1;
+        let oid = m.create_oid();
+        let cycle = (cycle_time * m.freq) as u64;
+        let v = u8::from(pin.invert);
+        m.config_cmds.push(format!(
+            "config_digital_out oid={oid} pin={} value={v} default_value={v} max_duration=0",
+            pin.pin
+        ));
+        m.config_cmds.push(format!(
+            "set_digital_out_pwm_cycle oid={oid} cycle_ticks={cycle}"
+        ));
+        let mut q = PwmRequestQueue::new(mi, oid, cycle, max_power, kick);
+        q.invert = pin.invert;
+        q.off_below = off_below;
+        self.toolhead.pwm_queues.push(q);
+        self.fan_queue = Some(self.toolhead.pwm_queues.len() - 1);
+        Ok(())
+    }
+
+    fn build_input_shaper(&mut self, cfg: &Cfg<'_>) -> Result<(), PrinterError> {
+        if !cfg.has("input_shaper") {
+            return Ok(());
+        }
+        let s = "input_shaper";
+        let default_type = cfg
+            .get_opt(s, "shaper_type")
+            .unwrap_or("mzv")
+            .trim()
+            .to_owned();
+        let mut pulses = [
+            ShaperPulses::none(),
+            ShaperPulses::none(),
+            ShaperPulses::none(),
+        ];
+        for (axis, name) in ["x", "y"].iter().enumerate() {
+            let freq = cfg.getfloat(s, &format!("shaper_freq_{name}"), Some(0.0), minval(0.0))?;
+            let kind_text = cfg
+                .get_opt(s, &format!("shaper_type_{name}"))
+                .map(|t| t.trim().to_owned())
+                .unwrap_or_else(|| default_type.clone());
+            let kind = ShaperType::from_name(&kind_text)
+                .ok_or_else(|| cfg_err(format!("Unsupported shaper type: {kind_text}")))?;
+            let damping = cfg.getfloat(
+                s,
+                &format!("damping_ratio_{name}"),
+                Some(0.1),
+                Bounds {
+                    minval: Some(0.0),
+                    maxval: Some(kind.max_damping_ratio()),
+                    ..FloatBounds::NONE
+                },
+            )?;
+            if freq == 0.0 {
+                continue;
+            }
+            let (a, t) = crate::shaper::pulses(kind, freq, damping);
+            pulses[axis] = ShaperPulses::new(&a, &t).map_err(|e| cfg_err(e.to_string()))?;
+        }
+        let shapers = AxisShapers {
+            x: pulses[0],
+            y: pulses[1],
+            z: pulses[2],
+        };
+        for st in &mut self.toolhead.steppers {
+            if st.trapq == Some(TrapqId::Toolhead) {
+                st.solver.set_shaper(Some(shapers));
+            }
+        }
+        self.toolhead.check_step_generation_scan_windows();
+        Ok(())
+    }
+
+    fn finish_config(&mut self) {
+        for (i, m) in self.mcus.iter().enumerate() {
+            let _ = i;
+            let _ = m;
+        }
+    }
+
+    // ---- G-code --------------------------------------------------------------------------
+
+    fn respond_error(&mut self, msg: &str) {
+        self.responses.push(Response {
+            line: self.current_line,
+            text: format!("!! {msg}"),
+        });
+    }
+
+    fn respond_info(&mut self, msg: &str) {
+        self.responses.push(Response {
+            line: self.current_line,
+            text: format!("// {msg}"),
+        });
+    }
+
+    /// Runs one line of G-code (its 1-based number is used in responses).
+    ///
+    /// # Errors
+    /// Only internal errors (step generation); command errors become responses as in Klipper.
+    pub fn run_line(&mut self, line: &str, line_no: u32) -> Result<(), MoveError> {
+        self.current_line = line_no;
+        let Some(cmd) = parse_line(line) else {
+            return Ok(());
+        };
+        match self.dispatch(&cmd) {
+            Ok(()) => Ok(()),
+            Err(CommandError::User(msg)) => {
+                self.respond_error(&msg);
+                // gcode:command_error → gcode_move resets its position.
+                self.gcode.last_position = self.toolhead.commanded_pos;
+                Ok(())
+            }
+            Err(CommandError::Move(MoveError::StepCompress(e))) => Err(MoveError::StepCompress(e)),
+            Err(CommandError::Move(e)) => {
+                self.respond_error(&e.to_string());
+                self.gcode.last_position = self.toolhead.commanded_pos;
+                Ok(())
+            }
+        }
+    }
+
+    fn dispatch(&mut self, cmd: &Command) -> Result<(), CommandError> {
+        match cmd.name.as_str() {
+            "G0" | "G1" => self.cmd_g1(cmd),
+            "G4" => {
+                let p = cmd.get_float("P", Some(0.0))?.unwrap_or(0.0);
+                if p < 0.0 {
+                    return Err(CommandError::User(
+                        "Error on 'G4': P must have minimum of 0".into(),
+                    ));
+                }
+                Ok(self.toolhead.dwell(p / 1000.0)?)
+            }
+            "G20" => Err(CommandError::User(
+                "Machine does not support G20 (inches) command".into(),
+            )),
+            "G21" | "M110" | "M117" | "M73" | "M105" | "M115" | "M21" => Ok(()),
+            "G28" => self.cmd_g28(cmd),
+            "G90" => {
+                self.gcode.absolute_coord = true;
+                Ok(())
+            }
+            "G91" => {
+                self.gcode.absolute_coord = false;
+                Ok(())
+            }
+            "G92" => self.cmd_g92(cmd),
+            "M82" => {
+                self.gcode.absolute_extrude = true;
+                Ok(())
+            }
+            "M83" => {
+                self.gcode.absolute_extrude = false;
+                Ok(())
+            }
+            "M18" | "M84" => self.cmd_m84(),
+            "M104" | "M109" => self.cmd_set_temp(cmd, "extruder"),
+            "M140" | "M190" => self.cmd_set_temp(cmd, "heater_bed"),
+            "M106" => {
+                let s = cmd.get_float("S", Some(255.0))?.unwrap_or(255.0);
+                self.set_fan(s / 255.0)
+            }
+            "M107" => self.set_fan(0.0),
+            "M204" => {
+                let accel = match cmd.get_float("S", None)? {
+                    Some(s) => s,
+                    None => match (cmd.get_float("P", None)?, cmd.get_float("T", None)?) {
+                        (Some(p), Some(t)) => p.min(t),
+                        _ => {
+                            self.respond_info(&format!(
+                                "Invalid M204 command \"{}\"",
+                                cmd.raw.trim()
+                            ));
+                            return Ok(());
+                        }
+                    },
+                };
+                if accel <= 0.0 {
+                    return Err(CommandError::User(
+                        "Error on 'M204': S must be above 0".into(),
+                    ));
+                }
+                self.toolhead
+                    .set_max_velocities(None, Some(accel), None, None);
+                Ok(())
+            }
+            "M220" => {
+                let v = cmd.get_float("S", Some(100.0))?.unwrap_or(100.0) / (60.0 * 100.0);
+                if v <= 0.0 {
+                    return Err(CommandError::User(
+                        "Error on 'M220': S must be above 0".into(),
+                    ));
+                }
+                self.gcode.speed = self.gcode.speed / self.gcode.speed_factor * v;
+                self.gcode.speed_factor = v;
+                Ok(())
+            }
+            "M221" => {
+                let f = cmd.get_float("S", Some(100.0))?.unwrap_or(100.0) / 100.0;
+                if f <= 0.0 {
+                    return Err(CommandError::User(
+                        "Error on 'M221': S must be above 0".into(),
+                    ));
+                }
+                let last_e = self.gcode.last_position[3];
+                let e_value = (last_e - self.gcode.base_position[3]) / self.gcode.extrude_factor;
+                self.gcode.base_position[3] = last_e - e_value * f;
+                self.gcode.extrude_factor = f;
+                Ok(())
+            }
+            "M400" => Ok(self.toolhead.wait_moves()?),
+            "SET_VELOCITY_LIMIT" => {
+                let v = cmd.get_float("VELOCITY", None)?;
+                let a = cmd.get_float("ACCEL", None)?;
+                let scv = cmd.get_float("SQUARE_CORNER_VELOCITY", None)?;
+                let mcr = cmd.get_float("MINIMUM_CRUISE_RATIO", None)?;
+                self.toolhead.set_max_velocities(v, a, scv, mcr);
+                Ok(())
+            }
+            "SET_KINEMATIC_POSITION" => self.cmd_set_kinematic_position(cmd),
+            "SET_PRESSURE_ADVANCE" => self.cmd_set_pressure_advance(cmd),
+            "" => Ok(()),
+            other => {
+                self.respond_info(&format!("Unknown command:\"{other}\""));
+                Ok(())
+            }
+        }
+    }
+
+    fn cmd_g1(&mut self, cmd: &Command) -> Result<(), CommandError> {
+        let g = &mut self.gcode;
+        for (axis, letter) in ["X", "Y", "Z", "E"].iter().enumerate() {
+            let Some(text) = cmd.param(letter) else {
+                continue;
+            };
+            let mut v: f64 = parse_py_float(text).ok_or_else(|| {
+                CommandError::User(format!("Unable to parse move '{}'", cmd.raw.trim()))
+            })?;
+            let mut absolute = g.absolute_coord;
+            if axis == 3 {
+                v *= g.extrude_factor;
+                if !g.absolute_extrude {
+                    absolute = false;
+                }
+            }
+            if absolute {
+                g.last_position[axis] = v + g.base_position[axis];
+            } else {
+                g.last_position[axis] += v;
+            }
+        }
+        if let Some(text) = cmd.param("F") {
+            let f = parse_py_float(text).ok_or_else(|| {
+                CommandError::User(format!("Unable to parse move '{}'", cmd.raw.trim()))
+            })?;
+            if f <= 0.0 {
+                return Err(CommandError::User(format!(
+                    "Invalid speed in '{}'",
+                    cmd.raw.trim()
+                )));
+            }
+            g.speed = f * g.speed_factor;
+        }
+        let (pos, speed) = (g.last_position, g.speed);
+        self.toolhead.move_to(pos, speed, self.current_line)?;
+        Ok(())
+    }
+
+    fn cmd_g92(&mut self, cmd: &Command) -> Result<(), CommandError> {
+        let mut any = false;
+        for (i, letter) in ["X", "Y", "Z", "E"].iter().enumerate() {
+            if let Some(mut off) = cmd.get_float(letter, None)? {
+                if i == 3 {
+                    off *= self.gcode.extrude_factor;
+                }
+                self.gcode.base_position[i] = self.gcode.last_position[i] - off;
+                any = true;
+            }
+        }
+        if !any {
+            self.gcode.base_position = self.gcode.last_position;
+        }
+        Ok(())
+    }
+
+    fn reset_last_position(&mut self) {
+        self.gcode.last_position = self.toolhead.commanded_pos;
+    }
+
+    fn cmd_set_kinematic_position(&mut self, cmd: &Command) -> Result<(), CommandError> {
+        self.toolhead.get_last_move_time()?;
+        let cur = self.toolhead.commanded_pos;
+        let x = cmd.get_float("X", Some(cur[0]))?.unwrap_or(cur[0]);
+        let y = cmd.get_float("Y", Some(cur[1]))?.unwrap_or(cur[1]);
+        let z = cmd.get_float("Z", Some(cur[2]))?.unwrap_or(cur[2]);
+        let set_homed = cmd.param("SET_HOMED").unwrap_or("xyz").to_ascii_lowercase();
+        let clear = cmd
+            .param("CLEAR_HOMED")
+            .or_else(|| cmd.param("CLEAR"))
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let homed: Vec<usize> = (0..3)
+            .filter(|&a| set_homed.contains(["x", "y", "z"][a]))
+            .collect();
+        let cleared: Vec<usize> = (0..3)
+            .filter(|&a| clear.contains(["x", "y", "z"][a]))
+            .collect();
+        let mut pos = cur;
+        pos[0] = x;
+        pos[1] = y;
+        pos[2] = z;
+        self.set_position(pos, &homed)?;
+        self.clear_homing_state(&cleared);
+        Ok(())
+    }
+
+    fn set_position(&mut self, pos: [f64; AXES], homing_axes: &[usize]) -> Result<(), MoveError> {
+        self.toolhead.set_position(pos, homing_axes)?;
+        if matches!(
+            self.kinematics,
+            KinematicsKind::Cartesian | KinematicsKind::CoreXY
+        ) {
+            for &a in homing_axes {
+                let r = &self.rails[a];
+                self.toolhead.axis_limits[a] = (r.position_min, r.position_max);
+            }
+        }
+        self.reset_last_position();
+        Ok(())
+    }
+
+    fn clear_homing_state(&mut self, axes: &[usize]) {
+        for &a in axes {
+            self.toolhead.axis_limits[a] = (1.0, -1.0);
+        }
+        if !axes.is_empty()
+            && let KinLimits::Delta(d) = &mut self.toolhead.kin_limits
+        {
+            d.limit_xy2 = -1.0;
+            d.need_home = true;
+        }
+    }
+
+    fn cmd_set_pressure_advance(&mut self, cmd: &Command) -> Result<(), CommandError> {
+        let Some(ei) = self.toolhead.active_extruder else {
+            return Err(CommandError::User(
+                "Active extruder does not have a stepper".into(),
+            ));
+        };
+        let (old_pa, old_smooth) = self.extruder_pa[ei];
+        let pa = cmd.get_float("ADVANCE", Some(old_pa))?.unwrap_or(old_pa);
+        let smooth = cmd
+            .get_float("SMOOTH_TIME", Some(old_smooth))?
+            .unwrap_or(old_smooth);
+        if pa < 0.0 || !(0.0..=0.2).contains(&smooth) {
+            return Err(CommandError::User(
+                "Error on 'SET_PRESSURE_ADVANCE': value out of range".into(),
+            ));
+        }
+        let old_eff = if old_pa != 0.0 { old_smooth } else { 0.0 };
+        let new_eff = if pa != 0.0 { smooth } else { 0.0 };
+        if new_eff != old_eff {
+            self.toolhead.flush_step_generation()?;
+            for st in &mut self.toolhead.steppers {
+                if st.trapq == Some(TrapqId::Extruder(ei)) {
+                    if let Kinematics::Extruder(k) = st.solver.kinematics_mut() {
+                        k.set_pressure_advance(0.0, 0.0, pa, new_eff);
+                    }
+                    st.solver.update_windows();
+                }
+            }
+            self.toolhead.check_step_generation_scan_windows();
+        } else {
+            self.toolhead
+                .register_lookahead_callback(TimedAction::PressureAdvance {
+                    extruder: ei,
+                    pressure_advance: pa,
+                    smooth_time: new_eff,
+                })?;
+        }
+        self.extruder_pa[ei] = (pa, smooth);
+        self.respond_info(&format!(
+            "pressure_advance: {pa:.6}\npressure_advance_smooth_time: {smooth:.6}"
+        ));
+        Ok(())
+    }
+
+    fn cmd_set_temp(&mut self, cmd: &Command, default_heater: &str) -> Result<(), CommandError> {
+        let temp = cmd.get_float("S", Some(0.0))?.unwrap_or(0.0);
+        let name = match cmd.get_float("T", None)? {
+            Some(t) if default_heater == "extruder" && t >= 1.0 => format!("extruder{}", t as u32),
+            _ => default_heater.to_owned(),
+        };
+        let Some(entry) = self.heater_targets.iter_mut().find(|(n, _)| *n == name) else {
+            if temp <= 0.0 {
+                return Ok(());
+            }
+            return Err(CommandError::User(if default_heater == "extruder" {
+                "Extruder not configured".into()
+            } else {
+                format!("Unknown heater '{name}'")
+            }));
+        };
+        entry.1 = temp;
+        // Klipper registers a no-op look-ahead callback (it can flush an idle look-ahead).
+        self.toolhead
+            .register_lookahead_callback(TimedAction::Event(u32::MAX))?;
+        self.toolhead.fired_events.retain(|(id, _)| *id != u32::MAX);
+        Ok(())
+    }
+
+    fn set_fan(&mut self, value: f64) -> Result<(), CommandError> {
+        let Some(q) = self.fan_queue else {
+            return Ok(());
+        };
+        self.toolhead.queue_pwm_request(q, value)?;
+        Ok(())
+    }
+
+    fn cmd_m84(&mut self) -> Result<(), CommandError> {
+        self.toolhead.flush_step_generation()?;
+        self.apply_enable_events();
+        let mut print_time = None;
+        let mut did_change = false;
+        for i in 0..self.toolhead.steppers.len() {
+            if !self.stepper_enabled[i] {
+                continue;
+            }
+            let t = match print_time {
+                Some(t) => t,
+                None => {
+                    self.toolhead.dwell(DISABLE_STALL_TIME)?;
+                    let t = self.toolhead.get_last_move_time()?;
+                    print_time = Some(t);
+                    t
+                }
+            };
+            self.stepper_enabled[i] = false;
+            if let Some(out) = self.enable_pins[i]
+                && self.enable_users(out) == 0
+            {
+                self.set_digital(out, t, false);
+            }
+            self.toolhead.steppers[i].enable_pending = true;
+            did_change = true;
+        }
+        if did_change {
+            self.toolhead.dwell(DISABLE_STALL_TIME)?;
+        }
+        self.clear_homing_state(&[0, 1, 2]);
+        Ok(())
+    }
+
+    /// Number of enabled steppers sharing enable output `out`.
+    fn enable_users(&self, out: usize) -> usize {
+        self.enable_pins
+            .iter()
+            .zip(&self.stepper_enabled)
+            .filter(|(p, e)| **p == Some(out) && **e)
+            .count()
+    }
+
+    /// Turns on the enable pins of steppers that started moving.
+    fn apply_enable_events(&mut self) {
+        let events = std::mem::take(&mut self.toolhead.enabled);
+        for (i, t) in events {
+            if self.stepper_enabled[i] {
+                continue;
+            }
+            if let Some(out) = self.enable_pins[i]
+                && self.enable_users(out) == 0
+            {
+                self.set_digital(out, t, true);
+            }
+            self.stepper_enabled[i] = true;
+        }
+    }
+
+    // ---- homing ----------------------------------------------------------------------------
+
+    fn cmd_g28(&mut self, cmd: &Command) -> Result<(), CommandError> {
+        let mut axes: Vec<usize> = Vec::new();
+        for (i, l) in ["X", "Y", "Z"].iter().enumerate() {
+            if cmd.param(l).is_some() {
+                axes.push(i);
+            }
+        }
+        if axes.is_empty() {
+            axes = vec![0, 1, 2];
+        }
+        match self.kinematics {
+            KinematicsKind::Cartesian | KinematicsKind::CoreXY => {
+                for axis in axes {
+                    let r = self.rails[axis].clone();
+                    let mut homepos: [Option<f64>; 4] = [None; 4];
+                    homepos[axis] = Some(r.position_endstop);
+                    let mut forcepos = homepos;
+                    forcepos[axis] = Some(if r.homing_positive_dir {
+                        r.position_endstop - 1.5 * (r.position_endstop - r.position_min)
+                    } else {
+                        r.position_endstop + 1.5 * (r.position_max - r.position_endstop)
+                    });
+                    self.home_rails(&[axis], forcepos, homepos)?;
+                }
+            }
+            KinematicsKind::Delta => {
+                let KinLimits::Delta(d) = &self.toolhead.kin_limits else {
+                    return Ok(());
+                };
+                let home = d.home_position;
+                let max_arm2 = self
+                    .toolhead
+                    .steppers
+                    .iter()
+                    .filter_map(|s| match s.solver.kinematics() {
+                        Kinematics::Delta { arm2, .. } => Some(*arm2),
+                        _ => None,
+                    })
+                    .fold(0.0_f64, f64::max);
+                let mut forcepos = [Some(home[0]), Some(home[1]), Some(home[2]), None];
+                forcepos[2] = Some(-1.5 * (max_arm2 - d.max_xy2).sqrt());
+                let homepos = [Some(home[0]), Some(home[1]), Some(home[2]), None];
+                self.home_rails(&[0, 1, 2], forcepos, homepos)?;
+            }
+            KinematicsKind::None => {}
+        }
+        Ok(())
+    }
+
+    fn fill_coord(&self, coord: [Option<f64>; 4]) -> [f64; AXES] {
+        let mut p = self.toolhead.commanded_pos;
+        for i in 0..4 {
+            if let Some(v) = coord[i] {
+                p[i] = v;
+            }
+        }
+        p
+    }
+
+    fn home_rails(
+        &mut self,
+        rails: &[usize],
+        forcepos: [Option<f64>; 4],
+        movepos: [Option<f64>; 4],
+    ) -> Result<(), CommandError> {
+        let homepos = self.fill_coord(movepos);
+        let homing_axes: Vec<usize> = (0..3).filter(|&a| forcepos[a].is_some()).collect();
+        let startpos = self.fill_coord(forcepos);
+        self.set_position(startpos, &homing_axes)?;
+        let info = self.rails[rails[0]].clone();
+        self.homing_move(rails, homepos, info.homing_speed)?;
+        if info.homing_retract_dist != 0.0 {
+            // Retract, then home again slower.
+            let startpos = self.fill_coord(forcepos);
+            let homepos = self.fill_coord(movepos);
+            let mut axes_d = [0.0; AXES];
+            for i in 0..AXES {
+                axes_d[i] = homepos[i] - startpos[i];
+            }
+            let move_d =
+                (axes_d[0] * axes_d[0] + axes_d[1] * axes_d[1] + axes_d[2] * axes_d[2]).sqrt();
+            let retract_r = (info.homing_retract_dist / move_d).min(1.0);
+            let mut retractpos = [0.0; AXES];
+            let mut newstart = [0.0; AXES];
+            for i in 0..AXES {
+                retractpos[i] = homepos[i] - axes_d[i] * retract_r;
+                newstart[i] = retractpos[i] - axes_d[i] * retract_r;
+            }
+            self.toolhead
+                .move_to(retractpos, info.homing_retract_speed, self.current_line)?;
+            self.set_position(newstart, &[])?;
+            self.homing_move(rails, homepos, info.second_homing_speed)?;
+        }
+        self.toolhead.flush_step_generation()?;
+        self.apply_enable_events();
+        // homing:home_rails_end → gcode_move resets and re-applies homing offsets.
+        self.reset_last_position();
+        for (a, f) in forcepos.iter().take(3).enumerate() {
+            if f.is_some() {
+                self.gcode.base_position[a] = self.gcode.homing_position[a];
+            }
+        }
+        Ok(())
+    }
+
+    fn homing_move(
+        &mut self,
+        rails: &[usize],
+        movepos: [f64; AXES],
+        speed: f64,
+    ) -> Result<(), CommandError> {
+        self.toolhead.flush_step_generation()?;
+        self.apply_enable_events();
+        let print_time = self.toolhead.get_last_move_time()?;
+        let startpos = self.toolhead.commanded_pos;
+        for &ri in rails {
+            let r = self.rails[ri].clone();
+            // Endstop sampling rate: the move time per step of its fastest stepper.
+            let mut axes_d = [0.0; 3];
+            for i in 0..3 {
+                axes_d[i] = movepos[i] - startpos[i];
+            }
+            let move_d =
+                (axes_d[0] * axes_d[0] + axes_d[1] * axes_d[1] + axes_d[2] * axes_d[2]).sqrt();
+            let move_t = move_d / speed;
+            let max_steps = r
+                .steppers
+                .iter()
+                .map(|&si| {
+                    let s = &self.toolhead.steppers[si].solver;
+                    let a =
+                        s.position_from_coord(Coord::new(startpos[0], startpos[1], startpos[2]));
+                    let b = s.position_from_coord(Coord::new(movepos[0], movepos[1], movepos[2]));
+                    (a - b).abs() / s.step_dist()
+                })
+                .fold(0.0_f64, f64::max);
+            let rest_time = if max_steps <= 0.0 {
+                0.001
+            } else {
+                move_t / max_steps
+            };
+            let (mi, es_oid, trsync_oid) = r.endstop;
+            let q = &self.toolhead.mcus[mi];
+            let clock = q.print_time_to_clock(print_time);
+            let rest_ticks = q.print_time_to_clock(print_time + rest_time) - clock;
+            let sample_ticks = q.seconds_to_clock(ENDSTOP_SAMPLE_TIME);
+            let expire = q.print_time_to_clock(print_time + TRSYNC_SINGLE_MCU_TIMEOUT);
+            let report_ticks = q.seconds_to_clock(TRSYNC_SINGLE_MCU_TIMEOUT * 0.3);
+            self.toolhead.send(
+                mi,
+                clock,
+                0,
+                format!(
+                    "trsync_start oid={trsync_oid} report_clock={clock} report_ticks={report_ticks} expire_reason=4"
+                ),
+            );
+            for &si in &r.steppers {
+                let soid = self.toolhead.steppers[si].oid;
+                self.toolhead.send(
+                    mi,
+                    0,
+                    0,
+                    format!("stepper_stop_on_trigger oid={soid} trsync_oid={trsync_oid}"),
+                );
+            }
+            self.toolhead.send(
+                mi,
+                clock,
+                0,
+                format!("trsync_set_timeout oid={trsync_oid} clock={expire}"),
+            );
+            let pin_value = u8::from(!r.endstop_invert);
+            self.toolhead.send(
+                mi,
+                clock,
+                0,
+                format!(
+                    "endstop_home oid={es_oid} clock={clock} sample_ticks={sample_ticks} sample_count={ENDSTOP_SAMPLE_COUNT} rest_ticks={rest_ticks} pin_value={pin_value} trsync_oid={trsync_oid} trigger_reason=1"
+                ),
+            );
+        }
+        self.toolhead.dwell(HOMING_START_DELAY)?;
+        self.toolhead
+            .drip_move([movepos[0], movepos[1], movepos[2]], speed)?;
+        self.apply_enable_events();
+        let _move_end = self.toolhead.get_last_move_time()?;
+        for &ri in rails {
+            let (mi, es_oid, _) = self.rails[ri].endstop;
+            self.toolhead.send(
+                mi,
+                0,
+                0,
+                format!(
+                    "endstop_home oid={es_oid} clock=0 sample_ticks=0 sample_count=0 rest_ticks=0 pin_value=0 trsync_oid=0 trigger_reason=0"
+                ),
+            );
+        }
+        self.toolhead.flush_step_generation()?;
+        self.apply_enable_events();
+        // Batch mode: the endstop "triggers" at the end of the move, so no overshoot.
+        self.set_position(movepos, &[])?;
+        Ok(())
+    }
+
+    // ---- batch mode ------------------------------------------------------------------------
+
+    /// Feeds G-code as klippy's batch mode reads it: 4096-byte chunks, the background flush
+    /// after each. Call [`Printer::finish_batch`] at the end of input.
+    ///
+    /// # Errors
+    /// Internal step generation errors (Klipper's "Internal error in stepcompress").
+    pub fn feed_batch_chunk(&mut self, chunk: &[u8]) -> Result<(), MoveError> {
+        let mut data = std::mem::take(&mut self.partial_line);
+        data.extend_from_slice(chunk);
+        let mut start = 0;
+        while let Some(nl) = data[start..].iter().position(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(&data[start..start + nl]).into_owned();
+            self.line_no += 1;
+            self.run_line(&line, self.line_no)?;
+            self.apply_enable_events();
+            start += nl + 1;
+        }
+        self.partial_line = data[start..].to_vec();
+        if self.toolhead.flush_timer_due() {
+            let _: FlushTimer = self.toolhead.flush_handler_batch()?;
+            self.apply_enable_events();
+        }
+        Ok(())
+    }
+
+    /// Runs a whole G-code input in batch mode and flushes every step (Klipper's exit path:
+    /// a final 0.5 s dwell and a flush of all motion).
+    ///
+    /// # Errors
+    /// Internal step generation errors.
+    pub fn run_batch(&mut self, input: &[u8]) -> Result<(), MoveError> {
+        for chunk in input.chunks(BATCH_READ_SIZE) {
+            self.feed_batch_chunk(chunk)?;
+        }
+        self.finish_batch()
+    }
+
+    /// End of batch input: runs a last unterminated line, then Klipper's exit sequence.
+    ///
+    /// # Errors
+    /// Internal step generation errors.
+    pub fn finish_batch(&mut self) -> Result<(), MoveError> {
+        if !self.partial_line.is_empty() {
+            let line =
+                String::from_utf8_lossy(&std::mem::take(&mut self.partial_line)).into_owned();
+            self.line_no += 1;
+            self.run_line(&line, self.line_no)?;
+        }
+        self.toolhead.get_last_move_time()?;
+        self.set_fan_on_exit()?;
+        self.toolhead.dwell(0.5)?;
+        self.toolhead.wait_moves()?;
+        self.toolhead.flush_step_generation()?;
+        self.apply_enable_events();
+        let t = self.toolhead.need_flush_time() + 0.25;
+        self.toolhead.advance_flush_time(t, 0.0)?;
+        Ok(())
+    }
+
+    fn set_fan_on_exit(&mut self) -> Result<(), MoveError> {
+        Ok(())
+    }
+
+    /// Declares every axis homed at X0 Y0 Z0 (estimates of files whose start macros the planner
+    /// does not know: real prints home first).
+    ///
+    /// # Errors
+    /// Internal planner errors only.
+    pub fn assume_homed(&mut self) -> Result<(), MoveError> {
+        let mut pos = self.toolhead.commanded_pos;
+        pos[..3].fill(0.0);
+        if let KinLimits::Delta(d) = &self.toolhead.kin_limits {
+            pos[..3].copy_from_slice(&[0.0, 0.0, d.max_z.min(d.home_position[2])]);
+        }
+        self.set_position(pos, &[0, 1, 2])
+    }
+
+    /// G-code lines read so far.
+    pub fn lines_read(&self) -> u32 {
+        self.line_no
+    }
+
+    /// Every MCU's messages in order: the config phase, then the runtime commands.
+    pub fn take_output(&mut self, mcu: usize) -> (Vec<String>, Vec<crate::toolhead::McuMessage>) {
+        let config = self.mcus[mcu].config_phase();
+        let out = std::mem::take(&mut self.toolhead.mcus[mcu].out);
+        (config, out)
+    }
+}
+
+/// A parsed G-code command (Klipper's gcode.py split rules).
+#[derive(Clone, Debug)]
+struct Command {
+    name: String,
+    params: Vec<(String, String)>,
+    raw: String,
+}
+
+impl Command {
+    fn param(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn get_float(&self, key: &str, default: Option<f64>) -> Result<Option<f64>, CommandError> {
+        match self.param(key) {
+            None => Ok(default),
+            Some(v) => parse_py_float(v).map(Some).ok_or_else(|| {
+                CommandError::User(format!(
+                    "Unable to parse '{v}' as a float in '{}'",
+                    self.raw.trim()
+                ))
+            }),
+        }
+    }
+}
+
+enum CommandError {
+    User(String),
+    Move(MoveError),
+}
+
+impl From<MoveError> for CommandError {
+    fn from(e: MoveError) -> Self {
+        Self::Move(e)
+    }
+}
+
+fn parse_py_float(text: &str) -> Option<f64> {
+    let v: f64 = text.trim().parse().ok()?;
+    v.is_finite().then_some(v)
+}
+
+/// Splits a G-code line like klippy: comments after `;`, upper-cased words split on runs of
+/// letters/underscores or `*`, an `N` line number skipped; extended commands (`NAME K=V`)
+/// are parsed shell-style.
+fn parse_line(line: &str) -> Option<Command> {
+    let orig = line.trim();
+    let code = match orig.find(';') {
+        Some(i) => &orig[..i],
+        None => orig,
+    };
+    let upper = code.to_ascii_uppercase();
+    // Python's re.split('([A-Z_]+|[A-Z*])') keeps separators at odd indices.
+    let mut parts: Vec<&str> = Vec::new();
+    let bytes = upper.as_bytes();
+    let mut i = 0;
+    let mut last = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii_uppercase() || b == b'_' {
+            let s = i;
+            while i < bytes.len() && (bytes[i].is_ascii_uppercase() || bytes[i] == b'_') {
+                i += 1;
+            }
+            parts.push(&upper[last..s]);
+            parts.push(&upper[s..i]);
+            last = i;
+        } else if b == b'*' {
+            parts.push(&upper[last..i]);
+            parts.push(&upper[i..i + 1]);
+            i += 1;
+            last = i;
+        } else {
+            i += 1;
+        }
+    }
+    parts.push(&upper[last..]);
+    let name = if parts.len() >= 2 && format!("{}{}", parts[0], parts[1]) == "N" {
+        parts.get(3..5).map(|p| p.concat()).unwrap_or_default()
+    } else {
+        parts.iter().take(3).copied().collect::<String>()
+    };
+    let name = name.trim().to_owned();
+    if name.is_empty() && code.trim().is_empty() {
+        return None;
+    }
+    let mut params = Vec::new();
+    let mut k = 1;
+    while k + 1 < parts.len() {
+        params.push((parts[k].to_owned(), parts[k + 1].trim().to_owned()));
+        k += 2;
+    }
+    let is_extended = name.len() > 2 && !name.chars().nth(1).is_some_and(|c| c.is_ascii_digit());
+    if is_extended {
+        // Raw parameters: the original text after the command name.
+        let start = code
+            .to_ascii_uppercase()
+            .find(&name)
+            .map(|p| p + name.len())
+            .unwrap_or(code.len());
+        params = parse_extended(&code[start..]);
+    }
+    Some(Command {
+        name,
+        params,
+        raw: orig.to_owned(),
+    })
+}
+
+/// `KEY=value KEY2="quoted value"` → upper-cased keys with values as written.
+fn parse_extended(raw: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut words = Vec::new();
+    for c in raw.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => cur.push(c),
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' || c == ';' => break,
+            None if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            None => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    for w in words {
+        if let Some((k, v)) = w.split_once('=') {
+            out.push((k.to_ascii_uppercase(), v.to_owned()));
+        }
+    }
+    out
+}
+
+/// Intersection of three spheres (centres, radii²): the point on the +Z side (Klipper's
+/// `mathutil.trilateration`).
+pub fn trilateration(spheres: &[[f64; 3]], radius2: &[f64]) -> [f64; 3] {
+    let sub = |a: [f64; 3], b: [f64; 3]| [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+    let dot = |a: [f64; 3], b: [f64; 3]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+    let cross = |a: [f64; 3], b: [f64; 3]| {
+        [
+            a[1] * b[2] - a[2] * b[1],
+            a[2] * b[0] - a[0] * b[2],
+            a[0] * b[1] - a[1] * b[0],
+        ]
+    };
+    let scale = |a: [f64; 3], s: f64| [a[0] * s, a[1] * s, a[2] * s];
+    let add = |a: [f64; 3], b: [f64; 3]| [a[0] + b[0], a[1] + b[1], a[2] + b[2]];
+    let (s1, s2, s3) = (spheres[0], spheres[1], spheres[2]);
+    let s21 = sub(s2, s1);
+    let s31 = sub(s3, s1);
+    let d = dot(s21, s21).sqrt();
+    let ex = scale(s21, 1.0 / d);
+    let i = dot(ex, s31);
+    let vect_ey = sub(s31, scale(ex, i));
+    let ey = scale(vect_ey, 1.0 / dot(vect_ey, vect_ey).sqrt());
+    let ez = cross(ex, ey);
+    let j = dot(ey, s31);
+    let x = (radius2[0] - radius2[1] + d * d) / (2.0 * d);
+    let y = (radius2[0] - radius2[2] - x * x + (x - i) * (x - i) + j * j) / (2.0 * j);
+    let z = -(radius2[0] - x * x - y * y).max(0.0).sqrt();
+    let ex_x = scale(ex, x);
+    let ey_y = scale(ey, y);
+    let ez_z = scale(ez, z);
+    add(s1, add(ex_x, add(ey_y, ez_z)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_like_klippy() {
+        let c = parse_line("N12 g1 x10.5 Y-3 E.2 F3000*55 ; move").expect("command");
+        assert_eq!(c.name, "G1");
+        assert_eq!(c.param("X"), Some("10.5"));
+        assert_eq!(c.param("E"), Some(".2"));
+        let c = parse_line("SET_KINEMATIC_POSITION X=0 y=\"1\" ; c").expect("command");
+        assert_eq!(c.name, "SET_KINEMATIC_POSITION");
+        assert_eq!(c.param("Y"), Some("1"));
+        assert!(parse_line("   ; only a comment").is_none());
+        let c = parse_line("G1X1Y2").expect("command");
+        assert_eq!(c.param("Y"), Some("2"));
+    }
+
+    #[test]
+    fn pins_parse() {
+        let p = parse_pin("^!PA1");
+        assert_eq!(p.pin, "PA1");
+        assert!(p.invert);
+        assert_eq!(p.pullup, 1);
+        assert_eq!(parse_pin("ebb:PB2").mcu, "ebb");
+    }
+}

@@ -1,0 +1,1299 @@
+//! The toolhead and motion queuing: print-time bookkeeping, look-ahead flushing, step generation
+//! and the per-MCU merge of step messages (Klipper's toolhead.py, motion_queuing.py and
+//! steppersync.c).
+//!
+//! The toolhead turns moves into trapq segments back to back in print time; step generation runs
+//! behind it in batches and each stepper's messages are merged per MCU in `req_clock` order with
+//! the move-queue budget Klipper's steppersync keeps. The estimate of the MCU's current print
+//! time is an input ([`Toolhead::set_est_print_time`]): 0 in batch mode, the clock-sync estimate
+//! on a live printer. Nothing here reads a clock.
+
+use crate::extruder::append_extrusion;
+use crate::itersolve::StepperSolver;
+use crate::lookahead::{AXES, LookAheadQueue, Move, MoveLimits};
+use crate::stepcompress::{StepCompress, StepCompressError, StepMessage};
+use crate::trapq::{Coord, NEVER_TIME, TrapQ};
+
+/// Print time the first moves are placed ahead of the MCU's estimated time, s.
+pub const BUFFER_TIME_START: f64 = 0.250;
+/// Look-ahead budget after a full flush, and the input-throttling horizon, s.
+pub const BUFFER_TIME_HIGH: f64 = 1.0;
+/// Step generation never restarts closer than this to the MCU's estimated time, s.
+pub const MIN_KIN_TIME: f64 = 0.100;
+/// Step compression look-ahead kept between generated and flushed steps, s.
+pub const STEPCOMPRESS_FLUSH_TIME: f64 = 0.050;
+/// Window of the step+dir+step filter; the smallest kinematic flush delay, s.
+pub const SDS_CHECK_TIME: f64 = 0.001;
+/// Drip moves (homing) are generated in segments of this length, s.
+pub const DRIP_SEGMENT_TIME: f64 = 0.050;
+/// Trapq history kept for position queries, s.
+pub const MOVE_HISTORY_EXPIRE: f64 = 30.0;
+const BGFLUSH_SG_LOW_TIME: f64 = 0.450;
+const BGFLUSH_SG_HIGH_TIME: f64 = 0.700;
+const BGFLUSH_EXTRA_TIME: f64 = 0.250;
+/// Maximum step compression error, s (Klipper's MAX_STEPCOMPRESS_ERROR).
+pub const MAX_STEPCOMPRESS_ERROR: f64 = 0.000_025;
+
+/// Which trapq a stepper follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrapqId {
+    /// The toolhead's (X/Y/Z).
+    Toolhead,
+    /// An extruder's (index into the extruders).
+    Extruder(usize),
+}
+
+/// A stepper as motion sees it: solver, compressor and where its messages go.
+#[derive(Debug)]
+pub struct MotionStepper {
+    /// Config section name (`stepper_x`, `extruder`).
+    pub name: String,
+    /// Index of its MCU.
+    pub mcu: usize,
+    /// Its oid on that MCU.
+    pub oid: u8,
+    /// Step time generation.
+    pub solver: StepperSolver,
+    /// Step compression.
+    pub sc: StepCompress,
+    /// The trapq it follows (None: not moving with anything).
+    pub trapq: Option<TrapqId>,
+    /// Offset between commanded position and the MCU step count, mm.
+    pub mcu_position_offset: f64,
+    /// Waiting for its first movement to switch its enable pin on.
+    pub enable_pending: bool,
+}
+
+impl MotionStepper {
+    /// The MCU step count matching the commanded position (Klipper's `get_mcu_position`).
+    pub fn mcu_position(&self) -> i64 {
+        let d = self.solver.commanded_pos() + self.mcu_position_offset;
+        let p = d / self.solver.step_dist();
+        if p >= 0.0 {
+            (p + 0.5) as i64
+        } else {
+            (p - 0.5) as i64
+        }
+    }
+
+    /// Keeps the MCU step count across a change of commanded position.
+    pub fn set_mcu_position(&mut self, mcu_pos: i64) {
+        let d = mcu_pos as f64 * self.solver.step_dist();
+        self.mcu_position_offset = d - self.solver.commanded_pos();
+    }
+}
+
+/// An extruder's motion state.
+#[derive(Debug)]
+pub struct ExtruderMotion {
+    /// Config section name.
+    pub name: String,
+    /// Its trapq (x = filament position).
+    pub trapq: TrapQ,
+    /// max_extrude_ratio (cross section / filament area).
+    pub max_extrude_ratio: f64,
+    /// nozzle_diameter, mm.
+    pub nozzle_diameter: f64,
+    /// filament_area, mm².
+    pub filament_area: f64,
+    /// max_extrude_only_velocity, mm/s.
+    pub max_e_velocity: f64,
+    /// max_extrude_only_accel, mm/s².
+    pub max_e_accel: f64,
+    /// max_extrude_only_distance, mm.
+    pub max_e_dist: f64,
+    /// instantaneous_corner_velocity, mm/s.
+    pub instant_corner_v: f64,
+    /// Filament position at the end of the last queued extrusion, mm.
+    pub last_position: f64,
+}
+
+/// Kinematic limits applied to each move.
+#[derive(Clone, Debug)]
+pub enum KinLimits {
+    /// Cartesian / CoreXY: Z speed and acceleration limits, axis ranges.
+    Cartesian {
+        /// max_z_velocity, mm/s.
+        max_z_velocity: f64,
+        /// max_z_accel, mm/s².
+        max_z_accel: f64,
+    },
+    /// Linear delta.
+    Delta(DeltaLimits),
+    /// No kinematics (extruder-only printers).
+    None,
+}
+
+/// A linear delta's move limits (Klipper's delta.py `check_move`), with its state.
+#[derive(Clone, Debug)]
+pub struct DeltaLimits {
+    /// max_z_velocity, mm/s.
+    pub max_z_velocity: f64,
+    /// max_z_accel, mm/s².
+    pub max_z_accel: f64,
+    /// max_velocity, mm/s.
+    pub max_velocity: f64,
+    /// max_accel, mm/s².
+    pub max_accel: f64,
+    /// delta_radius, mm.
+    pub radius: f64,
+    /// Shortest arm, mm.
+    pub min_arm_length: f64,
+    /// Printable radius², mm².
+    pub max_xy2: f64,
+    /// Radius² beyond which moves are slowed to half, mm².
+    pub slow_xy2: f64,
+    /// Radius² beyond which moves are slowed to a quarter, mm².
+    pub very_slow_xy2: f64,
+    /// Height above which the reachable radius tapers, mm.
+    pub limit_z: f64,
+    /// minimum_z_position, mm.
+    pub min_z: f64,
+    /// Highest reachable Z, mm.
+    pub max_z: f64,
+    /// The position after homing (all carriages at their endstops), mm.
+    pub home_position: [f64; 3],
+    /// Radius² within which XY moves need no checks (state), mm².
+    pub limit_xy2: f64,
+    /// Whether the towers still need homing (state).
+    pub need_home: bool,
+}
+
+/// Why a move was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MoveError {
+    /// Outside the axis limits (Klipper's text).
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The extruder refused it (Klipper's text).
+    #[error("{0}")]
+    Extruder(String),
+    /// Step generation failed.
+    #[error("Internal error in stepcompress: {0}")]
+    StepCompress(#[from] StepCompressError),
+}
+
+/// The toolhead's queuing state (Klipper's `special_queuing_state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueState {
+    /// Idle: the next flush resynchronises print time.
+    NeedPrime,
+    /// Moves arriving after idle.
+    Priming,
+    /// Streaming.
+    Main,
+}
+
+/// Something to do at a move's end time once the look-ahead commits it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TimedAction {
+    /// Change the pressure advance of extruder `extruder` at that time.
+    PressureAdvance {
+        /// Extruder index.
+        extruder: usize,
+        /// New pressure_advance, s.
+        pressure_advance: f64,
+        /// Smooth time, s.
+        smooth_time: f64,
+    },
+    /// A caller-defined event (output pins, heaters): its id.
+    Event(u32),
+    /// A PWM request for `pwm_queues[queue]`.
+    PwmRequest {
+        /// Index into the toolhead's PWM queues.
+        queue: usize,
+        /// Requested value 0..1.
+        value: f64,
+    },
+}
+
+/// One message for an MCU with its scheduling clocks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct McuMessage {
+    /// MCU clock from which the MCU should have it.
+    pub req_clock: u64,
+    /// Earliest clock the message may be transmitted (move-queue budget).
+    pub min_clock: u64,
+    /// The command.
+    pub command: McuCommand,
+}
+
+/// A command for an MCU.
+#[derive(Clone, Debug, PartialEq)]
+pub enum McuCommand {
+    /// A stepper's step command.
+    Step {
+        /// The stepper's oid.
+        oid: u8,
+        /// The command.
+        message: crate::stepcompress::StepCommand,
+    },
+    /// Any other command, as Klipper's text form (`queue_digital_out oid=3 clock=… on_ticks=1`).
+    Text(String),
+}
+
+/// Per-MCU output: time conversion and the move-queue budget.
+#[derive(Debug)]
+pub struct McuQueue {
+    /// CLOCK_FREQ, Hz.
+    pub freq: f64,
+    /// Print time of clock 0 (batch: 0).
+    pub time_offset: f64,
+    /// Move-queue slots for step commands: the clocks at which each slot frees up (a heap).
+    move_clocks: Vec<u64>,
+    /// Messages ready for transmission, in order.
+    pub out: Vec<McuMessage>,
+}
+
+impl McuQueue {
+    /// A queue for an MCU at `freq` Hz with `move_count` step slots.
+    pub fn new(freq: f64, move_count: usize) -> Self {
+        Self {
+            freq,
+            time_offset: 0.0,
+            move_clocks: vec![0; move_count.max(1)],
+            out: Vec::new(),
+        }
+    }
+
+    /// Print time → MCU clock (Klipper's `print_time_to_clock`: truncating).
+    pub fn print_time_to_clock(&self, print_time: f64) -> u64 {
+        let c = (print_time - self.time_offset) * self.freq;
+        if c <= 0.0 { 0 } else { c as u64 }
+    }
+
+    /// Time → clock rounded (Klipper's `clock_from_time` for step flushing).
+    pub fn clock_from_time(&self, time: f64) -> u64 {
+        let c = (time - self.time_offset) * self.freq + 0.5;
+        if c <= 0.0 { 0 } else { c as u64 }
+    }
+
+    /// Seconds → ticks (Klipper's `seconds_to_clock`).
+    pub fn seconds_to_clock(&self, seconds: f64) -> u64 {
+        (seconds * self.freq) as u64
+    }
+
+    fn heap_replace(&mut self, req_clock: u64) {
+        let mc = &mut self.move_clocks;
+        let n = mc.len();
+        let mut pos = 0;
+        loop {
+            let c1 = 2 * pos + 1;
+            let c2 = 2 * pos + 2;
+            let c1_clock = if c1 < n { mc[c1] } else { u64::MAX };
+            let c2_clock = if c2 < n { mc[c2] } else { u64::MAX };
+            if req_clock <= c1_clock && req_clock <= c2_clock {
+                mc[pos] = req_clock;
+                break;
+            }
+            if c1_clock < c2_clock {
+                mc[pos] = c1_clock;
+                pos = c1;
+            } else {
+                mc[pos] = c2_clock;
+                pos = c2;
+            }
+        }
+    }
+}
+
+/// Motion queuing state (Klipper's motion_queuing module).
+#[derive(Clone, Copy, Debug, Default)]
+struct FlushState {
+    last_flush_time: f64,
+    last_step_gen_time: f64,
+    need_flush_time: f64,
+    need_step_gen_time: f64,
+    kin_flush_delay: f64,
+    /// The background flush timer wants to run (Klipper kicks it to "now").
+    flush_timer_due: bool,
+    do_kick_flush_timer: bool,
+}
+
+/// Outcome of one run of the batch-mode flush handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushTimer {
+    /// It wants to run again as soon as possible.
+    Again,
+    /// It is idle until new motion kicks it.
+    Idle,
+}
+
+/// Klipper's MIN_SCHEDULE_TIME: the least lead an output change is scheduled with, s.
+pub const MIN_SCHEDULE_TIME: f64 = 0.100;
+
+/// A software-PWM output (fan) driven from G-code through a request queue (Klipper's
+/// `GCodeRequestQueue` + `Fan._apply_speed` + `MCU_pwm.set_pwm`).
+#[derive(Clone, Debug)]
+pub struct PwmRequestQueue {
+    /// MCU index.
+    pub mcu: usize,
+    /// Output oid.
+    pub oid: u8,
+    /// PWM cycle in ticks (software PWM: `on_ticks` scale).
+    pub cycle_ticks: u64,
+    /// Inverted pin.
+    pub invert: bool,
+    /// max_power.
+    pub max_power: f64,
+    /// kick_start_time, s.
+    pub kick_start_time: f64,
+    /// off_below.
+    pub off_below: f64,
+    /// Pending requests (print time, value).
+    pub rqueue: Vec<(f64, f64)>,
+    /// Next request no earlier than this, s.
+    pub next_min_flush_time: f64,
+    /// Last value applied.
+    pub last_fan_value: f64,
+    /// Last value requested.
+    pub last_req_value: f64,
+    /// Clock of the last change.
+    pub last_clock: u64,
+}
+
+impl PwmRequestQueue {
+    /// A queue for a fan-like output.
+    pub fn new(
+        mcu: usize,
+        oid: u8,
+        cycle_ticks: u64,
+        max_power: f64,
+        kick_start_time: f64,
+    ) -> Self {
+        Self {
+            mcu,
+            oid,
+            cycle_ticks,
+            invert: false,
+            max_power,
+            kick_start_time,
+            off_below: 0.0,
+            rqueue: Vec::new(),
+            next_min_flush_time: 0.0,
+            last_fan_value: 0.0,
+            last_req_value: 0.0,
+            last_clock: 0,
+        }
+    }
+}
+
+/// What applying a request did.
+enum RequestAction {
+    Normal,
+    Discard,
+    Repeat(f64),
+}
+
+/// The toolhead, its trapqs and steppers, and the motion queuing behind them.
+#[derive(Debug)]
+pub struct Toolhead {
+    /// Planning limits in force.
+    pub limits: MoveLimits,
+    /// max_velocity, mm/s.
+    pub max_velocity: f64,
+    /// max_accel, mm/s².
+    pub max_accel: f64,
+    /// minimum_cruise_ratio.
+    pub min_cruise_ratio: f64,
+    /// square_corner_velocity, mm/s.
+    pub square_corner_velocity: f64,
+    /// Commanded position (X, Y, Z, E), mm.
+    pub commanded_pos: [f64; AXES],
+    /// Print time at the end of the last queued move, s.
+    pub print_time: f64,
+    /// Queuing state.
+    pub state: QueueState,
+    /// The look-ahead queue.
+    lookahead: LookAheadQueue,
+    /// X/Y/Z segments.
+    pub trapq: TrapQ,
+    /// Extruders (index 0 is `[extruder]`).
+    pub extruders: Vec<ExtruderMotion>,
+    /// The active extruder.
+    pub active_extruder: Option<usize>,
+    /// Kinematic limits.
+    pub kin_limits: KinLimits,
+    /// Axis limits (min, max) per axis; min > max = not homed.
+    pub axis_limits: [(f64, f64); 3],
+    /// Every stepper.
+    pub steppers: Vec<MotionStepper>,
+    /// Every MCU.
+    pub mcus: Vec<McuQueue>,
+    /// Print time the MCU is estimated to be at now.
+    est_print_time: f64,
+    flush: FlushState,
+    /// Timed actions waiting on moves, with the 1-based position (oldest first) in the
+    /// look-ahead queue of the move they follow.
+    timed_actions: Vec<(TimedAction, usize)>,
+    /// Actions ready to be applied by the caller (events), with their print time.
+    pub fired_events: Vec<(u32, f64)>,
+    /// Planned moves of the last flush (reused buffer).
+    flushed: Vec<Move>,
+    /// Scratch for merging step messages.
+    step_msgs: Vec<Vec<StepMessage>>,
+    /// Every committed move (for estimates and the twin), if recording.
+    pub record: Option<Vec<PlannedMove>>,
+    /// Steppers switched on by their first movement: (stepper index, print time).
+    pub enabled: Vec<(usize, f64)>,
+    /// PWM outputs fed by G-code requests (fans).
+    pub pwm_queues: Vec<PwmRequestQueue>,
+    /// Whether steps are generated (false: plan only, for estimates).
+    pub step_generation: bool,
+}
+
+/// A committed move with its timing, as recorded for estimates and replays.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PlannedMove {
+    /// Start print time, s.
+    pub print_time: f64,
+    /// Start position (X, Y, Z, E), mm.
+    pub start_pos: [f64; AXES],
+    /// End position, mm.
+    pub end_pos: [f64; AXES],
+    /// Start, cruise and end speed, mm/s.
+    pub v: [f64; 3],
+    /// Accel, cruise and decel time, s.
+    pub t: [f64; 3],
+    /// Acceleration, mm/s².
+    pub accel: f64,
+    /// G-code line (1-based; 0 = none).
+    pub line: u32,
+}
+
+impl Toolhead {
+    /// A toolhead with the printer's limits; steppers, extruders and MCUs are added after.
+    pub fn new(
+        max_velocity: f64,
+        max_accel: f64,
+        minimum_cruise_ratio: f64,
+        square_corner_velocity: f64,
+        kin_limits: KinLimits,
+    ) -> Self {
+        let mut lookahead = LookAheadQueue::new();
+        lookahead.set_flush_time(BUFFER_TIME_HIGH);
+        Self {
+            limits: MoveLimits::new(
+                max_velocity,
+                max_accel,
+                square_corner_velocity,
+                minimum_cruise_ratio,
+            ),
+            max_velocity,
+            max_accel,
+            min_cruise_ratio: minimum_cruise_ratio,
+            square_corner_velocity,
+            commanded_pos: [0.0; AXES],
+            print_time: 0.0,
+            state: QueueState::NeedPrime,
+            lookahead,
+            trapq: TrapQ::new(),
+            extruders: Vec::new(),
+            active_extruder: None,
+            kin_limits,
+            axis_limits: [(1.0, -1.0); 3],
+            steppers: Vec::new(),
+            mcus: Vec::new(),
+            est_print_time: 0.0,
+            flush: FlushState {
+                kin_flush_delay: SDS_CHECK_TIME,
+                do_kick_flush_timer: true,
+                ..FlushState::default()
+            },
+            timed_actions: Vec::new(),
+            fired_events: Vec::new(),
+            flushed: Vec::new(),
+            step_msgs: Vec::new(),
+            record: None,
+            enabled: Vec::new(),
+            pwm_queues: Vec::new(),
+            step_generation: true,
+        }
+    }
+
+    /// Sets the estimated MCU print time (batch mode keeps 0).
+    pub fn set_est_print_time(&mut self, est: f64) {
+        self.est_print_time = est;
+    }
+
+    /// The kinematic flush delay: how far step generation must trail the trapq, s.
+    pub fn kin_flush_delay(&self) -> f64 {
+        self.flush.kin_flush_delay
+    }
+
+    /// Print time up to which steps have been generated, s.
+    pub fn last_step_gen_time(&self) -> f64 {
+        self.flush.last_step_gen_time
+    }
+
+    /// Print time up to which step messages have been flushed, s.
+    pub fn last_flush_time(&self) -> f64 {
+        self.flush.last_flush_time
+    }
+
+    /// Print time up to which steps are needed, s.
+    pub fn need_flush_time(&self) -> f64 {
+        self.flush.need_flush_time
+    }
+
+    /// Whether the background flush timer wants to run.
+    pub fn flush_timer_due(&self) -> bool {
+        self.flush.flush_timer_due
+    }
+
+    /// Recomputes the kinematic flush delay from every stepper's windows.
+    pub fn check_step_generation_scan_windows(&mut self) {
+        let mut kfd = SDS_CHECK_TIME;
+        for s in &self.steppers {
+            if s.trapq.is_none() {
+                continue;
+            }
+            kfd = kfd
+                .max(s.solver.gen_steps_pre_active())
+                .max(s.solver.gen_steps_post_active());
+        }
+        self.flush.kin_flush_delay = kfd;
+    }
+
+    /// Changes the velocity limits (SET_VELOCITY_LIMIT, M204).
+    pub fn set_max_velocities(
+        &mut self,
+        max_velocity: Option<f64>,
+        max_accel: Option<f64>,
+        square_corner_velocity: Option<f64>,
+        min_cruise_ratio: Option<f64>,
+    ) {
+        if let Some(v) = max_velocity {
+            self.max_velocity = v;
+        }
+        if let Some(a) = max_accel {
+            self.max_accel = a;
+        }
+        if let Some(s) = square_corner_velocity {
+            self.square_corner_velocity = s;
+        }
+        if let Some(m) = min_cruise_ratio {
+            self.min_cruise_ratio = m;
+        }
+        self.limits = MoveLimits::new(
+            self.max_velocity,
+            self.max_accel,
+            self.square_corner_velocity,
+            self.min_cruise_ratio,
+        );
+    }
+
+    // ---- print time --------------------------------------------------------------------
+
+    fn advance_move_time(&mut self, next_print_time: f64) {
+        self.print_time = self.print_time.max(next_print_time);
+    }
+
+    fn calc_step_gen_restart(&self, est_print_time: f64) -> f64 {
+        let kin_time = (est_print_time + MIN_KIN_TIME).max(self.flush.last_step_gen_time);
+        kin_time + self.flush.kin_flush_delay
+    }
+
+    fn calc_print_time(&mut self) {
+        let est = self.est_print_time;
+        let kin_time = self.calc_step_gen_restart(est);
+        let min_print_time = (est + BUFFER_TIME_START).max(kin_time);
+        if min_print_time > self.print_time {
+            self.print_time = min_print_time;
+        }
+    }
+
+    fn process_lookahead(&mut self, lazy: bool) -> Result<(), MoveError> {
+        let mut moves = std::mem::take(&mut self.flushed);
+        moves.clear();
+        self.lookahead.flush(lazy, &mut moves);
+        if moves.is_empty() {
+            self.flushed = moves;
+            return Ok(());
+        }
+        if self.state != QueueState::Main {
+            self.state = QueueState::Main;
+            self.calc_print_time();
+        }
+        let mut next_move_time = self.print_time;
+        for m in &moves {
+            if m.is_kinematic_move {
+                self.trapq.append(
+                    next_move_time,
+                    m.accel_t,
+                    m.cruise_t,
+                    m.decel_t,
+                    Coord::new(m.start_pos[0], m.start_pos[1], m.start_pos[2]),
+                    Coord::new(m.axes_r[0], m.axes_r[1], m.axes_r[2]),
+                    m.start_v,
+                    m.cruise_v,
+                    m.accel,
+                );
+            }
+            if m.axes_d[3] != 0.0
+                && let Some(e) = self.active_extruder
+            {
+                let ex = &mut self.extruders[e];
+                append_extrusion(
+                    &mut ex.trapq,
+                    next_move_time,
+                    m.accel_t,
+                    m.cruise_t,
+                    m.decel_t,
+                    m.start_pos[3],
+                    m.axes_r[3],
+                    m.start_v,
+                    m.cruise_v,
+                    m.accel,
+                    m.axes_d[0] != 0.0 || m.axes_d[1] != 0.0,
+                );
+                ex.last_position = m.end_pos[3];
+            }
+            if let Some(rec) = &mut self.record {
+                rec.push(PlannedMove {
+                    print_time: next_move_time,
+                    start_pos: m.start_pos,
+                    end_pos: m.end_pos,
+                    v: [m.start_v, m.cruise_v, m.end_v],
+                    t: [m.accel_t, m.cruise_t, m.decel_t],
+                    accel: m.accel,
+                    line: m.line,
+                });
+            }
+            next_move_time += m.accel_t + m.cruise_t + m.decel_t;
+        }
+        let n_moves = moves.len();
+        self.flushed = moves;
+        self.fire_timed_actions(n_moves, next_move_time);
+        self.advance_move_time(next_move_time);
+        self.note_mcu_movequeue_activity(next_move_time, true);
+        Ok(())
+    }
+
+    /// Fires the timed actions whose move was among the `n_flushed` just committed; the others
+    /// wait for moves that many places earlier in the queue now.
+    fn fire_timed_actions(&mut self, n_flushed: usize, end_time: f64) {
+        if self.timed_actions.is_empty() {
+            return;
+        }
+        let actions = std::mem::take(&mut self.timed_actions);
+        let mut ends = Vec::with_capacity(n_flushed);
+        let mut t = end_time;
+        for m in self.flushed.iter().rev() {
+            ends.push(t);
+            t -= m.total_t();
+        }
+        ends.reverse();
+        for (action, waits) in actions {
+            if waits <= n_flushed {
+                self.apply_timed_action(action, ends[waits - 1]);
+            } else {
+                self.timed_actions.push((action, waits - n_flushed));
+            }
+        }
+    }
+
+    fn apply_timed_action(&mut self, action: TimedAction, at: f64) {
+        match action {
+            TimedAction::PressureAdvance {
+                extruder,
+                pressure_advance,
+                smooth_time,
+            } => {
+                for s in &mut self.steppers {
+                    if s.trapq == Some(TrapqId::Extruder(extruder)) {
+                        let lft = self.flush.last_step_gen_time;
+                        if let crate::itersolve::Kinematics::Extruder(k) = s.solver.kinematics_mut()
+                        {
+                            k.set_pressure_advance(lft, at, pressure_advance, smooth_time);
+                        }
+                    }
+                }
+            }
+            TimedAction::Event(id) => self.fired_events.push((id, at)),
+            TimedAction::PwmRequest { queue, value } => {
+                self.pwm_queues[queue].rqueue.push((at, value));
+                self.note_mcu_movequeue_activity(at, false);
+            }
+        }
+    }
+
+    /// Runs `action` at the end of the newest queued move, or now (at the last move time) if
+    /// nothing is queued (Klipper's `register_lookahead_callback`).
+    pub fn register_lookahead_callback(&mut self, action: TimedAction) -> Result<(), MoveError> {
+        if self.lookahead.is_empty() {
+            let t = self.get_last_move_time()?;
+            self.apply_timed_action(action, t);
+            return Ok(());
+        }
+        let pending = self.lookahead.len();
+        self.timed_actions.push((action, pending));
+        Ok(())
+    }
+
+    fn flush_lookahead(&mut self) -> Result<(), MoveError> {
+        self.process_lookahead(false)?;
+        self.state = QueueState::NeedPrime;
+        self.lookahead.set_flush_time(BUFFER_TIME_HIGH);
+        Ok(())
+    }
+
+    /// Flushes the look-ahead and generates every pending step.
+    pub fn flush_step_generation(&mut self) -> Result<(), MoveError> {
+        self.flush_lookahead()?;
+        let t = self.flush.need_step_gen_time;
+        self.advance_flush_time(t, 0.0)
+    }
+
+    /// The print time at which the next move would start (flushing the look-ahead if idle).
+    pub fn get_last_move_time(&mut self) -> Result<f64, MoveError> {
+        if self.state != QueueState::Main {
+            self.flush_lookahead()?;
+            self.calc_print_time();
+        } else {
+            self.process_lookahead(false)?;
+        }
+        Ok(self.print_time)
+    }
+
+    /// Waits `delay` seconds of print time (G4).
+    pub fn dwell(&mut self, delay: f64) -> Result<(), MoveError> {
+        self.flush_lookahead()?;
+        let t = self.get_last_move_time()? + delay.max(0.0);
+        self.advance_move_time(t);
+        self.check_pause();
+        Ok(())
+    }
+
+    /// Waits for all moves (M400): in batch mode this only flushes the look-ahead.
+    pub fn wait_moves(&mut self) -> Result<(), MoveError> {
+        self.flush_lookahead()
+    }
+
+    fn check_pause(&mut self) {
+        if self.state != QueueState::Main && !self.lookahead.is_empty() {
+            self.state = QueueState::Priming;
+        }
+    }
+
+    /// Declares the toolhead at `pos` (G92-like for the kinematics; homing; SET_KINEMATIC_POSITION).
+    /// `homing_axes` are the axes (0..3) that become homed.
+    pub fn set_position(
+        &mut self,
+        pos: [f64; AXES],
+        homing_axes: &[usize],
+    ) -> Result<(), MoveError> {
+        self.flush_step_generation()?;
+        let c = Coord::new(pos[0], pos[1], pos[2]);
+        self.trapq.set_position(self.print_time, c);
+        self.commanded_pos[..3].copy_from_slice(&pos[..3]);
+        for s in &mut self.steppers {
+            if s.trapq == Some(TrapqId::Toolhead) {
+                let mcu_pos = s.mcu_position();
+                s.solver.set_position(c);
+                s.set_mcu_position(mcu_pos);
+            }
+        }
+        if let KinLimits::Delta(d) = &mut self.kin_limits {
+            d.limit_xy2 = -1.0;
+            if homing_axes.len() == 3 {
+                d.need_home = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the extruder position (G92 E / activating an extruder).
+    pub fn set_extruder_position(&mut self, e: f64) {
+        self.commanded_pos[3] = e;
+    }
+
+    /// Checks a move against the kinematics and extruder, lowering its limits.
+    fn check_move(&mut self, m: &mut Move) -> Result<(), MoveError> {
+        if m.is_kinematic_move {
+            self.check_kinematic_move(m)?;
+        }
+        if m.axes_d[3] != 0.0 {
+            let Some(e) = self.active_extruder else {
+                return Err(MoveError::Extruder(
+                    "Extrude when no extruder present".to_owned(),
+                ));
+            };
+            let ex = &self.extruders[e];
+            let axis_r = m.axes_r[3];
+            let axis_d = m.axes_d[3];
+            if (m.axes_d[0] == 0.0 && m.axes_d[1] == 0.0) || axis_r < 0.0 {
+                if axis_d.abs() > ex.max_e_dist {
+                    return Err(MoveError::Extruder(format!(
+                        "Extrude only move too long ({axis_d:.3}mm vs {:.3}mm)\n\
+                         See the 'max_extrude_only_distance' config option for details",
+                        ex.max_e_dist
+                    )));
+                }
+                let inv_extrude_r = 1.0 / axis_r.abs();
+                m.limit_speed(
+                    ex.max_e_velocity * inv_extrude_r,
+                    ex.max_e_accel * inv_extrude_r,
+                );
+            } else if axis_r > ex.max_extrude_ratio {
+                if axis_d <= ex.nozzle_diameter * ex.max_extrude_ratio {
+                    return Ok(());
+                }
+                let area = axis_r * ex.filament_area;
+                return Err(MoveError::Extruder(format!(
+                    "Move exceeds maximum extrusion ({area:.3}mm^2 vs {:.3}mm^2)\n\
+                     See the 'max_extrude_cross_section' config option for details",
+                    ex.max_extrude_ratio * ex.filament_area
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn move_error(m: &Move, msg: &str) -> MoveError {
+        let ep = m.end_pos;
+        MoveError::OutOfRange(format!(
+            "{msg}: {:.3} {:.3} {:.3} [{:.3}]",
+            ep[0], ep[1], ep[2], ep[3]
+        ))
+    }
+
+    fn check_endstops(axis_limits: &[(f64, f64); 3], m: &Move) -> Result<(), MoveError> {
+        for (i, &(lo, hi)) in axis_limits.iter().enumerate() {
+            if m.axes_d[i] != 0.0 && (m.end_pos[i] < lo || m.end_pos[i] > hi) {
+                if lo > hi {
+                    return Err(Self::move_error(m, "Must home axis first"));
+                }
+                return Err(Self::move_error(m, "Move out of range"));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_kinematic_move(&mut self, m: &mut Move) -> Result<(), MoveError> {
+        let axis_limits = self.axis_limits;
+        match &mut self.kin_limits {
+            KinLimits::Cartesian {
+                max_z_velocity,
+                max_z_accel,
+            } => {
+                let l = &axis_limits;
+                let (x, y) = (m.end_pos[0], m.end_pos[1]);
+                if x < l[0].0 || x > l[0].1 || y < l[1].0 || y > l[1].1 {
+                    Self::check_endstops(&axis_limits, m)?;
+                }
+                if m.axes_d[2] == 0.0 {
+                    return Ok(());
+                }
+                Self::check_endstops(&axis_limits, m)?;
+                let z_ratio = m.move_d / m.axes_d[2].abs();
+                m.limit_speed(*max_z_velocity * z_ratio, *max_z_accel * z_ratio);
+                Ok(())
+            }
+            KinLimits::Delta(d) => {
+                let ep = m.end_pos;
+                let end_xy2 = ep[0] * ep[0] + ep[1] * ep[1];
+                if end_xy2 <= d.limit_xy2 && m.axes_d[2] == 0.0 {
+                    return Ok(());
+                }
+                if d.need_home {
+                    return Err(Self::move_error(m, "Must home first"));
+                }
+                let end_z = ep[2];
+                let mut limit_xy2 = d.max_xy2;
+                if end_z > d.limit_z {
+                    let above = end_z - d.limit_z;
+                    let min_arm2 = d.min_arm_length * d.min_arm_length;
+                    let r = d.min_arm_length - above;
+                    let allowed_radius = d.radius - (min_arm2 - r * r).sqrt();
+                    limit_xy2 = limit_xy2.min(allowed_radius * allowed_radius);
+                }
+                if end_xy2 > limit_xy2 || end_z > d.max_z || end_z < d.min_z {
+                    let at_home_xy = ep[0] == d.home_position[0] && ep[1] == d.home_position[1];
+                    if !at_home_xy || end_z < d.min_z || end_z > d.home_position[2] {
+                        return Err(Self::move_error(m, "Move out of range"));
+                    }
+                    limit_xy2 = -1.0;
+                }
+                if m.axes_d[2] != 0.0 {
+                    let z_ratio = m.move_d / m.axes_d[2].abs();
+                    m.limit_speed(d.max_z_velocity * z_ratio, d.max_z_accel * z_ratio);
+                    limit_xy2 = -1.0;
+                }
+                let start_xy2 = m.start_pos[0] * m.start_pos[0] + m.start_pos[1] * m.start_pos[1];
+                let extreme_xy2 = end_xy2.max(start_xy2);
+                if extreme_xy2 > d.slow_xy2 {
+                    let r = if extreme_xy2 > d.very_slow_xy2 {
+                        0.25
+                    } else {
+                        0.5
+                    };
+                    m.limit_speed(d.max_velocity * r, d.max_accel * r);
+                    limit_xy2 = -1.0;
+                }
+                d.limit_xy2 = limit_xy2.min(d.slow_xy2);
+                Ok(())
+            }
+            KinLimits::None => Ok(()),
+        }
+    }
+
+    /// Queues a move to `newpos` at `speed` mm/s (Klipper's `toolhead.move`).
+    ///
+    /// # Errors
+    /// Out-of-range and extruder limits, in Klipper's words; step generation failures.
+    pub fn move_to(&mut self, newpos: [f64; AXES], speed: f64, line: u32) -> Result<(), MoveError> {
+        let mut m = Move::new(&self.limits, self.commanded_pos, newpos, speed);
+        m.line = line;
+        if m.move_d == 0.0 {
+            return Ok(());
+        }
+        self.check_move(&mut m)?;
+        self.commanded_pos = m.end_pos;
+        let icv = self
+            .active_extruder
+            .map(|e| self.extruders[e].instant_corner_v);
+        let want_flush = self.lookahead.add_move(m, |prev, cur| {
+            let diff_r = cur.axes_r[3] - prev.axes_r[3];
+            match icv {
+                Some(icv) if diff_r != 0.0 => (icv / diff_r.abs()).powi(2),
+                _ => cur.max_cruise_v2,
+            }
+        });
+        if want_flush {
+            self.process_lookahead(true)?;
+        }
+        self.check_pause();
+        Ok(())
+    }
+
+    /// Homing's "drip" move: queued alone and stepped out in 50 ms segments up to its end.
+    /// Batch mode has no endstop, so the move always runs to its end (Klipper's batch homing).
+    /// Returns the move's (start, end) print time.
+    pub fn drip_move(&mut self, newpos: [f64; 3], speed: f64) -> Result<(f64, f64), MoveError> {
+        let mut target = self.commanded_pos;
+        target[..3].copy_from_slice(&newpos);
+        let mut m = Move::new(&self.limits, self.commanded_pos, target, speed);
+        if m.move_d != 0.0 {
+            self.check_kinematic_move(&mut m)?;
+        }
+        let kfd = self.flush.kin_flush_delay;
+        self.dwell(kfd)?;
+        self.process_lookahead(false)?;
+        // Load the move into the trapq on its own.
+        if m.move_d != 0.0 {
+            self.commanded_pos = m.end_pos;
+            self.lookahead.add_move(m, |_, cur| cur.max_cruise_v2);
+        }
+        let mut moves = Vec::new();
+        self.lookahead.flush(false, &mut moves);
+        self.calc_print_time();
+        let start_time = self.print_time;
+        let mut end_time = start_time;
+        for mv in &moves {
+            self.trapq.append(
+                end_time,
+                mv.accel_t,
+                mv.cruise_t,
+                mv.decel_t,
+                Coord::new(mv.start_pos[0], mv.start_pos[1], mv.start_pos[2]),
+                Coord::new(mv.axes_r[0], mv.axes_r[1], mv.axes_r[2]),
+                mv.start_v,
+                mv.cruise_v,
+                mv.accel,
+            );
+            if let Some(rec) = &mut self.record {
+                rec.push(PlannedMove {
+                    print_time: end_time,
+                    start_pos: mv.start_pos,
+                    end_pos: mv.end_pos,
+                    v: [mv.start_v, mv.cruise_v, mv.end_v],
+                    t: [mv.accel_t, mv.cruise_t, mv.decel_t],
+                    accel: mv.accel,
+                    line: mv.line,
+                });
+            }
+            end_time += mv.total_t();
+        }
+        self.lookahead.reset();
+        // Step it out in segments (no endstop in batch mode: it runs to the end).
+        self.advance_flush_time(start_time - SDS_CHECK_TIME, start_time)?;
+        let mut flush_time = start_time;
+        while flush_time < end_time {
+            flush_time = (flush_time + DRIP_SEGMENT_TIME).min(end_time);
+            self.note_mcu_movequeue_activity(flush_time, true);
+            self.advance_flush_time(flush_time - SDS_CHECK_TIME, flush_time)?;
+        }
+        self.flush.flush_timer_due = true;
+        let kfd = self.flush.kin_flush_delay;
+        self.advance_flush_time(flush_time + kfd, 0.0)?;
+        // Expire what is left of the drip move from the trapq.
+        self.trapq.finalize_moves(NEVER_TIME, 0.0);
+        Ok((start_time, end_time))
+    }
+
+    // ---- motion queuing ----------------------------------------------------------------
+
+    /// Notes that motion up to `mq_time` needs steps (Klipper's `note_mcu_movequeue_activity`).
+    pub fn note_mcu_movequeue_activity(&mut self, mut mq_time: f64, is_step_gen: bool) {
+        if is_step_gen {
+            mq_time += self.flush.kin_flush_delay;
+            self.flush.need_step_gen_time = self.flush.need_step_gen_time.max(mq_time);
+        }
+        self.flush.need_flush_time = self.flush.need_flush_time.max(mq_time);
+        if self.flush.do_kick_flush_timer {
+            self.flush.do_kick_flush_timer = false;
+            self.flush.flush_timer_due = true;
+        }
+    }
+
+    /// The toolhead's flush callback: in the main state, flush the look-ahead when step
+    /// generation is about to run out of queued motion.
+    fn handle_step_flush(&mut self, step_gen_time: f64) -> Result<(), MoveError> {
+        if self.state != QueueState::Main {
+            return Ok(());
+        }
+        let kfd = self.flush.kin_flush_delay;
+        if step_gen_time >= self.print_time - kfd - 0.001 {
+            self.flush_lookahead()?;
+        }
+        Ok(())
+    }
+
+    /// Generates steps up to `want_step_gen_time` and flushes messages up to `want_flush_time`
+    /// (Klipper's `_advance_flush_time`).
+    pub fn advance_flush_time(
+        &mut self,
+        want_flush_time: f64,
+        want_step_gen_time: f64,
+    ) -> Result<(), MoveError> {
+        let flush_time = want_flush_time
+            .max(self.flush.last_flush_time)
+            .max(want_step_gen_time - STEPCOMPRESS_FLUSH_TIME);
+        let step_gen_time = want_step_gen_time
+            .max(self.flush.last_step_gen_time)
+            .max(flush_time);
+        self.handle_step_flush(step_gen_time)?;
+        self.check_enable_callbacks(step_gen_time);
+        self.flush_pwm_requests(flush_time);
+        let kfd = self.flush.kin_flush_delay;
+        let trapq_free_time = step_gen_time - kfd;
+        let clear_history_time = (trapq_free_time - MOVE_HISTORY_EXPIRE).max(0.0);
+        self.gen_steps(flush_time, step_gen_time, clear_history_time)?;
+        self.flush.last_flush_time = flush_time;
+        self.flush.last_step_gen_time = step_gen_time;
+        self.trapq
+            .finalize_moves(trapq_free_time, clear_history_time);
+        for e in &mut self.extruders {
+            e.trapq.finalize_moves(trapq_free_time, clear_history_time);
+        }
+        Ok(())
+    }
+
+    fn check_enable_callbacks(&mut self, step_gen_time: f64) {
+        for (i, s) in self.steppers.iter_mut().enumerate() {
+            if !s.enable_pending {
+                continue;
+            }
+            let tq = match s.trapq {
+                Some(TrapqId::Toolhead) => &mut self.trapq,
+                Some(TrapqId::Extruder(e)) => &mut self.extruders[e].trapq,
+                None => continue,
+            };
+            tq.check_sentinels();
+            let t = s.solver.check_active(tq, step_gen_time);
+            if t != 0.0 {
+                s.enable_pending = false;
+                self.enabled.push((i, t));
+            }
+        }
+    }
+
+    fn gen_steps(
+        &mut self,
+        flush_time: f64,
+        step_gen_time: f64,
+        clear_history_time: f64,
+    ) -> Result<(), MoveError> {
+        self.trapq.check_sentinels();
+        for e in &mut self.extruders {
+            e.trapq.check_sentinels();
+        }
+        if !self.step_generation {
+            return Ok(());
+        }
+        if self.step_msgs.len() < self.steppers.len() {
+            self.step_msgs.resize_with(self.steppers.len(), Vec::new);
+        }
+        for (i, s) in self.steppers.iter_mut().enumerate() {
+            let Some(tqid) = s.trapq else { continue };
+            let tq = match tqid {
+                TrapqId::Toolhead => &self.trapq,
+                TrapqId::Extruder(e) => &self.extruders[e].trapq,
+            };
+            let mcu = &self.mcus[s.mcu];
+            let flush_clock = mcu.clock_from_time(flush_time);
+            let clear_clock = mcu.clock_from_time(clear_history_time);
+            s.solver.generate_steps(tq, &mut s.sc, step_gen_time)?;
+            s.sc.flush(flush_clock)?;
+            s.sc.history_expire(clear_clock);
+            s.sc.drain_messages(&mut self.step_msgs[i]);
+        }
+        for mi in 0..self.mcus.len() {
+            let flush_clock = self.mcus[mi].clock_from_time(flush_time);
+            self.steppersync_flush(mi, flush_clock);
+        }
+        Ok(())
+    }
+
+    /// Merges pending step messages of MCU `mi` in `req_clock` order up to `move_clock`.
+    fn steppersync_flush(&mut self, mi: usize, move_clock: u64) {
+        loop {
+            let mut best: Option<(usize, u64)> = None;
+            for (i, s) in self.steppers.iter().enumerate() {
+                if s.mcu != mi {
+                    continue;
+                }
+                if let Some(m) = self.step_msgs[i].first()
+                    && best.is_none_or(|(_, c)| m.req_clock < c)
+                {
+                    best = Some((i, m.req_clock));
+                }
+            }
+            let Some((i, req_clock)) = best else { break };
+            let min_clock = self.step_msgs[i][0].min_clock;
+            if min_clock != 0 && req_clock > move_clock {
+                break;
+            }
+            let msg = self.step_msgs[i].remove(0);
+            let mcu = &mut self.mcus[mi];
+            let next_avail = mcu.move_clocks[0];
+            if msg.min_clock != 0 {
+                mcu.heap_replace(msg.min_clock);
+            }
+            let oid = self.steppers[i].oid;
+            mcu.out.push(McuMessage {
+                req_clock: msg.req_clock,
+                min_clock: next_avail,
+                command: McuCommand::Step {
+                    oid,
+                    message: msg.command,
+                },
+            });
+        }
+    }
+
+    /// Batch mode's background flush (Klipper's `_flush_handler_debug`): generate steps up to
+    /// 1.5 s behind the needed time in 0.25 s batches; when caught up, flush everything needed
+    /// plus 0.25 s (which also flushes the look-ahead when it runs dry).
+    pub fn flush_handler_batch(&mut self) -> Result<FlushTimer, MoveError> {
+        self.flush.flush_timer_due = false;
+        let faux_time = self.flush.need_flush_time - 1.5;
+        let batch_time = BGFLUSH_SG_HIGH_TIME - BGFLUSH_SG_LOW_TIME;
+        let mut flush_count = 0u32;
+        while self.flush.last_step_gen_time < faux_time {
+            let mut target = self.flush.last_step_gen_time + batch_time;
+            if flush_count > 100 && faux_time > target {
+                target += ((faux_time - target) / batch_time).trunc() * batch_time;
+            }
+            self.advance_flush_time(0.0, target)?;
+            flush_count += 1;
+        }
+        if flush_count > 0 {
+            self.flush.flush_timer_due = true;
+            return Ok(FlushTimer::Again);
+        }
+        let t = self.flush.need_flush_time + BGFLUSH_EXTRA_TIME;
+        self.advance_flush_time(t, 0.0)?;
+        self.flush.do_kick_flush_timer = true;
+        Ok(FlushTimer::Idle)
+    }
+
+    /// Emits a non-step command for MCU `mcu` with its request clock.
+    pub fn send(&mut self, mcu: usize, req_clock: u64, min_clock: u64, text: String) {
+        self.mcus[mcu].out.push(McuMessage {
+            req_clock,
+            min_clock,
+            command: McuCommand::Text(text),
+        });
+    }
+
+    /// Queues a PWM request (M106) at the end of the queued moves.
+    pub fn queue_pwm_request(&mut self, queue: usize, value: f64) -> Result<(), MoveError> {
+        self.register_lookahead_callback(TimedAction::PwmRequest { queue, value })
+    }
+
+    fn pwm_apply(&mut self, qi: usize, print_time: f64, value: f64) -> RequestAction {
+        let q = &mut self.pwm_queues[qi];
+        let mut value = if value < q.off_below { 0.0 } else { value };
+        value = (value * q.max_power).clamp(0.0, q.max_power);
+        if value == q.last_fan_value {
+            return RequestAction::Discard;
+        }
+        let kick = value != 0.0
+            && q.kick_start_time != 0.0
+            && (q.last_fan_value == 0.0 || value - q.last_fan_value > 0.5);
+        let (applied, action) = if kick {
+            q.last_req_value = value;
+            q.last_fan_value = q.max_power;
+            (
+                q.max_power,
+                RequestAction::Repeat(print_time + q.kick_start_time),
+            )
+        } else {
+            q.last_fan_value = value;
+            q.last_req_value = value;
+            (value, RequestAction::Normal)
+        };
+        let v = if q.invert { 1.0 - applied } else { applied };
+        let on_ticks = (v.clamp(0.0, 1.0) * q.cycle_ticks as f64 + 0.5) as u64;
+        let (mcu, oid, min_clock) = (q.mcu, q.oid, q.last_clock);
+        let clock = self.mcus[mcu].print_time_to_clock(print_time);
+        self.pwm_queues[qi].last_clock = clock;
+        self.send(
+            mcu,
+            clock,
+            min_clock,
+            format!("queue_digital_out oid={oid} clock={clock} on_ticks={on_ticks}"),
+        );
+        action
+    }
+
+    fn flush_pwm_requests(&mut self, must_flush_time: f64) {
+        for qi in 0..self.pwm_queues.len() {
+            loop {
+                let q = &self.pwm_queues[qi];
+                let Some(&(first_t, _)) = q.rqueue.first() else {
+                    break;
+                };
+                let next_time = first_t.max(q.next_min_flush_time);
+                if next_time > must_flush_time {
+                    break;
+                }
+                let mut pos = 0;
+                while pos + 1 < q.rqueue.len() && q.rqueue[pos + 1].0 <= next_time {
+                    pos += 1;
+                }
+                let value = q.rqueue[pos].1;
+                let action = self.pwm_apply(qi, next_time, value);
+                let q = &mut self.pwm_queues[qi];
+                match action {
+                    RequestAction::Discard => {
+                        q.rqueue.drain(..=pos);
+                        continue;
+                    }
+                    RequestAction::Repeat(next_min) => {
+                        q.next_min_flush_time = q.next_min_flush_time.max(next_min);
+                        q.rqueue.drain(..pos);
+                    }
+                    RequestAction::Normal => {
+                        q.rqueue.drain(..=pos);
+                    }
+                }
+                q.next_min_flush_time = q.next_min_flush_time.max(next_time + MIN_SCHEDULE_TIME);
+                let t = q.next_min_flush_time;
+                self.note_mcu_movequeue_activity(t, false);
+            }
+        }
+    }
+}
