@@ -71,9 +71,9 @@ impl TwinScene {
         };
         let volume = match &options.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read printer config {}", path.display()))?;
-                let config = Config::parse(&text, &path.display().to_string())?;
+                // Through core's loader, so [include] files are read too.
+                let config = gantry_core::printer_config::load(path)
+                    .with_context(|| format!("cannot load printer config {}", path.display()))?;
                 BuildVolume::from_config(&config)?
             }
             None => {

@@ -27,6 +27,16 @@ pub enum OutputError {
         #[source]
         source: MessageError,
     },
+    /// A single command does not fit in a message block.
+    #[error("command {index} ({text}) is {bytes} bytes, more than a message block holds")]
+    TooLong {
+        /// Position in the stream (0-based).
+        index: usize,
+        /// The command in text form.
+        text: String,
+        /// Its encoded size.
+        bytes: usize,
+    },
 }
 
 struct StepFormats<'a> {
@@ -59,15 +69,13 @@ pub fn message_text(m: &McuMessage) -> String {
     }
 }
 
-fn lookup<'a>(dict: &'a Dictionary, name: &str) -> Result<&'a MessageFormat, OutputError> {
-    dict.command(name).ok_or_else(|| OutputError::Encode {
-        index: 0,
-        text: name.to_owned(),
-        source: MessageError::BadArguments {
-            name: name.to_owned(),
-            why: "this MCU's dictionary has no such command".to_owned(),
-        },
-    })
+fn require<'a>(dict: &'a Dictionary, name: &str) -> Result<&'a MessageFormat, OutputError> {
+    dict.require_command(name)
+        .map_err(|source| OutputError::Encode {
+            index: 0,
+            text: name.to_owned(),
+            source,
+        })
 }
 
 /// Encodes the config phase and the messages into framed blocks.
@@ -80,9 +88,9 @@ pub fn encode_stream(
     messages: &[McuMessage],
 ) -> Result<Vec<u8>, OutputError> {
     let formats = StepFormats {
-        queue_step: lookup(dict, "queue_step")?,
-        set_next_step_dir: lookup(dict, "set_next_step_dir")?,
-        reset_step_clock: lookup(dict, "reset_step_clock")?,
+        queue_step: require(dict, "queue_step")?,
+        set_next_step_dir: require(dict, "set_next_step_dir")?,
+        reset_step_clock: require(dict, "reset_step_clock")?,
     };
     let mut out = Vec::new();
     let mut payload: Vec<u8> = Vec::with_capacity(PAYLOAD_MAX);
@@ -92,7 +100,7 @@ pub fn encode_stream(
         if payload.is_empty() {
             return;
         }
-        // Never larger than PAYLOAD_MAX: checked when appending.
+        // Never larger than PAYLOAD_MAX: each message is checked before it is appended.
         let _ = block::encode(*seq, payload, out);
         *seq = seq.wrapping_add(1);
         payload.clear();
@@ -140,6 +148,17 @@ pub fn encode_stream(
                 McuCommand::Text(t) => dict.encode_text(t).map(|b| msg = b),
             };
             result.map_err(|e| encode_err(index, message_text(m), e))?;
+        }
+        if msg.len() > PAYLOAD_MAX {
+            let text = config_phase
+                .get(index)
+                .cloned()
+                .unwrap_or_else(|| message_text(&messages[index - config_phase.len()]));
+            return Err(OutputError::TooLong {
+                index,
+                text,
+                bytes: msg.len(),
+            });
         }
         if payload.len() + msg.len() > PAYLOAD_MAX {
             flush(&mut payload, &mut out, &mut seq);

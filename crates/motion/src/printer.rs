@@ -12,7 +12,9 @@ use std::f64::consts::PI;
 
 use gantry_proto::dictionary::Dictionary;
 
-use crate::config::{Config, ConfigError, FloatBounds, IntBounds};
+use crate::config::{
+    Config, ConfigError, FloatBounds, IntBounds, PinDesc, PinFlags, Pull, check_pin_name,
+};
 use crate::extruder::ExtruderKin;
 use crate::itersolve::{Kinematics, StepperSolver};
 use crate::lookahead::AXES;
@@ -41,13 +43,11 @@ struct Cfg<'a> {
     config: &'a Config,
 }
 
-type Bounds = FloatBounds;
-
-fn above(v: f64) -> Bounds {
+fn above(v: f64) -> FloatBounds {
     FloatBounds::NONE.above(v)
 }
 
-fn minval(v: f64) -> Bounds {
+fn minval(v: f64) -> FloatBounds {
     FloatBounds::NONE.min(v)
 }
 
@@ -73,7 +73,7 @@ impl<'a> Cfg<'a> {
         section: &str,
         option: &str,
         default: Option<f64>,
-        b: Bounds,
+        b: FloatBounds,
     ) -> Result<f64, PrinterError> {
         self.config
             .getsection(section)
@@ -93,56 +93,36 @@ impl<'a> Cfg<'a> {
             .map_err(conf)
     }
 
+    fn getpin(
+        &self,
+        section: &str,
+        option: &str,
+        flags: PinFlags,
+    ) -> Result<PinDesc, PrinterError> {
+        self.config
+            .getsection(section)
+            .getpin(option, flags)
+            .map_err(conf)
+    }
+
+    fn getpin_opt(
+        &self,
+        section: &str,
+        option: &str,
+        flags: PinFlags,
+    ) -> Result<Option<PinDesc>, PrinterError> {
+        self.config
+            .getsection(section)
+            .getpin_opt(option, flags)
+            .map_err(conf)
+    }
+
     fn getboolean(&self, section: &str, option: &str) -> Result<Option<bool>, PrinterError> {
         let s = self.config.getsection(section);
         if !s.has_option(option) {
             return Ok(None);
         }
         s.getboolean(option, None).map(Some).map_err(conf)
-    }
-}
-
-/// A parsed pin: `^!PA1` → { pin: PA1, invert, pullup }.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PinSpec {
-    /// MCU name (`mcu` unless `name:` given).
-    pub mcu: String,
-    /// Pin name as the MCU enumerates it.
-    pub pin: String,
-    /// `!`.
-    pub invert: bool,
-    /// `^` = 1, `~` = −1, none = 0.
-    pub pullup: i8,
-}
-
-/// Parses Klipper's pin syntax.
-pub fn parse_pin(text: &str) -> PinSpec {
-    let mut s = text.trim();
-    let mut invert = false;
-    let mut pullup = 0;
-    loop {
-        if let Some(r) = s.strip_prefix('^') {
-            pullup = 1;
-            s = r.trim_start();
-        } else if let Some(r) = s.strip_prefix('~') {
-            pullup = -1;
-            s = r.trim_start();
-        } else if let Some(r) = s.strip_prefix('!') {
-            invert = true;
-            s = r.trim_start();
-        } else {
-            break;
-        }
-    }
-    let (mcu, pin) = match s.split_once(':') {
-        Some((m, p)) => (m.trim().to_owned(), p.trim().to_owned()),
-        None => ("mcu".to_owned(), s.to_owned()),
-    };
-    PinSpec {
-        mcu,
-        pin,
-        invert,
-        pullup,
     }
 }
 
@@ -155,14 +135,10 @@ pub struct PrinterMcu {
     pub freq: f64,
     /// Pin names the dictionary enumerates (empty: not checked).
     pub pins: Vec<String>,
-    /// Dictionary constants that matter here.
-    pub step_both_edge: bool,
     /// Number of oids allocated.
     pub oid_count: u8,
     /// Config commands (sent once; their text makes the CRC).
     pub config_cmds: Vec<String>,
-    /// Init commands (sent every connect).
-    pub init_cmds: Vec<String>,
     /// Move-queue slots reserved by outputs.
     pub reserved_move_slots: usize,
 }
@@ -172,17 +148,6 @@ impl PrinterMcu {
         let oid = self.oid_count;
         self.oid_count = self.oid_count.wrapping_add(1);
         oid
-    }
-
-    fn check_pin(&self, pin: &str) -> Result<(), PrinterError> {
-        if self.pins.is_empty() || self.pins.iter().any(|p| p == pin) {
-            Ok(())
-        } else {
-            Err(cfg_err(format!(
-                "Unable to translate pin name: {pin} (mcu '{}')",
-                self.name
-            )))
-        }
     }
 
     /// The full config phase: `allocate_oids`, the config commands and `finalize_config` with
@@ -315,10 +280,29 @@ pub struct Printer {
 }
 
 const HOMING_START_DELAY: f64 = 0.001;
+/// The move queue size klippy assumes in batch mode.
+const BATCH_MOVE_COUNT: usize = 500;
 const ENDSTOP_SAMPLE_TIME: f64 = 0.000_015;
 const ENDSTOP_SAMPLE_COUNT: u32 = 4;
 const TRSYNC_SINGLE_MCU_TIMEOUT: f64 = 0.250;
 const DISABLE_STALL_TIME: f64 = 0.100;
+
+/// `[printer] max_z_velocity` and `max_z_accel`: default and capped by the toolhead's limits.
+fn z_limits(cfg: &Cfg<'_>, max_velocity: f64, max_accel: f64) -> Result<(f64, f64), PrinterError> {
+    let v = cfg.getfloat(
+        "printer",
+        "max_z_velocity",
+        Some(max_velocity),
+        above(0.0).max(max_velocity),
+    )?;
+    let a = cfg.getfloat(
+        "printer",
+        "max_z_accel",
+        Some(max_accel),
+        above(0.0).max(max_accel),
+    )?;
+    Ok((v, a))
+}
 
 impl Printer {
     /// A printer for planning only (estimates, the twin's timing): no dictionaries, no pin checks,
@@ -356,10 +340,8 @@ impl Printer {
                     name: name.clone(),
                     freq: 16_000_000.0,
                     pins: Vec::new(),
-                    step_both_edge: false,
                     oid_count: 0,
                     config_cmds: Vec::new(),
-                    init_cmds: Vec::new(),
                     reserved_move_slots: 0,
                 });
                 continue;
@@ -376,15 +358,12 @@ impl Printer {
                 .get("pin")
                 .map(|e| e.names().map(str::to_owned).collect())
                 .unwrap_or_default();
-            let step_both_edge = dict.constant_int("STEPPER_STEP_BOTH_EDGE").unwrap_or(0) != 0;
             mcus.push(PrinterMcu {
                 name: name.clone(),
                 freq,
                 pins,
-                step_both_edge,
                 oid_count: 0,
                 config_cmds: Vec::new(),
-                init_cmds: Vec::new(),
                 reserved_move_slots: 0,
             });
         }
@@ -394,11 +373,7 @@ impl Printer {
             "printer",
             "minimum_cruise_ratio",
             Some(0.5),
-            Bounds {
-                minval: Some(0.0),
-                below: Some(1.0),
-                ..FloatBounds::NONE
-            },
+            FloatBounds::NONE.min(0.0).below(1.0),
         )?;
         let scv = cfg.getfloat("printer", "square_corner_velocity", Some(5.0), minval(0.0))?;
         let kin_name = cfg.get("printer", "kinematics")?.trim().to_owned();
@@ -436,14 +411,20 @@ impl Printer {
             extruder_pa: Vec::new(),
         };
         for m in &p.mcus {
-            p.toolhead.mcus.push(McuQueue::new(m.freq, 1024));
+            p.toolhead
+                .mcus
+                .push(McuQueue::new(m.freq, BATCH_MOVE_COUNT));
         }
         p.build_kinematics(&cfg, max_velocity, max_accel)?;
         p.build_extruders(&cfg, max_velocity, max_accel)?;
         p.build_heaters(&cfg)?;
         p.build_fan(&cfg)?;
         p.build_input_shaper(&cfg)?;
-        p.finish_config();
+        // The step budget: the MCU's move queue less the slots outputs reserve (klippy uses 500
+        // moves in batch mode, where no MCU answers get_config).
+        for (q, m) in p.toolhead.mcus.iter_mut().zip(&p.mcus) {
+            q.set_move_count(BATCH_MOVE_COUNT.saturating_sub(m.reserved_move_slots));
+        }
         Ok(p)
     }
 
@@ -454,6 +435,17 @@ impl Printer {
             .ok_or_else(|| cfg_err(format!("Unknown pin chip name '{name}'")))
     }
 
+    /// The MCU a pin is on, after checking the pin against that MCU's dictionary.
+    fn pin_mcu(&self, pin: &PinDesc) -> Result<usize, PrinterError> {
+        let mi = self.mcu_index(&pin.chip)?;
+        let mcu = &self.mcus[mi];
+        if !mcu.pins.is_empty() {
+            check_pin_name(&pin.pin, &mcu.name, mcu.pins.iter().map(String::as_str))
+                .map_err(|e| cfg_err(e.message))?;
+        }
+        Ok(mi)
+    }
+
     fn add_stepper(
         &mut self,
         cfg: &Cfg<'_>,
@@ -461,14 +453,13 @@ impl Printer {
         kin: Kinematics,
         trapq: Option<TrapqId>,
     ) -> Result<usize, PrinterError> {
-        let step = parse_pin(cfg.get(section, "step_pin")?);
-        let dir = parse_pin(cfg.get(section, "dir_pin")?);
-        let mi = self.mcu_index(&step.mcu)?;
-        if dir.mcu != step.mcu {
+        let step = cfg.getpin(section, "step_pin", PinFlags::INVERT)?;
+        let dir = cfg.getpin(section, "dir_pin", PinFlags::INVERT)?;
+        let mi = self.pin_mcu(&step)?;
+        self.pin_mcu(&dir)?;
+        if dir.chip != step.chip {
             return Err(cfg_err("Stepper dir pin must be on same mcu as step pin"));
         }
-        self.mcus[mi].check_pin(&step.pin)?;
-        self.mcus[mi].check_pin(&dir.pin)?;
         let rotation_distance = cfg.getfloat(section, "rotation_distance", None, above(0.0))?;
         let microsteps = cfg.getint(section, "microsteps", None)?;
         if microsteps < 1 {
@@ -508,11 +499,7 @@ impl Printer {
             section,
             "step_pulse_duration",
             Some(0.000_002),
-            Bounds {
-                minval: Some(0.0),
-                maxval: Some(0.001),
-                ..FloatBounds::NONE
-            },
+            FloatBounds::NONE.min(0.0).max(0.001),
         )?;
         let oid = self.mcus[mi].create_oid();
         let mcu = &mut self.mcus[mi];
@@ -538,11 +525,9 @@ impl Printer {
             enable_pending: true,
         });
         // Enable pin.
-        let enable = match cfg.get_opt(section, "enable_pin") {
-            Some(text) => {
-                let pin = parse_pin(text);
-                let emi = self.mcu_index(&pin.mcu)?;
-                self.mcus[emi].check_pin(&pin.pin)?;
+        let enable = match cfg.getpin_opt(section, "enable_pin", PinFlags::INVERT)? {
+            Some(pin) => {
+                let emi = self.pin_mcu(&pin)?;
                 Some(self.add_digital_out(emi, &pin))
             }
             None => None,
@@ -552,7 +537,7 @@ impl Printer {
         Ok(idx)
     }
 
-    fn add_digital_out(&mut self, mi: usize, pin: &PinSpec) -> usize {
+    fn add_digital_out(&mut self, mi: usize, pin: &PinDesc) -> usize {
         let mcu = &mut self.mcus[mi];
         mcu.reserved_move_slots += 1;
         let oid = mcu.create_oid();
@@ -593,15 +578,18 @@ impl Printer {
         default_position_endstop: Option<f64>,
     ) -> Result<usize, PrinterError> {
         // Endstop and trsync oids come before the stepper's, as in Klipper.
-        let endstop_text = cfg.get(section, "endstop_pin")?;
-        let es = parse_pin(endstop_text);
-        let emi = self.mcu_index(&es.mcu)?;
-        self.mcus[emi].check_pin(&es.pin)?;
+        let es = cfg.getpin(section, "endstop_pin", PinFlags::ENDSTOP)?;
+        let emi = self.pin_mcu(&es)?;
+        let pull_up = match es.pull {
+            Pull::Up => 1,
+            Pull::Down => -1,
+            Pull::None => 0,
+        };
         let es_oid = self.mcus[emi].create_oid();
         let trsync_oid = self.mcus[emi].create_oid();
         self.mcus[emi].config_cmds.push(format!(
             "config_endstop oid={es_oid} pin={} pull_up={}",
-            es.pin, es.pullup
+            es.pin, pull_up
         ));
         self.mcus[emi]
             .config_cmds
@@ -708,26 +696,7 @@ impl Printer {
                     };
                     self.add_rail(cfg, name, kin, true, None)?;
                 }
-                let max_z_velocity = cfg.getfloat(
-                    "printer",
-                    "max_z_velocity",
-                    Some(max_velocity),
-                    Bounds {
-                        above: Some(0.0),
-                        maxval: Some(max_velocity),
-                        ..FloatBounds::NONE
-                    },
-                )?;
-                let max_z_accel = cfg.getfloat(
-                    "printer",
-                    "max_z_accel",
-                    Some(max_accel),
-                    Bounds {
-                        above: Some(0.0),
-                        maxval: Some(max_accel),
-                        ..FloatBounds::NONE
-                    },
-                )?;
+                let (max_z_velocity, max_z_accel) = z_limits(cfg, max_velocity, max_accel)?;
                 self.toolhead.kin_limits = KinLimits::Cartesian {
                     max_z_velocity,
                     max_z_accel,
@@ -774,26 +743,7 @@ impl Printer {
                 a_endstop = Some(self.rails[r].position_endstop);
             }
         }
-        let max_z_velocity = cfg.getfloat(
-            "printer",
-            "max_z_velocity",
-            Some(max_velocity),
-            Bounds {
-                above: Some(0.0),
-                maxval: Some(max_velocity),
-                ..FloatBounds::NONE
-            },
-        )?;
-        let max_z_accel = cfg.getfloat(
-            "printer",
-            "max_z_accel",
-            Some(max_accel),
-            Bounds {
-                above: Some(0.0),
-                maxval: Some(max_accel),
-                ..FloatBounds::NONE
-            },
-        )?;
+        let (max_z_velocity, max_z_accel) = z_limits(cfg, max_velocity, max_accel)?;
         let endstops: Vec<f64> = self.rails.iter().map(|r| r.position_endstop).collect();
         let abs_endstops: Vec<f64> = (0..3)
             .map(|i| endstops[i] + (arms[i] * arms[i] - radius * radius).sqrt())
@@ -808,10 +758,7 @@ impl Printer {
             "printer",
             "minimum_z_position",
             Some(0.0),
-            Bounds {
-                maxval: Some(max_z),
-                ..FloatBounds::NONE
-            },
+            FloatBounds::NONE.max(max_z),
         )?;
         let limit_z = (0..3)
             .map(|i| abs_endstops[i] - arms[i])
@@ -909,11 +856,7 @@ impl Printer {
                 s,
                 "pressure_advance_smooth_time",
                 Some(0.040),
-                Bounds {
-                    above: Some(0.0),
-                    maxval: Some(0.200),
-                    ..FloatBounds::NONE
-                },
+                FloatBounds::NONE.max(0.200).above(0.0),
             )?;
             let ei = self.toolhead.extruders.len();
             self.toolhead.extruders.push(ExtruderMotion {
@@ -971,17 +914,14 @@ impl Printer {
             self.heater_targets.push(("heater_bed".to_owned(), 0.0));
         }
         for s in &sections {
-            let (Some(sensor), Some(heater)) =
-                (cfg.get_opt(s, "sensor_pin"), cfg.get_opt(s, "heater_pin"))
-            else {
+            let (Some(sensor), Some(heater)) = (
+                cfg.getpin_opt(s, "sensor_pin", PinFlags::PLAIN)?,
+                cfg.getpin_opt(s, "heater_pin", PinFlags::INVERT)?,
+            ) else {
                 continue;
             };
-            let sensor = parse_pin(sensor);
-            let heater = parse_pin(heater);
-            let smi = self.mcu_index(&sensor.mcu)?;
-            self.mcus[smi].check_pin(&sensor.pin)?;
-            let hmi = self.mcu_index(&heater.mcu)?;
-            self.mcus[hmi].check_pin(&heater.pin)?;
+            let smi = self.pin_mcu(&sensor)?;
+            let hmi = self.pin_mcu(&heater)?;
             let aoid = self.mcus[smi].create_oid();
             self.mcus[smi]
                 .config_cmds
@@ -1007,29 +947,20 @@ impl Printer {
         if !cfg.has("fan") {
             return Ok(());
         }
-        let pin = parse_pin(cfg.get("fan", "pin")?);
-        let mi = self.mcu_index(&pin.mcu)?;
-        self.mcus[mi].check_pin(&pin.pin)?;
+        let pin = cfg.getpin("fan", "pin", PinFlags::INVERT)?;
+        let mi = self.pin_mcu(&pin)?;
         let max_power = cfg.getfloat(
             "fan",
             "max_power",
             Some(1.0),
-            Bounds {
-                above: Some(0.0),
-                maxval: Some(1.0),
-                ..FloatBounds::NONE
-            },
+            FloatBounds::NONE.max(1.0).above(0.0),
         )?;
         let kick = cfg.getfloat("fan", "kick_start_time", Some(0.1), minval(0.0))?;
         let off_below = cfg.getfloat(
             "fan",
             "off_below",
             Some(0.0),
-            Bounds {
-                minval: Some(0.0),
-                maxval: Some(1.0),
-                ..FloatBounds::NONE
-            },
+            FloatBounds::NONE.min(0.0).max(1.0),
         )?;
         let cycle_time = cfg.getfloat("fan", "cycle_time", Some(0.010), above(0.0))?;
         let m = &mut self.mcus[mi];
@@ -1079,11 +1010,7 @@ impl Printer {
                 s,
                 &format!("damping_ratio_{name}"),
                 Some(0.1),
-                Bounds {
-                    minval: Some(0.0),
-                    maxval: Some(kind.max_damping_ratio()),
-                    ..FloatBounds::NONE
-                },
+                FloatBounds::NONE.min(0.0).max(kind.max_damping_ratio()),
             )?;
             if freq == 0.0 {
                 continue;
@@ -1103,13 +1030,6 @@ impl Printer {
         }
         self.toolhead.check_step_generation_scan_windows();
         Ok(())
-    }
-
-    fn finish_config(&mut self) {
-        for (i, m) in self.mcus.iter().enumerate() {
-            let _ = i;
-            let _ = m;
-        }
     }
 
     // ---- G-code --------------------------------------------------------------------------
@@ -1439,8 +1359,7 @@ impl Printer {
         entry.1 = temp;
         // Klipper registers a no-op look-ahead callback (it can flush an idle look-ahead).
         self.toolhead
-            .register_lookahead_callback(TimedAction::Event(u32::MAX))?;
-        self.toolhead.fired_events.retain(|(id, _)| *id != u32::MAX);
+            .register_lookahead_callback(TimedAction::Nothing)?;
         Ok(())
     }
 
@@ -1767,17 +1686,12 @@ impl Printer {
             self.run_line(&line, self.line_no)?;
         }
         self.toolhead.get_last_move_time()?;
-        self.set_fan_on_exit()?;
         self.toolhead.dwell(0.5)?;
         self.toolhead.wait_moves()?;
         self.toolhead.flush_step_generation()?;
         self.apply_enable_events();
         let t = self.toolhead.need_flush_time() + 0.25;
         self.toolhead.advance_flush_time(t, 0.0)?;
-        Ok(())
-    }
-
-    fn set_fan_on_exit(&mut self) -> Result<(), MoveError> {
         Ok(())
     }
 
@@ -2005,10 +1919,12 @@ mod tests {
 
     #[test]
     fn pins_parse() {
-        let p = parse_pin("^!PA1");
+        // Pins go through config.rs's parser (Klipper's syntax and errors).
+        let p = crate::config::parse_pin("^!PA1", PinFlags::ENDSTOP).expect("valid pin");
         assert_eq!(p.pin, "PA1");
         assert!(p.invert);
-        assert_eq!(p.pullup, 1);
-        assert_eq!(parse_pin("ebb:PB2").mcu, "ebb");
+        assert_eq!(p.pull, Pull::Up);
+        let p = crate::config::parse_pin("ebb:PB2", PinFlags::INVERT).expect("valid pin");
+        assert_eq!(p.chip, "ebb");
     }
 }

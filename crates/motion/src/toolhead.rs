@@ -196,8 +196,9 @@ pub enum TimedAction {
         /// Smooth time, s.
         smooth_time: f64,
     },
-    /// A caller-defined event (output pins, heaters): its id.
-    Event(u32),
+    /// Nothing but the synchronisation itself (Klipper's heaters register such a callback: with
+    /// an idle look-ahead it flushes and resynchronises print time).
+    Nothing,
     /// A PWM request for `pwm_queues[queue]`.
     PwmRequest {
         /// Index into the toolhead's PWM queues.
@@ -254,6 +255,13 @@ impl McuQueue {
             move_clocks: vec![0; move_count.max(1)],
             out: Vec::new(),
         }
+    }
+
+    /// Sets the number of move-queue slots step commands may use (an MCU's `move_count` less
+    /// the slots its outputs reserve); clears the slot bookkeeping.
+    pub fn set_move_count(&mut self, move_count: usize) {
+        self.move_clocks.clear();
+        self.move_clocks.resize(move_count.max(1), 0);
     }
 
     /// Print time → MCU clock (Klipper's `print_time_to_clock`: truncating).
@@ -426,12 +434,12 @@ pub struct Toolhead {
     /// Timed actions waiting on moves, with the 1-based position (oldest first) in the
     /// look-ahead queue of the move they follow.
     timed_actions: Vec<(TimedAction, usize)>,
-    /// Actions ready to be applied by the caller (events), with their print time.
-    pub fired_events: Vec<(u32, f64)>,
     /// Planned moves of the last flush (reused buffer).
     flushed: Vec<Move>,
     /// Scratch for merging step messages.
     step_msgs: Vec<Vec<StepMessage>>,
+    /// How many of each stepper's `step_msgs` the current merge has taken.
+    step_msg_taken: Vec<usize>,
     /// Every committed move (for estimates and the twin), if recording.
     pub record: Option<Vec<PlannedMove>>,
     /// Steppers switched on by their first movement: (stepper index, print time).
@@ -501,9 +509,9 @@ impl Toolhead {
                 ..FlushState::default()
             },
             timed_actions: Vec::new(),
-            fired_events: Vec::new(),
             flushed: Vec::new(),
             step_msgs: Vec::new(),
+            step_msg_taken: Vec::new(),
             record: None,
             enabled: Vec::new(),
             pwm_queues: Vec::new(),
@@ -617,50 +625,8 @@ impl Toolhead {
         }
         let mut next_move_time = self.print_time;
         for m in &moves {
-            if m.is_kinematic_move {
-                self.trapq.append(
-                    next_move_time,
-                    m.accel_t,
-                    m.cruise_t,
-                    m.decel_t,
-                    Coord::new(m.start_pos[0], m.start_pos[1], m.start_pos[2]),
-                    Coord::new(m.axes_r[0], m.axes_r[1], m.axes_r[2]),
-                    m.start_v,
-                    m.cruise_v,
-                    m.accel,
-                );
-            }
-            if m.axes_d[3] != 0.0
-                && let Some(e) = self.active_extruder
-            {
-                let ex = &mut self.extruders[e];
-                append_extrusion(
-                    &mut ex.trapq,
-                    next_move_time,
-                    m.accel_t,
-                    m.cruise_t,
-                    m.decel_t,
-                    m.start_pos[3],
-                    m.axes_r[3],
-                    m.start_v,
-                    m.cruise_v,
-                    m.accel,
-                    m.axes_d[0] != 0.0 || m.axes_d[1] != 0.0,
-                );
-                ex.last_position = m.end_pos[3];
-            }
-            if let Some(rec) = &mut self.record {
-                rec.push(PlannedMove {
-                    print_time: next_move_time,
-                    start_pos: m.start_pos,
-                    end_pos: m.end_pos,
-                    v: [m.start_v, m.cruise_v, m.end_v],
-                    t: [m.accel_t, m.cruise_t, m.decel_t],
-                    accel: m.accel,
-                    line: m.line,
-                });
-            }
-            next_move_time += m.accel_t + m.cruise_t + m.decel_t;
+            self.queue_move(m, next_move_time);
+            next_move_time += m.total_t();
         }
         let n_moves = moves.len();
         self.flushed = moves;
@@ -668,6 +634,54 @@ impl Toolhead {
         self.advance_move_time(next_move_time);
         self.note_mcu_movequeue_activity(next_move_time, true);
         Ok(())
+    }
+
+    /// Puts a planned move into the trapqs at `print_time`: the toolhead's for X/Y/Z, the active
+    /// extruder's for E (Klipper's `trapq_append` + `process_move`), and into the record.
+    fn queue_move(&mut self, m: &Move, print_time: f64) {
+        if m.is_kinematic_move {
+            self.trapq.append(
+                print_time,
+                m.accel_t,
+                m.cruise_t,
+                m.decel_t,
+                Coord::new(m.start_pos[0], m.start_pos[1], m.start_pos[2]),
+                Coord::new(m.axes_r[0], m.axes_r[1], m.axes_r[2]),
+                m.start_v,
+                m.cruise_v,
+                m.accel,
+            );
+        }
+        if m.axes_d[3] != 0.0
+            && let Some(e) = self.active_extruder
+        {
+            let ex = &mut self.extruders[e];
+            append_extrusion(
+                &mut ex.trapq,
+                print_time,
+                m.accel_t,
+                m.cruise_t,
+                m.decel_t,
+                m.start_pos[3],
+                m.axes_r[3],
+                m.start_v,
+                m.cruise_v,
+                m.accel,
+                m.axes_d[0] != 0.0 || m.axes_d[1] != 0.0,
+            );
+            ex.last_position = m.end_pos[3];
+        }
+        if let Some(rec) = &mut self.record {
+            rec.push(PlannedMove {
+                print_time,
+                start_pos: m.start_pos,
+                end_pos: m.end_pos,
+                v: [m.start_v, m.cruise_v, m.end_v],
+                t: [m.accel_t, m.cruise_t, m.decel_t],
+                accel: m.accel,
+                line: m.line,
+            });
+        }
     }
 
     /// Fires the timed actions whose move was among the `n_flushed` just committed; the others
@@ -710,7 +724,7 @@ impl Toolhead {
                     }
                 }
             }
-            TimedAction::Event(id) => self.fired_events.push((id, at)),
+            TimedAction::Nothing => {}
             TimedAction::PwmRequest { queue, value } => {
                 self.pwm_queues[queue].rqueue.push((at, value));
                 self.note_mcu_movequeue_activity(at, false);
@@ -991,28 +1005,7 @@ impl Toolhead {
         let start_time = self.print_time;
         let mut end_time = start_time;
         for mv in &moves {
-            self.trapq.append(
-                end_time,
-                mv.accel_t,
-                mv.cruise_t,
-                mv.decel_t,
-                Coord::new(mv.start_pos[0], mv.start_pos[1], mv.start_pos[2]),
-                Coord::new(mv.axes_r[0], mv.axes_r[1], mv.axes_r[2]),
-                mv.start_v,
-                mv.cruise_v,
-                mv.accel,
-            );
-            if let Some(rec) = &mut self.record {
-                rec.push(PlannedMove {
-                    print_time: end_time,
-                    start_pos: mv.start_pos,
-                    end_pos: mv.end_pos,
-                    v: [mv.start_v, mv.cruise_v, mv.end_v],
-                    t: [mv.accel_t, mv.cruise_t, mv.decel_t],
-                    accel: mv.accel,
-                    line: mv.line,
-                });
-            }
+            self.queue_move(mv, end_time);
             end_time += mv.total_t();
         }
         self.lookahead.reset();
@@ -1148,38 +1141,42 @@ impl Toolhead {
 
     /// Merges pending step messages of MCU `mi` in `req_clock` order up to `move_clock`.
     fn steppersync_flush(&mut self, mi: usize, move_clock: u64) {
+        self.step_msg_taken.clear();
+        self.step_msg_taken.resize(self.step_msgs.len(), 0);
         loop {
             let mut best: Option<(usize, u64)> = None;
             for (i, s) in self.steppers.iter().enumerate() {
                 if s.mcu != mi {
                     continue;
                 }
-                if let Some(m) = self.step_msgs[i].first()
+                if let Some(m) = self.step_msgs[i].get(self.step_msg_taken[i])
                     && best.is_none_or(|(_, c)| m.req_clock < c)
                 {
                     best = Some((i, m.req_clock));
                 }
             }
             let Some((i, req_clock)) = best else { break };
-            let min_clock = self.step_msgs[i][0].min_clock;
-            if min_clock != 0 && req_clock > move_clock {
+            let msg = &self.step_msgs[i][self.step_msg_taken[i]];
+            if msg.min_clock != 0 && req_clock > move_clock {
                 break;
             }
-            let msg = self.step_msgs[i].remove(0);
+            self.step_msg_taken[i] += 1;
             let mcu = &mut self.mcus[mi];
             let next_avail = mcu.move_clocks[0];
             if msg.min_clock != 0 {
                 mcu.heap_replace(msg.min_clock);
             }
-            let oid = self.steppers[i].oid;
             mcu.out.push(McuMessage {
                 req_clock: msg.req_clock,
                 min_clock: next_avail,
                 command: McuCommand::Step {
-                    oid,
+                    oid: self.steppers[i].oid,
                     message: msg.command,
                 },
             });
+        }
+        for (msgs, &taken) in self.step_msgs.iter_mut().zip(&self.step_msg_taken) {
+            msgs.drain(..taken);
         }
     }
 

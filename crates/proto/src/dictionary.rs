@@ -245,18 +245,25 @@ impl Dictionary {
         self.commands.get(name).and_then(|id| self.messages.get(id))
     }
 
+    /// The command called `name`, or an error saying this MCU does not have it.
+    ///
+    /// # Errors
+    /// When the dictionary has no such command.
+    pub fn require_command(&self, name: &str) -> Result<&MessageFormat, MessageError> {
+        self.command(name)
+            .ok_or_else(|| MessageError::BadArguments {
+                name: name.to_owned(),
+                why: "this MCU's dictionary has no such command".to_owned(),
+            })
+    }
+
     /// Encodes the command called `name` with `values` (message id and parameters), ready for
     /// [`crate::link::HostLink::send`].
     ///
     /// # Errors
     /// When the dictionary has no such command, or the values do not fit its parameters.
     pub fn encode_command(&self, name: &str, values: &[Value]) -> Result<Vec<u8>, MessageError> {
-        let format = self
-            .command(name)
-            .ok_or_else(|| MessageError::BadArguments {
-                name: name.to_owned(),
-                why: "this MCU's dictionary has no such command".to_owned(),
-            })?;
+        let format = self.require_command(name)?;
         let mut out = Vec::new();
         format.encode(values, &mut out)?;
         Ok(out)
@@ -272,12 +279,7 @@ impl Dictionary {
     pub fn encode_text(&self, text: &str) -> Result<Vec<u8>, MessageError> {
         let mut words = text.split_whitespace();
         let name = words.next().unwrap_or("");
-        let format = self
-            .command(name)
-            .ok_or_else(|| MessageError::BadArguments {
-                name: name.to_owned(),
-                why: "this MCU's dictionary has no such command".to_owned(),
-            })?;
+        let format = self.require_command(name)?;
         let bad = |why: String| MessageError::BadArguments {
             name: name.to_owned(),
             why,
@@ -336,16 +338,6 @@ impl Dictionary {
     pub fn counts(&self) -> (usize, usize, usize) {
         let (c, r) = (self.commands.len(), self.responses.len());
         (c, r, self.messages.len() - c - r)
-    }
-
-    /// An integer constant (or a float with an integral value) from `config`.
-    pub fn constant_int(&self, name: &str) -> Option<i64> {
-        match self.config.get(name)? {
-            Constant::Int(v) => Some(*v),
-            Constant::Float(f) if f.fract() == 0.0 => Some(*f as i64),
-            Constant::Str(s) => s.trim().parse().ok(),
-            Constant::Float(_) => None,
-        }
     }
 
     /// `CLOCK_FREQ` in Hz.
