@@ -126,7 +126,12 @@ pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot load {}", args.config.display()))?;
     let gcode = std::fs::read(&args.file)
         .with_context(|| format!("cannot read G-code {}", args.file.display()))?;
-    let est = estimate(&config, &gcode).with_context(|| {
+    let planned = if args.assume_homed {
+        gantry_motion::estimate::estimate_assuming_homed(&config, &gcode)
+    } else {
+        estimate(&config, &gcode)
+    };
+    let est = planned.with_context(|| {
         format!(
             "{}: cannot plan with this printer.cfg",
             args.config.display()
@@ -144,8 +149,9 @@ pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     let t = est.print_time_s;
     writeln!(
         out,
-        "print time: {} ({t:.1} s)\nfilament: {:.2} m, {:.1} g at {} g/cm³\nhighest speed: {:.1} mm/s\nlayers: {}\nmoves: {}",
+        "print time: {} ({t:.1} s of motion; Klipper batch mode would report {:.3} s)\nfilament: {:.2} m, {:.1} g at {} g/cm³\nhighest speed: {:.1} mm/s\nlayers: {}\nmoves: {}",
         hms(t),
+        est.klipper_print_time_s,
         est.filament_mm / 1000.0,
         grams,
         args.density,

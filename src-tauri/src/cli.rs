@@ -104,6 +104,9 @@ pub struct EstimateArgs {
     /// List every layer's time.
     #[arg(long)]
     pub layers: bool,
+    /// Take every axis as homed before the file starts (for files that never home).
+    #[arg(long)]
+    pub assume_homed: bool,
     /// Filament density for the mass, g/cm³ (PLA 1.24).
     #[arg(long, default_value_t = 1.24)]
     pub density: f64,

@@ -7,7 +7,7 @@
 //! speed reached.
 
 use crate::config::Config;
-use crate::printer::{Printer, PrinterError, Response};
+use crate::printer::{BATCH_READ_SIZE, Printer, PrinterError, Response};
 use crate::toolhead::{MoveError, PlannedMove};
 
 /// One layer: the Z at which it extrudes and how long it takes.
@@ -28,6 +28,10 @@ pub struct LayerTime {
 pub struct Estimate {
     /// From the first move's start to the last move's end, s.
     pub print_time_s: f64,
+    /// What klippy reports as "print time" when the same file ends in batch mode: the print
+    /// time at the end of the input, counted from the planner's start (0.25 s buffer and
+    /// step-generation lead included), s.
+    pub klipper_print_time_s: f64,
     /// Per layer.
     pub layers: Vec<LayerTime>,
     /// Net filament pushed (extrusions minus retractions), mm.
@@ -55,79 +59,133 @@ pub enum EstimateError {
     Planner(#[from] MoveError),
 }
 
-/// Plans `gcode` on the printer described by `config`.
+/// Plans `gcode` on the printer described by `config`, exactly as batch mode runs it: the file
+/// (or its start macro) homes the printer, and homing takes the time Klipper's batch mode gives
+/// it. See [`estimate_assuming_homed`] for files that never home.
 ///
 /// # Errors
 /// A config the planner cannot use; an internal planner failure.
 pub fn estimate(config: &Config, gcode: &[u8]) -> Result<Estimate, EstimateError> {
+    estimate_with(config, gcode, false)
+}
+
+/// Like [`estimate`], with every axis taken as homed at X0 Y0 Z0 before the file starts.
+///
+/// # Errors
+/// A config the planner cannot use; an internal planner failure.
+pub fn estimate_assuming_homed(config: &Config, gcode: &[u8]) -> Result<Estimate, EstimateError> {
+    estimate_with(config, gcode, true)
+}
+
+/// Plans `gcode` on the printer described by `config`.
+///
+/// The input goes through [`Printer::feed_batch_chunk`] in the same chunks as
+/// [`Printer::run_batch`] (so the plan is the same), and the committed moves are summarised
+/// after each chunk: memory does not grow with the length of the file.
+///
+/// # Errors
+/// A config the planner cannot use; an internal planner failure.
+fn estimate_with(
+    config: &Config,
+    gcode: &[u8],
+    assume_homed: bool,
+) -> Result<Estimate, EstimateError> {
     let mut printer = Printer::for_planning(config)?;
-    printer.assume_homed()?;
-    printer.run_batch(gcode)?;
-    let moves = printer.toolhead.record.take().unwrap_or_default();
+    if assume_homed {
+        printer.assume_homed()?;
+    }
+    let mut summary = Summary::default();
+    for chunk in gcode.chunks(BATCH_READ_SIZE) {
+        printer.feed_batch_chunk(chunk)?;
+        summary.take(&mut printer);
+    }
+    printer.finish_batch()?;
+    summary.take(&mut printer);
     let filament_area = printer
         .toolhead
         .extruders
         .first()
         .map_or(0.0, |e| e.filament_area);
     let lines = printer.lines_read();
-    Ok(summarise(&moves, filament_area, lines, &printer.responses))
+    let mut est = summary.finish(filament_area, lines, &printer.responses);
+    est.klipper_print_time_s = printer.end_print_time;
+    Ok(est)
 }
 
-fn summarise(
-    moves: &[PlannedMove],
-    filament_area: f64,
-    lines: u32,
-    responses: &[Response],
-) -> Estimate {
-    let start = moves.first().map_or(0.0, |m| m.print_time);
-    let end = moves
-        .last()
-        .map_or(0.0, |m| m.print_time + m.t[0] + m.t[1] + m.t[2]);
-    let mut filament_mm = 0.0;
-    let mut max_speed: f64 = 0.0;
-    let mut layers: Vec<LayerTime> = Vec::new();
-    let mut layer_start = 0.0;
-    for m in moves {
+/// The running totals over committed moves, oldest first.
+#[derive(Default)]
+struct Summary {
+    /// Start of the first move, s.
+    start: Option<f64>,
+    /// End of the newest move, s.
+    end: f64,
+    filament_mm: f64,
+    max_speed: f64,
+    layers: Vec<LayerTime>,
+    layer_start: f64,
+    moves: usize,
+}
+
+impl Summary {
+    /// Consumes the moves the planner has recorded so far (keeping the buffer for reuse).
+    fn take(&mut self, printer: &mut Printer) {
+        if let Some(rec) = printer.toolhead.record.as_mut() {
+            for m in rec.iter() {
+                self.add(m);
+            }
+            rec.clear();
+        }
+    }
+
+    fn add(&mut self, m: &PlannedMove) {
+        self.start.get_or_insert(m.print_time);
+        self.end = m.print_time + m.t[0] + m.t[1] + m.t[2];
+        self.moves += 1;
         let de = m.end_pos[3] - m.start_pos[3];
-        filament_mm += de;
+        self.filament_mm += de;
         let dxyz = (0..3)
             .map(|i| (m.end_pos[i] - m.start_pos[i]).powi(2))
             .sum::<f64>()
             .sqrt();
         if dxyz > 0.0 {
-            max_speed = max_speed.max(m.v[1]);
+            self.max_speed = self.max_speed.max(m.v[1]);
         }
         let extruding = de > 0.0 && dxyz > 0.0;
         if !extruding {
-            continue;
+            return;
         }
         let z = m.start_pos[2];
-        let new_layer = layers.last().is_none_or(|l| (l.z_mm - z).abs() > 1e-6);
+        let new_layer = self.layers.last().is_none_or(|l| (l.z_mm - z).abs() > 1e-6);
         if new_layer {
-            if let Some(last) = layers.last_mut() {
-                last.time_s = m.print_time - layer_start;
+            if let Some(last) = self.layers.last_mut() {
+                last.time_s = m.print_time - self.layer_start;
             }
-            layer_start = m.print_time;
-            layers.push(LayerTime {
-                layer: layers.len(),
+            self.layer_start = m.print_time;
+            self.layers.push(LayerTime {
+                layer: self.layers.len(),
                 z_mm: z,
                 time_s: 0.0,
                 first_line: m.line,
             });
         }
     }
-    if let Some(last) = layers.last_mut() {
-        last.time_s = end - layer_start;
-    }
-    Estimate {
-        print_time_s: end - start,
-        layers,
-        filament_mm,
-        filament_mm3: filament_mm * filament_area,
-        max_speed_mm_s: max_speed,
-        moves: moves.len(),
-        lines,
-        messages: responses.iter().map(|r| (r.line, r.text.clone())).collect(),
+
+    fn finish(mut self, filament_area: f64, lines: u32, responses: &[Response]) -> Estimate {
+        let end = if self.moves == 0 { 0.0 } else { self.end };
+        if let Some(last) = self.layers.last_mut() {
+            last.time_s = end - self.layer_start;
+        }
+        Estimate {
+            print_time_s: end - self.start.unwrap_or(0.0),
+            klipper_print_time_s: 0.0,
+            layers: self.layers,
+            filament_mm: self.filament_mm,
+            filament_mm3: self.filament_mm * filament_area,
+            max_speed_mm_s: self.max_speed,
+            moves: self.moves,
+            lines,
+            messages: responses.iter().map(|r| (r.line, r.text.clone())).collect(),
+        }
     }
 }
 

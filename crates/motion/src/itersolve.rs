@@ -96,6 +96,16 @@ pub struct StepperSolver {
     active: ActiveAxes,
     pre_active: f64,
     post_active: f64,
+    /// Scratch: the search ranges of one [`StepperSolver::generate_steps`] call.
+    ranges: Vec<StepRange>,
+}
+
+/// One run of the half-step search: print times `[abs_start, abs_end]` of trapq entry `index`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct StepRange {
+    index: usize,
+    abs_start: f64,
+    abs_end: f64,
 }
 
 /// Klipper's initial exponential-search window, seconds.
@@ -115,6 +125,7 @@ impl StepperSolver {
             active,
             pre_active: 0.0,
             post_active: 0.0,
+            ranges: Vec::new(),
         };
         s.update_windows();
         s
@@ -191,21 +202,6 @@ impl StepperSolver {
         self.commanded_pos = self.kin.position_from_coord(c);
     }
 
-    /// The stepper coordinate at `move_time` into trapq entry `index`.
-    #[inline]
-    fn calc_position(&self, tq: &TrapQ, index: usize, move_time: f64) -> f64 {
-        if let Kinematics::Extruder(e) = &self.kin {
-            return e.calc_position(tq, index, move_time);
-        }
-        match &self.shaper {
-            Some(s) if s.shapes(self.active) => {
-                let c = s.shaped_coord(tq, index, move_time, self.active);
-                self.kin.position_from_coord(c)
-            }
-            _ => self.kin.position_from_coord(tq.get(index).coord(move_time)),
-        }
-    }
-
     /// Generates this stepper's steps from the trapq up to `flush_time` into `sc`.
     ///
     /// # Errors
@@ -216,6 +212,113 @@ impl StepperSolver {
         sc: &mut StepCompress,
         flush_time: f64,
     ) -> Result<(), StepCompressError> {
+        let mut ranges = std::mem::take(&mut self.ranges);
+        self.plan_ranges(tq, flush_time, &mut ranges);
+        let mut result = Ok(());
+        for r in &ranges {
+            result = self.gen_steps_range(tq, sc, r.index, r.abs_start, r.abs_end);
+            if result.is_err() {
+                break;
+            }
+        }
+        self.ranges = ranges;
+        result
+    }
+
+    /// Generates the steps of several steppers: the same as calling
+    /// [`StepperSolver::generate_steps`] on each, but two steppers' root searches run at a
+    /// time, interleaved, so that the processor overlaps their long serial floating-point
+    /// dependency chains (the searches of different steppers are independent). Only steppers
+    /// whose position is a plain linear function of one trapq segment may be given (see
+    /// [`StepperSolver::is_linear`]); each comes with its index into `results`, where its
+    /// outcome goes. A stepper stops at its first error; the others still run.
+    pub fn generate_steps_interleaved<'a>(
+        mut steppers: impl Iterator<
+            Item = (
+                usize,
+                &'a mut StepperSolver,
+                &'a mut StepCompress,
+                &'a TrapQ,
+            ),
+        >,
+        flush_time: f64,
+        results: &mut [Result<(), StepCompressError>],
+    ) {
+        let mut load = |results: &mut [Result<(), StepCompressError>]| -> Option<Lane<'a>> {
+            for (index, solver, sc, tq) in steppers.by_ref() {
+                debug_assert!(solver.is_linear());
+                let lane = Lane::new(index, solver, sc, tq, flush_time);
+                if lane.active {
+                    return Some(lane);
+                }
+                lane.unload(results, Ok(()));
+            }
+            None
+        };
+        let mut a = load(results);
+        let mut b = load(results);
+        loop {
+            match (a.as_mut(), b.as_mut()) {
+                (Some(la), Some(lb)) => {
+                    let (done_a, done_b) = run_pair(la, lb);
+                    for (lane, done) in [(&mut a, done_a), (&mut b, done_b)] {
+                        if let Some(outcome) = done
+                            && let Some(l) = lane.take()
+                        {
+                            l.unload(results, outcome);
+                            *lane = load(results);
+                        }
+                    }
+                }
+                (Some(l), None) | (None, Some(l)) => {
+                    let outcome = l.run_alone();
+                    for lane in [&mut a, &mut b] {
+                        if let Some(l) = lane.take() {
+                            l.unload(results, outcome.clone());
+                        }
+                    }
+                    a = load(results);
+                }
+                (None, None) => return,
+            }
+        }
+    }
+
+    /// Whether the stepper's coordinate is `p + r·d(t)` of one trapq segment (a cartesian
+    /// rail without input shaping, or the extruder without pressure advance), which
+    /// [`StepperSolver::generate_steps_pair`] can interleave.
+    pub fn is_linear(&self) -> bool {
+        match &self.kin {
+            Kinematics::Extruder(e) => e.half_smooth_time() <= 0.0,
+            Kinematics::Cartesian { .. } => {
+                self.shaper.as_ref().is_none_or(|s| !s.shapes(self.active))
+            }
+            _ => false,
+        }
+    }
+
+    /// The linear position function of segment `m` (when [`StepperSolver::is_linear`]), with
+    /// exactly the floating-point operations of the general path.
+    fn linear(&self, m: &TrapMove) -> Linear {
+        let (p, r) = match &self.kin {
+            // `start_pos.x + distance`, and 1·d is d exactly.
+            Kinematics::Extruder(_) => (m.start_pos.x, 1.0),
+            Kinematics::Cartesian { axis } => (m.start_pos.axis(*axis), m.axes_r.axis(*axis)),
+            _ => (m.start_pos.x, m.axes_r.x),
+        };
+        Linear {
+            p,
+            r,
+            v: m.start_v,
+            half_accel: m.half_accel,
+        }
+    }
+
+    /// Walks the trapq from the last flush to `flush_time` and lists the search ranges, in
+    /// order (Klipper's `itersolve_generate_steps` without the searches, which do not steer
+    /// the walk). Updates the flush and activity times.
+    fn plan_ranges(&mut self, tq: &TrapQ, flush_time: f64, out: &mut Vec<StepRange>) {
+        out.clear();
         let last_flush_time = self.last_flush_time;
         self.last_flush_time = flush_time;
         let tail = tq.tail_index();
@@ -225,6 +328,13 @@ impl StepperSolver {
         }
         let mut force_steps_time = self.last_move_time + self.post_active;
         let mut skip_count = 0usize;
+        let mut range = |index: usize, abs_start: f64, abs_end: f64| {
+            out.push(StepRange {
+                index,
+                abs_start,
+                abs_end,
+            });
+        };
         loop {
             let m = *tq.get(i);
             let move_start = m.print_time;
@@ -242,14 +352,14 @@ impl StepperSolver {
                         skip_count -= 1;
                     }
                     while p != i {
-                        self.gen_steps_range(tq, sc, p, abs_start, flush_time)?;
+                        range(p, abs_start, flush_time);
                         p += 1;
                     }
                 }
-                self.gen_steps_range(tq, sc, i, last_flush_time, flush_time)?;
+                range(i, last_flush_time, flush_time);
                 if move_end >= flush_time {
                     self.last_move_time = flush_time;
-                    return Ok(());
+                    return;
                 }
                 skip_count = 0;
                 self.last_move_time = move_end;
@@ -258,17 +368,17 @@ impl StepperSolver {
                 if move_start < force_steps_time {
                     // Steps just after this stepper's activity.
                     let abs_end = force_steps_time.min(flush_time);
-                    self.gen_steps_range(tq, sc, i, last_flush_time, abs_end)?;
+                    range(i, last_flush_time, abs_end);
                     skip_count = 1;
                 } else {
                     skip_count += 1;
                 }
                 if flush_time + self.pre_active <= move_end {
-                    return Ok(());
+                    return;
                 }
             }
             if i >= tail {
-                return Ok(());
+                return;
             }
             i += 1;
         }
@@ -295,6 +405,11 @@ impl StepperSolver {
     }
 
     /// Finds and submits every half-step crossing within `[abs_start, abs_end]` of entry `index`.
+    ///
+    /// The position function is chosen once per segment (not per evaluation) and the search
+    /// loop is instantiated for each kind, so the common kinematics evaluate the segment's
+    /// polynomial inline. Every variant performs the same floating-point operations, in the same
+    /// order, as the general [`Kinematics::position_from_coord`] of [`TrapMove::coord`].
     fn gen_steps_range(
         &mut self,
         tq: &TrapQ,
@@ -303,101 +418,388 @@ impl StepperSolver {
         abs_start: f64,
         abs_end: f64,
     ) -> Result<(), StepCompressError> {
-        let m = tq.get(index);
-        let half_step = 0.5 * self.step_dist;
-        let full_step = half_step + half_step;
+        let m = *tq.get(index);
         let start = (abs_start - m.print_time).max(0.0);
         let end = (abs_end - m.print_time).min(m.move_t);
-        // (time, position) of the previous and current guesses.
-        let (mut old_t, mut old_p) = (start, self.commanded_pos);
-        let (mut cur_t, mut cur_p) = (old_t, old_p);
-        let mut sdir = sc.step_dir();
-        let mut is_dir_change = false;
-        let mut have_bracket = false;
-        let mut check_oscillate = false;
-        let mut target = self.commanded_pos + if sdir { half_step } else { -half_step };
-        let mut last_time = start;
-        let mut low_time = start;
-        let mut high_time = (start + SEEK_TIME_RESET).min(end);
-        loop {
-            // Secant guess from the last two points.
-            let cur_dist = cur_p - target;
-            let old_dist = old_p - target;
-            let mut next_time = (old_t * cur_dist - cur_t * old_dist) / (cur_dist - old_dist);
-            // Written so that NaN also counts as out of bounds.
-            let in_bounds = next_time > low_time && next_time < high_time;
-            if !in_bounds {
-                if have_bracket {
-                    next_time = (low_time + high_time) * 0.5;
-                    check_oscillate = false;
-                } else if cur_t >= end {
-                    break;
-                } else {
-                    next_time = high_time;
-                    high_time = (2.0 * high_time - last_time).min(end);
-                }
+        let range = SearchRange {
+            step_dist: self.step_dist,
+            print_time: m.print_time,
+            start,
+            end,
+        };
+        let pos = &mut self.commanded_pos;
+        if let Kinematics::Extruder(e) = &self.kin {
+            if e.half_smooth_time() <= 0.0 {
+                // ExtruderKin::calc_position without pressure advance.
+                return search_steps(pos, sc, &range, |t| m.start_pos.x + m.distance(t));
             }
-            old_t = cur_t;
-            old_p = cur_p;
-            cur_t = next_time;
-            cur_p = self.calc_position(tq, index, next_time);
-            let dist = cur_p - target;
-            if dist.abs() > 0.000_000_001 {
-                let rel_dist = if sdir { dist } else { -dist };
-                if rel_dist > 0.0 {
-                    // Past the target: a step lies in the bracket.
-                    if have_bracket && old_t <= low_time {
-                        if check_oscillate {
-                            // Force a bisection next to break a persistent oscillation.
-                            old_t = cur_t;
-                            old_p = cur_p;
-                        }
-                        check_oscillate = true;
-                    }
-                    high_time = cur_t;
-                    have_bracket = true;
-                } else if rel_dist < -(full_step + 0.000_000_010) {
-                    // More than a full step behind: the direction changed.
-                    sdir = !sdir;
-                    target = if sdir {
-                        target + full_step
-                    } else {
-                        target - full_step
-                    };
-                    low_time = last_time;
-                    high_time = cur_t;
-                    is_dir_change = true;
-                    have_bracket = true;
-                    check_oscillate = false;
-                } else {
-                    low_time = cur_t;
-                }
-                if !have_bracket || high_time - low_time > 0.000_000_001 {
-                    if !is_dir_change && rel_dist >= -half_step {
-                        // The stepper reached the last step's position for good.
-                        sc.commit()?;
-                    }
-                    continue;
-                }
-            }
-            sc.append(sdir, m.print_time, cur_t)?;
-            target = if sdir {
-                target + full_step
-            } else {
-                target - full_step
-            };
-            let mut seek = (1.5 * (cur_t - last_time)).max(0.000_000_001);
-            if is_dir_change && seek > SEEK_TIME_RESET {
-                seek = SEEK_TIME_RESET;
-            }
-            last_time = cur_t;
-            low_time = cur_t;
-            high_time = (cur_t + seek).min(end);
-            is_dir_change = false;
-            have_bracket = false;
-            check_oscillate = false;
+            return search_steps(pos, sc, &range, |t| e.calc_position(tq, index, t));
         }
-        self.commanded_pos = target - if sdir { half_step } else { -half_step };
+        let active = self.active;
+        if let Some(s) = &self.shaper
+            && s.shapes(active)
+        {
+            let kin = &self.kin;
+            return search_steps(pos, sc, &range, |t| {
+                kin.position_from_coord(s.shaped_coord(tq, index, t, active))
+            });
+        }
+        let (p, r) = (m.start_pos, m.axes_r);
+        match &self.kin {
+            Kinematics::Cartesian { axis } => {
+                let lin = Linear {
+                    p: p.axis(*axis),
+                    r: r.axis(*axis),
+                    v: m.start_v,
+                    half_accel: m.half_accel,
+                };
+                search_steps(pos, sc, &range, |t| lin.at(t))
+            }
+            Kinematics::CoreXY { plus: true } => search_steps(pos, sc, &range, |t| {
+                let d = m.distance(t);
+                (p.x + r.x * d) + (p.y + r.y * d)
+            }),
+            Kinematics::CoreXY { plus: false } => search_steps(pos, sc, &range, |t| {
+                let d = m.distance(t);
+                (p.x + r.x * d) - (p.y + r.y * d)
+            }),
+            kin => search_steps(pos, sc, &range, |t| kin.position_from_coord(m.coord(t))),
+        }
+    }
+}
+
+/// `p + r·((v + a·t)·t)`: one coordinate along a constant-acceleration segment, with the
+/// operations of [`TrapMove::distance`] and [`TrapMove::coord`].
+#[derive(Clone, Copy, Debug)]
+struct Linear {
+    p: f64,
+    r: f64,
+    v: f64,
+    half_accel: f64,
+}
+
+impl Linear {
+    #[inline(always)]
+    fn at(&self, t: f64) -> f64 {
+        self.p + self.r * ((self.v + self.half_accel * t) * t)
+    }
+}
+
+/// One segment's search interval: `[start, end]` seconds into a segment that begins at
+/// `print_time`, for a stepper of `step_dist` mm per step.
+struct SearchRange {
+    step_dist: f64,
+    print_time: f64,
+    start: f64,
+    end: f64,
+}
+
+impl SearchRange {
+    /// A placeholder range (no search).
+    const EMPTY: Self = Self {
+        step_dist: 0.0,
+        print_time: 0.0,
+        start: 0.0,
+        end: 0.0,
+    };
+}
+
+/// The half-step search of [`StepperSolver::gen_steps_range`] over one segment, with the
+/// stepper coordinate at a time into the segment given by `position`. `commanded_pos` is the
+/// coordinate of the last step (updated on return).
+#[inline(always)]
+fn search_steps(
+    commanded_pos: &mut f64,
+    sc: &mut StepCompress,
+    range: &SearchRange,
+    position: impl Fn(f64) -> f64,
+) -> Result<(), StepCompressError> {
+    let mut search = Search::new(*commanded_pos, sc.step_dir(), range);
+    while !search.iterate(&position, sc)? {}
+    *commanded_pos = search.commanded_pos();
+    Ok(())
+}
+
+/// The state of one half-step search (Klipper's `itersolve_gen_steps_range`), advanced one
+/// guess at a time by [`Search::iterate`] so that two searches can run interleaved.
+#[derive(Clone, Copy, Debug)]
+struct Search {
+    half_step: f64,
+    full_step: f64,
+    print_time: f64,
+    end: f64,
+    /// (time, position) of the previous and current guesses.
+    old_t: f64,
+    old_p: f64,
+    cur_t: f64,
+    cur_p: f64,
+    sdir: bool,
+    is_dir_change: bool,
+    have_bracket: bool,
+    check_oscillate: bool,
+    target: f64,
+    last_time: f64,
+    low_time: f64,
+    high_time: f64,
+}
+
+impl Search {
+    /// A search over `range` from the last step at `commanded_pos`, last moving `sdir`.
+    #[inline(always)]
+    fn new(commanded_pos: f64, sdir: bool, range: &SearchRange) -> Self {
+        let half_step = 0.5 * range.step_dist;
+        let start = range.start;
+        Self {
+            half_step,
+            full_step: half_step + half_step,
+            print_time: range.print_time,
+            end: range.end,
+            old_t: start,
+            old_p: commanded_pos,
+            cur_t: start,
+            cur_p: commanded_pos,
+            sdir,
+            is_dir_change: false,
+            have_bracket: false,
+            check_oscillate: false,
+            target: commanded_pos + if sdir { half_step } else { -half_step },
+            last_time: start,
+            low_time: start,
+            high_time: (start + SEEK_TIME_RESET).min(range.end),
+        }
+    }
+
+    /// The coordinate of the last step (once the search is over).
+    #[inline(always)]
+    fn commanded_pos(&self) -> f64 {
+        self.target
+            - if self.sdir {
+                self.half_step
+            } else {
+                -self.half_step
+            }
+    }
+
+    /// One guess: evaluates the position there and submits a step when it lands on the
+    /// target. Returns whether the search is over (the range is exhausted).
+    #[inline(always)]
+    fn iterate(
+        &mut self,
+        position: &impl Fn(f64) -> f64,
+        sc: &mut StepCompress,
+    ) -> Result<bool, StepCompressError> {
+        // Secant guess from the last two points.
+        let cur_dist = self.cur_p - self.target;
+        let old_dist = self.old_p - self.target;
+        let mut next_time = (self.old_t * cur_dist - self.cur_t * old_dist) / (cur_dist - old_dist);
+        // Written so that NaN also counts as out of bounds.
+        let in_bounds = next_time > self.low_time && next_time < self.high_time;
+        if !in_bounds {
+            if self.have_bracket {
+                next_time = (self.low_time + self.high_time) * 0.5;
+                self.check_oscillate = false;
+            } else if self.cur_t >= self.end {
+                return Ok(true);
+            } else {
+                next_time = self.high_time;
+                self.high_time = (2.0 * self.high_time - self.last_time).min(self.end);
+            }
+        }
+        self.old_t = self.cur_t;
+        self.old_p = self.cur_p;
+        self.cur_t = next_time;
+        self.cur_p = position(next_time);
+        let dist = self.cur_p - self.target;
+        if dist.abs() > 0.000_000_001 {
+            let rel_dist = if self.sdir { dist } else { -dist };
+            if rel_dist > 0.0 {
+                // Past the target: a step lies in the bracket.
+                if self.have_bracket && self.old_t <= self.low_time {
+                    if self.check_oscillate {
+                        // Force a bisection next to break a persistent oscillation.
+                        self.old_t = self.cur_t;
+                        self.old_p = self.cur_p;
+                    }
+                    self.check_oscillate = true;
+                }
+                self.high_time = self.cur_t;
+                self.have_bracket = true;
+            } else if rel_dist < -(self.full_step + 0.000_000_010) {
+                // More than a full step behind: the direction changed.
+                self.sdir = !self.sdir;
+                self.target = if self.sdir {
+                    self.target + self.full_step
+                } else {
+                    self.target - self.full_step
+                };
+                self.low_time = self.last_time;
+                self.high_time = self.cur_t;
+                self.is_dir_change = true;
+                self.have_bracket = true;
+                self.check_oscillate = false;
+            } else {
+                self.low_time = self.cur_t;
+            }
+            if !self.have_bracket || self.high_time - self.low_time > 0.000_000_001 {
+                if !self.is_dir_change && rel_dist >= -self.half_step {
+                    // The stepper reached the last step's position for good.
+                    sc.commit()?;
+                }
+                return Ok(false);
+            }
+        }
+        sc.append(self.sdir, self.print_time, self.cur_t)?;
+        self.target = if self.sdir {
+            self.target + self.full_step
+        } else {
+            self.target - self.full_step
+        };
+        let mut seek = (1.5 * (self.cur_t - self.last_time)).max(0.000_000_001);
+        if self.is_dir_change && seek > SEEK_TIME_RESET {
+            seek = SEEK_TIME_RESET;
+        }
+        self.last_time = self.cur_t;
+        self.low_time = self.cur_t;
+        self.high_time = (self.cur_t + seek).min(self.end);
+        self.is_dir_change = false;
+        self.have_bracket = false;
+        self.check_oscillate = false;
+        Ok(false)
+    }
+}
+
+/// One stepper being generated by [`StepperSolver::generate_steps_interleaved`]: its solver,
+/// compressor, trapq, planned ranges and the search in progress.
+struct Lane<'a> {
+    index: usize,
+    solver: &'a mut StepperSolver,
+    sc: &'a mut StepCompress,
+    tq: &'a TrapQ,
+    /// The stepper's ranges (its scratch buffer, given back by [`Lane::unload`]).
+    ranges: Vec<StepRange>,
+    next: usize,
+    search: Search,
+    position: Linear,
+    /// A search is in progress.
+    active: bool,
+}
+
+impl<'a> Lane<'a> {
+    /// Plans the stepper's ranges up to `flush_time` and starts the first search.
+    fn new(
+        index: usize,
+        solver: &'a mut StepperSolver,
+        sc: &'a mut StepCompress,
+        tq: &'a TrapQ,
+        flush_time: f64,
+    ) -> Self {
+        let mut ranges = std::mem::take(&mut solver.ranges);
+        solver.plan_ranges(tq, flush_time, &mut ranges);
+        let mut lane = Self {
+            index,
+            solver,
+            sc,
+            tq,
+            ranges,
+            next: 0,
+            search: Search::new(0.0, false, &SearchRange::EMPTY),
+            position: Linear {
+                p: 0.0,
+                r: 0.0,
+                v: 0.0,
+                half_accel: 0.0,
+            },
+            active: false,
+        };
+        lane.start_next();
+        lane
+    }
+
+    /// Gives the scratch buffer back and records the stepper's outcome.
+    fn unload(self, results: &mut [Result<(), StepCompressError>], outcome: StepResult) {
+        self.solver.ranges = self.ranges;
+        if let Some(r) = results.get_mut(self.index) {
+            *r = outcome;
+        }
+    }
+
+    /// Starts the next planned range, if any (after the previous search has finished).
+    #[inline]
+    fn start_next(&mut self) {
+        self.active = false;
+        let Some(r) = self.ranges.get(self.next) else {
+            return;
+        };
+        self.next += 1;
+        let m = *self.tq.get(r.index);
+        let range = SearchRange {
+            step_dist: self.solver.step_dist,
+            print_time: m.print_time,
+            start: (r.abs_start - m.print_time).max(0.0),
+            end: (r.abs_end - m.print_time).min(m.move_t),
+        };
+        self.position = self.solver.linear(&m);
+        self.search = Search::new(self.solver.commanded_pos, self.sc.step_dir(), &range);
+        self.active = true;
+    }
+
+    /// Finishes the current search and starts the next.
+    #[inline]
+    fn finish_search(&mut self) {
+        self.solver.commanded_pos = self.search.commanded_pos();
+        self.start_next();
+    }
+
+    /// Runs the lane's remaining searches alone.
+    fn run_alone(&mut self) -> StepResult {
+        while self.active {
+            let position = self.position;
+            while !self.search.iterate(&|t| position.at(t), self.sc)? {}
+            self.finish_search();
+        }
         Ok(())
+    }
+}
+
+/// A stepper's outcome.
+type StepResult = Result<(), StepCompressError>;
+
+/// Advances two lanes' searches in turn until one lane has run out of ranges or failed;
+/// returns that lane's outcome (`None` for a lane still going).
+fn run_pair(a: &mut Lane<'_>, b: &mut Lane<'_>) -> (Option<StepResult>, Option<StepResult>) {
+    loop {
+        let (pa, pb) = (a.position, b.position);
+        // One guess each per turn until one of the searches ends its range.
+        let (done_a, done_b) = loop {
+            let done_a = a.search.iterate(&|t| pa.at(t), a.sc);
+            let done_b = b.search.iterate(&|t| pb.at(t), b.sc);
+            if !matches!((&done_a, &done_b), (Ok(false), Ok(false))) {
+                break (done_a, done_b);
+            }
+        };
+        let mut out = (None, None);
+        match done_a {
+            Err(e) => out.0 = Some(Err(e)),
+            Ok(true) => {
+                a.finish_search();
+                if !a.active {
+                    out.0 = Some(Ok(()));
+                }
+            }
+            Ok(false) => {}
+        }
+        match done_b {
+            Err(e) => out.1 = Some(Err(e)),
+            Ok(true) => {
+                b.finish_search();
+                if !b.active {
+                    out.1 = Some(Ok(()));
+                }
+            }
+            Ok(false) => {}
+        }
+        if out.0.is_some() || out.1.is_some() {
+            return out;
+        }
     }
 }

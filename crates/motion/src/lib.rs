@@ -13,12 +13,14 @@
 //! - Parsing never panics: bad input becomes an error or a diagnostic with its line number.
 //! - Klipper's vocabulary and units in names (`_mm`, `print_time`).
 
+pub mod arcs;
 pub mod config;
 pub mod estimate;
 pub mod extruder;
 pub mod gcode;
 pub mod itersolve;
 pub mod lookahead;
+pub mod macros;
 pub mod output;
 pub mod printer;
 pub mod shaper;

@@ -9,6 +9,7 @@
 use gantry_proto::block::{self, PAYLOAD_MAX};
 use gantry_proto::dictionary::Dictionary;
 use gantry_proto::msgformat::{MessageError, MessageFormat, Value};
+use gantry_proto::vlq;
 
 use crate::stepcompress::StepCommand;
 use crate::toolhead::{McuCommand, McuMessage};
@@ -39,10 +40,58 @@ pub enum OutputError {
     },
 }
 
+/// A step command's message format, checked once to take only integer parameters, so that
+/// each message is written straight to the block without the generic encoder's checks.
+#[derive(Clone, Copy)]
+struct StepFormat<'a> {
+    format: &'a MessageFormat,
+    /// Whether the format has exactly the expected number of parameters, all integers.
+    direct: bool,
+}
+
+impl<'a> StepFormat<'a> {
+    fn new(dict: &'a Dictionary, name: &str, params: usize) -> Result<Self, OutputError> {
+        let format = require(dict, name)?;
+        let direct =
+            format.params.len() == params && format.params.iter().all(|p| !p.kind.is_bytes());
+        Ok(Self { format, direct })
+    }
+
+    /// Encodes `values` (as the generic encoder does: each integer truncated to 32 bits) into
+    /// `out`, which must be empty; returns the bytes used.
+    fn encode(
+        &self,
+        values: &[i64],
+        out: &mut [u8; STEP_MSG_MAX],
+        scratch: &mut Vec<u8>,
+    ) -> Result<usize, MessageError> {
+        if !self.direct {
+            // Let the generic encoder report the mismatch.
+            let generic: Vec<Value> = values.iter().map(|&v| Value::Int(v)).collect();
+            scratch.clear();
+            self.format.encode(&generic, scratch)?;
+            let n = scratch.len().min(STEP_MSG_MAX);
+            out[..n].copy_from_slice(&scratch[..n]);
+            return Ok(scratch.len());
+        }
+        let mut len = 0;
+        let mut buf = [0_u8; vlq::MAX_LEN];
+        for v in std::iter::once(self.format.id).chain(values.iter().map(|&v| v as i32)) {
+            let n = vlq::encode_into(v, &mut buf);
+            out[len..len + n].copy_from_slice(&buf[..n]);
+            len += n;
+        }
+        Ok(len)
+    }
+}
+
+/// The longest step command: an id and four parameters of at most [`vlq::MAX_LEN`] bytes.
+const STEP_MSG_MAX: usize = 5 * vlq::MAX_LEN;
+
 struct StepFormats<'a> {
-    queue_step: &'a MessageFormat,
-    set_next_step_dir: &'a MessageFormat,
-    reset_step_clock: &'a MessageFormat,
+    queue_step: StepFormat<'a>,
+    set_next_step_dir: StepFormat<'a>,
+    reset_step_clock: StepFormat<'a>,
 }
 
 fn step_text(oid: u8, c: &StepCommand) -> String {
@@ -87,84 +136,158 @@ pub fn encode_stream(
     config_phase: &[String],
     messages: &[McuMessage],
 ) -> Result<Vec<u8>, OutputError> {
-    let formats = StepFormats {
-        queue_step: require(dict, "queue_step")?,
-        set_next_step_dir: require(dict, "set_next_step_dir")?,
-        reset_step_clock: require(dict, "reset_step_clock")?,
-    };
-    let mut out = Vec::new();
-    let mut payload: Vec<u8> = Vec::with_capacity(PAYLOAD_MAX);
-    let mut msg = Vec::with_capacity(PAYLOAD_MAX);
-    let mut seq: u8 = 1;
-    let flush = |payload: &mut Vec<u8>, out: &mut Vec<u8>, seq: &mut u8| {
-        if payload.is_empty() {
-            return;
-        }
-        // Never larger than PAYLOAD_MAX: each message is checked before it is appended.
-        let _ = block::encode(*seq, payload, out);
-        *seq = seq.wrapping_add(1);
-        payload.clear();
-    };
-    let encode_err = |index: usize, text: String, source: MessageError| OutputError::Encode {
-        index,
-        text,
-        source,
-    };
-    let total = config_phase.len() + messages.len();
-    for index in 0..total {
-        msg.clear();
-        if index < config_phase.len() {
-            let text = &config_phase[index];
-            msg = dict
-                .encode_text(text)
-                .map_err(|e| encode_err(index, text.clone(), e))?;
-        } else {
-            let m = &messages[index - config_phase.len()];
-            let result = match &m.command {
-                McuCommand::Step { oid, message } => {
-                    let oid = Value::Int(i64::from(*oid));
-                    match message {
-                        StepCommand::QueueStep {
-                            interval,
-                            count,
-                            add,
-                        } => formats.queue_step.encode(
-                            &[
-                                oid,
-                                Value::Int(i64::from(*interval)),
-                                Value::Int(i64::from(*count)),
-                                Value::Int(i64::from(*add)),
-                            ],
-                            &mut msg,
-                        ),
-                        StepCommand::SetNextStepDir { dir } => formats
-                            .set_next_step_dir
-                            .encode(&[oid, Value::Int(i64::from(*dir))], &mut msg),
-                        StepCommand::ResetStepClock { clock } => formats
-                            .reset_step_clock
-                            .encode(&[oid, Value::Int(i64::from(*clock))], &mut msg),
-                    }
-                }
-                McuCommand::Text(t) => dict.encode_text(t).map(|b| msg = b),
-            };
-            result.map_err(|e| encode_err(index, message_text(m), e))?;
-        }
+    let mut enc = StreamEncoder::new(dict)?;
+    let mut out = Vec::with_capacity(estimated_size(config_phase.len() + messages.len()));
+    for (index, text) in config_phase.iter().enumerate() {
+        enc.push_text(index, text, &mut out)?;
+    }
+    for (i, m) in messages.iter().enumerate() {
+        enc.push(config_phase.len() + i, m, &mut out)?;
+    }
+    enc.finish(&mut out);
+    Ok(out)
+}
+
+/// A generous guess of the stream size for `commands` commands (step commands average about
+/// eight bytes framed), to size the output once.
+fn estimated_size(commands: usize) -> usize {
+    commands.saturating_mul(9).saturating_add(64)
+}
+
+/// Packs commands into framed blocks as they come (what [`encode_stream`] does for a whole
+/// stream), so that a caller may write the output while the planner runs: push the config
+/// phase with [`StreamEncoder::push_text`], then each message with [`StreamEncoder::push`]
+/// (indices count from 0 over both, for error messages), then [`StreamEncoder::finish`]. Bytes
+/// are appended to the caller's buffer one whole block at a time.
+pub struct StreamEncoder<'a> {
+    dict: &'a Dictionary,
+    formats: StepFormats<'a>,
+    payload: Vec<u8>,
+    scratch: Vec<u8>,
+    seq: u8,
+}
+
+impl<'a> StreamEncoder<'a> {
+    /// An encoder for an MCU with this dictionary.
+    ///
+    /// # Errors
+    /// When the dictionary lacks a step command.
+    pub fn new(dict: &'a Dictionary) -> Result<Self, OutputError> {
+        Ok(Self {
+            dict,
+            formats: StepFormats {
+                queue_step: StepFormat::new(dict, "queue_step", 4)?,
+                set_next_step_dir: StepFormat::new(dict, "set_next_step_dir", 2)?,
+                reset_step_clock: StepFormat::new(dict, "reset_step_clock", 2)?,
+            },
+            payload: Vec::with_capacity(PAYLOAD_MAX),
+            scratch: Vec::new(),
+            seq: 1,
+        })
+    }
+
+    /// Appends one command given in Klipper's text form (`index`: its position in the stream).
+    ///
+    /// # Errors
+    /// An unknown command or bad parameters; a command too long for a block.
+    pub fn push_text(
+        &mut self,
+        index: usize,
+        text: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), OutputError> {
+        let msg = self
+            .dict
+            .encode_text(text)
+            .map_err(|source| OutputError::Encode {
+                index,
+                text: text.to_owned(),
+                source,
+            })?;
         if msg.len() > PAYLOAD_MAX {
-            let text = config_phase
-                .get(index)
-                .cloned()
-                .unwrap_or_else(|| message_text(&messages[index - config_phase.len()]));
             return Err(OutputError::TooLong {
                 index,
-                text,
+                text: text.to_owned(),
                 bytes: msg.len(),
             });
         }
-        if payload.len() + msg.len() > PAYLOAD_MAX {
-            flush(&mut payload, &mut out, &mut seq);
-        }
-        payload.extend_from_slice(&msg);
+        self.append(&msg, out);
+        Ok(())
     }
-    flush(&mut payload, &mut out, &mut seq);
-    Ok(out)
+
+    /// Appends one planner message (`index`: its position in the stream).
+    ///
+    /// # Errors
+    /// A value that does not fit its parameter; a command too long for a block.
+    pub fn push(
+        &mut self,
+        index: usize,
+        m: &McuMessage,
+        out: &mut Vec<u8>,
+    ) -> Result<(), OutputError> {
+        let (oid, message) = match &m.command {
+            McuCommand::Step { oid, message } => (i64::from(*oid), message),
+            McuCommand::Text(t) => return self.push_text(index, t, out),
+        };
+        let mut buf = [0_u8; STEP_MSG_MAX];
+        let result = match *message {
+            StepCommand::QueueStep {
+                interval,
+                count,
+                add,
+            } => self.formats.queue_step.encode(
+                &[oid, i64::from(interval), i64::from(count), i64::from(add)],
+                &mut buf,
+                &mut self.scratch,
+            ),
+            StepCommand::SetNextStepDir { dir } => self.formats.set_next_step_dir.encode(
+                &[oid, i64::from(dir)],
+                &mut buf,
+                &mut self.scratch,
+            ),
+            StepCommand::ResetStepClock { clock } => self.formats.reset_step_clock.encode(
+                &[oid, i64::from(clock)],
+                &mut buf,
+                &mut self.scratch,
+            ),
+        };
+        let len = result.map_err(|source| OutputError::Encode {
+            index,
+            text: message_text(m),
+            source,
+        })?;
+        if len > PAYLOAD_MAX || len > STEP_MSG_MAX {
+            return Err(OutputError::TooLong {
+                index,
+                text: message_text(m),
+                bytes: len,
+            });
+        }
+        self.append(&buf[..len], out);
+        Ok(())
+    }
+
+    /// Writes the last, partly filled block.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.flush(out);
+    }
+
+    /// Adds an encoded message (at most [`PAYLOAD_MAX`] bytes) to the current block, starting
+    /// a new block when it does not fit.
+    fn append(&mut self, msg: &[u8], out: &mut Vec<u8>) {
+        if self.payload.len() + msg.len() > PAYLOAD_MAX {
+            self.flush(out);
+        }
+        self.payload.extend_from_slice(msg);
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        if self.payload.is_empty() {
+            return;
+        }
+        // Never larger than PAYLOAD_MAX: each message is checked before it is appended.
+        let _ = block::encode(self.seq, &self.payload, out);
+        self.seq = self.seq.wrapping_add(1);
+        self.payload.clear();
+    }
 }

@@ -10,6 +10,11 @@
 
 use std::f64::consts::PI;
 
+mod exclude_object;
+mod gcode_state;
+mod input_shaper;
+mod status;
+
 use gantry_proto::dictionary::Dictionary;
 
 use crate::config::{
@@ -18,7 +23,6 @@ use crate::config::{
 use crate::extruder::ExtruderKin;
 use crate::itersolve::{Kinematics, StepperSolver};
 use crate::lookahead::AXES;
-use crate::shaper::{AxisShapers, ShaperPulses, ShaperType};
 use crate::stepcompress::StepCompress;
 use crate::toolhead::{
     DeltaLimits, ExtruderMotion, FlushTimer, KinLimits, MAX_STEPCOMPRESS_ERROR, McuQueue,
@@ -137,10 +141,36 @@ pub struct PrinterMcu {
     pub pins: Vec<String>,
     /// Number of oids allocated.
     pub oid_count: u8,
-    /// Config commands (sent once; their text makes the CRC).
+    /// Config commands (sent once; their text makes the CRC), complete after the build.
     pub config_cmds: Vec<String>,
+    /// Objects' config callbacks in registration order (Klipper's `register_config_callback`).
+    callbacks: Vec<ConfigCallback>,
+    /// Oids of objects that allocate theirs at config time, by slot.
+    deferred_oids: Vec<u8>,
+    /// Commands sent once right after the configuration (Klipper's `is_init` config commands).
+    init_cmds: Vec<String>,
     /// Move-queue slots reserved by outputs.
     pub reserved_move_slots: usize,
+}
+
+/// One object's part of the config phase. Klipper gives endstops, trsyncs and steppers their
+/// oid when they are created, but digital outputs, PWM outputs and ADCs only when their config
+/// callback runs — after every object exists. So the oid numbers and the command order (and
+/// with them the CRC) follow object creation order, with deferred oids after all immediate ones.
+#[derive(Clone, Debug)]
+enum ConfigCallback {
+    /// Commands of an object whose oid is already known.
+    Ready(Vec<String>),
+    /// `config_digital_out` (and `set_digital_out_pwm_cycle` for a PWM output).
+    DigitalOut {
+        slot: usize,
+        pin: String,
+        value: u8,
+        max_duration_ticks: u64,
+        cycle_ticks: Option<u64>,
+    },
+    /// `config_analog_in`.
+    AnalogIn { slot: usize, pin: String },
 }
 
 impl PrinterMcu {
@@ -148,6 +178,62 @@ impl PrinterMcu {
         let oid = self.oid_count;
         self.oid_count = self.oid_count.wrapping_add(1);
         oid
+    }
+
+    /// An object with its oid now: its commands join the callbacks in order.
+    fn add_ready(&mut self, cmds: Vec<String>) {
+        self.callbacks.push(ConfigCallback::Ready(cmds));
+    }
+
+    /// An object whose oid comes at config time; returns its slot.
+    fn add_deferred(&mut self, make: impl FnOnce(usize) -> ConfigCallback) -> usize {
+        let slot = self.deferred_oids.len();
+        self.deferred_oids.push(0);
+        self.callbacks.push(make(slot));
+        slot
+    }
+
+    /// Runs the config callbacks: deferred oids are numbered after the immediate ones, and the
+    /// config commands are written in callback order.
+    fn finalize_config(&mut self) {
+        let callbacks = std::mem::take(&mut self.callbacks);
+        for cb in &callbacks {
+            match cb {
+                ConfigCallback::Ready(cmds) => self.config_cmds.extend(cmds.iter().cloned()),
+                ConfigCallback::DigitalOut {
+                    slot,
+                    pin,
+                    value,
+                    max_duration_ticks,
+                    cycle_ticks,
+                } => {
+                    let oid = self.create_oid();
+                    self.deferred_oids[*slot] = oid;
+                    self.config_cmds.push(format!(
+                        "config_digital_out oid={oid} pin={pin} value={value} \
+                         default_value={value} max_duration={max_duration_ticks}"
+                    ));
+                    if let Some(cycle) = cycle_ticks {
+                        self.config_cmds.push(format!(
+                            "set_digital_out_pwm_cycle oid={oid} cycle_ticks={cycle}"
+                        ));
+                        // A software PWM output starts at its start value 200 ms after the
+                        // configuration (print time 0 in batch mode).
+                        let clock = (PWM_START_DELAY * self.freq) as u64;
+                        let on_ticks = u64::from(*value) * cycle;
+                        self.init_cmds.push(format!(
+                            "queue_digital_out oid={oid} clock={clock} on_ticks={on_ticks}"
+                        ));
+                    }
+                }
+                ConfigCallback::AnalogIn { slot, pin } => {
+                    let oid = self.create_oid();
+                    self.deferred_oids[*slot] = oid;
+                    self.config_cmds
+                        .push(format!("config_analog_in oid={oid} pin={pin}"));
+                }
+            }
+        }
     }
 
     /// The full config phase: `allocate_oids`, the config commands and `finalize_config` with
@@ -195,6 +281,8 @@ pub struct Rail {
 #[derive(Clone, Debug)]
 struct DigitalOut {
     mcu: usize,
+    /// Slot of the deferred oid in its MCU.
+    slot: usize,
     oid: u8,
     invert: bool,
     last_clock: u64,
@@ -269,6 +357,7 @@ pub struct Printer {
     stepper_enabled: Vec<bool>,
     gcode: GCodeMove,
     fan_queue: Option<usize>,
+    fan_out: Option<usize>,
     /// Messages for the terminal: errors and info.
     pub responses: Vec<Response>,
     current_line: u32,
@@ -277,6 +366,22 @@ pub struct Printer {
     /// Heater targets by section name, °C (set by M104/M140; batch mode cannot heat).
     pub heater_targets: Vec<(String, f64)>,
     extruder_pa: Vec<(f64, f64)>,
+    input_shaper: Option<input_shaper::InputShaperState>,
+    saved_states: Vec<gcode_state::SavedState>,
+    firmware_retraction: Option<gcode_state::FirmwareRetraction>,
+    exclude_object: Option<exclude_object::ExcludeObject>,
+    /// `[gcode_macro]`s.
+    macros: crate::macros::MacroSet,
+    /// Macros being run (Klipper refuses recursion).
+    macro_stack: Vec<String>,
+    /// The config as text, for `printer.configfile` in templates: (section, [(option, value)]).
+    config_snapshot: Vec<(String, Vec<(String, String)>)>,
+    /// `[gcode_arcs] resolution`, mm, when arcs are enabled.
+    arc_resolution: Option<f64>,
+    arc_plane: crate::arcs::ArcPlane,
+    /// Print time when the input ended, before batch mode's closing dwell: what klippy reports
+    /// as "print time" when it exits, s.
+    pub end_print_time: f64,
 }
 
 const HOMING_START_DELAY: f64 = 0.001;
@@ -286,6 +391,8 @@ const ENDSTOP_SAMPLE_TIME: f64 = 0.000_015;
 const ENDSTOP_SAMPLE_COUNT: u32 = 4;
 const TRSYNC_SINGLE_MCU_TIMEOUT: f64 = 0.250;
 const DISABLE_STALL_TIME: f64 = 0.100;
+/// Delay before a PWM output's start value applies, s (Klipper's MCU_pwm).
+const PWM_START_DELAY: f64 = 0.200;
 
 /// `[printer] max_z_velocity` and `max_z_accel`: default and capped by the toolhead's limits.
 fn z_limits(cfg: &Cfg<'_>, max_velocity: f64, max_accel: f64) -> Result<(f64, f64), PrinterError> {
@@ -342,6 +449,9 @@ impl Printer {
                     pins: Vec::new(),
                     oid_count: 0,
                     config_cmds: Vec::new(),
+                    callbacks: Vec::new(),
+                    deferred_oids: Vec::new(),
+                    init_cmds: Vec::new(),
                     reserved_move_slots: 0,
                 });
                 continue;
@@ -364,6 +474,9 @@ impl Printer {
                 pins,
                 oid_count: 0,
                 config_cmds: Vec::new(),
+                callbacks: Vec::new(),
+                deferred_oids: Vec::new(),
+                init_cmds: Vec::new(),
                 reserved_move_slots: 0,
             });
         }
@@ -403,23 +516,82 @@ impl Printer {
             stepper_enabled: Vec::new(),
             gcode: GCodeMove::default(),
             fan_queue: None,
+            fan_out: None,
             responses: Vec::new(),
             current_line: 0,
             partial_line: Vec::new(),
             line_no: 0,
             heater_targets: Vec::new(),
             extruder_pa: Vec::new(),
+            input_shaper: None,
+            saved_states: Vec::new(),
+            firmware_retraction: None,
+            exclude_object: None,
+            end_print_time: 0.0,
+            arc_resolution: None,
+            arc_plane: crate::arcs::ArcPlane::default(),
+            macros: crate::macros::MacroSet::from_config(config)
+                .map_err(|e| cfg_err(e.to_string()))?,
+            macro_stack: Vec::new(),
+            config_snapshot: config
+                .sections()
+                .map(|s| {
+                    (
+                        s.name().to_lowercase(),
+                        s.options()
+                            .map(|(k, v)| (k.to_lowercase(), v.to_owned()))
+                            .collect(),
+                    )
+                })
+                .collect(),
         };
         for m in &p.mcus {
             p.toolhead
                 .mcus
                 .push(McuQueue::new(m.freq, BATCH_MOVE_COUNT));
         }
+        // Klipper's creation order: modules of the config's sections in file order, then the
+        // toolhead (kinematics rails, then extruders with their heaters).
+        let section_names: Vec<String> = config.sections().map(|s| s.name().to_owned()).collect();
+        for name in &section_names {
+            match name.as_str() {
+                "heater_bed" => {
+                    p.heater_targets.push(("heater_bed".to_owned(), 0.0));
+                    p.build_heater(&cfg, "heater_bed")?;
+                }
+                "fan" => p.build_fan(&cfg)?,
+                _ => {}
+            }
+        }
         p.build_kinematics(&cfg, max_velocity, max_accel)?;
         p.build_extruders(&cfg, max_velocity, max_accel)?;
-        p.build_heaters(&cfg)?;
-        p.build_fan(&cfg)?;
+        for m in &mut p.mcus {
+            m.finalize_config();
+        }
+        for (mi, m) in p.mcus.iter_mut().enumerate() {
+            for cmd in std::mem::take(&mut m.init_cmds) {
+                p.toolhead.send(mi, 0, 0, cmd);
+            }
+        }
+        for d in &mut p.digital_outs {
+            d.oid = p.mcus[d.mcu].deferred_oids[d.slot];
+        }
+        if let (Some(qi), Some(d)) = (p.fan_queue, p.fan_out) {
+            p.toolhead.pwm_queues[qi].oid = p.digital_outs[d].oid;
+        }
         p.build_input_shaper(&cfg)?;
+        p.firmware_retraction = gcode_state::FirmwareRetraction::from_config(&cfg)?;
+        if cfg.has("gcode_arcs") {
+            p.arc_resolution = Some(cfg.getfloat(
+                "gcode_arcs",
+                "resolution",
+                Some(crate::arcs::DEFAULT_RESOLUTION_MM),
+                above(0.0),
+            )?);
+        }
+        if cfg.has("exclude_object") {
+            p.exclude_object = Some(exclude_object::ExcludeObject::default());
+        }
         // The step budget: the MCU's move queue less the slots outputs reserve (klippy uses 500
         // moves in batch mode, where no MCU answers get_config).
         for (q, m) in p.toolhead.mcus.iter_mut().zip(&p.mcus) {
@@ -436,6 +608,58 @@ impl Printer {
     }
 
     /// The MCU a pin is on, after checking the pin against that MCU's dictionary.
+    /// A virtual endstop as the physical pin behind it: `probe:z_virtual_endstop` is the
+    /// `[probe]` (or `[bltouch]`) sensor, whose `z_offset` becomes the rail's default
+    /// position_endstop; `tmcXXXX_stepper_x:virtual_endstop` is that driver's diag pin
+    /// (sensorless homing). Batch homing never waits for a trigger, so the pin only matters for
+    /// the config phase.
+    fn resolve_virtual_endstop(
+        &self,
+        cfg: &Cfg<'_>,
+        section: &str,
+        es: PinDesc,
+    ) -> Result<(PinDesc, Option<f64>), PrinterError> {
+        let chip = es.chip.to_ascii_lowercase();
+        if chip == "probe" {
+            if es.pin != "z_virtual_endstop" {
+                return Err(cfg_err(format!(
+                    "Probe virtual endstop only useful as endstop pin (section '{section}')"
+                )));
+            }
+            let (probe, option) = if cfg.has("probe") {
+                ("probe", "pin")
+            } else if cfg.has("bltouch") {
+                ("bltouch", "sensor_pin")
+            } else {
+                return Err(cfg_err(format!(
+                    "Unknown pin chip name 'probe' in section '{section}' (no [probe] or \
+                     [bltouch] section)"
+                )));
+            };
+            let pin = cfg.getpin(probe, option, PinFlags::ENDSTOP)?;
+            let z_offset = cfg.getfloat(probe, "z_offset", None, FloatBounds::NONE)?;
+            return Ok((pin, Some(z_offset)));
+        }
+        if chip.starts_with("tmc") && es.pin == "virtual_endstop" {
+            let driver = chip.replacen('_', " ", 1);
+            if !cfg.has(&driver) {
+                return Err(cfg_err(format!(
+                    "Unknown pin chip name '{}' in section '{section}'",
+                    es.chip
+                )));
+            }
+            for option in ["diag_pin", "diag0_pin", "diag1_pin"] {
+                if let Some(pin) = cfg.getpin_opt(&driver, option, PinFlags::ENDSTOP)? {
+                    return Ok((pin, None));
+                }
+            }
+            return Err(cfg_err(format!(
+                "Section '{driver}' needs a diag pin for its virtual endstop"
+            )));
+        }
+        Ok((es, None))
+    }
+
     fn pin_mcu(&self, pin: &PinDesc) -> Result<usize, PrinterError> {
         let mi = self.mcu_index(&pin.chip)?;
         let mcu = &self.mcus[mi];
@@ -504,12 +728,12 @@ impl Printer {
         let oid = self.mcus[mi].create_oid();
         let mcu = &mut self.mcus[mi];
         let step_pulse_ticks = (pulse * mcu.freq) as u64;
-        mcu.config_cmds.push(format!(
+        mcu.add_ready(vec![format!(
             "config_stepper oid={oid} step_pin={} dir_pin={} invert_step={} step_pulse_ticks={step_pulse_ticks}",
             step.pin,
             dir.pin,
             u8::from(step.invert)
-        ));
+        )]);
         let max_error = (MAX_STEPCOMPRESS_ERROR * mcu.freq) as u32;
         let mut sc = StepCompress::new(max_error, dir.invert);
         sc.set_time(0.0, mcu.freq);
@@ -537,22 +761,37 @@ impl Printer {
         Ok(idx)
     }
 
-    fn add_digital_out(&mut self, mi: usize, pin: &PinDesc) -> usize {
+    /// A digital (or software-PWM) output; its oid is known after the config callbacks run.
+    fn add_digital_out_with(
+        &mut self,
+        mi: usize,
+        pin: &PinDesc,
+        max_duration_ticks: u64,
+        cycle_ticks: Option<u64>,
+    ) -> usize {
         let mcu = &mut self.mcus[mi];
         mcu.reserved_move_slots += 1;
-        let oid = mcu.create_oid();
-        let v = u8::from(pin.invert);
-        mcu.config_cmds.push(format!(
-            "config_digital_out oid={oid} pin={} value={v} default_value={v} max_duration=0",
-            pin.pin
-        ));
+        let value = u8::from(pin.invert);
+        let pin_name = pin.pin.clone();
+        let slot = mcu.add_deferred(|slot| ConfigCallback::DigitalOut {
+            slot,
+            pin: pin_name,
+            value,
+            max_duration_ticks,
+            cycle_ticks,
+        });
         self.digital_outs.push(DigitalOut {
             mcu: mi,
-            oid,
+            slot,
+            oid: 0,
             invert: pin.invert,
             last_clock: 0,
         });
         self.digital_outs.len() - 1
+    }
+
+    fn add_digital_out(&mut self, mi: usize, pin: &PinDesc) -> usize {
+        self.add_digital_out_with(mi, pin, 0, None)
     }
 
     fn set_digital(&mut self, out: usize, print_time: f64, value: bool) {
@@ -579,6 +818,8 @@ impl Printer {
     ) -> Result<usize, PrinterError> {
         // Endstop and trsync oids come before the stepper's, as in Klipper.
         let es = cfg.getpin(section, "endstop_pin", PinFlags::ENDSTOP)?;
+        let (es, probe_z_offset) = self.resolve_virtual_endstop(cfg, section, es)?;
+        let default_position_endstop = probe_z_offset.or(default_position_endstop);
         let emi = self.pin_mcu(&es)?;
         let pull_up = match es.pull {
             Pull::Up => 1,
@@ -587,13 +828,13 @@ impl Printer {
         };
         let es_oid = self.mcus[emi].create_oid();
         let trsync_oid = self.mcus[emi].create_oid();
-        self.mcus[emi].config_cmds.push(format!(
-            "config_endstop oid={es_oid} pin={} pull_up={}",
-            es.pin, pull_up
-        ));
-        self.mcus[emi]
-            .config_cmds
-            .push(format!("config_trsync oid={trsync_oid}"));
+        self.mcus[emi].add_ready(vec![
+            format!(
+                "config_endstop oid={es_oid} pin={} pull_up={}",
+                es.pin, pull_up
+            ),
+            format!("config_trsync oid={trsync_oid}"),
+        ]);
         let stepper = self.add_stepper(cfg, section, kin, Some(TrapqId::Toolhead))?;
         let position_endstop = cfg.getfloat(
             section,
@@ -872,6 +1113,7 @@ impl Printer {
                 last_position: 0.0,
             });
             self.extruder_pa.push((pa, smooth));
+            self.build_heater(cfg, s)?;
             let has_stepper = cfg.get_opt(s, "step_pin").is_some()
                 || cfg.get_opt(s, "dir_pin").is_some()
                 || cfg.get_opt(s, "rotation_distance").is_some();
@@ -902,44 +1144,26 @@ impl Printer {
         Ok(())
     }
 
-    fn build_heaters(&mut self, cfg: &Cfg<'_>) -> Result<(), PrinterError> {
-        let mut sections: Vec<String> = self
-            .toolhead
-            .extruders
-            .iter()
-            .map(|e| e.name.clone())
-            .collect();
-        if cfg.has("heater_bed") {
-            sections.insert(0, "heater_bed".to_owned());
-            self.heater_targets.push(("heater_bed".to_owned(), 0.0));
-        }
-        for s in &sections {
-            let (Some(sensor), Some(heater)) = (
-                cfg.getpin_opt(s, "sensor_pin", PinFlags::PLAIN)?,
-                cfg.getpin_opt(s, "heater_pin", PinFlags::INVERT)?,
-            ) else {
-                continue;
-            };
-            let smi = self.pin_mcu(&sensor)?;
-            let hmi = self.pin_mcu(&heater)?;
-            let aoid = self.mcus[smi].create_oid();
-            self.mcus[smi]
-                .config_cmds
-                .push(format!("config_analog_in oid={aoid} pin={}", sensor.pin));
-            let m = &mut self.mcus[hmi];
-            m.reserved_move_slots += 1;
-            let hoid = m.create_oid();
-            let max_duration = (3.0 * m.freq) as u64;
-            let cycle = (0.100 * m.freq) as u64;
-            let v = u8::from(heater.invert);
-            m.config_cmds.push(format!(
-                "config_digital_out oid={hoid} pin={} value={v} default_value={v} max_duration={max_duration}",
-                heater.pin
-            ));
-            m.config_cmds.push(format!(
-                "set_digital_out_pwm_cycle oid={hoid} cycle_ticks={cycle}"
-            ));
-        }
+    /// A heater's sensor (ADC) and heater output (software PWM, 100 ms cycle, 3 s max_duration),
+    /// created in that order as Klipper's `setup_heater` does.
+    fn build_heater(&mut self, cfg: &Cfg<'_>, s: &str) -> Result<(), PrinterError> {
+        let (Some(sensor), Some(heater)) = (
+            cfg.getpin_opt(s, "sensor_pin", PinFlags::PLAIN)?,
+            cfg.getpin_opt(s, "heater_pin", PinFlags::INVERT)?,
+        ) else {
+            return Ok(());
+        };
+        let smi = self.pin_mcu(&sensor)?;
+        let hmi = self.pin_mcu(&heater)?;
+        let sensor_pin = sensor.pin.clone();
+        self.mcus[smi].add_deferred(|slot| ConfigCallback::AnalogIn {
+            slot,
+            pin: sensor_pin,
+        });
+        let freq = self.mcus[hmi].freq;
+        let max_duration = (3.0 * freq) as u64;
+        let cycle = (0.100 * freq) as u64;
+        self.add_digital_out_with(hmi, &heater, max_duration, Some(cycle));
         Ok(())
     }
 
@@ -963,72 +1187,15 @@ impl Printer {
             FloatBounds::NONE.min(0.0).max(1.0),
         )?;
         let cycle_time = cfg.getfloat("fan", "cycle_time", Some(0.010), above(0.0))?;
-        let m = &mut self.mcus[mi];
-        m.reserved_move_slots += 1;
-        let oid = m.create_oid();
-        let cycle = (cycle_time * m.freq) as u64;
-        let v = u8::from(pin.invert);
-        m.config_cmds.push(format!(
-            "config_digital_out oid={oid} pin={} value={v} default_value={v} max_duration=0",
-            pin.pin
-        ));
-        m.config_cmds.push(format!(
-            "set_digital_out_pwm_cycle oid={oid} cycle_ticks={cycle}"
-        ));
-        let mut q = PwmRequestQueue::new(mi, oid, cycle, max_power, kick);
+        let cycle = (cycle_time * self.mcus[mi].freq) as u64;
+        let out = self.add_digital_out_with(mi, &pin, 0, Some(cycle));
+        self.fan_out = Some(out);
+        // The oid is filled in once the config callbacks have run.
+        let mut q = PwmRequestQueue::new(mi, 0, cycle, max_power, kick);
         q.invert = pin.invert;
         q.off_below = off_below;
         self.toolhead.pwm_queues.push(q);
         self.fan_queue = Some(self.toolhead.pwm_queues.len() - 1);
-        Ok(())
-    }
-
-    fn build_input_shaper(&mut self, cfg: &Cfg<'_>) -> Result<(), PrinterError> {
-        if !cfg.has("input_shaper") {
-            return Ok(());
-        }
-        let s = "input_shaper";
-        let default_type = cfg
-            .get_opt(s, "shaper_type")
-            .unwrap_or("mzv")
-            .trim()
-            .to_owned();
-        let mut pulses = [
-            ShaperPulses::none(),
-            ShaperPulses::none(),
-            ShaperPulses::none(),
-        ];
-        for (axis, name) in ["x", "y"].iter().enumerate() {
-            let freq = cfg.getfloat(s, &format!("shaper_freq_{name}"), Some(0.0), minval(0.0))?;
-            let kind_text = cfg
-                .get_opt(s, &format!("shaper_type_{name}"))
-                .map(|t| t.trim().to_owned())
-                .unwrap_or_else(|| default_type.clone());
-            let kind = ShaperType::from_name(&kind_text)
-                .ok_or_else(|| cfg_err(format!("Unsupported shaper type: {kind_text}")))?;
-            let damping = cfg.getfloat(
-                s,
-                &format!("damping_ratio_{name}"),
-                Some(0.1),
-                FloatBounds::NONE.min(0.0).max(kind.max_damping_ratio()),
-            )?;
-            if freq == 0.0 {
-                continue;
-            }
-            let (a, t) = crate::shaper::pulses(kind, freq, damping);
-            pulses[axis] = ShaperPulses::new(&a, &t).map_err(|e| cfg_err(e.to_string()))?;
-        }
-        let shapers = AxisShapers {
-            x: pulses[0],
-            y: pulses[1],
-            z: pulses[2],
-        };
-        for st in &mut self.toolhead.steppers {
-            if st.trapq == Some(TrapqId::Toolhead) {
-                st.solver.set_shaper(Some(shapers));
-            }
-        }
-        self.toolhead.check_step_generation_scan_windows();
         Ok(())
     }
 
@@ -1062,19 +1229,125 @@ impl Printer {
             Err(CommandError::User(msg)) => {
                 self.respond_error(&msg);
                 // gcode:command_error → gcode_move resets its position.
-                self.gcode.last_position = self.toolhead.commanded_pos;
+                self.reset_last_position();
                 Ok(())
             }
             Err(CommandError::Move(MoveError::StepCompress(e))) => Err(MoveError::StepCompress(e)),
             Err(CommandError::Move(e)) => {
                 self.respond_error(&e.to_string());
-                self.gcode.last_position = self.toolhead.commanded_pos;
+                self.reset_last_position();
                 Ok(())
             }
         }
     }
 
+    /// Runs a G-code script from inside a command (Klipper's `run_script_from_command`): line
+    /// by line; the first error aborts the rest and becomes the calling command's error.
+    fn run_script(&mut self, script: &str) -> Result<(), CommandError> {
+        for line in script.split('\n') {
+            if let Some(cmd) = parse_line(line) {
+                self.dispatch(&cmd)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The axis ranges of the rails (Klipper's `axis_minimum` / `axis_maximum`).
+    fn rails_limits(&self) -> Vec<(f64, f64)> {
+        self.rails
+            .iter()
+            .map(|r| (r.position_min, r.position_max))
+            .collect()
+    }
+
+    /// Klipper's `rawparams`: the command line after the command name (line number and
+    /// checksum skipped).
+    fn rawparams(cmd: &Command) -> String {
+        let orig = cmd.raw.as_str();
+        let name = cmd.name.as_str();
+        let mut start = name.len();
+        let mut end = orig.len();
+        let head_matches = orig
+            .get(..start)
+            .is_some_and(|h| h.eq_ignore_ascii_case(name));
+        if !head_matches {
+            if let Some(pos) = orig.to_uppercase().find(name) {
+                start += pos;
+            }
+            if let Some(star) = orig.rfind('*')
+                && orig[star + 1..].chars().all(|c| c.is_ascii_digit())
+                && star + 1 < orig.len()
+            {
+                end = star;
+            }
+        }
+        let start = start.min(end);
+        let mut text = orig.get(start..end).unwrap_or("");
+        if text.starts_with(char::is_whitespace) {
+            text = &text[1..];
+        }
+        text.to_owned()
+    }
+
+    /// Runs `[gcode_macro]` `cmd`: renders its template with the printer's state, answers its
+    /// actions, then runs the script it produced.
+    fn run_macro(&mut self, cmd: &Command) -> Result<(), CommandError> {
+        if self.macro_stack.contains(&cmd.name) {
+            return Err(CommandError::User(format!(
+                "Macro {} called recursively",
+                cmd.name
+            )));
+        }
+        let rawparams = Self::rawparams(cmd);
+        let mut actions = Vec::new();
+        let script = {
+            let status = status::PrinterStatus { printer: self };
+            self.macros
+                .render(&cmd.name, &cmd.params, &rawparams, &status, &mut actions)
+        };
+        for action in actions {
+            match action {
+                crate::macros::MacroAction::RespondInfo(msg) => self.respond_info(&msg),
+                crate::macros::MacroAction::EmergencyStop(msg) => {
+                    return Err(CommandError::User(format!("Shutdown due to {msg}")));
+                }
+                crate::macros::MacroAction::RaiseError(_)
+                | crate::macros::MacroAction::CallRemoteMethod { .. } => {}
+            }
+        }
+        let script = script.map_err(|e| CommandError::User(e.to_string()))?;
+        self.macro_stack.push(cmd.name.clone());
+        let result = self.run_script(&script);
+        self.macro_stack.pop();
+        result
+    }
+
     fn dispatch(&mut self, cmd: &Command) -> Result<(), CommandError> {
+        if self.macros.contains(&cmd.name) {
+            return self.run_macro(cmd);
+        }
+        if cmd.name == "SET_GCODE_VARIABLE" {
+            return self
+                .macros
+                .cmd_set_gcode_variable(&cmd.params, cmd.raw.trim())
+                .map_err(|e| CommandError::User(e.to_string()));
+        }
+        // A command a macro took over is reachable under its rename_existing name.
+        let renamed = self
+            .macros
+            .macros()
+            .iter()
+            .find(|m| m.rename_existing.as_deref() == Some(cmd.name.as_str()))
+            .map(|m| m.command.clone());
+        if let Some(original) = renamed {
+            let mut c = cmd.clone();
+            c.name = original;
+            return self.dispatch_builtin(&c);
+        }
+        self.dispatch_builtin(cmd)
+    }
+
+    fn dispatch_builtin(&mut self, cmd: &Command) -> Result<(), CommandError> {
         match cmd.name.as_str() {
             "G0" | "G1" => self.cmd_g1(cmd),
             "G4" => {
@@ -1174,6 +1447,32 @@ impl Printer {
             }
             "SET_KINEMATIC_POSITION" => self.cmd_set_kinematic_position(cmd),
             "SET_PRESSURE_ADVANCE" => self.cmd_set_pressure_advance(cmd),
+            "SET_INPUT_SHAPER" if self.input_shaper.is_some() => self.cmd_set_input_shaper(cmd),
+            "G2" if self.arc_resolution.is_some() => self.cmd_arc(cmd, true),
+            "G3" if self.arc_resolution.is_some() => self.cmd_arc(cmd, false),
+            "G17" | "G18" | "G19" if self.arc_resolution.is_some() => {
+                if let Some(plane) = crate::arcs::ArcPlane::from_command(&cmd.name) {
+                    self.arc_plane = plane;
+                }
+                Ok(())
+            }
+            "SAVE_GCODE_STATE" => self.cmd_save_gcode_state(cmd),
+            "RESTORE_GCODE_STATE" => self.cmd_restore_gcode_state(cmd),
+            "SET_GCODE_OFFSET" => self.cmd_set_gcode_offset(cmd),
+            "G10" if self.firmware_retraction.is_some() => self.cmd_g10(),
+            "G11" if self.firmware_retraction.is_some() => self.cmd_g11(),
+            "SET_RETRACTION" if self.firmware_retraction.is_some() => self.cmd_set_retraction(cmd),
+            "GET_RETRACTION" if self.firmware_retraction.is_some() => self.cmd_get_retraction(),
+            "EXCLUDE_OBJECT_DEFINE" if self.exclude_object.is_some() => {
+                self.cmd_exclude_object_define(cmd)
+            }
+            "EXCLUDE_OBJECT_START" if self.exclude_object.is_some() => {
+                self.cmd_exclude_object_start(cmd)
+            }
+            "EXCLUDE_OBJECT_END" if self.exclude_object.is_some() => {
+                self.cmd_exclude_object_end(cmd)
+            }
+            "EXCLUDE_OBJECT" if self.exclude_object.is_some() => self.cmd_exclude_object(cmd),
             "" => Ok(()),
             other => {
                 self.respond_info(&format!("Unknown command:\"{other}\""));
@@ -1183,14 +1482,43 @@ impl Printer {
     }
 
     fn cmd_g1(&mut self, cmd: &Command) -> Result<(), CommandError> {
-        let g = &mut self.gcode;
+        let parse = |letter: &str| -> Result<Option<f64>, CommandError> {
+            cmd.param(letter)
+                .map(|text| {
+                    parse_py_float(text).ok_or_else(|| {
+                        CommandError::User(format!("Unable to parse move '{}'", cmd.raw.trim()))
+                    })
+                })
+                .transpose()
+        };
+        // Klipper updates the position axis by axis: a bad value after a good one leaves the
+        // earlier axes changed until the command error resets the position.
+        let mut values = [None; AXES];
         for (axis, letter) in ["X", "Y", "Z", "E"].iter().enumerate() {
-            let Some(text) = cmd.param(letter) else {
+            match parse(letter) {
+                Ok(v) => values[axis] = v,
+                Err(e) => {
+                    self.apply_g1_position(values);
+                    return Err(e);
+                }
+            }
+        }
+        let f = match parse("F") {
+            Ok(f) => f,
+            Err(e) => {
+                self.apply_g1_position(values);
+                return Err(e);
+            }
+        };
+        self.g1_values(values, f, cmd.raw.trim())
+    }
+
+    fn apply_g1_position(&mut self, values: [Option<f64>; AXES]) {
+        let g = &mut self.gcode;
+        for (axis, v) in values.into_iter().enumerate() {
+            let Some(mut v) = v else {
                 continue;
             };
-            let mut v: f64 = parse_py_float(text).ok_or_else(|| {
-                CommandError::User(format!("Unable to parse move '{}'", cmd.raw.trim()))
-            })?;
             let mut absolute = g.absolute_coord;
             if axis == 3 {
                 v *= g.extrude_factor;
@@ -1204,20 +1532,59 @@ impl Printer {
                 g.last_position[axis] += v;
             }
         }
-        if let Some(text) = cmd.param("F") {
-            let f = parse_py_float(text).ok_or_else(|| {
-                CommandError::User(format!("Unable to parse move '{}'", cmd.raw.trim()))
-            })?;
-            if f <= 0.0 {
+    }
+
+    /// Klipper's `cmd_G1` from parsed values (`commandline` for its messages).
+    fn g1_values(
+        &mut self,
+        values: [Option<f64>; AXES],
+        f_mm_per_min: Option<f64>,
+        commandline: &str,
+    ) -> Result<(), CommandError> {
+        self.apply_g1_position(values);
+        if let Some(f) = f_mm_per_min {
+            if f.is_nan() || f <= 0.0 {
                 return Err(CommandError::User(format!(
-                    "Invalid speed in '{}'",
-                    cmd.raw.trim()
+                    "Invalid speed in '{commandline}'"
                 )));
             }
-            g.speed = f * g.speed_factor;
+            self.gcode.speed = f * self.gcode.speed_factor;
         }
-        let (pos, speed) = (g.last_position, g.speed);
-        self.toolhead.move_to(pos, speed, self.current_line)?;
+        let (pos, speed) = (self.gcode.last_position, self.gcode.speed);
+        self.move_with_transform(pos, speed)
+    }
+
+    /// G2/G3 through `[gcode_arcs]`: the arc split into G1 segments exactly as Klipper does.
+    fn cmd_arc(&mut self, cmd: &Command, clockwise: bool) -> Result<(), CommandError> {
+        let Some(resolution) = self.arc_resolution else {
+            return Ok(());
+        };
+        let g = &self.gcode;
+        let state = crate::arcs::ArcState::from_gcode_move(
+            g.last_position,
+            g.base_position,
+            g.extrude_factor,
+            g.absolute_coord,
+            g.absolute_extrude,
+            self.arc_plane,
+        );
+        let params = |c: char| -> Result<Option<f64>, String> {
+            match cmd.get_float(&c.to_string(), None) {
+                Ok(v) => Ok(v),
+                Err(CommandError::User(m)) => Err(m),
+                Err(CommandError::Move(e)) => Err(e.to_string()),
+            }
+        };
+        let segments = crate::arcs::ArcSegments::new(clockwise, &params, &state, resolution)
+            .map_err(|e| CommandError::User(e.to_string()))?;
+        for seg in segments {
+            let [x, y, z] = seg.position_mm;
+            self.g1_values(
+                [Some(x), Some(y), Some(z), seg.e_mm],
+                seg.f_mm_per_min,
+                crate::arcs::SEGMENT_COMMANDLINE,
+            )?;
+        }
         Ok(())
     }
 
@@ -1239,7 +1606,7 @@ impl Printer {
     }
 
     fn reset_last_position(&mut self) {
-        self.gcode.last_position = self.toolhead.commanded_pos;
+        self.gcode.last_position = self.position_with_transform();
     }
 
     fn cmd_set_kinematic_position(&mut self, cmd: &Command) -> Result<(), CommandError> {
@@ -1685,7 +2052,14 @@ impl Printer {
             self.line_no += 1;
             self.run_line(&line, self.line_no)?;
         }
-        self.toolhead.get_last_move_time()?;
+        self.end_print_time = self.toolhead.get_last_move_time()?;
+        // klippy's exit ("gcode:request_restart"): the motors are switched off (the fan's
+        // handler runs too, but leaves an idle fan alone).
+        match self.cmd_m84() {
+            Ok(()) => {}
+            Err(CommandError::Move(e)) => return Err(e),
+            Err(CommandError::User(msg)) => self.respond_error(&msg),
+        }
         self.toolhead.dwell(0.5)?;
         self.toolhead.wait_moves()?;
         self.toolhead.flush_step_generation()?;
@@ -1739,6 +2113,39 @@ impl Command {
             .map(|(_, v)| v.as_str())
     }
 
+    fn error_on(&self, what: std::fmt::Arguments<'_>) -> CommandError {
+        CommandError::User(format!("Error on '{}': {what}", self.raw.trim()))
+    }
+
+    /// An integer parameter (Python's `int()`: digits with an optional sign).
+    fn get_int(&self, key: &str, default: i64) -> Result<i64, CommandError> {
+        match self.param(key) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| self.error_on(format_args!("unable to parse {v}"))),
+        }
+    }
+
+    /// A float parameter that must be above `above`.
+    fn get_float_above(&self, key: &str, default: f64, above: f64) -> Result<f64, CommandError> {
+        let v = self.get_float(key, Some(default))?.unwrap_or(default);
+        if v <= above {
+            return Err(self.error_on(format_args!("{key} must be above {}", py_float(above))));
+        }
+        Ok(v)
+    }
+
+    /// A float parameter with a minimum.
+    fn get_float_min(&self, key: &str, default: f64, min: f64) -> Result<f64, CommandError> {
+        let v = self.get_float(key, Some(default))?.unwrap_or(default);
+        if v < min {
+            return Err(self.error_on(format_args!("{key} must have minimum of {}", py_float(min))));
+        }
+        Ok(v)
+    }
+
     fn get_float(&self, key: &str, default: Option<f64>) -> Result<Option<f64>, CommandError> {
         match self.param(key) {
             None => Ok(default),
@@ -1760,6 +2167,15 @@ enum CommandError {
 impl From<MoveError> for CommandError {
     fn from(e: MoveError) -> Self {
         Self::Move(e)
+    }
+}
+
+/// Python's `str()` of a float bound (`0.0`, `1.0`, `0.25`).
+fn py_float(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e16 {
+        format!("{v:.1}")
+    } else {
+        format!("{v}")
     }
 }
 

