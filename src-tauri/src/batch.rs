@@ -127,7 +127,7 @@ pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     let gcode = std::fs::read(&args.file)
         .with_context(|| format!("cannot read G-code {}", args.file.display()))?;
     let planned = if args.assume_homed {
-        gantry_motion::estimate::estimate_assuming_homed(&config, &gcode)
+        gantry_core::motion::estimate::estimate_assuming_homed(&config, &gcode)
     } else {
         estimate(&config, &gcode)
     };

@@ -5,18 +5,22 @@
 //! `/proc/self`), `queue_step` count (B5: Klipper sends 242,063 for case f) and an FNV-1a hash of
 //! the encoded stream, so that a change can be checked for bit-identical output.
 //!
-//! `cargo bench -p gantry-motion --bench batch [-- CASE [RUNS]]`; CASE is a directory name under
-//! `tests/fixtures/oracle/cases` (or a path to one). Plain `std::time::Instant`, no harness.
+//! `cargo bench -p gantry-motion --bench batch [-- CASE [RUNS [MODE [COPIES]]]]`: CASE is a
+//! directory name under `tests/fixtures/oracle/cases` (or a path to one); MODE `collect` (the
+//! default, as `gantry batch` does it: the whole stream is kept, then encoded) or `stream`
+//! (messages are encoded after every input chunk with `output::StreamEncoder`, so memory stays
+//! flat); COPIES repeats the input that many times (for memory growth). Plain
+//! `std::time::Instant`, no harness.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use gantry_motion::config::Config;
-use gantry_motion::output::encode_stream;
-use gantry_motion::printer::Printer;
+use gantry_motion::output::{StreamEncoder, encode_stream};
+use gantry_motion::printer::{BATCH_READ_SIZE, Printer};
 use gantry_motion::stepcompress::StepCommand;
-use gantry_motion::toolhead::McuCommand;
+use gantry_motion::toolhead::{McuCommand, McuMessage};
 use gantry_proto::Dictionary;
 
 fn oracle() -> PathBuf {
@@ -53,10 +57,27 @@ fn max_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// FNV-1a, fed in pieces.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn write(&mut self, data: &[u8]) {
+        for &b in data {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    let mut h = Fnv1a::default();
+    h.write(data);
+    h.0
 }
 
 struct Run {
@@ -70,17 +91,8 @@ struct Run {
     print_time_s: f64,
 }
 
-fn run_case(dir: &Path, dict: &Dictionary) -> Result<Run, String> {
-    let t0 = Instant::now();
-    let cfg_text = std::fs::read_to_string(dir.join("printer.cfg")).map_err(|e| e.to_string())?;
-    let gcode = std::fs::read(dir.join("input.gcode")).map_err(|e| e.to_string())?;
-    let config = Config::parse(&cfg_text, "printer.cfg").map_err(|e| e.to_string())?;
-    let mut printer = Printer::new(&config, &[("mcu", dict)]).map_err(|e| e.to_string())?;
-    let t1 = Instant::now();
-    printer.run_batch(&gcode).map_err(|e| e.to_string())?;
-    let t2 = Instant::now();
-    let (config_phase, messages) = printer.take_output(0);
-    let queue_steps = messages
+fn count_queue_steps(messages: &[McuMessage]) -> usize {
+    messages
         .iter()
         .filter(|m| {
             matches!(
@@ -91,17 +103,80 @@ fn run_case(dir: &Path, dict: &Dictionary) -> Result<Run, String> {
                 }
             )
         })
-        .count();
-    let data = encode_stream(dict, &config_phase, &messages).map_err(|e| e.to_string())?;
-    let t3 = Instant::now();
+        .count()
+}
+
+fn run_case(dir: &Path, dict: &Dictionary, stream: bool, copies: usize) -> Result<Run, String> {
+    let t0 = Instant::now();
+    let cfg_text = std::fs::read_to_string(dir.join("printer.cfg")).map_err(|e| e.to_string())?;
+    let one = std::fs::read(dir.join("input.gcode")).map_err(|e| e.to_string())?;
+    let gcode = one.repeat(copies);
+    drop(one);
+    let config = Config::parse(&cfg_text, "printer.cfg").map_err(|e| e.to_string())?;
+    let mut printer = Printer::new(&config, &[("mcu", dict)]).map_err(|e| e.to_string())?;
+    let t1 = Instant::now();
+    if !stream {
+        printer.run_batch(&gcode).map_err(|e| e.to_string())?;
+        let t2 = Instant::now();
+        let (config_phase, messages) = printer.take_output(0);
+        let queue_steps = count_queue_steps(&messages);
+        let data = encode_stream(dict, &config_phase, &messages).map_err(|e| e.to_string())?;
+        let t3 = Instant::now();
+        return Ok(Run {
+            load_s: (t1 - t0).as_secs_f64(),
+            plan_s: (t2 - t1).as_secs_f64(),
+            encode_s: (t3 - t2).as_secs_f64(),
+            messages: config_phase.len() + messages.len(),
+            queue_steps,
+            bytes: data.len(),
+            hash: fnv1a(&data),
+            print_time_s: printer.toolhead.print_time,
+        });
+    }
+    // Streaming: the config phase first, then each chunk's messages as they come; the bytes
+    // go to a hash and a counter (a file, in a real run), so nothing grows with the input.
+    let mut enc = StreamEncoder::new(dict).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let (mut hash, mut bytes, mut index, mut queue_steps) = (Fnv1a::default(), 0, 0, 0);
+    let config_phase = printer.mcus[0].config_phase();
+    for text in &config_phase {
+        enc.push_text(index, text, &mut buf)
+            .map_err(|e| e.to_string())?;
+        index += 1;
+    }
+    let mut drain = |printer: &mut Printer, buf: &mut Vec<u8>, last: bool| -> Result<(), String> {
+        let out = std::mem::take(&mut printer.toolhead.mcus[0].out);
+        queue_steps += count_queue_steps(&out);
+        for m in &out {
+            enc.push(index, m, buf).map_err(|e| e.to_string())?;
+            index += 1;
+        }
+        if last {
+            enc.finish(buf);
+        }
+        hash.write(buf);
+        bytes += buf.len();
+        buf.clear();
+        // Give the emptied buffer back so that its capacity is reused.
+        printer.toolhead.mcus[0].out = out;
+        printer.toolhead.mcus[0].out.clear();
+        Ok(())
+    };
+    for chunk in gcode.chunks(BATCH_READ_SIZE) {
+        printer.feed_batch_chunk(chunk).map_err(|e| e.to_string())?;
+        drain(&mut printer, &mut buf, false)?;
+    }
+    printer.finish_batch().map_err(|e| e.to_string())?;
+    drain(&mut printer, &mut buf, true)?;
+    let t2 = Instant::now();
     Ok(Run {
         load_s: (t1 - t0).as_secs_f64(),
         plan_s: (t2 - t1).as_secs_f64(),
-        encode_s: (t3 - t2).as_secs_f64(),
-        messages: config_phase.len() + messages.len(),
+        encode_s: 0.0,
+        messages: index,
         queue_steps,
-        bytes: data.len(),
-        hash: fnv1a(&data),
+        bytes,
+        hash: hash.0,
         print_time_s: printer.toolhead.print_time,
     })
 }
@@ -113,6 +188,9 @@ fn main() {
         .collect();
     let case = args.first().map_or("f_large_cylinder", String::as_str);
     let runs: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(1).max(1);
+    let mode = args.get(2).map_or("collect", String::as_str);
+    let stream = mode == "stream";
+    let copies: usize = args.get(3).and_then(|c| c.parse().ok()).unwrap_or(1).max(1);
     let dir = if Path::new(case).is_dir() {
         PathBuf::from(case)
     } else {
@@ -141,7 +219,7 @@ fn main() {
     let wall0 = Instant::now();
     let mut best: Option<Run> = None;
     for _ in 0..runs {
-        let run = match run_case(&dir, &dict) {
+        let run = match run_case(&dir, &dict, stream, copies) {
             Ok(r) => r,
             Err(e) => {
                 let _ = writeln!(
@@ -162,7 +240,8 @@ fn main() {
     let wall = wall0.elapsed().as_secs_f64() / runs as f64;
     let _ = writeln!(
         out,
-        "{{\"bench\":\"batch\",\"case\":\"{case}\",\"runs\":{runs},\"load_s\":{:.4},\"plan_s\":{:.4},\
+        "{{\"bench\":\"batch\",\"case\":\"{case}\",\"mode\":\"{mode}\",\"copies\":{copies},\"runs\":{runs},\
+         \"load_s\":{:.4},\"plan_s\":{:.4},\
          \"encode_s\":{:.4},\"total_s\":{:.4},\"mean_wall_s\":{wall:.4},\"mean_cpu_s\":{cpu:.3},\
          \"max_rss_mb\":{:.1},\"messages\":{},\"queue_step\":{},\"output_bytes\":{},\
          \"output_fnv1a\":\"{:016x}\",\"print_time_s\":{}}}",
