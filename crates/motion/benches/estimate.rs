@@ -6,10 +6,12 @@
 //! `cargo bench -p gantry-motion --bench estimate [-- FILE [COPIES [RUNS]]]`, or the environment
 //! variables `GANTRY_BENCH_GCODE`, `GANTRY_BENCH_COPIES` (default 50), `GANTRY_BENCH_RUNS` and
 //! `GANTRY_BENCH_CFG` (a printer.cfg; default: a 350 mm cartesian with the limits the
-//! klipper_estimator anchor was measured with). Without arguments it runs both corpus files the
-//! goal names, from `/work/shared/corpus`; a missing file is skipped with a message. Prints one
-//! JSON line per input (best of RUNS), with the estimate's totals for checking that a change left
-//! the plan bit-identical.
+//! klipper_estimator anchor was measured with; it has no `[gcode_arcs]`, so G2/G3 count as
+//! unknown commands and the numbers stay comparable with the first measurements: give a
+//! printer.cfg with `[gcode_arcs]` to plan the arcs). Without arguments it runs both corpus
+//! files the goal names, from `/work/shared/corpus`; a missing file is skipped with a message.
+//! Prints one JSON line per input (best of RUNS), with the estimate's totals for checking that a
+//! change left the plan bit-identical.
 
 use std::io::Write as _;
 use std::path::PathBuf;
