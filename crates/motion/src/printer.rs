@@ -372,6 +372,8 @@ pub struct Printer {
     exclude_object: Option<exclude_object::ExcludeObject>,
     /// `[gcode_macro]`s.
     macros: crate::macros::MacroSet,
+    /// `rename_existing` of the macros: (new name, the command it reaches).
+    renamed: Vec<(String, String)>,
     /// Macros being run (Klipper refuses recursion).
     macro_stack: Vec<String>,
     /// The config as text, for `printer.configfile` in templates: (section, [(option, value)]).
@@ -532,6 +534,7 @@ impl Printer {
             arc_plane: crate::arcs::ArcPlane::default(),
             macros: crate::macros::MacroSet::from_config(config)
                 .map_err(|e| cfg_err(e.to_string()))?,
+            renamed: Vec::new(),
             macro_stack: Vec::new(),
             config_snapshot: config
                 .sections()
@@ -581,6 +584,12 @@ impl Printer {
         }
         p.build_input_shaper(&cfg)?;
         p.firmware_retraction = gcode_state::FirmwareRetraction::from_config(&cfg)?;
+        p.renamed = p
+            .macros
+            .macros()
+            .iter()
+            .filter_map(|m| Some((m.rename_existing.clone()?, m.command.clone())))
+            .collect();
         if cfg.has("gcode_arcs") {
             p.arc_resolution = Some(cfg.getfloat(
                 "gcode_arcs",
@@ -1333,15 +1342,9 @@ impl Printer {
                 .map_err(|e| CommandError::User(e.to_string()));
         }
         // A command a macro took over is reachable under its rename_existing name.
-        let renamed = self
-            .macros
-            .macros()
-            .iter()
-            .find(|m| m.rename_existing.as_deref() == Some(cmd.name.as_str()))
-            .map(|m| m.command.clone());
-        if let Some(original) = renamed {
+        if let Some((_, original)) = self.renamed.iter().find(|(new, _)| *new == cmd.name) {
             let mut c = cmd.clone();
-            c.name = original;
+            c.name = original.clone();
             return self.dispatch_builtin(&c);
         }
         self.dispatch_builtin(cmd)
@@ -2180,106 +2183,22 @@ fn py_float(v: f64) -> String {
 }
 
 fn parse_py_float(text: &str) -> Option<f64> {
-    let v: f64 = text.trim().parse().ok()?;
-    v.is_finite().then_some(v)
+    crate::gcode::parse_float(text)
 }
 
-/// Splits a G-code line like klippy: comments after `;`, upper-cased words split on runs of
-/// letters/underscores or `*`, an `N` line number skipped; extended commands (`NAME K=V`)
-/// are parsed shell-style.
+/// One G-code line as a [`Command`] (klippy's split rules, in [`crate::gcode::parse_command`]);
+/// `None` for a blank or comment-only line.
 fn parse_line(line: &str) -> Option<Command> {
-    let orig = line.trim();
-    let code = match orig.find(';') {
-        Some(i) => &orig[..i],
-        None => orig,
-    };
-    let upper = code.to_ascii_uppercase();
-    // Python's re.split('([A-Z_]+|[A-Z*])') keeps separators at odd indices.
-    let mut parts: Vec<&str> = Vec::new();
-    let bytes = upper.as_bytes();
-    let mut i = 0;
-    let mut last = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b.is_ascii_uppercase() || b == b'_' {
-            let s = i;
-            while i < bytes.len() && (bytes[i].is_ascii_uppercase() || bytes[i] == b'_') {
-                i += 1;
-            }
-            parts.push(&upper[last..s]);
-            parts.push(&upper[s..i]);
-            last = i;
-        } else if b == b'*' {
-            parts.push(&upper[last..i]);
-            parts.push(&upper[i..i + 1]);
-            i += 1;
-            last = i;
-        } else {
-            i += 1;
-        }
-    }
-    parts.push(&upper[last..]);
-    let name = if parts.len() >= 2 && format!("{}{}", parts[0], parts[1]) == "N" {
-        parts.get(3..5).map(|p| p.concat()).unwrap_or_default()
-    } else {
-        parts.iter().take(3).copied().collect::<String>()
-    };
-    let name = name.trim().to_owned();
-    if name.is_empty() && code.trim().is_empty() {
-        return None;
-    }
-    let mut params = Vec::new();
-    let mut k = 1;
-    while k + 1 < parts.len() {
-        params.push((parts[k].to_owned(), parts[k + 1].trim().to_owned()));
-        k += 2;
-    }
-    let is_extended = name.len() > 2 && !name.chars().nth(1).is_some_and(|c| c.is_ascii_digit());
-    if is_extended {
-        // Raw parameters: the original text after the command name.
-        let start = code
-            .to_ascii_uppercase()
-            .find(&name)
-            .map(|p| p + name.len())
-            .unwrap_or(code.len());
-        params = parse_extended(&code[start..]);
-    }
+    let cmd = crate::gcode::parse_command(line)?;
     Some(Command {
-        name,
-        params,
-        raw: orig.to_owned(),
+        name: cmd.name().to_owned(),
+        params: cmd
+            .params()
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+        raw: cmd.raw().to_owned(),
     })
-}
-
-/// `KEY=value KEY2="quoted value"` → upper-cased keys with values as written.
-fn parse_extended(raw: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    let mut words = Vec::new();
-    for c in raw.chars() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => cur.push(c),
-            None if c == '"' || c == '\'' => quote = Some(c),
-            None if c == '#' || c == ';' => break,
-            None if c.is_whitespace() => {
-                if !cur.is_empty() {
-                    words.push(std::mem::take(&mut cur));
-                }
-            }
-            None => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        words.push(cur);
-    }
-    for w in words {
-        if let Some((k, v)) = w.split_once('=') {
-            out.push((k.to_ascii_uppercase(), v.to_owned()));
-        }
-    }
-    out
 }
 
 /// Intersection of three spheres (centres, radii²): the point on the +Z side (Klipper's

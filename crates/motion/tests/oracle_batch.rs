@@ -12,6 +12,9 @@ use gantry_motion::printer::Printer;
 use gantry_motion::steptrace::{Trace, compare};
 use gantry_proto::Dictionary;
 
+mod common;
+use common::config_phase_of;
+
 fn oracle() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/oracle")
 }
@@ -45,21 +48,6 @@ fn run(case: &str) -> (Vec<u8>, Vec<u8>, Dictionary, Vec<String>) {
     let (config_phase, messages) = printer.take_output(0);
     let ours = encode_stream(&dict, &config_phase, &messages).expect("stream encodes");
     (ours, theirs, dict, config_phase)
-}
-
-/// The messages of `stream` up to and including `finalize_config`, as text.
-fn config_phase_of(dict: &Dictionary, stream: &[u8]) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut done = false;
-    gantry_proto::dump::dump(dict, stream, |e| {
-        if let gantry_proto::dump::Event::Message(m) = e
-            && !done
-        {
-            done = m.starts_with("finalize_config");
-            lines.push(m.to_owned());
-        }
-    });
-    lines
 }
 
 fn check(case: &str) {

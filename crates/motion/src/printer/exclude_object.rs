@@ -42,9 +42,6 @@ pub(super) struct ExcludeObject {
     pub(super) current: Option<String>,
     in_excluded_region: bool,
     transform: Option<Transform>,
-    /// Kept across transform registrations, as Klipper keeps them.
-    last_position_extruded: [f64; AXES],
-    last_position_excluded: [f64; AXES],
 }
 
 impl ExcludeObject {
@@ -105,7 +102,6 @@ impl ExcludeObject {
             t.last_position = newpos;
             t.last_position_excluded = newpos;
             t.max_position_excluded = t.max_position_excluded.max(newpos[3]);
-            self.last_position_excluded = newpos;
             return None;
         }
         if in_region {
@@ -121,7 +117,6 @@ impl ExcludeObject {
         t.last_position = newpos;
         t.last_position_extruded = newpos;
         t.max_position_extruded = t.max_position_extruded.max(newpos[3]);
-        self.last_position_extruded = newpos;
         let off = &mut t.extrusion_offset;
         if (off[0] != 0.0 || off[1] != 0.0)
             && (newpos[0] != t.last_position_excluded[0]
@@ -211,19 +206,14 @@ impl Printer {
             return;
         };
         if ex.transform.is_none() {
-            let mut t = Transform {
+            // Registering the transform: no offsets yet, every tracked position is the toolhead's.
+            ex.transform = Some(Transform {
                 initial_extrusion_moves: INITIAL_EXTRUSION_MOVES,
+                last_position: pos,
+                last_position_extruded: pos,
+                last_position_excluded: pos,
                 ..Transform::default()
-            };
-            t.last_position = pos;
-            ex.transform = Some(t);
-            ex.position(pos);
-            ex.last_position_extruded = pos;
-            ex.last_position_excluded = pos;
-            if let Some(t) = ex.transform.as_mut() {
-                t.last_position_extruded = pos;
-                t.last_position_excluded = pos;
-            }
+            });
         }
         if !ex.excluded.iter().any(|e| e == name) {
             ex.excluded.push(name.to_owned());
