@@ -45,6 +45,7 @@ pub const COMMANDS: &[&str] = &[
     "set_digital_out_pwm_cycle oid=%c cycle_ticks=%u",
     "config_analog_in oid=%c pin=%u",
     QUERY_ANALOG_IN,
+    "reset",
 ];
 
 /// `query_analog_in` as current firmware declares it (batched reports since 2026-02).

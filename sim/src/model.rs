@@ -392,6 +392,39 @@ impl Mcu {
         }
     }
 
+    /// `reset` (as on AVR, ARM and RP2040 boards; klippy's FIRMWARE_RESTART sends it): the board
+    /// restarts. The configuration is gone and the MCU is not shut down;
+    /// the physical world (carriage positions, temperatures) stays where it is. The clock keeps
+    /// counting (hosts resynchronise after a reset either way).
+    pub fn reset(&mut self) {
+        if self.fault.is_none() {
+            // A running board stops driving its outputs when it resets.
+            self.on_shutdown();
+        }
+        self.forget_config();
+    }
+
+    fn forget_config(&mut self) {
+        // The carriages stay where the steps took them: fold the step counts into their start.
+        for i in 0..self.world.carriages.len() {
+            let pin = self.world.carriages[i].step_pin;
+            let steps = self.objects.iter().find_map(|o| match o {
+                Object::Stepper(s) if s.step_pin == pin => Some(s.position),
+                _ => None,
+            });
+            if let Some(steps) = steps {
+                let carriage = &mut self.world.carriages[i];
+                carriage.start_mm = carriage.position_mm(steps);
+            }
+        }
+        self.objects.clear();
+        self.config_crc = None;
+        self.timers.clear();
+        self.fault = None;
+        self.shutdown_reason = None;
+        self.free_moves = 0;
+    }
+
     /// Runs every timer due at or before `clock`, with the steppers and the world run to each
     /// timer's clock, and then everything to `clock`.
     pub fn advance(&mut self, clock: u64) {

@@ -608,3 +608,46 @@ fn a_stuck_endstop_triggers_at_once_or_never() {
         }
     }
 }
+
+#[test]
+fn reset_forgets_the_config_but_not_the_world() {
+    let mut b = Bench::new();
+    b.configure(2, |b| {
+        let (step, dir) = (b.pin("PD7"), b.pin("PC5"));
+        b.ok("config_stepper", &[1, step, dir, 0, 32]);
+    });
+    b.ok("set_next_step_dir", &[1, 1]);
+    b.ok("reset_step_clock", &[1, clock(100 * MS)]);
+    b.ok("queue_step", &[1, 100, 800, 0]);
+    b.mcu.advance(S);
+    let pd7 = b.pin("PD7");
+    let carriage = |mcu: &Mcu| {
+        mcu.world()
+            .carriages
+            .iter()
+            .find(|c| c.step_pin == pd7)
+            .expect("PD7 drives a carriage")
+            .clone()
+    };
+    let moved_mm = carriage(&b.mcu).position_mm(800);
+    assert!((moved_mm - carriage(&b.mcu).start_mm).abs() > 1.0);
+
+    // Shut down (the host died), then FIRMWARE_RESTART's `reset`.
+    b.mcu.shutdown("Command request");
+    b.mcu.reset();
+    assert!(!b.mcu.is_shutdown());
+    assert_eq!(b.mcu.config_crc, None);
+    assert_eq!(b.mcu.move_count(), 0);
+    assert_eq!(b.mcu.steppers().count(), 0);
+    assert!(
+        (carriage(&b.mcu).start_mm - moved_mm).abs() < 1e-9,
+        "the carriage stays where the steps took it"
+    );
+    // A new configuration is accepted.
+    b.configure(1, |_| {});
+    assert_eq!(b.mcu.config_crc, Some(0x1234));
+    // A reset of a running board needs no shutdown first.
+    b.mcu.reset();
+    assert!(!b.mcu.is_shutdown());
+    assert_eq!(b.mcu.config_crc, None);
+}

@@ -37,6 +37,7 @@ const ALLOWED_IN_SHUTDOWN: &[&str] = &[
     "get_uptime",
     "emergency_stop",
     "clear_shutdown",
+    "reset",
 ];
 
 /// A simulated MCU with its link.
@@ -150,6 +151,10 @@ impl SimMcu {
                     None => break,
                 }
             }
+            if !self.booted {
+                // `reset` rebooted the board mid-block: nothing is acknowledged.
+                break;
+            }
             self.link.ack(out);
         }
     }
@@ -224,6 +229,13 @@ impl SimMcu {
                 );
             }
             "clear_shutdown" => self.model.clear_shutdown(),
+            "reset" => {
+                // The board reboots: a fresh link (sequence 0) that says `starting` again.
+                self.model.reset();
+                self.link = McuLink::new();
+                self.booted = false;
+                return None;
+            }
             _ => match self.model.handle(format, &values) {
                 Ok(()) | Err(Fault::Shutdown(_) | Fault::Unsupported(_)) => {}
             },

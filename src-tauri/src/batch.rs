@@ -5,15 +5,18 @@
 //! stream the host would send, as framed message blocks. A printer with several MCUs takes one
 //! `--dict NAME=FILE` per extra MCU and writes `out.serial-NAME` for each, as klippy does.
 //! `gantry estimate FILE --config printer.cfg [--json]` plans the same G-code without steps.
+//! Both read the G-code as they plan and write as they go, so memory does not grow with the
+//! file.
 
-use std::io::Write as _;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use gantry_core::motion::estimate::estimate;
-use gantry_core::motion::output::encode_stream;
-use gantry_core::motion::printer::Printer;
+use gantry_core::motion::estimate::Estimator;
+use gantry_core::motion::output::StreamEncoder;
+use gantry_core::motion::printer::{BATCH_READ_SIZE, Printer, RESPONSES_KEPT_PER_TEXT};
 use gantry_core::proto::Dictionary;
 
 use crate::cli::{BatchArgs, EstimateArgs};
@@ -32,7 +35,95 @@ fn read_dictionary(path: &Path) -> anyhow::Result<Dictionary> {
     Dictionary::from_json(&text).with_context(|| format!("invalid dictionary {}", path.display()))
 }
 
+/// One MCU's output file, written as the planner runs.
+struct McuOutput<'a> {
+    /// The MCU's name in printer.cfg (`mcu`, or NAME of `[mcu NAME]`).
+    name: String,
+    path: PathBuf,
+    encoder: StreamEncoder<'a>,
+    file: BufWriter<File>,
+    /// Encoded bytes waiting to be written.
+    buf: Vec<u8>,
+    /// Messages so far (the config phase included), for error messages.
+    messages: usize,
+    bytes: usize,
+}
+
+impl McuOutput<'_> {
+    fn write_buf(&mut self) -> anyhow::Result<()> {
+        self.file
+            .write_all(&self.buf)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.bytes += self.buf.len();
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Fills `buf` from `input` as far as it goes (klippy's batch reads are 4096 bytes until the
+/// end of the file); the number of bytes read, short only at the end.
+fn read_chunk(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Where the G-code's responses go as they come: errors to standard error, the rest to the
+/// log.
+struct Responses<'a> {
+    input: &'a Path,
+    errors: bool,
+}
+
+impl Responses<'_> {
+    fn report(&mut self, printer: &mut Printer) {
+        if printer.responses.is_empty() {
+            return;
+        }
+        let stderr = std::io::stderr();
+        let mut err = stderr.lock();
+        for r in printer.responses.drain(..) {
+            if r.text.starts_with("!!") {
+                self.errors = true;
+                let _ = writeln!(err, "{}:{}: {}", self.input.display(), r.line, r.text);
+            } else {
+                tracing::info!("{}:{}: {}", self.input.display(), r.line, r.text);
+            }
+        }
+    }
+
+    /// The responses that came too often to be listed each time: how often.
+    fn report_repeated(&self, printer: &Printer) {
+        let stderr = std::io::stderr();
+        let mut err = stderr.lock();
+        for r in printer.repeated_responses() {
+            let line = format!(
+                "{}: {} (came {} times; the first {RESPONSES_KEPT_PER_TEXT} are listed)",
+                self.input.display(),
+                r.text,
+                r.count
+            );
+            if r.text.starts_with("!!") {
+                let _ = writeln!(err, "{line}");
+            } else {
+                tracing::info!("{line}");
+            }
+        }
+    }
+}
+
 /// `gantry batch`.
+///
+/// The G-code is read in klippy's 4096-byte chunks and each MCU's messages are encoded and
+/// written after every chunk, so memory stays flat however long the file is. A failed run
+/// removes the outputs it had begun.
 ///
 /// # Errors
 /// Unreadable inputs, a config the planner rejects, a dictionary lacking a needed command, an
@@ -49,60 +140,31 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     if !dicts.iter().any(|(n, _)| n == "mcu") {
         bail!("no dictionary for the main MCU: give --dict FILE (and --dict NAME=FILE for others)");
     }
-    let gcode = std::fs::read(&args.input)
+    let input = File::open(&args.input)
         .with_context(|| format!("cannot read G-code {}", args.input.display()))?;
     let refs: Vec<(&str, &Dictionary)> = dicts.iter().map(|(n, d)| (n.as_str(), d)).collect();
     let mut printer = Printer::new(&config, &refs)
         .with_context(|| format!("{}: printer.cfg not usable", args.config.display()))?;
     let loaded = started.elapsed();
     let plan_start = Instant::now();
-    printer
-        .run_batch(&gcode)
-        .context("internal planner error (Klipper: \"Internal error in stepcompress\")")?;
-    let planned = plan_start.elapsed();
-    let stderr = std::io::stderr();
-    let mut err = stderr.lock();
-    for r in &printer.responses {
-        if r.text.starts_with("!!") {
-            let _ = writeln!(err, "{}:{}: {}", args.input.display(), r.line, r.text);
-        } else {
-            tracing::info!("{}:{}: {}", args.input.display(), r.line, r.text);
+    let mut outputs = Vec::new();
+    let result = stream_batch(args, input, &refs, &mut printer, &mut outputs);
+    if result.is_err() {
+        // Leave no truncated stream behind.
+        for o in outputs.drain(..) {
+            drop(o.file);
+            let _ = std::fs::remove_file(&o.path);
         }
     }
-    let mut bytes_out = 0usize;
-    let mut messages = 0usize;
-    for (i, m) in printer
-        .mcus
-        .iter()
-        .map(|m| m.name.clone())
-        .collect::<Vec<_>>()
-        .iter()
-        .enumerate()
-    {
-        let dict = &refs
-            .iter()
-            .find(|(n, _)| n == m)
-            .with_context(|| format!("no dictionary for mcu '{m}'"))?
-            .1;
-        let (config_phase, msgs) = printer.take_output(i);
-        messages += config_phase.len() + msgs.len();
-        let data = encode_stream(dict, &config_phase, &msgs)
-            .with_context(|| format!("cannot encode the stream for mcu '{m}'"))?;
-        let path = if m == "mcu" {
-            args.output.clone()
-        } else {
-            PathBuf::from(format!("{}-{m}", args.output.display()))
-        };
-        std::fs::write(&path, &data).with_context(|| format!("cannot write {}", path.display()))?;
-        bytes_out += data.len();
-    }
+    let (gcode_bytes, errors) = result?;
+    let planned = plan_start.elapsed();
     if args.bench {
         let total = started.elapsed();
         let line = serde_json::json!({
-            "gcode_bytes": gcode.len(),
+            "gcode_bytes": gcode_bytes,
             "gcode_lines": printer.lines_read(),
-            "messages": messages,
-            "output_bytes": bytes_out,
+            "messages": outputs.iter().map(|o| o.messages).sum::<usize>(),
+            "output_bytes": outputs.iter().map(|o| o.bytes).sum::<usize>(),
             "print_time_s": printer.toolhead.print_time,
             "load_s": loaded.as_secs_f64(),
             "plan_s": planned.as_secs_f64(),
@@ -111,8 +173,107 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
         });
         writeln!(std::io::stdout(), "{line}").context("cannot write to standard output")?;
     }
-    if printer.responses.iter().any(|r| r.text.starts_with("!!")) && args.strict {
+    if errors && args.strict {
         bail!("the G-code had errors (see above)");
+    }
+    Ok(())
+}
+
+/// The batch run proper: opens each MCU's output (into `outputs`, so that the caller can
+/// remove them on failure), writes the config phases, then plans the input chunk by chunk,
+/// writing each MCU's new messages after every chunk. Returns the bytes of G-code read and
+/// whether it had errors.
+fn stream_batch<'a>(
+    args: &BatchArgs,
+    mut input: File,
+    refs: &[(&str, &'a Dictionary)],
+    printer: &mut Printer,
+    outputs: &mut Vec<McuOutput<'a>>,
+) -> anyhow::Result<(usize, bool)> {
+    for m in &printer.mcus {
+        let dict = refs
+            .iter()
+            .find(|(n, _)| *n == m.name)
+            .with_context(|| format!("no dictionary for mcu '{}'", m.name))?
+            .1;
+        let path = if m.name == "mcu" {
+            args.output.clone()
+        } else {
+            PathBuf::from(format!("{}-{}", args.output.display(), m.name))
+        };
+        let encoder = StreamEncoder::new(dict)
+            .with_context(|| format!("cannot encode the stream for mcu '{}'", m.name))?;
+        let file =
+            File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+        outputs.push(McuOutput {
+            name: m.name.clone(),
+            path,
+            encoder,
+            file: BufWriter::with_capacity(1 << 16, file),
+            buf: Vec::new(),
+            messages: 0,
+            bytes: 0,
+        });
+    }
+    for (m, o) in printer.mcus.iter().zip(outputs.iter_mut()) {
+        for text in m.config_phase() {
+            o.encoder
+                .push_text(o.messages, &text, &mut o.buf)
+                .with_context(|| format!("cannot encode the stream for mcu '{}'", o.name))?;
+            o.messages += 1;
+        }
+        o.write_buf()?;
+    }
+    let mut responses = Responses {
+        input: &args.input,
+        errors: false,
+    };
+    let mut chunk = vec![0_u8; BATCH_READ_SIZE];
+    let mut gcode_bytes = 0;
+    loop {
+        let n = read_chunk(&mut input, &mut chunk)
+            .with_context(|| format!("cannot read G-code {}", args.input.display()))?;
+        if n == 0 {
+            break;
+        }
+        gcode_bytes += n;
+        printer
+            .feed_batch_chunk(&chunk[..n])
+            .context(PLANNER_ERROR)?;
+        responses.report(printer);
+        drain(printer, outputs)?;
+        if n < chunk.len() {
+            break;
+        }
+    }
+    printer.finish_batch().context(PLANNER_ERROR)?;
+    responses.report(printer);
+    responses.report_repeated(printer);
+    drain(printer, outputs)?;
+    for o in outputs.iter_mut() {
+        o.encoder.finish(&mut o.buf);
+        o.write_buf()?;
+        o.file
+            .flush()
+            .with_context(|| format!("cannot write {}", o.path.display()))?;
+    }
+    Ok((gcode_bytes, responses.errors))
+}
+
+const PLANNER_ERROR: &str = "internal planner error (Klipper: \"Internal error in stepcompress\")";
+
+/// Encodes and writes every MCU's messages so far, emptying the planner's queues (their
+/// buffers are kept for reuse).
+fn drain(printer: &mut Printer, outputs: &mut [McuOutput<'_>]) -> anyhow::Result<()> {
+    for (queue, o) in printer.toolhead.mcus.iter_mut().zip(outputs.iter_mut()) {
+        for m in &queue.out {
+            o.encoder
+                .push(o.messages, m, &mut o.buf)
+                .with_context(|| format!("cannot encode the stream for mcu '{}'", o.name))?;
+            o.messages += 1;
+        }
+        queue.out.clear();
+        o.write_buf()?;
     }
     Ok(())
 }
@@ -124,19 +285,26 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
 pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     let config = gantry_core::printer_config::load(&args.config)
         .with_context(|| format!("cannot load {}", args.config.display()))?;
-    let gcode = std::fs::read(&args.file)
+    let mut input = File::open(&args.file)
         .with_context(|| format!("cannot read G-code {}", args.file.display()))?;
-    let planned = if args.assume_homed {
-        gantry_core::motion::estimate::estimate_assuming_homed(&config, &gcode)
-    } else {
-        estimate(&config, &gcode)
-    };
-    let est = planned.with_context(|| {
+    let planner_error = || {
         format!(
             "{}: cannot plan with this printer.cfg",
             args.config.display()
         )
-    })?;
+    };
+    // The file is planned as it is read, a block at a time.
+    let mut estimator = Estimator::new(&config, args.assume_homed).with_context(planner_error)?;
+    let mut block = vec![0_u8; 1 << 16];
+    loop {
+        let n = read_chunk(&mut input, &mut block)
+            .with_context(|| format!("cannot read G-code {}", args.file.display()))?;
+        if n == 0 {
+            break;
+        }
+        estimator.feed(&block[..n]).with_context(planner_error)?;
+    }
+    let est = estimator.finish().with_context(planner_error)?;
     let grams = est.filament_mm3 / 1000.0 * args.density;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -177,6 +345,18 @@ pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
         writeln!(std::io::stderr(), "{}:{line}: {m}", args.file.display())
             .context("cannot write to standard error")?;
     }
+    for (m, count) in est
+        .repeated_messages
+        .iter()
+        .filter(|(m, _)| m.starts_with("!!"))
+    {
+        writeln!(
+            std::io::stderr(),
+            "{}: {m} (came {count} times; the first {RESPONSES_KEPT_PER_TEXT} are listed)",
+            args.file.display()
+        )
+        .context("cannot write to standard error")?;
+    }
     Ok(())
 }
 
@@ -200,5 +380,69 @@ mod tests {
             ("toolboard".to_owned(), PathBuf::from("tb.dict"))
         );
         assert_eq!(hms(3725.4), "1:02:05");
+    }
+
+    #[test]
+    fn a_streamed_batch_writes_what_a_whole_run_encodes() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let case = fixtures.join("oracle-extra/r_prusa_m486_voron");
+        let dict_name = std::fs::read_to_string(case.join("dict")).expect("dict names a file");
+        let dict_path = fixtures.join("oracle/dict").join(dict_name.trim());
+        let output =
+            std::env::temp_dir().join(format!("gantry-batch-stream-{}.serial", std::process::id()));
+        let args = BatchArgs {
+            config: case.join("printer.cfg"),
+            dict: vec![dict_path.display().to_string()],
+            input: case.join("input.gcode"),
+            output: output.clone(),
+            bench: false,
+            strict: true,
+        };
+        run_batch(&args).expect("batch runs");
+        let streamed = std::fs::read(&output).expect("output written");
+        let _ = std::fs::remove_file(&output);
+
+        let config = gantry_core::printer_config::load(&args.config).expect("config");
+        let dict = read_dictionary(&dict_path).expect("dictionary");
+        let mut printer = Printer::new(&config, &[("mcu", &dict)]).expect("printer");
+        let gcode = std::fs::read(&args.input).expect("input");
+        assert!(gcode.len() > 4 * BATCH_READ_SIZE);
+        printer.run_batch(&gcode).expect("batch");
+        let (config_phase, messages) = printer.take_output(0);
+        let whole = gantry_core::motion::output::encode_stream(&dict, &config_phase, &messages)
+            .expect("encodes");
+        assert!(streamed == whole, "the streamed output differs");
+    }
+
+    #[test]
+    fn a_failed_batch_leaves_no_output() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let case = fixtures.join("oracle/cases/a_cartesian_moves");
+        let output =
+            std::env::temp_dir().join(format!("gantry-batch-fail-{}.serial", std::process::id()));
+        // A dictionary that lacks `finalize_config`: the output is begun, then the config
+        // phase cannot be encoded.
+        let mut json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixtures.join("oracle/dict/atmega2560.dict"))
+                .expect("dictionary"),
+        )
+        .expect("JSON");
+        let commands = json["commands"].as_object_mut().expect("commands");
+        commands.retain(|k, _| !k.starts_with("finalize_config"));
+        let dict =
+            std::env::temp_dir().join(format!("gantry-batch-fail-{}.dict", std::process::id()));
+        std::fs::write(&dict, json.to_string()).expect("write dictionary");
+        let args = BatchArgs {
+            config: case.join("printer.cfg"),
+            dict: vec![dict.display().to_string()],
+            input: case.join("input.gcode"),
+            output: output.clone(),
+            bench: false,
+            strict: false,
+        };
+        let err = run_batch(&args).expect_err("finalize_config cannot be encoded");
+        assert!(format!("{err:#}").contains("finalize_config"), "{err:#}");
+        let _ = std::fs::remove_file(&dict);
+        assert!(!output.exists(), "a partial output was left: {err:#}");
     }
 }

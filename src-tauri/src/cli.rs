@@ -34,6 +34,8 @@ pub enum Command {
     Parsedump(ParsedumpArgs),
     /// The simulated MCU: serve it on a pseudo-terminal or a TCP port, or replay a recorded stream.
     Sim(SimArgs),
+    /// Connect to a printer's MCU as Klipper's host does: identify, clock sync, config phase.
+    Connect(crate::connect::ConnectArgs),
     /// Print Gantry's version.
     Version(VersionArgs),
 }

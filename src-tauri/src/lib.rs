@@ -13,6 +13,7 @@ use clap::Parser as _;
 pub mod batch;
 pub mod cli;
 pub mod commands;
+pub mod connect;
 pub mod desktop;
 pub mod parsedump;
 pub mod serve;
@@ -30,6 +31,7 @@ pub fn main() -> ExitCode {
         Some(cli::Command::Estimate(args)) => batch::run_estimate(&args),
         Some(cli::Command::Parsedump(args)) => parsedump::run(&args.dict, &args.serial),
         Some(cli::Command::Sim(args)) => sim::run(&args),
+        Some(cli::Command::Connect(args)) => connect::run(&args),
         Some(cli::Command::Version(args)) => cli::print_version(args.json),
     };
     match result {

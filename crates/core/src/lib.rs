@@ -8,6 +8,8 @@
 //! # Layout
 //! - [`api`]: the local JSON-RPC 2.0 server over a WebSocket on 127.0.0.1, guarded by a per-launch
 //!   token. The web UI and the twin talk to core only through it. Method names follow Moonraker's.
+//! - [`mcu`]: a live connection to one MCU — the thread that owns its port, the protocol session,
+//!   and klippy's connect sequence (identify, clock sync, config phase or reuse).
 //! - [`printers`]: the printers this machine can reach: serial ports with their USB identity and the
 //!   built-in simulated printer.
 //!
@@ -21,6 +23,7 @@
 //! G-code, the planner) and [`proto`] (Klipper's MCU wire protocol).
 
 pub mod api;
+pub mod mcu;
 pub mod printer_config;
 pub mod printers;
 

@@ -1,16 +1,17 @@
 //! B4/B5 benchmark: `gantry batch` on an oracle case (default: case f, the large cylinder).
 //!
-//! Runs what `gantry batch` runs — `Printer::new`, `run_batch`, `take_output`, `encode_stream` —
-//! and prints one JSON line: wall time per phase, process CPU time and peak RSS (Linux, from
-//! `/proc/self`), `queue_step` count (B5: Klipper sends 242,063 for case f) and an FNV-1a hash of
-//! the encoded stream, so that a change can be checked for bit-identical output.
+//! Runs what `gantry batch` runs — `Printer::new`, then the input in 4096-byte chunks through
+//! `feed_batch_chunk`, each chunk's messages encoded as they come — and prints one JSON line:
+//! wall time per phase, process CPU time and peak RSS (Linux, from `/proc/self`), `queue_step`
+//! count (B5: Klipper sends 242,063 for case f) and an FNV-1a hash of the encoded stream, so
+//! that a change can be checked for bit-identical output.
 //!
 //! `cargo bench -p gantry-motion --bench batch [-- CASE [RUNS [MODE [COPIES]]]]`: CASE is a
-//! directory name under `tests/fixtures/oracle/cases` (or a path to one); MODE `collect` (the
-//! default, as `gantry batch` does it: the whole stream is kept, then encoded) or `stream`
-//! (messages are encoded after every input chunk with `output::StreamEncoder`, so memory stays
-//! flat); COPIES repeats the input that many times (for memory growth). Plain
-//! `std::time::Instant`, no harness.
+//! directory name under `tests/fixtures/oracle/cases` (or a path to one); MODE `stream` (the
+//! default, as `gantry batch` does it: messages are encoded after every input chunk with
+//! `output::StreamEncoder`, so memory stays flat) or `collect` (the whole stream is kept, then
+//! encoded: `Printer::run_batch`, `take_output`, `encode_stream`); COPIES repeats the input that
+//! many times (for memory growth). Plain `std::time::Instant`, no harness.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -188,8 +189,8 @@ fn main() {
         .collect();
     let case = args.first().map_or("f_large_cylinder", String::as_str);
     let runs: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(1).max(1);
-    let mode = args.get(2).map_or("collect", String::as_str);
-    let stream = mode == "stream";
+    let mode = args.get(2).map_or("stream", String::as_str);
+    let stream = mode != "collect";
     let copies: usize = args.get(3).and_then(|c| c.parse().ok()).unwrap_or(1).max(1);
     let dir = if Path::new(case).is_dir() {
         PathBuf::from(case)

@@ -1,9 +1,11 @@
 //! B1 benchmark: G-code lexing throughput, splitting lines the way the planner reads them.
 //!
 //! The input (a file, or a corpus file repeated N times in memory; default: 50 copies of the
-//! OrcaSlicer corpus file, 88 MB) is cut at `\n`, each line checked as UTF-8 and read with
+//! OrcaSlicer corpus file, 88 MB) is cut at `\n` ([`gantry_motion::gcode::lines`], as the
+//! planner cuts its input), each line checked as UTF-8 and read with
 //! [`gantry_motion::gcode::parse_command`] (the planner's klippy split). Variants: the split
-//! alone, the split plus reading `G1`'s numbers as `cmd_g1` does, and the twin's
+//! alone, the split plus reading `G1`'s numbers as `cmd_g1` does (`X Y Z E F` read in one pass
+//! over the words), and the twin's
 //! [`gantry_motion::gcode::lex`]. Prints one JSON line per variant (best of RUNS).
 //!
 //! `cargo bench -p gantry-motion --bench parse [-- FILE [COPIES [RUNS]]]`; a missing file is
@@ -13,7 +15,7 @@ use std::hint::black_box;
 use std::io::Write as _;
 use std::time::Instant;
 
-use gantry_motion::gcode::{Line, lex, parse_command};
+use gantry_motion::gcode::{Line, lex, lines, parse_command};
 
 const DEFAULT_FILE: &str = "/work/shared/corpus/orcaslicer-2.3.0_k1max_klipper_arcs_exclude.gcode";
 
@@ -38,7 +40,7 @@ fn for_each_line(input: &[u8], mut f: impl FnMut(&str)) {
         rest = tail;
         let block = block.strip_suffix(b"\n").unwrap_or(block);
         match std::str::from_utf8(block) {
-            Ok(text) => text.split('\n').for_each(&mut f),
+            Ok(text) => lines(text).for_each(&mut f),
             Err(_) => block
                 .split(|&b| b == b'\n')
                 .for_each(|line| f(&String::from_utf8_lossy(line))),
@@ -72,10 +74,9 @@ fn klippy_split_and_g1_numbers(input: &[u8]) -> u64 {
         };
         n += 1;
         if matches!(cmd.name(), "G0" | "G1") {
-            for key in ["X", "Y", "Z", "E", "F"] {
-                if let Some(Ok(v)) = cmd.float(key) {
-                    sum += v;
-                }
+            // As cmd_g1 reads them: the five letters in one pass, then each number.
+            for v in cmd.letter_floats(*b"XYZEF").into_iter().flatten().flatten() {
+                sum += v;
             }
         }
     });

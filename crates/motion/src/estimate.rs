@@ -44,8 +44,11 @@ pub struct Estimate {
     pub moves: usize,
     /// G-code lines read.
     pub lines: u32,
-    /// Errors and notices from the G-code (Klipper's messages), with their lines.
+    /// Errors and notices from the G-code (Klipper's messages), with their lines; each text
+    /// at most [`crate::printer::RESPONSES_KEPT_PER_TEXT`] times.
     pub messages: Vec<(u32, String)>,
+    /// The texts that came more often than that, each with how many times it came in all.
+    pub repeated_messages: Vec<(String, u64)>,
 }
 
 /// Why an estimate could not be made.
@@ -79,10 +82,6 @@ pub fn estimate_assuming_homed(config: &Config, gcode: &[u8]) -> Result<Estimate
 
 /// Plans `gcode` on the printer described by `config`.
 ///
-/// The input goes through [`Printer::feed_batch_chunk`] in the same chunks as
-/// [`Printer::run_batch`] (so the plan is the same), and the committed moves are summarised
-/// after each chunk: memory does not grow with the length of the file.
-///
 /// # Errors
 /// A config the planner cannot use; an internal planner failure.
 fn estimate_with(
@@ -90,26 +89,102 @@ fn estimate_with(
     gcode: &[u8],
     assume_homed: bool,
 ) -> Result<Estimate, EstimateError> {
-    let mut printer = Printer::for_planning(config)?;
-    if assume_homed {
-        printer.assume_homed()?;
+    let mut estimator = Estimator::new(config, assume_homed)?;
+    estimator.feed(gcode)?;
+    estimator.finish()
+}
+
+/// An estimate made as the G-code comes, in pieces of any size (a file read a block at a
+/// time): memory does not grow with the length of the file.
+///
+/// The planner still reads the input in klippy's [`BATCH_READ_SIZE`] chunks through
+/// [`Printer::feed_batch_chunk`], as [`Printer::run_batch`] does (so the plan is the same
+/// however the input is cut), and the committed moves are summarised after each chunk.
+pub struct Estimator {
+    printer: Printer,
+    summary: Summary,
+    /// The start of the next chunk (less than [`BATCH_READ_SIZE`] bytes).
+    pending: Vec<u8>,
+}
+
+impl Estimator {
+    /// A planner for the printer described by `config`; with `assume_homed`, every axis is
+    /// taken as homed at X0 Y0 Z0 first (see [`estimate_assuming_homed`]).
+    ///
+    /// # Errors
+    /// A config the planner cannot use.
+    pub fn new(config: &Config, assume_homed: bool) -> Result<Self, EstimateError> {
+        let mut printer = Printer::for_planning(config)?;
+        if assume_homed {
+            printer.assume_homed()?;
+        }
+        Ok(Self {
+            printer,
+            summary: Summary::default(),
+            pending: Vec::with_capacity(BATCH_READ_SIZE),
+        })
     }
-    let mut summary = Summary::default();
-    for chunk in gcode.chunks(BATCH_READ_SIZE) {
-        printer.feed_batch_chunk(chunk)?;
-        summary.take(&mut printer);
+
+    /// Plans the next piece of the G-code.
+    ///
+    /// # Errors
+    /// An internal planner failure.
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), EstimateError> {
+        if !self.pending.is_empty() {
+            let take = (BATCH_READ_SIZE - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() < BATCH_READ_SIZE {
+                return Ok(());
+            }
+            let chunk = std::mem::take(&mut self.pending);
+            let result = self.chunk(&chunk);
+            self.pending = chunk;
+            self.pending.clear();
+            result?;
+        }
+        let mut chunks = data.chunks_exact(BATCH_READ_SIZE);
+        for chunk in &mut chunks {
+            self.chunk(chunk)?;
+        }
+        self.pending.extend_from_slice(chunks.remainder());
+        Ok(())
     }
-    printer.finish_batch()?;
-    summary.take(&mut printer);
-    let filament_area = printer
-        .toolhead
-        .extruders
-        .first()
-        .map_or(0.0, |e| e.filament_area);
-    let lines = printer.lines_read();
-    let mut est = summary.finish(filament_area, lines, &printer.responses);
-    est.klipper_print_time_s = printer.end_print_time;
-    Ok(est)
+
+    fn chunk(&mut self, chunk: &[u8]) -> Result<(), EstimateError> {
+        self.printer.feed_batch_chunk(chunk)?;
+        self.summary.take(&mut self.printer);
+        Ok(())
+    }
+
+    /// The end of the G-code: the last chunk, batch mode's end, and the estimate.
+    ///
+    /// # Errors
+    /// An internal planner failure.
+    pub fn finish(mut self) -> Result<Estimate, EstimateError> {
+        if !self.pending.is_empty() {
+            let chunk = std::mem::take(&mut self.pending);
+            self.chunk(&chunk)?;
+        }
+        let printer = &mut self.printer;
+        printer.finish_batch()?;
+        self.summary.take(printer);
+        let filament_area = printer
+            .toolhead
+            .extruders
+            .first()
+            .map_or(0.0, |e| e.filament_area);
+        let lines = printer.lines_read();
+        let mut est = self
+            .summary
+            .finish(filament_area, lines, &printer.responses);
+        est.klipper_print_time_s = printer.end_print_time;
+        est.repeated_messages = printer
+            .repeated_responses()
+            .map(|r| (r.text.clone(), r.count))
+            .collect();
+        Ok(est)
+    }
 }
 
 /// The running totals over committed moves, oldest first.
@@ -143,14 +218,15 @@ impl Summary {
         self.moves += 1;
         let de = m.end_pos[3] - m.start_pos[3];
         self.filament_mm += de;
-        let dxyz = (0..3)
+        // Whether the head moves (the squared distance is as good as the distance for that).
+        let moves_xyz = (0..3)
             .map(|i| (m.end_pos[i] - m.start_pos[i]).powi(2))
             .sum::<f64>()
-            .sqrt();
-        if dxyz > 0.0 {
+            > 0.0;
+        if moves_xyz {
             self.max_speed = self.max_speed.max(m.v[1]);
         }
-        let extruding = de > 0.0 && dxyz > 0.0;
+        let extruding = de > 0.0 && moves_xyz;
         if !extruding {
             return;
         }
@@ -185,6 +261,7 @@ impl Summary {
             moves: self.moves,
             lines,
             messages: responses.iter().map(|r| (r.line, r.text.clone())).collect(),
+            repeated_messages: Vec::new(),
         }
     }
 }
@@ -192,6 +269,7 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::printer::RESPONSES_KEPT_PER_TEXT;
 
     const CFG: &str = "[printer]\nkinematics: cartesian\nmax_velocity: 300\nmax_accel: 3000\n\
         [stepper_x]\nstep_pin: PA0\ndir_pin: PA1\nendstop_pin: PA2\nmicrosteps: 16\nrotation_distance: 40\nposition_endstop: 0\nposition_max: 200\n\
@@ -232,6 +310,59 @@ mod tests {
         assert!((est.filament_mm3 - 2.0 * area).abs() < 1e-9);
         let sum: f64 = est.layers.iter().map(|l| l.time_s).sum();
         assert!(sum <= est.print_time_s + 1e-9);
+    }
+
+    #[test]
+    fn repeated_messages_are_counted_not_all_kept() {
+        let config = Config::parse(CFG, "printer.cfg").expect("config");
+        let mut gcode = b"SET_KINEMATIC_POSITION X=0 Y=0 Z=0\n".to_vec();
+        for _ in 0..250 {
+            gcode.extend_from_slice(b"FOO\nG1 X500\n");
+        }
+        gcode.extend_from_slice(b"BAR\n");
+        let est = estimate(&config, &gcode).expect("estimate");
+        let kept = RESPONSES_KEPT_PER_TEXT as usize;
+        let foo = "// Unknown command:\"FOO\"";
+        let count = |text: &str| est.messages.iter().filter(|(_, m)| m == text).count();
+        assert_eq!(count(foo), kept);
+        assert_eq!(count("// Unknown command:\"BAR\""), 1);
+        // The kept ones are the first ones, with their lines.
+        assert_eq!(est.messages[0], (2, foo.to_owned()));
+        assert_eq!(
+            est.repeated_messages.len(),
+            2,
+            "{:?}",
+            est.repeated_messages
+        );
+        assert_eq!(est.repeated_messages[0], (foo.to_owned(), 250));
+        assert!(
+            est.repeated_messages[1]
+                .0
+                .starts_with("!! Move out of range")
+        );
+        assert_eq!(est.repeated_messages[1].1, 250);
+    }
+
+    #[test]
+    fn an_estimate_does_not_depend_on_how_the_input_is_cut() {
+        let config = Config::parse(CFG, "printer.cfg").expect("config");
+        let mut gcode = b"SET_KINEMATIC_POSITION X=0 Y=0 Z=0\nM83\n".to_vec();
+        for i in 0..2000 {
+            let x = (i * 37 % 190) as f64 + 0.5;
+            gcode.extend_from_slice(format!("G1 X{x:.3} Y{:.3} E0.1 F6000\n", x / 2.0).as_bytes());
+        }
+        gcode.extend_from_slice(b"G1 X5 Y5");
+        let whole = estimate(&config, &gcode).expect("estimate");
+        assert!(gcode.len() > 3 * BATCH_READ_SIZE);
+        for piece in [1, 7, 4095, 4096, 4097, 10_000] {
+            let mut est = Estimator::new(&config, false).expect("estimator");
+            for part in gcode.chunks(piece) {
+                est.feed(part).expect("feed");
+            }
+            let cut = est.finish().expect("estimate");
+            assert_eq!(cut, whole, "pieces of {piece}");
+        }
+        assert_eq!(whole.lines, 2003);
     }
 
     #[test]

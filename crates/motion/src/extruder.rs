@@ -216,9 +216,11 @@ impl ExtruderKin {
         let c0 = base + advance * m.start_v;
         let c1 = m.start_v + 2.0 * advance * m.half_accel;
         let c2 = m.half_accel;
-        // Antiderivatives of pa and of x·pa.
-        let plain = |x: f64| x * (c0 + x * (0.5 * c1 + x * (c2 / 3.0)));
-        let timed = |x: f64| x * x * (0.5 * c0 + x * (c1 / 3.0 + x * (0.25 * c2)));
+        // Antiderivatives of pa and of x·pa, with kin_extruder.c's operations (a third is
+        // `(1/3)·c`, not `c/3`: the two differ in the last bit now and then, and the search
+        // for a step near a pressure-advance reversal is sensitive to that).
+        let plain = |x: f64| x * (c0 + x * (0.5 * c1 + x * ((1.0 / 3.0) * c2)));
+        let timed = |x: f64| x * x * (0.5 * c0 + x * ((1.0 / 3.0) * c1 + x * (0.25 * c2)));
         (timed(hi) - timed(lo)) - pivot * (plain(hi) - plain(lo))
     }
 }
@@ -498,31 +500,9 @@ mod tests {
         assert!(!pressure_advance_applies(0.01, false));
     }
 
-    #[test]
-    fn matches_klipper_step_generator() {
-        // kin_extruder.c's position on the same queue (Klipper's C built as a harness).
-        let reference: [(f64, f64); 20] = [
-            (1.99, 3.0020000000000002),
-            (2.0, 3.011833333333333),
-            (2.01, 3.031208333333333),
-            (2.03, 3.0662916666666664),
-            (2.06, 3.0962083333333332),
-            (2.085, 3.1071458333333335),
-            (2.09, 3.116458333333333),
-            (2.1, 3.1397395833333337),
-            (2.12, 3.163348958333334),
-            (2.13, 3.150213541666668),
-            (2.14, 3.1067135416666654),
-            (2.155, 3.0896019833333335),
-            (2.16, 3.1059617333333347),
-            (2.17, 3.1421253999999994),
-            (2.19, 3.1753400999999997),
-            (2.2, 3.2355000333333335),
-            (2.215, 3.3915100979166644),
-            (2.23, 3.475000000000001),
-            (2.25, 3.5421875000000007),
-            (2.3, 3.55),
-        ];
+    /// The queue and pressure-advance schedule of the Klipper harness runs below: PA moves,
+    /// a retraction and a PA-less extrusion, with K changing at 2.16 s.
+    fn harness_queue() -> (TrapQ, ExtruderKin) {
         let moves = [
             (2.0, 0.02, 0.05, 0.02, 3.0, 0.04, 5.0, 25.0, 1000.0, true),
             (
@@ -549,10 +529,171 @@ mod tests {
         let mut kin = ExtruderKin::new();
         kin.set_pressure_advance(0.0, 0.0, 0.045, 0.04);
         kin.set_pressure_advance(0.0, 2.16, 0.07, 0.04);
+        (q, kin)
+    }
+
+    #[test]
+    fn matches_klipper_step_generator() {
+        // kin_extruder.c's position on the same queue (Klipper's C built as a harness).
+        let reference: [(f64, f64); 20] = [
+            (1.99, 3.0020000000000002),
+            (2.0, 3.011833333333333),
+            (2.01, 3.031208333333333),
+            (2.03, 3.0662916666666664),
+            (2.06, 3.0962083333333332),
+            (2.085, 3.1071458333333335),
+            (2.09, 3.116458333333333),
+            (2.1, 3.1397395833333337),
+            (2.12, 3.163348958333334),
+            (2.13, 3.150213541666668),
+            (2.14, 3.1067135416666654),
+            (2.155, 3.0896019833333335),
+            (2.16, 3.1059617333333347),
+            (2.17, 3.1421253999999994),
+            (2.19, 3.1753400999999997),
+            (2.2, 3.2355000333333335),
+            (2.215, 3.3915100979166644),
+            (2.23, 3.475000000000001),
+            (2.25, 3.5421875000000007),
+            (2.3, 3.55),
+        ];
+        let (q, kin) = harness_queue();
         for (time, want) in reference {
             let got = at(&kin, &q, time);
             assert!(close(got, want, 1e-9), "t {time}: {got} vs {want}");
         }
+    }
+
+    /// Regression: the integral's polynomial is evaluated with kin_extruder.c's operations —
+    /// `(1/3)·c` rather than `c/3`, which differs in the last bit now and then — so positions
+    /// equal Klipper's to the bit. These are times (1.98 s + k·0.5 ms, k in 0..=700) where the
+    /// two forms differ; the harness agreed bit for bit at all 701.
+    #[test]
+    fn integral_rounds_like_klipper() {
+        let reference: [(u32, f64); 8] = [
+            (271, 3.1605423177083334),
+            (273, 3.1613678125),
+            (274, 3.1617520833333335),
+            (282, 3.163475744791667),
+            (291, 3.1603467067057296),
+            (318, 3.1115641666666676),
+            (519, 3.5153934928385424),
+            (200, 3.10234375),
+        ];
+        let (q, kin) = harness_queue();
+        for (k, want) in reference {
+            let time = 1.98 + f64::from(k) * 0.0005;
+            let got = at(&kin, &q, time);
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "t {time}: {got:?} vs {want:?}"
+            );
+        }
+    }
+
+    /// Expands step commands into `(direction, clock)` per step, as the MCU runs them.
+    fn expand_steps(messages: &[crate::stepcompress::StepMessage]) -> Vec<(bool, u64)> {
+        use crate::stepcompress::StepCommand;
+        let (mut clock, mut dir, mut out) = (0_u64, false, Vec::new());
+        for message in messages {
+            match message.command {
+                StepCommand::SetNextStepDir { dir: d } => dir = d,
+                StepCommand::ResetStepClock { clock: c } => clock = u64::from(c),
+                StepCommand::QueueStep {
+                    interval,
+                    count,
+                    add,
+                } => {
+                    let mut interval = i64::from(interval);
+                    for _ in 0..count {
+                        clock = clock.saturating_add_signed(interval);
+                        out.push((dir, clock));
+                        interval += i64::from(add);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Regression (the o_orca_k1max oracle case): after thousands of steps the half-step
+    /// targets must still be Klipper's to the bit, or a pressure-advance reversal whose
+    /// extremum barely reaches a target comes out differently. From E = 10000 mm at
+    /// 426.7 steps/mm, a 15 s extrusion ends in a PA reversal, then a short move extrudes
+    /// again and retracts by PA; its peak passes a half-step target by less than 4e-8 mm, so
+    /// Klipper steps forward and back there (16.1055 s, 16.1063 s). With the targets advanced
+    /// by one full step at a time (one rounding instead of Klipper's two) they had drifted by
+    /// 3.5e-8 mm by then, and that pair was missing. Reference: Klipper's itersolve.c,
+    /// kin_extruder.c and trapq.c built as a harness, with the step+dir+step filter.
+    #[test]
+    fn long_extrusion_then_pa_reversal_steps_like_klipper() {
+        use crate::itersolve::{Kinematics, StepperSolver};
+        use crate::stepcompress::StepCompress;
+        let mut q = TrapQ::new();
+        append_extrusion(
+            &mut q,
+            1.0,
+            0.02,
+            15.0,
+            0.02,
+            10000.000136422377,
+            1.0,
+            0.0,
+            3.0,
+            150.0,
+            true,
+        );
+        append_extrusion(
+            &mut q,
+            16.052,
+            0.01,
+            0.05,
+            0.01,
+            10045.060136422377,
+            1.0,
+            0.0,
+            1.5,
+            150.0,
+            true,
+        );
+        q.check_sentinels();
+        let step_dist = 7.5 / 3200.0;
+        let mut solver = StepperSolver::new(Kinematics::Extruder(kin_with(0.04, 0.04)), step_dist);
+        solver.set_position(Coord::new(10000.0, 0.0, 0.0));
+        let freq = 1e8;
+        let mut sc = StepCompress::new(0, false);
+        sc.set_time(0.0, freq);
+        solver.generate_steps(&q, &mut sc, 17.052).expect("steps");
+        sc.flush(u64::MAX).expect("flush");
+        let mut messages = Vec::new();
+        sc.drain_messages(&mut messages);
+        let steps = expand_steps(&messages);
+        // Klipper: 19344 steps, the direction runs' first and last steps at these times.
+        assert_eq!(steps.len(), 19344);
+        let runs: [(usize, usize, bool, f64, f64); 4] = [
+            (0, 19254, true, 0.9873434542666366, 16.017400573879616),
+            (19255, 19278, false, 16.019787250925674, 16.04433246856679),
+            (19279, 19327, true, 16.046452819472, 16.10552897526545),
+            (19328, 19343, false, 16.10627941131777, 16.134424441809177),
+        ];
+        for (first, last, dir, first_s, last_s) in runs {
+            assert!(
+                steps[first..=last].iter().all(|s| s.0 == dir),
+                "run {first}..={last}"
+            );
+            for (index, time) in [(first, first_s), (last, last_s)] {
+                let got = steps[index].1 as f64 / freq;
+                assert!(
+                    (got - time).abs() <= 2.0 / freq,
+                    "step {index}: {got} vs {time}"
+                );
+            }
+        }
+        assert_eq!(
+            solver.commanded_pos().to_bits(),
+            10045.149999971967_f64.to_bits()
+        );
     }
 
     /// Tent-weighted average of `E + K·v` by composite Simpson, looking segments up by absolute

@@ -121,41 +121,172 @@ pub fn lex(line: &str) -> Line<'_> {
     })
 }
 
-/// Parameter words kept inline before [`GCodeCommand`] spills to the heap.
-const INLINE_WORDS: usize = 8;
-
-/// A classic command's word: byte ranges of a separator run and of the (trimmed) text after
-/// it, in the command's code (the line up to its comment).
-#[derive(Clone, Copy, Debug, Default)]
+/// A classic command's word: the byte ranges of a separator run and of the (trimmed) text
+/// after it, in the command's code (the line up to its comment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Word {
-    key: (u32, u32),
-    value: (u32, u32),
-    /// The key's first byte, upper-cased (a quick reject in lookups).
-    head: u8,
+    key: (usize, usize),
+    value: (usize, usize),
 }
 
-/// The parameters of a [`GCodeCommand`].
+/// A classic command's words in order, found as they are asked for (see [`parse_command`]
+/// for the split).
 #[derive(Clone, Debug)]
-enum Params<'a> {
-    /// Classic split: every separator and the text after it, as written; read upper-cased.
-    Classic {
-        words: [Word; INLINE_WORDS],
-        len: usize,
-        more: Vec<Word>,
-    },
-    /// Extended command: `KEY=value` words, keys upper-cased, values as written.
-    Extended(Vec<(Cow<'a, str>, Cow<'a, str>)>),
+struct ClassicWords<'a> {
+    /// The line (trimmed); the words end at its first `;`.
+    code: &'a str,
+    /// Where the search for the next separator goes on.
+    pos: usize,
+    /// The end of the code (the first `;`, or the end of the line), once reached.
+    code_end: usize,
+    /// The separator whose value is being read, if any.
+    key: Option<(usize, usize)>,
+}
+
+impl<'a> ClassicWords<'a> {
+    fn new(code: &'a str) -> Self {
+        Self {
+            code,
+            pos: 0,
+            code_end: code.len(),
+            key: None,
+        }
+    }
+
+    /// The next separator (a run of `[A-Za-z_]` or one `*`) from `self.pos`, as a byte range;
+    /// `None` at the end of the code (then `code_end` is where it ends).
+    #[inline]
+    fn next_separator(&mut self) -> Option<(usize, usize)> {
+        match separator_from(self.code.as_bytes(), self.pos) {
+            Ok((start, end)) => {
+                self.pos = end;
+                Some((start, end))
+            }
+            Err(end) => {
+                self.code_end = end;
+                self.pos = end;
+                None
+            }
+        }
+    }
+}
+
+impl Iterator for ClassicWords<'_> {
+    type Item = Word;
+
+    #[inline]
+    fn next(&mut self) -> Option<Word> {
+        loop {
+            let sep = self.next_separator();
+            let value_end = sep.map_or(self.code_end, |(start, _)| start);
+            let word = self.key.map(|(ks, ke)| Word {
+                key: (ks, ke),
+                value: trim_range(self.code, ke, value_end),
+            });
+            self.key = sep;
+            if word.is_some() || sep.is_none() {
+                return word;
+            }
+        }
+    }
 }
 
 /// One line as the planner reads it: klippy's split, borrowed from the line (see
 /// [`parse_command`]).
 #[derive(Clone, Debug)]
 pub struct GCodeCommand<'a> {
+    /// The line, trimmed; a classic command's words are read from it up to its first `;`.
     raw: &'a str,
-    /// `raw` up to its comment: what the word ranges index.
-    code: &'a str,
     name: Cow<'a, str>,
-    params: Params<'a>,
+    /// An extended command's `KEY=value` words; `None` for a classic command, whose words
+    /// are read from `raw` when asked for.
+    extended: Option<Extended<'a>>,
+}
+
+/// An extended command's parameters: shell-style words (quotes removed; a `#` or `;` outside
+/// quotes ends them) that contain `=`, keys compared upper-cased, values as written.
+#[derive(Clone, Debug)]
+enum Extended<'a> {
+    /// The words' text, without quotes: split when asked for.
+    Plain(&'a str),
+    /// Words with quotes, taken apart once: (key upper-cased, value).
+    Quoted(Vec<(String, String)>),
+}
+
+impl<'a> Extended<'a> {
+    /// The text after the command name (up to the comment).
+    fn new(args: &'a str) -> Self {
+        if args.contains(['"', '\'']) {
+            Self::Quoted(quoted_words(args))
+        } else {
+            Self::Plain(&args[..args.find(['#', ';']).unwrap_or(args.len())])
+        }
+    }
+
+    /// The `KEY=value` words of a plain text, in order, keys as written.
+    fn plain_words(text: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
+        text.split(char::is_whitespace)
+            .filter_map(|w| w.split_once('='))
+    }
+
+    /// The value of `key` (upper-case), the last one if repeated.
+    fn value(&self, key: &str) -> Option<Cow<'a, str>> {
+        match self {
+            Self::Plain(text) => Self::plain_words(text)
+                .filter(|(k, _)| upper_eq(k, key))
+                .last()
+                .map(|(_, v)| Cow::Borrowed(v)),
+            Self::Quoted(words) => words
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| Cow::Owned(v.clone())),
+        }
+    }
+
+    /// The value of `key` as a borrowed text.
+    fn text(&self, key: &str) -> Option<&str> {
+        match self {
+            Self::Plain(text) => Self::plain_words(text)
+                .filter(|(k, _)| upper_eq(k, key))
+                .last()
+                .map(|(_, v)| v),
+            Self::Quoted(words) => words
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str()),
+        }
+    }
+
+    /// Every word, keys upper-cased.
+    fn words(&self) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
+        match self {
+            Self::Plain(text) => Self::plain_words(text)
+                .map(|(k, v)| (upper(k), Cow::Borrowed(v)))
+                .collect(),
+            Self::Quoted(words) => words
+                .iter()
+                .map(|(k, v)| (Cow::Owned(k.clone()), Cow::Owned(v.clone())))
+                .collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Plain(text) => Self::plain_words(text).count(),
+            Self::Quoted(words) => words.len(),
+        }
+    }
+}
+
+/// Whether `text` upper-cased (ASCII) is `key`.
+fn upper_eq(text: &str, key: &str) -> bool {
+    text.len() == key.len()
+        && text
+            .bytes()
+            .zip(key.bytes())
+            .all(|(a, b)| a.to_ascii_uppercase() == b)
 }
 
 impl<'a> GCodeCommand<'a> {
@@ -172,32 +303,24 @@ impl<'a> GCodeCommand<'a> {
     /// Whether the command is an extended one (`NAME KEY=VALUE …`): a name longer than two
     /// characters whose second character is not a digit.
     pub fn is_extended(&self) -> bool {
-        matches!(self.params, Params::Extended(_))
+        self.extended.is_some()
     }
 
     /// The value of parameter `key` (upper-case), the last one if repeated: for a classic
     /// command upper-cased and trimmed as klippy has it, for an extended one as written.
     pub fn param(&self, key: &str) -> Option<Cow<'a, str>> {
-        match &self.params {
-            Params::Classic { .. } => self.classic_value(key).map(upper),
-            Params::Extended(words) => words
-                .iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone()),
+        match &self.extended {
+            None => self.classic_value(key).map(upper),
+            Some(words) => words.value(key),
         }
     }
 
     /// The value of parameter `key` as it is written in the line (not upper-cased), for
     /// reading numbers without a copy; the same value as [`GCodeCommand::param`] up to case.
     pub fn param_text(&self, key: &str) -> Option<&str> {
-        match &self.params {
-            Params::Classic { .. } => self.classic_value(key),
-            Params::Extended(words) => words
-                .iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_ref()),
+        match &self.extended {
+            None => self.classic_value(key),
+            Some(words) => words.text(key),
         }
     }
 
@@ -208,44 +331,99 @@ impl<'a> GCodeCommand<'a> {
         Some(parse_float(text).ok_or(text))
     }
 
+    /// The one-letter parameters `letters` (upper-case ASCII) as numbers, read in one pass over
+    /// the words: element `i` is [`GCodeCommand::float`] of `letters[i]` (the last one if
+    /// repeated). A move reads its `X Y Z E F` this way; a plain decimal is read while its
+    /// word is scanned.
+    #[inline]
+    pub fn letter_floats<const N: usize>(
+        &self,
+        letters: [u8; N],
+    ) -> [Option<Result<f64, &str>>; N] {
+        let mut out = [None; N];
+        if self.extended.is_some() {
+            for (slot, &l) in out.iter_mut().zip(&letters) {
+                let key = [l];
+                *slot = std::str::from_utf8(&key).ok().and_then(|k| self.float(k));
+            }
+            return out;
+        }
+        let b = self.raw.as_bytes();
+        let mut i = next_split(b, 0);
+        // Each separator (a run of [A-Za-z_] or a '*') up to the comment or the end.
+        while let Some(&c) = b.get(i) {
+            let class = CLASS[usize::from(c)];
+            if class == COMMENT {
+                break;
+            }
+            let start = i;
+            i += 1;
+            if class == WORD {
+                while b.get(i).is_some_and(|&c| CLASS[usize::from(c)] == WORD) {
+                    i += 1;
+                }
+            }
+            let wanted = if i - start == 1 {
+                let head = c.to_ascii_uppercase();
+                letters.iter().position(|&l| l == head)
+            } else {
+                None
+            };
+            let Some(slot) = wanted else {
+                i = next_split(b, i);
+                continue;
+            };
+            // A plain decimal up to the next separator is read in place; anything else is
+            // read from its trimmed text.
+            if let Some((v, next)) = decimal_at(b, i) {
+                out[slot] = Some(Ok(v));
+                i = next;
+            } else {
+                let end = next_split(b, i);
+                let text = self.text(trim_range(self.raw, i, end));
+                out[slot] = Some(parse_float(text).ok_or(text));
+                i = end;
+            }
+        }
+        out
+    }
+
+    /// How many parameters the command has (the length of [`GCodeCommand::params`]).
+    pub fn param_count(&self) -> usize {
+        match &self.extended {
+            None => ClassicWords::new(self.raw).count(),
+            Some(words) => words.len(),
+        }
+    }
+
     /// Every parameter in order: classic words (names and values upper-cased) or extended
-    /// `KEY=value` pairs (for tests and diagnostics; allocates).
+    /// `KEY=value` pairs (for macros, tests and diagnostics; allocates).
     pub fn params(&self) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
-        match &self.params {
-            Params::Classic { words, len, more } => words[..*len]
-                .iter()
-                .chain(more)
+        match &self.extended {
+            None => ClassicWords::new(self.raw)
                 .map(|w| (upper(self.text(w.key)), upper(self.text(w.value))))
                 .collect(),
-            Params::Extended(words) => words.clone(),
+            Some(words) => words.words(),
         }
     }
 
     #[inline]
-    fn text(&self, (start, end): (u32, u32)) -> &'a str {
-        self.code.get(start as usize..end as usize).unwrap_or("")
+    fn text(&self, (start, end): (usize, usize)) -> &'a str {
+        self.raw.get(start..end).unwrap_or("")
     }
 
     /// The classic value of `key` as written (keys compare upper-cased).
     fn classic_value(&self, key: &str) -> Option<&'a str> {
-        let Params::Classic { words, len, more } = &self.params else {
-            return None;
-        };
-        let code = self.code.as_bytes();
+        let code = self.raw.as_bytes();
         let key = key.as_bytes();
-        let head = key.first().copied().unwrap_or(0);
-        let matches = |w: &&Word| {
-            let (start, end) = (w.key.0 as usize, w.key.1 as usize);
-            w.head == head
-                && end - start == key.len()
-                && code
-                    .get(start..end)
-                    .is_some_and(|k| k.iter().zip(key).all(|(a, b)| a.to_ascii_uppercase() == *b))
-        };
-        more.iter()
-            .rev()
-            .find(matches)
-            .or_else(|| words[..*len].iter().rev().find(matches))
+        ClassicWords::new(self.raw)
+            .filter(|w| {
+                code.get(w.key.0..w.key.1).is_some_and(|k| {
+                    k.len() == key.len()
+                        && k.iter().zip(key).all(|(a, b)| a.to_ascii_uppercase() == *b)
+                })
+            })
+            .last()
             .map(|w| self.text(w.value))
     }
 }
@@ -352,6 +530,154 @@ static CLASS: [u8; 256] = {
     t
 };
 
+/// The lines of `text`: `text.split('\n')`, with the newlines found eight bytes at a time
+/// (G-code lines are short, and a per-line search call costs more than the search).
+pub fn lines(text: &str) -> Lines<'_> {
+    Lines { text, pos: Some(0) }
+}
+
+/// The iterator of [`lines`].
+#[derive(Clone, Debug)]
+pub struct Lines<'a> {
+    text: &'a str,
+    /// Where the next line starts; `None` after the last.
+    pos: Option<usize>,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        let start = self.pos?;
+        let b = self.text.as_bytes();
+        let mut i = start;
+        let end = loop {
+            if let Some(chunk) = b.get(i..i + 8)
+                && let Ok(arr) = <[u8; 8]>::try_from(chunk)
+            {
+                let nl = zero_bytes(u64::from_le_bytes(arr) ^ splat(b'\n'));
+                if nl == 0 {
+                    i += 8;
+                    continue;
+                }
+                break Some(i + (nl.trailing_zeros() / 8) as usize);
+            }
+            break b[i.min(b.len())..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map(|k| i + k);
+        };
+        self.pos = end.map(|e| e + 1);
+        // A newline is always a character boundary.
+        self.text.get(start..end.unwrap_or(b.len()))
+    }
+}
+
+/// The first separator of a classic command at or after `from`: a run of `[A-Za-z_]` or one
+/// `*`, as `Ok((start, end))`; `Err(end of code)` (the first `;`, or the end) when none is left.
+#[inline(always)]
+fn separator_from(b: &[u8], from: usize) -> Result<(usize, usize), usize> {
+    let start = next_split(b, from);
+    let class = match b.get(start) {
+        Some(&c) if CLASS[usize::from(c)] != COMMENT => CLASS[usize::from(c)],
+        _ => return Err(start),
+    };
+    let mut end = start + 1;
+    if class == WORD {
+        while b.get(end).is_some_and(|&c| CLASS[usize::from(c)] == WORD) {
+            end += 1;
+        }
+    }
+    Ok((start, end))
+}
+
+/// A plain decimal (`[+-]?digits[.digits]`, blanks around it) that starts at `start` of a
+/// classic command's text and runs to the next separator, comment or end: its value and where
+/// that next part starts. `None` when the text there is anything else, or a number the exact
+/// fast path of [`parse_float`] does not take (the caller then reads the text in full, so the
+/// value is always [`parse_float`]'s).
+#[inline]
+fn decimal_at(b: &[u8], start: usize) -> Option<(f64, usize)> {
+    let mut i = start;
+    while b.get(i).is_some_and(|&c| is_space(c)) {
+        i += 1;
+    }
+    let negative = b.get(i) == Some(&b'-');
+    if matches!(b.get(i), Some(b'-' | b'+')) {
+        i += 1;
+    }
+    let mut mantissa: u64 = 0;
+    let mut digits = 0usize;
+    while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+        digits += 1;
+        i += 1;
+    }
+    let mut decimals = 0usize;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+            digits += 1;
+            decimals += 1;
+            i += 1;
+        }
+    }
+    while b.get(i).is_some_and(|&c| is_space(c)) {
+        i += 1;
+    }
+    let at_end = b.get(i).is_none_or(|&c| CLASS[usize::from(c)] & SPLIT != 0);
+    // The conditions of `parse_float`'s exact fast path: the same division gives its value.
+    if at_end && digits > 0 && digits <= 19 && mantissa <= 1 << 53 && decimals < POW10.len() {
+        let v = mantissa as f64 / POW10[decimals];
+        return Some((if negative { -v } else { v }, i));
+    }
+    None
+}
+
+/// `byte` in every byte of a word.
+const fn splat(byte: u8) -> u64 {
+    u64::from_ne_bytes([byte; 8])
+}
+
+/// A word with the high bit set in each byte of `w` that is zero (exactly those).
+#[inline]
+fn zero_bytes(w: u64) -> u64 {
+    !(((w & splat(0x7f)) + splat(0x7f)) | w) & splat(0x80)
+}
+
+/// The first position from `i` on where `bytes` has a byte of the [`SPLIT`] classes (or its
+/// length), eight bytes at a time: a number and the blanks after it are skipped in one or two
+/// steps instead of a branch per byte.
+#[inline(always)]
+fn next_split(bytes: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let Ok(arr) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let w = u64::from_le_bytes(arr);
+        // Every byte that may be of a SPLIT class: those from 0x40 on (letters, `_`, and a few
+        // others), `*` and `;`. Exact per byte (no carry crosses bytes), so the lowest one
+        // found is the first candidate.
+        let high = (((w & splat(0x7f)) + splat(0x40)) | w) & splat(0x80);
+        let candidates = high | zero_bytes(w ^ splat(b'*')) | zero_bytes(w ^ splat(b';'));
+        if candidates == 0 {
+            i += 8;
+            continue;
+        }
+        i += (candidates.trailing_zeros() / 8) as usize;
+        if CLASS[usize::from(bytes[i])] & SPLIT != 0 {
+            return i;
+        }
+        i += 1;
+    }
+    while i < bytes.len() && CLASS[usize::from(bytes[i])] & SPLIT == 0 {
+        i += 1;
+    }
+    i
+}
+
 /// Whether `b` is ASCII white space.
 #[inline]
 fn is_space(b: u8) -> bool {
@@ -378,12 +704,6 @@ fn trim_range(text: &str, mut start: usize, mut end: usize) -> (usize, usize) {
     (start, end)
 }
 
-/// A byte of a separator run once upper-cased (`[A-Z_]`).
-#[inline]
-fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_'
-}
-
 /// `str::trim` (Unicode white space), quick for ASCII ends (see [`trim_range`]).
 #[inline]
 fn trim(text: &str) -> &str {
@@ -402,115 +722,52 @@ fn trim(text: &str) -> &str {
 /// digit makes an extended command: its parameters are the shell-style words after the name
 /// (quotes removed, up to a `#` or `;`) that contain `=`, keys upper-cased.
 ///
-/// This is the planner's `parse_line` rule for rule; it allocates only for lines with more
-/// than eight words, extended commands, or lower-case names.
+/// This is the planner's `parse_line` rule for rule. Only the start of the line is split here
+/// (enough for the name); a classic command's words are read when asked for, in one pass. It
+/// allocates only for extended commands and lower-case names.
+#[inline(always)]
 pub fn parse_command(line: &str) -> Option<GCodeCommand<'_>> {
     let raw = trim(line);
     let bytes = raw.as_bytes();
-    if u32::try_from(bytes.len()).is_err() {
-        return None;
-    }
-    let mut cmd = GCodeCommand {
-        raw,
-        code: raw,
-        name: Cow::Borrowed(""),
-        params: Params::Classic {
-            words: [Word::default(); INLINE_WORDS],
-            len: 0,
-            more: Vec::new(),
-        },
+    // The first separators: each is `Ok((start, end))`, or `Err(end of code)` after the last.
+    let first = separator_from(bytes, 0);
+    let second = first.and_then(|(_, end)| separator_from(bytes, end));
+    let start_of = |sep: Result<(usize, usize), usize>| match sep {
+        Ok((start, _)) | Err(start) => start,
     };
-    let Params::Classic { words, len, more } = &mut cmd.params else {
-        return None;
-    };
-    // Where the first three separators start (the end of the code when there are fewer).
-    let mut sep_starts = [usize::MAX; 3];
-    let mut seps = 0;
-    let mut key: Option<(usize, usize)> = None;
-    let mut i = 0;
-    let code_end = loop {
-        // Find the next separator (a run of [A-Za-z_] or a '*') or the comment.
-        while i < bytes.len() && CLASS[usize::from(bytes[i])] & SPLIT == 0 {
-            i += 1;
-        }
-        let start = i;
-        let class = bytes.get(i).map_or(COMMENT, |&b| CLASS[usize::from(b)]);
-        if class == STAR {
-            i += 1;
-        } else if class == WORD {
-            while i < bytes.len() && CLASS[usize::from(bytes[i])] == WORD {
-                i += 1;
-            }
-        }
-        if let Some((ks, ke)) = key {
-            // The previous separator's value runs to here. Offsets fit u32 (checked above).
-            let (vs, ve) = trim_range(raw, ke, start);
-            let w = Word {
-                key: (ks as u32, ke as u32),
-                value: (vs as u32, ve as u32),
-                head: bytes[ks].to_ascii_uppercase(),
-            };
-            if let Some(slot) = words.get_mut(*len) {
-                *slot = w;
-                *len += 1;
-            } else {
-                more.push(w);
-            }
-        }
-        if class == COMMENT {
-            break start;
-        }
-        key = Some((start, i));
-        if let Some(slot) = sep_starts.get_mut(seps) {
-            *slot = start;
-        }
-        seps += 1;
-    };
-    let code = &raw[..code_end];
-    cmd.code = code;
-    let bytes = code.as_bytes();
-    for s in &mut sep_starts {
-        *s = (*s).min(code_end);
-    }
     // text₀ is empty and sep₁ is exactly "N": a line number first.
-    let line_number = seps >= 1
-        && sep_starts[0] == 0
-        && matches!(bytes[0], b'N' | b'n')
-        && bytes.get(1).is_none_or(|&b| !is_word_byte(b));
+    let line_number =
+        first.is_ok_and(|(start, end)| start == 0 && end == 1 && matches!(bytes[0], b'N' | b'n'));
     let name_text = if line_number {
-        if seps >= 2 {
-            &code[sep_starts[1]..sep_starts[2]]
-        } else {
-            ""
+        match second {
+            Ok((start, end)) => &raw[start..start_of(separator_from(bytes, end))],
+            Err(_) => "",
         }
     } else {
-        &code[..sep_starts[1]]
+        &raw[..start_of(second)]
     };
     let name = upper(trim(name_text));
-    if name.is_empty() && trim(code).is_empty() {
+    // The line up to its comment (classic words are read from the line and stop there).
+    let code = || raw.find(';').map_or(raw, |end| &raw[..end]);
+    if name.is_empty() && trim(code()).is_empty() {
         return None;
     }
     let is_extended = name.len() > 2 && !name.chars().nth(1).is_some_and(|c| c.is_ascii_digit());
-    if is_extended {
+    let extended = is_extended.then(|| {
+        let code = code();
         let start = find_upper(code, &name).map_or(code.len(), |p| p + name.len());
-        cmd.params = Params::Extended(extended_words(&code[start..]));
-    }
-    cmd.name = name;
-    Some(cmd)
+        Extended::new(&code[start..])
+    });
+    Some(GCodeCommand {
+        raw,
+        name,
+        extended,
+    })
 }
 
-/// An extended command's `KEY=value` words: shell-style words (quotes removed; a `#` or `;`
-/// outside quotes ends them) that contain `=`, keys upper-cased. Borrowed unless a word had
-/// quotes or a lower-case key.
-fn extended_words(raw: &str) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
-    if !raw.contains(['"', '\'']) {
-        let end = raw.find(['#', ';']).unwrap_or(raw.len());
-        return raw[..end]
-            .split(char::is_whitespace)
-            .filter_map(|w| w.split_once('='))
-            .map(|(k, v)| (upper(k), Cow::Borrowed(v)))
-            .collect();
-    }
+/// The `KEY=value` words of an extended command's text with quotes: shell-style words
+/// (quotes removed; a `#` or `;` outside quotes ends them) that contain `=`, keys upper-cased.
+fn quoted_words(raw: &str) -> Vec<(String, String)> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut quote: Option<char> = None;
@@ -534,7 +791,7 @@ fn extended_words(raw: &str) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
     words
         .iter()
         .filter_map(|w| w.split_once('='))
-        .map(|(k, v)| (Cow::Owned(k.to_ascii_uppercase()), Cow::Owned(v.to_owned())))
+        .map(|(k, v)| (k.to_ascii_uppercase(), v.to_owned()))
         .collect()
 }
 
@@ -737,6 +994,23 @@ mod tests {
                         return Err(format!("{line:?}: param_text {key}: {text:?}"));
                     }
                 }
+                // The one-pass read of letters gives what `float` gives, bit for bit.
+                let letters = *b"XYZEFGMNST_*";
+                fn bits(r: Option<Result<f64, &str>>) -> Option<Result<u64, &str>> {
+                    r.map(|r| r.map(f64::to_bits))
+                }
+                for (l, got) in letters.iter().zip(o.letter_floats(letters)) {
+                    let key = char::from(*l).to_string();
+                    if bits(got) != bits(o.float(&key)) {
+                        return Err(format!(
+                            "{line:?}: letter_floats {key}: {got:?} vs {:?}",
+                            o.float(&key)
+                        ));
+                    }
+                }
+                if o.param_count() != t.params.len() {
+                    return Err(format!("{line:?}: param_count {}", o.param_count()));
+                }
                 Ok(())
             }
             (o, t) => Err(format!(
@@ -802,6 +1076,16 @@ mod tests {
             "A1B",
             "Ab1 X=2",
             "G1 x1 ; \u{2003}",
+            "G1 X1 ;Y2",
+            "G1 X 1 Y- 2 Z+3 E.5 F1200.",
+            "G1 X1.5\u{a0}Y2",
+            "G1 X12345678901234567890 Y1e3 Z0.00000000000000000000001",
+            "G1 X9007199254740993 Y-0 E-.0",
+            "G1 X1;2",
+            "G1 X1*2 Y3",
+            "G1 X1 X2 X",
+            "G1 X-- Y.",
+            "G1X1Y2Z3E4F5",
         ];
         for line in lines {
             if let Err(e) = agrees(line) {
@@ -846,10 +1130,72 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
         #[test]
         fn parse_command_agrees_with_the_reference(
-            line in "[GgMmNnXxYyEeFfTSs_*;#'\"= 0-9.\\-\t\u{a0}é]{0,24}"
+            line in "[GgMmNnXxYyEeFfTSs_*;#'\"= 0-9.+\\-\t\u{a0}é]{0,24}"
         ) {
             if let Err(e) = agrees(&line) {
                 proptest::prop_assert!(false, "{}", e);
+            }
+        }
+    }
+
+    #[test]
+    fn lines_split_at_newlines() {
+        for text in [
+            "",
+            "\n",
+            "\n\n",
+            "a",
+            "a\n",
+            "G1 X1\nG1 X2\n\nM104 S200 ; héllo\nlast",
+            "0123456\n01234567\n012345678\n\n0123456789abcdef0123456789",
+            "ü\nĀ\n€€€€€€€€\n",
+        ] {
+            let ours: Vec<&str> = lines(text).collect();
+            let theirs: Vec<&str> = text.split('\n').collect();
+            assert_eq!(ours, theirs, "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lines_are_split_like_str_split(text in "[a\n é]{0,40}") {
+            let ours: Vec<&str> = lines(&text).collect();
+            let theirs: Vec<&str> = text.split('\n').collect();
+            proptest::prop_assert_eq!(ours, theirs);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20000))]
+        #[test]
+        fn letter_floats_agree_with_float(
+            line in "G1( ?[XYZEF] ?[-+]?[0-9]{0,9}(\\.[0-9]{0,9})? ?){0,5}[ ;*]?[0-9a]?"
+        ) {
+            if let Err(e) = agrees(&line) {
+                proptest::prop_assert!(false, "{}", e);
+            }
+        }
+    }
+
+    #[test]
+    fn next_split_finds_the_first_split_byte() {
+        let naive = |b: &[u8], i: usize| {
+            (i..b.len())
+                .find(|&j| CLASS[usize::from(b[j])] & SPLIT != 0)
+                .unwrap_or(b.len())
+        };
+        // Every byte value at every offset of a 20-byte window of digits.
+        for v in 0..=255u8 {
+            for at in 0..20 {
+                let mut b = vec![b'7'; 20];
+                b[at] = v;
+                for from in 0..=20 {
+                    assert_eq!(
+                        next_split(&b, from),
+                        naive(&b, from),
+                        "{v:#x} at {at} from {from}"
+                    );
+                }
             }
         }
     }

@@ -580,6 +580,20 @@ impl Search {
             }
     }
 
+    /// The target one full step on in the current direction: `target ± half_step ± half_step`,
+    /// two roundings as in Klipper. Adding `full_step` instead rounds once, and over millions
+    /// of steps without a position reset (the extruder) the targets drift from Klipper's by
+    /// ~1e-7 mm, enough to move a step at a near-standstill by tens of microseconds, or to
+    /// take or skip a back-and-forth step pair where the position barely crosses a target.
+    #[inline(always)]
+    fn step_on(&self) -> f64 {
+        if self.sdir {
+            self.target + self.half_step + self.half_step
+        } else {
+            self.target - self.half_step - self.half_step
+        }
+    }
+
     /// One guess: evaluates the position there and submits a step when it lands on the
     /// target. Returns whether the search is over (the range is exhausted).
     #[inline(always)]
@@ -627,11 +641,7 @@ impl Search {
             } else if rel_dist < -(self.full_step + 0.000_000_010) {
                 // More than a full step behind: the direction changed.
                 self.sdir = !self.sdir;
-                self.target = if self.sdir {
-                    self.target + self.full_step
-                } else {
-                    self.target - self.full_step
-                };
+                self.target = self.step_on();
                 self.low_time = self.last_time;
                 self.high_time = self.cur_t;
                 self.is_dir_change = true;
@@ -649,11 +659,7 @@ impl Search {
             }
         }
         sc.append(self.sdir, self.print_time, self.cur_t)?;
-        self.target = if self.sdir {
-            self.target + self.full_step
-        } else {
-            self.target - self.full_step
-        };
+        self.target = self.step_on();
         let mut seek = (1.5 * (self.cur_t - self.last_time)).max(0.000_000_001);
         if self.is_dir_change && seek > SEEK_TIME_RESET {
             seek = SEEK_TIME_RESET;

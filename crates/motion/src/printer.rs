@@ -8,12 +8,18 @@
 //! the background flush in between), which decides where the look-ahead is flushed — and so the
 //! exact step times Klipper's batch output has.
 
+use std::borrow::Cow;
 use std::f64::consts::PI;
 
 mod exclude_object;
 mod gcode_state;
+mod heaters;
 mod input_shaper;
+mod responses;
 mod status;
+
+pub use heaters::{AnalogInQuery, HeaterSensor};
+pub use responses::{RESPONSES_KEPT_PER_TEXT, RepeatedResponse};
 
 use gantry_proto::dictionary::Dictionary;
 
@@ -21,12 +27,13 @@ use crate::config::{
     Config, ConfigError, FloatBounds, IntBounds, PinDesc, PinFlags, Pull, check_pin_name,
 };
 use crate::extruder::ExtruderKin;
+use crate::gcode::GCodeCommand;
 use crate::itersolve::{Kinematics, StepperSolver};
 use crate::lookahead::AXES;
 use crate::stepcompress::StepCompress;
 use crate::toolhead::{
-    DeltaLimits, ExtruderMotion, FlushTimer, KinLimits, MAX_STEPCOMPRESS_ERROR, McuQueue,
-    MotionStepper, MoveError, PwmRequestQueue, TimedAction, Toolhead, TrapqId,
+    DeltaLimits, ExtruderMotion, KinLimits, MAX_STEPCOMPRESS_ERROR, McuQueue, MotionStepper,
+    MoveError, PwmRequestQueue, TimedAction, Toolhead, TrapqId,
 };
 use crate::trapq::Coord;
 
@@ -151,6 +158,14 @@ pub struct PrinterMcu {
     init_cmds: Vec<String>,
     /// Move-queue slots reserved by outputs.
     pub reserved_move_slots: usize,
+    /// The commands sent once right after the config phase, in order (Klipper's `is_init`
+    /// config commands: heaters' `query_analog_in`, PWM outputs' start values); they are also
+    /// the first messages of the toolhead's queue for this MCU.
+    pub startup_cmds: Vec<String>,
+    /// What the dictionary says about the ADC (`None` without a dictionary).
+    adc: Option<heaters::McuAdcFacts>,
+    /// The `query_analog_in` of each sampled analog input, by deferred slot.
+    analog_queries: Vec<(usize, AnalogInQuery)>,
 }
 
 /// One object's part of the config phase. Klipper gives endstops, trsyncs and steppers their
@@ -169,8 +184,12 @@ enum ConfigCallback {
         max_duration_ticks: u64,
         cycle_ticks: Option<u64>,
     },
-    /// `config_analog_in`.
-    AnalogIn { slot: usize, pin: String },
+    /// `config_analog_in`, and `query_analog_in` (an init command) for a sampled input.
+    AnalogIn {
+        slot: usize,
+        pin: String,
+        sampling: Option<heaters::AdcSampling>,
+    },
 }
 
 impl PrinterMcu {
@@ -195,7 +214,10 @@ impl PrinterMcu {
 
     /// Runs the config callbacks: deferred oids are numbered after the immediate ones, and the
     /// config commands are written in callback order.
-    fn finalize_config(&mut self) {
+    ///
+    /// # Errors
+    /// An analog input the MCU cannot sample as asked (no `ADC_MAX`, too many samples).
+    fn finalize_config(&mut self) -> Result<(), PrinterError> {
         let callbacks = std::mem::take(&mut self.callbacks);
         for cb in &callbacks {
             match cb {
@@ -226,14 +248,24 @@ impl PrinterMcu {
                         ));
                     }
                 }
-                ConfigCallback::AnalogIn { slot, pin } => {
+                ConfigCallback::AnalogIn {
+                    slot,
+                    pin,
+                    sampling,
+                } => {
                     let oid = self.create_oid();
                     self.deferred_oids[*slot] = oid;
                     self.config_cmds
                         .push(format!("config_analog_in oid={oid} pin={pin}"));
+                    if let (Some(s), Some(adc)) = (sampling, &self.adc) {
+                        let query = adc.query(&self.name, self.freq, oid, s)?;
+                        self.init_cmds.push(query.command());
+                        self.analog_queries.push((*slot, query));
+                    }
                 }
             }
         }
+        Ok(())
     }
 
     /// The full config phase: `allocate_oids`, the config commands and `finalize_config` with
@@ -353,18 +385,30 @@ pub struct Printer {
     /// Kinematics.
     pub kinematics: KinematicsKind,
     enable_pins: Vec<Option<usize>>,
+    /// Enable outputs by MCU and pin name (with their polarity), for sharing.
+    shared_enable_pins: Vec<(usize, String, bool, usize)>,
     digital_outs: Vec<DigitalOut>,
     stepper_enabled: Vec<bool>,
     gcode: GCodeMove,
     fan_queue: Option<usize>,
     fan_out: Option<usize>,
-    /// Messages for the terminal: errors and info.
+    /// Messages for the terminal: errors and info, each text at most
+    /// [`RESPONSES_KEPT_PER_TEXT`] times (a caller may take them as they come; the counts
+    /// stay with the printer).
     pub responses: Vec<Response>,
+    /// How often each response text came.
+    response_counts: responses::ResponseCounts,
     current_line: u32,
     partial_line: Vec<u8>,
     line_no: u32,
     /// Heater targets by section name, °C (set by M104/M140; batch mode cannot heat).
     pub heater_targets: Vec<(String, f64)>,
+    /// Heaters' sensors in creation order (see [`Printer::heater_sensor`]).
+    heater_sensors: Vec<HeaterSensor>,
+    /// Deferred slot of each heater sensor's analog input.
+    heater_sensor_slots: Vec<usize>,
+    /// Sensor types known so far (filled while the printer is built).
+    sensor_types: heaters::SensorRegistry,
     extruder_pa: Vec<(f64, f64)>,
     input_shaper: Option<input_shaper::InputShaperState>,
     saved_states: Vec<gcode_state::SavedState>,
@@ -374,6 +418,8 @@ pub struct Printer {
     macros: crate::macros::MacroSet,
     /// `rename_existing` of the macros: (new name, the command it reaches).
     renamed: Vec<(String, String)>,
+    /// The commands the macros register (upper-case), for a quick check of each line.
+    macro_commands: std::collections::HashSet<String>,
     /// Macros being run (Klipper refuses recursion).
     macro_stack: Vec<String>,
     /// The config as text, for `printer.configfile` in templates: (section, [(option, value)]).
@@ -455,6 +501,9 @@ impl Printer {
                     deferred_oids: Vec::new(),
                     init_cmds: Vec::new(),
                     reserved_move_slots: 0,
+                    startup_cmds: Vec::new(),
+                    adc: None,
+                    analog_queries: Vec::new(),
                 });
                 continue;
             };
@@ -480,6 +529,9 @@ impl Printer {
                 deferred_oids: Vec::new(),
                 init_cmds: Vec::new(),
                 reserved_move_slots: 0,
+                startup_cmds: Vec::new(),
+                adc: Some(heaters::McuAdcFacts::of(dict)),
+                analog_queries: Vec::new(),
             });
         }
         let max_velocity = cfg.getfloat("printer", "max_velocity", None, above(0.0))?;
@@ -514,16 +566,21 @@ impl Printer {
             rails: Vec::new(),
             kinematics,
             enable_pins: Vec::new(),
+            shared_enable_pins: Vec::new(),
             digital_outs: Vec::new(),
             stepper_enabled: Vec::new(),
             gcode: GCodeMove::default(),
             fan_queue: None,
             fan_out: None,
             responses: Vec::new(),
+            response_counts: responses::ResponseCounts::default(),
             current_line: 0,
             partial_line: Vec::new(),
             line_no: 0,
             heater_targets: Vec::new(),
+            heater_sensors: Vec::new(),
+            heater_sensor_slots: Vec::new(),
+            sensor_types: heaters::SensorRegistry::default(),
             extruder_pa: Vec::new(),
             input_shaper: None,
             saved_states: Vec::new(),
@@ -535,6 +592,7 @@ impl Printer {
             macros: crate::macros::MacroSet::from_config(config)
                 .map_err(|e| cfg_err(e.to_string()))?,
             renamed: Vec::new(),
+            macro_commands: std::collections::HashSet::new(),
             macro_stack: Vec::new(),
             config_snapshot: config
                 .sections()
@@ -557,23 +615,40 @@ impl Printer {
         // toolhead (kinematics rails, then extruders with their heaters).
         let section_names: Vec<String> = config.sections().map(|s| s.name().to_owned()).collect();
         for name in &section_names {
+            p.sensor_types.section_reached(config, name)?;
             match name.as_str() {
                 "heater_bed" => {
                     p.heater_targets.push(("heater_bed".to_owned(), 0.0));
                     p.build_heater(&cfg, "heater_bed")?;
                 }
                 "fan" => p.build_fan(&cfg)?,
+                n if n.split_whitespace().next() == Some("heater_generic")
+                    && n.split_whitespace().nth(1).is_some() =>
+                {
+                    p.heater_targets.push((n.to_owned(), 0.0));
+                    p.build_heater(&cfg, n)?;
+                }
                 _ => {}
             }
         }
         p.build_kinematics(&cfg, max_velocity, max_accel)?;
         p.build_extruders(&cfg, max_velocity, max_accel)?;
         for m in &mut p.mcus {
-            m.finalize_config();
+            m.finalize_config()?;
+        }
+        for (h, &slot) in p.heater_sensors.iter_mut().zip(&p.heater_sensor_slots) {
+            let m = &p.mcus[h.mcu];
+            h.oid = m.deferred_oids[slot];
+            h.query = m
+                .analog_queries
+                .iter()
+                .find(|(s, _)| *s == slot)
+                .map(|(_, q)| q.clone());
         }
         for (mi, m) in p.mcus.iter_mut().enumerate() {
-            for cmd in std::mem::take(&mut m.init_cmds) {
-                p.toolhead.send(mi, 0, 0, cmd);
+            m.startup_cmds = std::mem::take(&mut m.init_cmds);
+            for cmd in &m.startup_cmds {
+                p.toolhead.send(mi, 0, 0, cmd.clone());
             }
         }
         for d in &mut p.digital_outs {
@@ -589,6 +664,12 @@ impl Printer {
             .macros()
             .iter()
             .filter_map(|m| Some((m.rename_existing.clone()?, m.command.clone())))
+            .collect();
+        p.macro_commands = p
+            .macros
+            .macros()
+            .iter()
+            .map(|m| m.command.clone())
             .collect();
         if cfg.has("gcode_arcs") {
             p.arc_resolution = Some(cfg.getfloat(
@@ -757,11 +838,30 @@ impl Printer {
             mcu_position_offset: 0.0,
             enable_pending: true,
         });
-        // Enable pin.
+        // Enable pin: steppers naming the same pin share one output (Klipper's
+        // stepper_enable.lookup_enable_pin), which stays on while any of them is enabled.
         let enable = match cfg.getpin_opt(section, "enable_pin", PinFlags::INVERT)? {
             Some(pin) => {
                 let emi = self.pin_mcu(&pin)?;
-                Some(self.add_digital_out(emi, &pin))
+                let shared = self
+                    .shared_enable_pins
+                    .iter()
+                    .find(|(m, name, _, _)| *m == emi && *name == pin.pin);
+                match shared {
+                    Some(&(_, _, invert, out)) if invert == pin.invert => Some(out),
+                    Some(_) => {
+                        return Err(cfg_err(format!(
+                            "Shared pin {} must have same polarity",
+                            pin.pin
+                        )));
+                    }
+                    None => {
+                        let out = self.add_digital_out(emi, &pin);
+                        self.shared_enable_pins
+                            .push((emi, pin.pin.clone(), pin.invert, out));
+                        Some(out)
+                    }
+                }
             }
             None => None,
         };
@@ -1153,8 +1253,10 @@ impl Printer {
         Ok(())
     }
 
-    /// A heater's sensor (ADC) and heater output (software PWM, 100 ms cycle, 3 s max_duration),
-    /// created in that order as Klipper's `setup_heater` does.
+    /// A heater's sensor (ADC, sampled with its `min_temp`/`max_temp` range) and heater output
+    /// (software PWM, `pwm_cycle_time` cycle, 3 s max_duration), created in that order as
+    /// Klipper's `setup_heater` does. A sensor Gantry does not model keeps a plain
+    /// `config_analog_in` on its `sensor_pin`.
     fn build_heater(&mut self, cfg: &Cfg<'_>, s: &str) -> Result<(), PrinterError> {
         let (Some(sensor), Some(heater)) = (
             cfg.getpin_opt(s, "sensor_pin", PinFlags::PLAIN)?,
@@ -1162,16 +1264,47 @@ impl Printer {
         ) else {
             return Ok(());
         };
+        let section = cfg.config.getsection(s);
+        let curve = self.sensor_types.setup_sensor(&section)?;
         let smi = self.pin_mcu(&sensor)?;
-        let hmi = self.pin_mcu(&heater)?;
+        let min_temp = cfg.getfloat(
+            s,
+            "min_temp",
+            None,
+            minval(crate::thermistor::KELVIN_TO_CELSIUS),
+        )?;
+        let max_temp = cfg.getfloat(s, "max_temp", None, above(min_temp))?;
+        let sampling = curve
+            .as_ref()
+            .map(|c| heaters::heater_sampling(c, min_temp, max_temp));
         let sensor_pin = sensor.pin.clone();
-        self.mcus[smi].add_deferred(|slot| ConfigCallback::AnalogIn {
+        let slot = self.mcus[smi].add_deferred(|slot| ConfigCallback::AnalogIn {
             slot,
             pin: sensor_pin,
+            sampling,
         });
+        self.heater_sensors.push(HeaterSensor {
+            heater: s.to_owned(),
+            sensor_type: cfg.get(s, "sensor_type")?.trim().to_owned(),
+            min_temp,
+            max_temp,
+            mcu: smi,
+            oid: 0,
+            curve: curve.clone(),
+            query: None,
+        });
+        self.heater_sensor_slots.push(slot);
+        let hmi = self.pin_mcu(&heater)?;
+        // The PWM cycle may not exceed the sensor's report time (Klipper's pwm_delay).
+        let cycle_bounds = if curve.is_some() {
+            above(0.0).max(crate::thermistor::REPORT_TIME)
+        } else {
+            above(0.0)
+        };
+        let cycle_time = cfg.getfloat(s, "pwm_cycle_time", Some(0.100), cycle_bounds)?;
         let freq = self.mcus[hmi].freq;
         let max_duration = (3.0 * freq) as u64;
-        let cycle = (0.100 * freq) as u64;
+        let cycle = (cycle_time * freq) as u64;
         self.add_digital_out_with(hmi, &heater, max_duration, Some(cycle));
         Ok(())
     }
@@ -1211,17 +1344,30 @@ impl Printer {
     // ---- G-code --------------------------------------------------------------------------
 
     fn respond_error(&mut self, msg: &str) {
-        self.responses.push(Response {
-            line: self.current_line,
-            text: format!("!! {msg}"),
-        });
+        self.respond(format_args!("!! {msg}"));
     }
 
     fn respond_info(&mut self, msg: &str) {
-        self.responses.push(Response {
-            line: self.current_line,
-            text: format!("// {msg}"),
-        });
+        self.respond(format_args!("// {msg}"));
+    }
+
+    /// Records a response for the current line: kept in [`Printer::responses`] the first
+    /// [`RESPONSES_KEPT_PER_TEXT`] times this exact text comes, then only counted (see
+    /// [`Printer::repeated_responses`]).
+    fn respond(&mut self, text: std::fmt::Arguments<'_>) {
+        if let Some(text) = self.response_counts.record(text) {
+            self.responses.push(Response {
+                line: self.current_line,
+                text,
+            });
+        }
+    }
+
+    /// The responses that came more than [`RESPONSES_KEPT_PER_TEXT`] times, in the order they
+    /// first came: each text and how many times it came in all (only the first
+    /// [`RESPONSES_KEPT_PER_TEXT`] are in [`Printer::responses`]).
+    pub fn repeated_responses(&self) -> impl Iterator<Item = &RepeatedResponse> {
+        self.response_counts.repeated()
     }
 
     /// Runs one line of G-code (its 1-based number is used in responses).
@@ -1230,7 +1376,7 @@ impl Printer {
     /// Only internal errors (step generation); command errors become responses as in Klipper.
     pub fn run_line(&mut self, line: &str, line_no: u32) -> Result<(), MoveError> {
         self.current_line = line_no;
-        let Some(cmd) = parse_line(line) else {
+        let Some(cmd) = Command::parse(line) else {
             return Ok(());
         };
         match self.dispatch(&cmd) {
@@ -1254,7 +1400,7 @@ impl Printer {
     /// by line; the first error aborts the rest and becomes the calling command's error.
     fn run_script(&mut self, script: &str) -> Result<(), CommandError> {
         for line in script.split('\n') {
-            if let Some(cmd) = parse_line(line) {
+            if let Some(cmd) = Command::parse(line) {
                 self.dispatch(&cmd)?;
             }
         }
@@ -1271,9 +1417,9 @@ impl Printer {
 
     /// Klipper's `rawparams`: the command line after the command name (line number and
     /// checksum skipped).
-    fn rawparams(cmd: &Command) -> String {
-        let orig = cmd.raw.as_str();
-        let name = cmd.name.as_str();
+    fn rawparams(cmd: &Command<'_>) -> String {
+        let orig = cmd.raw();
+        let name = cmd.name();
         let mut start = name.len();
         let mut end = orig.len();
         let head_matches = orig
@@ -1300,19 +1446,20 @@ impl Printer {
 
     /// Runs `[gcode_macro]` `cmd`: renders its template with the printer's state, answers its
     /// actions, then runs the script it produced.
-    fn run_macro(&mut self, cmd: &Command) -> Result<(), CommandError> {
-        if self.macro_stack.contains(&cmd.name) {
+    fn run_macro(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
+        let name = cmd.name();
+        if self.macro_stack.iter().any(|m| m == name) {
             return Err(CommandError::User(format!(
-                "Macro {} called recursively",
-                cmd.name
+                "Macro {name} called recursively"
             )));
         }
         let rawparams = Self::rawparams(cmd);
+        let params = cmd.params_owned();
         let mut actions = Vec::new();
         let script = {
             let status = status::PrinterStatus { printer: self };
             self.macros
-                .render(&cmd.name, &cmd.params, &rawparams, &status, &mut actions)
+                .render(name, &params, &rawparams, &status, &mut actions)
         };
         for action in actions {
             match action {
@@ -1325,33 +1472,47 @@ impl Printer {
             }
         }
         let script = script.map_err(|e| CommandError::User(e.to_string()))?;
-        self.macro_stack.push(cmd.name.clone());
+        self.macro_stack.push(name.to_owned());
         let result = self.run_script(&script);
         self.macro_stack.pop();
         result
     }
 
-    fn dispatch(&mut self, cmd: &Command) -> Result<(), CommandError> {
-        if self.macros.contains(&cmd.name) {
+    /// Whether command `name` is a `[gcode_macro]` (`MacroSet::contains`, without its
+    /// upper-casing copy for the usual ASCII names, which the split has upper-cased already).
+    fn is_macro(&self, name: &str) -> bool {
+        if self.macro_commands.is_empty() {
+            return false;
+        }
+        if name.is_ascii() {
+            self.macro_commands.contains(name)
+        } else {
+            self.macros.contains(name)
+        }
+    }
+
+    fn dispatch(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
+        let name = cmd.name();
+        if self.is_macro(name) {
             return self.run_macro(cmd);
         }
-        if cmd.name == "SET_GCODE_VARIABLE" {
+        if name == "SET_GCODE_VARIABLE" {
             return self
                 .macros
-                .cmd_set_gcode_variable(&cmd.params, cmd.raw.trim())
+                .cmd_set_gcode_variable(&cmd.params_owned(), cmd.raw())
                 .map_err(|e| CommandError::User(e.to_string()));
         }
         // A command a macro took over is reachable under its rename_existing name.
-        if let Some((_, original)) = self.renamed.iter().find(|(new, _)| *new == cmd.name) {
+        if let Some((_, original)) = self.renamed.iter().find(|(new, _)| new == name) {
             let mut c = cmd.clone();
-            c.name = original.clone();
+            c.renamed = Some(original.clone());
             return self.dispatch_builtin(&c);
         }
         self.dispatch_builtin(cmd)
     }
 
-    fn dispatch_builtin(&mut self, cmd: &Command) -> Result<(), CommandError> {
-        match cmd.name.as_str() {
+    fn dispatch_builtin(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
+        match cmd.name() {
             "G0" | "G1" => self.cmd_g1(cmd),
             "G4" => {
                 let p = cmd.get_float("P", Some(0.0))?.unwrap_or(0.0);
@@ -1398,10 +1559,7 @@ impl Printer {
                     None => match (cmd.get_float("P", None)?, cmd.get_float("T", None)?) {
                         (Some(p), Some(t)) => p.min(t),
                         _ => {
-                            self.respond_info(&format!(
-                                "Invalid M204 command \"{}\"",
-                                cmd.raw.trim()
-                            ));
+                            self.respond_info(&format!("Invalid M204 command \"{}\"", cmd.raw()));
                             return Ok(());
                         }
                     },
@@ -1454,7 +1612,7 @@ impl Printer {
             "G2" if self.arc_resolution.is_some() => self.cmd_arc(cmd, true),
             "G3" if self.arc_resolution.is_some() => self.cmd_arc(cmd, false),
             "G17" | "G18" | "G19" if self.arc_resolution.is_some() => {
-                if let Some(plane) = crate::arcs::ArcPlane::from_command(&cmd.name) {
+                if let Some(plane) = crate::arcs::ArcPlane::from_command(cmd.name()) {
                     self.arc_plane = plane;
                 }
                 Ok(())
@@ -1478,42 +1636,41 @@ impl Printer {
             "EXCLUDE_OBJECT" if self.exclude_object.is_some() => self.cmd_exclude_object(cmd),
             "" => Ok(()),
             other => {
-                self.respond_info(&format!("Unknown command:\"{other}\""));
+                self.respond(format_args!("// Unknown command:\"{other}\""));
                 Ok(())
             }
         }
     }
 
-    fn cmd_g1(&mut self, cmd: &Command) -> Result<(), CommandError> {
-        let parse = |letter: &str| -> Result<Option<f64>, CommandError> {
-            cmd.param(letter)
-                .map(|text| {
-                    parse_py_float(text).ok_or_else(|| {
-                        CommandError::User(format!("Unable to parse move '{}'", cmd.raw.trim()))
-                    })
-                })
-                .transpose()
-        };
+    fn cmd_g1(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
+        // X Y Z E F in one pass over the words, then taken in Klipper's order.
+        let [x, y, z, e, f] = cmd.line.letter_floats(*b"XYZEF");
         // Klipper updates the position axis by axis: a bad value after a good one leaves the
         // earlier axes changed until the command error resets the position.
         let mut values = [None; AXES];
-        for (axis, letter) in ["X", "Y", "Z", "E"].iter().enumerate() {
-            match parse(letter) {
-                Ok(v) => values[axis] = v,
-                Err(e) => {
+        for (value, read) in values.iter_mut().zip([x, y, z, e]) {
+            match read {
+                None => {}
+                Some(Ok(v)) => *value = Some(v),
+                Some(Err(_)) => {
                     self.apply_g1_position(values);
-                    return Err(e);
+                    return Err(Self::bad_move(cmd));
                 }
             }
         }
-        let f = match parse("F") {
-            Ok(f) => f,
-            Err(e) => {
+        let f = match f {
+            None => None,
+            Some(Ok(f)) => Some(f),
+            Some(Err(_)) => {
                 self.apply_g1_position(values);
-                return Err(e);
+                return Err(Self::bad_move(cmd));
             }
         };
-        self.g1_values(values, f, cmd.raw.trim())
+        self.g1_values(values, f, cmd.raw())
+    }
+
+    fn bad_move(cmd: &Command<'_>) -> CommandError {
+        CommandError::User(format!("Unable to parse move '{}'", cmd.raw()))
     }
 
     fn apply_g1_position(&mut self, values: [Option<f64>; AXES]) {
@@ -1558,7 +1715,7 @@ impl Printer {
     }
 
     /// G2/G3 through `[gcode_arcs]`: the arc split into G1 segments exactly as Klipper does.
-    fn cmd_arc(&mut self, cmd: &Command, clockwise: bool) -> Result<(), CommandError> {
+    fn cmd_arc(&mut self, cmd: &Command<'_>, clockwise: bool) -> Result<(), CommandError> {
         let Some(resolution) = self.arc_resolution else {
             return Ok(());
         };
@@ -1591,7 +1748,7 @@ impl Printer {
         Ok(())
     }
 
-    fn cmd_g92(&mut self, cmd: &Command) -> Result<(), CommandError> {
+    fn cmd_g92(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
         let mut any = false;
         for (i, letter) in ["X", "Y", "Z", "E"].iter().enumerate() {
             if let Some(mut off) = cmd.get_float(letter, None)? {
@@ -1612,16 +1769,21 @@ impl Printer {
         self.gcode.last_position = self.position_with_transform();
     }
 
-    fn cmd_set_kinematic_position(&mut self, cmd: &Command) -> Result<(), CommandError> {
+    fn cmd_set_kinematic_position(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
         self.toolhead.get_last_move_time()?;
         let cur = self.toolhead.commanded_pos;
         let x = cmd.get_float("X", Some(cur[0]))?.unwrap_or(cur[0]);
         let y = cmd.get_float("Y", Some(cur[1]))?.unwrap_or(cur[1]);
         let z = cmd.get_float("Z", Some(cur[2]))?.unwrap_or(cur[2]);
-        let set_homed = cmd.param("SET_HOMED").unwrap_or("xyz").to_ascii_lowercase();
+        let set_homed = cmd
+            .param("SET_HOMED")
+            .as_deref()
+            .unwrap_or("xyz")
+            .to_ascii_lowercase();
         let clear = cmd
             .param("CLEAR_HOMED")
             .or_else(|| cmd.param("CLEAR"))
+            .as_deref()
             .unwrap_or("")
             .to_ascii_lowercase();
         let homed: Vec<usize> = (0..3)
@@ -1666,7 +1828,7 @@ impl Printer {
         }
     }
 
-    fn cmd_set_pressure_advance(&mut self, cmd: &Command) -> Result<(), CommandError> {
+    fn cmd_set_pressure_advance(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
         let Some(ei) = self.toolhead.active_extruder else {
             return Err(CommandError::User(
                 "Active extruder does not have a stepper".into(),
@@ -1710,7 +1872,11 @@ impl Printer {
         Ok(())
     }
 
-    fn cmd_set_temp(&mut self, cmd: &Command, default_heater: &str) -> Result<(), CommandError> {
+    fn cmd_set_temp(
+        &mut self,
+        cmd: &Command<'_>,
+        default_heater: &str,
+    ) -> Result<(), CommandError> {
         let temp = cmd.get_float("S", Some(0.0))?.unwrap_or(0.0);
         let name = match cmd.get_float("T", None)? {
             Some(t) if default_heater == "extruder" && t >= 1.0 => format!("extruder{}", t as u32),
@@ -1802,10 +1968,10 @@ impl Printer {
 
     // ---- homing ----------------------------------------------------------------------------
 
-    fn cmd_g28(&mut self, cmd: &Command) -> Result<(), CommandError> {
+    fn cmd_g28(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
         let mut axes: Vec<usize> = Vec::new();
         for (i, l) in ["X", "Y", "Z"].iter().enumerate() {
-            if cmd.param(l).is_some() {
+            if cmd.has(l) {
                 axes.push(i);
             }
         }
@@ -2014,19 +2180,69 @@ impl Printer {
     /// # Errors
     /// Internal step generation errors (Klipper's "Internal error in stepcompress").
     pub fn feed_batch_chunk(&mut self, chunk: &[u8]) -> Result<(), MoveError> {
-        let mut data = std::mem::take(&mut self.partial_line);
-        data.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some(nl) = data[start..].iter().position(|&b| b == b'\n') {
-            let line = String::from_utf8_lossy(&data[start..start + nl]).into_owned();
-            self.line_no += 1;
-            self.run_line(&line, self.line_no)?;
-            self.apply_enable_events();
-            start += nl + 1;
+        self.toolhead.batch_chunk_read(chunk);
+        let mut rest = chunk;
+        // A line begun in an earlier chunk: complete it (or keep gathering it).
+        if !self.partial_line.is_empty() {
+            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                self.partial_line.extend_from_slice(rest);
+                return self.batch_chunk_done();
+            };
+            let mut line = std::mem::take(&mut self.partial_line);
+            line.extend_from_slice(&rest[..nl]);
+            rest = &rest[nl + 1..];
+            let result = self.run_batch_line_bytes(&line);
+            // Keep the buffer (and its capacity) for the next partial line.
+            line.clear();
+            self.partial_line = line;
+            result?;
         }
-        self.partial_line = data[start..].to_vec();
-        if self.toolhead.flush_timer_due() {
-            let _: FlushTimer = self.toolhead.flush_handler_batch()?;
+        // The chunk's complete lines, read in place; the text after the last newline waits
+        // for the next chunk.
+        let tail = match rest.iter().rposition(|&b| b == b'\n') {
+            Some(last) => {
+                let block = &rest[..last];
+                // Every line is checked as UTF-8 at once; a block with bad bytes is read line
+                // by line, each made valid (bad bytes become U+FFFD).
+                match std::str::from_utf8(block) {
+                    Ok(text) => {
+                        for line in crate::gcode::lines(text) {
+                            self.run_batch_line(line)?;
+                        }
+                    }
+                    Err(_) => {
+                        for line in block.split(|&b| b == b'\n') {
+                            self.run_batch_line_bytes(line)?;
+                        }
+                    }
+                }
+                &rest[last + 1..]
+            }
+            None => rest,
+        };
+        self.partial_line.extend_from_slice(tail);
+        self.batch_chunk_done()
+    }
+
+    /// One complete line of batch input, as bytes (bad UTF-8 becomes U+FFFD).
+    fn run_batch_line_bytes(&mut self, line: &[u8]) -> Result<(), MoveError> {
+        match String::from_utf8_lossy(line) {
+            Cow::Borrowed(text) => self.run_batch_line(text),
+            Cow::Owned(text) => self.run_batch_line(&text),
+        }
+    }
+
+    /// One complete line of batch input.
+    fn run_batch_line(&mut self, line: &str) -> Result<(), MoveError> {
+        self.line_no += 1;
+        self.run_line(line, self.line_no)?;
+        self.apply_enable_events();
+        Ok(())
+    }
+
+    /// The end of a batch read: the background flush when its timer is due.
+    fn batch_chunk_done(&mut self) -> Result<(), MoveError> {
+        if self.toolhead.batch_chunk_done()? {
             self.apply_enable_events();
         }
         Ok(())
@@ -2050,10 +2266,9 @@ impl Printer {
     /// Internal step generation errors.
     pub fn finish_batch(&mut self) -> Result<(), MoveError> {
         if !self.partial_line.is_empty() {
-            let line =
-                String::from_utf8_lossy(&std::mem::take(&mut self.partial_line)).into_owned();
+            let line = std::mem::take(&mut self.partial_line);
             self.line_no += 1;
-            self.run_line(&line, self.line_no)?;
+            self.run_line(&String::from_utf8_lossy(&line), self.line_no)?;
         }
         self.end_print_time = self.toolhead.get_last_move_time()?;
         // klippy's exit ("gcode:request_restart"): the motors are switched off (the fan's
@@ -2099,25 +2314,64 @@ impl Printer {
     }
 }
 
-/// A parsed G-code command (Klipper's gcode.py split rules).
+/// A G-code command as the interpreter reads it: klippy's split of one line, borrowed from the
+/// line ([`GCodeCommand`]; nothing is copied for ordinary lines), and the name it runs under.
 #[derive(Clone, Debug)]
-struct Command {
-    name: String,
-    params: Vec<(String, String)>,
-    raw: String,
+struct Command<'a> {
+    line: GCodeCommand<'a>,
+    /// The name it runs under when that is not the line's own: a `rename_existing` name
+    /// reaches the command the macro took over.
+    renamed: Option<String>,
 }
 
-impl Command {
-    fn param(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+impl<'a> Command<'a> {
+    /// One G-code line (klippy's split rules, in [`crate::gcode::parse_command`]); `None` for
+    /// a blank or comment-only line.
+    #[inline(always)]
+    fn parse(line: &'a str) -> Option<Self> {
+        Some(Self {
+            line: crate::gcode::parse_command(line)?,
+            renamed: None,
+        })
+    }
+
+    /// The command name, upper-case.
+    fn name(&self) -> &str {
+        self.renamed.as_deref().unwrap_or_else(|| self.line.name())
+    }
+
+    /// The whole line, trimmed (for messages).
+    fn raw(&self) -> &'a str {
+        self.line.raw()
+    }
+
+    /// Parameter `key` as Klipper's `gcmd.get` has it (a classic command's value
+    /// upper-cased); the last one if repeated.
+    fn param(&self, key: &str) -> Option<Cow<'a, str>> {
+        self.line.param(key)
+    }
+
+    /// Whether parameter `key` is given.
+    fn has(&self, key: &str) -> bool {
+        self.line.param_text(key).is_some()
+    }
+
+    /// Whether the command has any parameter.
+    fn has_params(&self) -> bool {
+        self.line.param_count() > 0
+    }
+
+    /// Every parameter in order, as owned text (for macros).
+    fn params_owned(&self) -> Vec<(String, String)> {
+        self.line
+            .params()
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
     }
 
     fn error_on(&self, what: std::fmt::Arguments<'_>) -> CommandError {
-        CommandError::User(format!("Error on '{}': {what}", self.raw.trim()))
+        CommandError::User(format!("Error on '{}': {what}", self.raw()))
     }
 
     /// An integer parameter (Python's `int()`: digits with an optional sign).
@@ -2149,15 +2403,19 @@ impl Command {
         Ok(v)
     }
 
+    /// A float parameter. The number is read from the text as written (case does not change
+    /// a number); the error message quotes the value as Klipper has it.
     fn get_float(&self, key: &str, default: Option<f64>) -> Result<Option<f64>, CommandError> {
-        match self.param(key) {
+        match self.line.param_text(key) {
             None => Ok(default),
-            Some(v) => parse_py_float(v).map(Some).ok_or_else(|| {
-                CommandError::User(format!(
-                    "Unable to parse '{v}' as a float in '{}'",
-                    self.raw.trim()
-                ))
-            }),
+            Some(text) => match parse_py_float(text) {
+                Some(v) => Ok(Some(v)),
+                None => Err(CommandError::User(format!(
+                    "Unable to parse '{}' as a float in '{}'",
+                    self.param(key).unwrap_or_default(),
+                    self.raw()
+                ))),
+            },
         }
     }
 }
@@ -2184,21 +2442,6 @@ fn py_float(v: f64) -> String {
 
 fn parse_py_float(text: &str) -> Option<f64> {
     crate::gcode::parse_float(text)
-}
-
-/// One G-code line as a [`Command`] (klippy's split rules, in [`crate::gcode::parse_command`]);
-/// `None` for a blank or comment-only line.
-fn parse_line(line: &str) -> Option<Command> {
-    let cmd = crate::gcode::parse_command(line)?;
-    Some(Command {
-        name: cmd.name().to_owned(),
-        params: cmd
-            .params()
-            .into_iter()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect(),
-        raw: cmd.raw().to_owned(),
-    })
 }
 
 /// Intersection of three spheres (centres, radii²): the point on the +Z side (Klipper's
@@ -2240,16 +2483,26 @@ mod tests {
 
     #[test]
     fn lines_split_like_klippy() {
-        let c = parse_line("N12 g1 x10.5 Y-3 E.2 F3000*55 ; move").expect("command");
-        assert_eq!(c.name, "G1");
-        assert_eq!(c.param("X"), Some("10.5"));
-        assert_eq!(c.param("E"), Some(".2"));
-        let c = parse_line("SET_KINEMATIC_POSITION X=0 y=\"1\" ; c").expect("command");
-        assert_eq!(c.name, "SET_KINEMATIC_POSITION");
-        assert_eq!(c.param("Y"), Some("1"));
-        assert!(parse_line("   ; only a comment").is_none());
-        let c = parse_line("G1X1Y2").expect("command");
-        assert_eq!(c.param("Y"), Some("2"));
+        let c = Command::parse("N12 g1 x10.5 Y-3 E.2 F3000*55 ; move").expect("command");
+        assert_eq!(c.name(), "G1");
+        assert_eq!(c.param("X").as_deref(), Some("10.5"));
+        assert_eq!(c.param("E").as_deref(), Some(".2"));
+        assert_eq!(
+            c.line.letter_floats(*b"XYZEF"),
+            [
+                Some(Ok(10.5)),
+                Some(Ok(-3.0)),
+                None,
+                Some(Ok(0.2)),
+                Some(Ok(3000.0))
+            ]
+        );
+        let c = Command::parse("SET_KINEMATIC_POSITION X=0 y=\"1\" ; c").expect("command");
+        assert_eq!(c.name(), "SET_KINEMATIC_POSITION");
+        assert_eq!(c.param("Y").as_deref(), Some("1"));
+        assert!(Command::parse("   ; only a comment").is_none());
+        let c = Command::parse("G1X1Y2").expect("command");
+        assert_eq!(c.param("Y").as_deref(), Some("2"));
     }
 
     #[test]
@@ -2261,5 +2514,72 @@ mod tests {
         assert_eq!(p.pull, Pull::Up);
         let p = crate::config::parse_pin("ebb:PB2", PinFlags::INVERT).expect("valid pin");
         assert_eq!(p.chip, "ebb");
+    }
+
+    const SHARED_ENABLE: &str = "
+[mcu]
+serial: /dev/null
+[printer]
+kinematics: cartesian
+max_velocity: 300
+max_accel: 3000
+[stepper_x]
+step_pin: PD7
+dir_pin: PC5
+enable_pin: !PD6
+microsteps: 16
+rotation_distance: 40
+endstop_pin: ^PC2
+position_endstop: 0
+position_max: 200
+[stepper_y]
+step_pin: PC6
+dir_pin: PC7
+enable_pin: !PD6
+microsteps: 16
+rotation_distance: 40
+endstop_pin: ^PC3
+position_endstop: 0
+position_max: 200
+[stepper_z]
+step_pin: PB3
+dir_pin: PB2
+enable_pin: !PA5
+microsteps: 16
+rotation_distance: 8
+endstop_pin: ^PC4
+position_endstop: 0
+position_max: 200
+";
+
+    /// Regression: steppers sharing an enable pin got one `config_digital_out` each, so the
+    /// config phase (and its CRC) differed from Klipper's for most bed-slingers.
+    #[test]
+    fn steppers_sharing_an_enable_pin_share_one_output() {
+        let dict = Dictionary::from_json(include_str!(
+            "../../../tests/fixtures/oracle/dict/atmega2560.dict"
+        ))
+        .expect("a real dictionary");
+        let config = Config::parse(SHARED_ENABLE, "printer.cfg").expect("config");
+        let printer = Printer::new(&config, &[("mcu", &dict)]).expect("printer");
+        let cmds = printer.mcus[0].config_phase();
+        let enables = |pin: &str| {
+            cmds.iter()
+                .filter(|c| {
+                    c.starts_with("config_digital_out") && c.contains(&format!("pin={pin} "))
+                })
+                .count()
+        };
+        assert_eq!(enables("PD6"), 1, "{cmds:#?}");
+        assert_eq!(enables("PA5"), 1);
+
+        let clash = SHARED_ENABLE.replacen("enable_pin: !PD6", "enable_pin: PD6", 1);
+        let config = Config::parse(&clash, "printer.cfg").expect("config");
+        let err = Printer::new(&config, &[("mcu", &dict)]).expect_err("polarity clash");
+        assert!(
+            err.to_string()
+                .contains("Shared pin PD6 must have same polarity"),
+            "{err}"
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! time is an input ([`Toolhead::set_est_print_time`]): 0 in batch mode, the clock-sync estimate
 //! on a live printer. Nothing here reads a clock.
 
+use crate::batch_reader::BatchReader;
 use crate::extruder::append_extrusion;
 use crate::itersolve::StepperSolver;
 use crate::lookahead::{AXES, LookAheadQueue, Move, MoveLimits};
@@ -33,6 +34,16 @@ const BGFLUSH_SG_HIGH_TIME: f64 = 0.700;
 const BGFLUSH_EXTRA_TIME: f64 = 0.250;
 /// Maximum step compression error, s (Klipper's MAX_STEPCOMPRESS_ERROR).
 pub const MAX_STEPCOMPRESS_ERROR: f64 = 0.000_025;
+
+/// The print time at which `m`, starting at `start`, ends: `start + accel_t + cruise_t +
+/// decel_t` summed left to right, as klippy accumulates its `next_move_time`. The grouping
+/// matters: `start + m.total_t()` rounds differently, and the trapq times that result steer
+/// every stepper's steps (most visibly the extruder's near pressure-advance reversals, where a
+/// last-bit difference in a segment's start moves a step by tens of microseconds).
+#[inline]
+fn move_end_time(start: f64, m: &Move) -> f64 {
+    start + m.accel_t + m.cruise_t + m.decel_t
+}
 
 /// Which trapq a stepper follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -436,6 +447,8 @@ pub struct Toolhead {
     timed_actions: Vec<(TimedAction, usize)>,
     /// Planned moves of the last flush (reused buffer).
     flushed: Vec<Move>,
+    /// The print time at the end of each of `flushed` (reused buffer).
+    flushed_ends: Vec<f64>,
     /// Scratch for merging step messages.
     step_msgs: Vec<Vec<StepMessage>>,
     /// How many of each stepper's `step_msgs` the current merge has taken.
@@ -455,6 +468,11 @@ pub struct Toolhead {
     need_check_pause: f64,
     /// Whether the host may wait for the MCU to catch up (live); batch mode cannot.
     pub can_pause: bool,
+    /// Batch mode's G-code reader under the reactor: whether the background flush runs after
+    /// a read.
+    batch_reader: BatchReader,
+    /// Yields to the reactor since the last batch read.
+    reactor_yields: u32,
 }
 
 /// A committed move with its timing, as recorded for estimates and replays.
@@ -517,6 +535,7 @@ impl Toolhead {
             },
             timed_actions: Vec::new(),
             flushed: Vec::new(),
+            flushed_ends: Vec::new(),
             step_msgs: Vec::new(),
             step_msg_taken: Vec::new(),
             gen_results: Vec::new(),
@@ -526,6 +545,8 @@ impl Toolhead {
             step_generation: true,
             need_check_pause: -1.0,
             can_pause: false,
+            batch_reader: BatchReader::new(),
+            reactor_yields: 0,
         }
     }
 
@@ -635,13 +656,16 @@ impl Toolhead {
             self.calc_print_time();
         }
         let mut next_move_time = self.print_time;
+        let mut ends = std::mem::take(&mut self.flushed_ends);
+        ends.clear();
         for m in &moves {
             self.queue_move(m, next_move_time);
-            next_move_time += m.total_t();
+            next_move_time = move_end_time(next_move_time, m);
+            ends.push(next_move_time);
         }
-        let n_moves = moves.len();
         self.flushed = moves;
-        self.fire_timed_actions(n_moves, next_move_time);
+        self.fire_timed_actions(&ends);
+        self.flushed_ends = ends;
         self.advance_move_time(next_move_time);
         self.note_mcu_movequeue_activity(next_move_time, true);
         Ok(())
@@ -695,20 +719,15 @@ impl Toolhead {
         }
     }
 
-    /// Fires the timed actions whose move was among the `n_flushed` just committed; the others
-    /// wait for moves that many places earlier in the queue now.
-    fn fire_timed_actions(&mut self, n_flushed: usize, end_time: f64) {
+    /// Fires the timed actions whose move was among those just committed, each at its move's
+    /// end in `ends` (the print time after each committed move, in order); the others wait for
+    /// moves that many places earlier in the queue now.
+    fn fire_timed_actions(&mut self, ends: &[f64]) {
         if self.timed_actions.is_empty() {
             return;
         }
+        let n_flushed = ends.len();
         let actions = std::mem::take(&mut self.timed_actions);
-        let mut ends = Vec::with_capacity(n_flushed);
-        let mut t = end_time;
-        for m in self.flushed.iter().rev() {
-            ends.push(t);
-            t -= m.total_t();
-        }
-        ends.reverse();
         for (action, waits) in actions {
             if waits <= n_flushed {
                 self.apply_timed_action(action, ends[waits - 1]);
@@ -798,8 +817,9 @@ impl Toolhead {
     /// Klipper's `_check_pause` after a move: leave the idle state, give up pausing when too
     /// far ahead in batch mode, and otherwise yield to the reactor — which in batch mode runs the
     /// background flush if it is due (and that can flush the whole look-ahead when step
-    /// generation is about to catch up with it, early in a print). Klipper's priming timer
-    /// (0.1 s of wall time) is not modelled: batch mode reads far faster than that.
+    /// generation is about to catch up with it, early in a print), and reads G-code ahead (the
+    /// yield is counted for [`Toolhead::batch_chunk_done`]). Klipper's priming timer (0.1 s of
+    /// wall time) is not modelled: batch mode reads far faster than that.
     fn check_pause(&mut self) -> Result<(), MoveError> {
         if self.state != QueueState::Main && !self.lookahead.is_empty() {
             self.state = QueueState::Priming;
@@ -812,6 +832,7 @@ impl Toolhead {
         }
         if self.state == QueueState::Main {
             self.need_check_pause = self.print_time;
+            self.reactor_yields = self.reactor_yields.saturating_add(1);
             if !self.can_pause && self.flush.flush_timer_due {
                 let _: FlushTimer = self.flush_handler_batch()?;
             }
@@ -1037,7 +1058,7 @@ impl Toolhead {
         let mut end_time = start_time;
         for mv in &moves {
             self.queue_move(mv, end_time);
-            end_time += mv.total_t();
+            end_time = move_end_time(end_time, mv);
         }
         self.lookahead.reset();
         // Step it out in segments (no endstop in batch mode: it runs to the end).
@@ -1290,6 +1311,30 @@ impl Toolhead {
         Ok(FlushTimer::Idle)
     }
 
+    /// Batch mode reads `chunk` of G-code (one of klippy's 4096-byte reads; see
+    /// [`crate::batch_reader`]). Call before running its lines.
+    pub fn batch_chunk_read(&mut self, chunk: &[u8]) {
+        let newlines = chunk.iter().filter(|&&b| b == b'\n').count();
+        self.batch_reader.read(newlines);
+        self.reactor_yields = 0;
+    }
+
+    /// The lines of the chunk last read have run: runs the background flush if it is due and
+    /// klippy's reactor gets to its timers now — only after a call of its G-code reader that
+    /// never yielded; after one that did, the reactor reads on first. Returns whether the flush
+    /// ran.
+    ///
+    /// # Errors
+    /// Internal step generation errors.
+    pub fn batch_chunk_done(&mut self) -> Result<bool, MoveError> {
+        let yields = std::mem::take(&mut self.reactor_yields);
+        if self.batch_reader.processed(yields) && self.flush.flush_timer_due {
+            let _: FlushTimer = self.flush_handler_batch()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Emits a non-step command for MCU `mcu` with its request clock.
     pub fn send(&mut self, mcu: usize, req_clock: u64, min_clock: u64, text: String) {
         self.mcus[mcu].out.push(McuMessage {
@@ -1376,5 +1421,90 @@ impl Toolhead {
                 self.note_mcu_movequeue_activity(t, false);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: klippy advances its `next_move_time` by `+ accel_t + cruise_t + decel_t`,
+    /// left to right. Adding the move's total time instead rounds differently now and then, so
+    /// trapq times (and with them every step) drifted from Klipper's in the last bits — enough
+    /// to move an extruder step at a pressure-advance reversal by tens of microseconds.
+    #[test]
+    fn moves_follow_each_other_as_klippy_adds_their_times() {
+        let mut th = Toolhead::new(300.0, 3000.0, 0.5, 5.0, KinLimits::None);
+        th.record = Some(Vec::new());
+        for i in 1..=300_u32 {
+            let k = f64::from(i);
+            let x = (k * 13.7) % 97.3;
+            let y = (k * 7.9) % 61.1;
+            th.move_to([x, y, 0.0, 0.0], 40.0 + (k * 3.3) % 200.0, 0)
+                .expect("move");
+        }
+        th.wait_moves().expect("flush");
+        let moves = th.record.as_deref().unwrap_or_default();
+        assert_eq!(moves.len(), 300);
+        let mut total_t_differs = 0;
+        for pair in moves.windows(2) {
+            let (m, next) = (&pair[0], &pair[1]);
+            let klippy = m.print_time + m.t[0] + m.t[1] + m.t[2];
+            assert_eq!(next.print_time.to_bits(), klippy.to_bits());
+            if m.print_time + (m.t[0] + m.t[1] + m.t[2]) != klippy {
+                total_t_differs += 1;
+            }
+        }
+        // The grouping matters on this input.
+        assert!(total_t_differs > 0);
+    }
+
+    /// Case j's opening as one batch read: a long move, then one whose addition flushes the
+    /// first (print time still under a second, so the move yields to the reactor and the flush
+    /// timer runs there), then enough motion to queue 15 s more, and M400.
+    fn j_like_read(th: &mut Toolhead) {
+        th.batch_chunk_read(&[b'\n'; 34]);
+        th.commanded_pos = [20.0, 20.0, 1.0, 0.0];
+        th.move_to([120.0, 20.0, 1.0, 0.0], 200.0, 0).expect("move");
+        th.move_to([120.0, 120.0, 1.0, 0.0], 100.0, 0)
+            .expect("move");
+        for i in 0..30 {
+            let x = if i % 2 == 0 { 20.0 } else { 120.0 };
+            th.move_to([x, 120.0, 1.0, 0.0], 100.0, 0).expect("move");
+        }
+        th.wait_moves().expect("M400");
+    }
+
+    /// Regression (oracle case j): after a read whose G-code yielded to the reactor, klippy's
+    /// reactor reads on (here: the end of the input) before it runs the background flush timer
+    /// again. Running the flush there generated steps in 0.25 s batches that Klipper generates
+    /// in one piece at exit, and moved every later X, Y and E step by up to 25 µs.
+    #[test]
+    fn no_background_flush_right_after_a_read_that_yielded() {
+        let mut th = Toolhead::new(500.0, 3000.0, 0.4, 8.0, KinLimits::None);
+        j_like_read(&mut th);
+        let after_yield = th.last_step_gen_time();
+        assert!(after_yield > 1.0 && after_yield < 1.1, "{after_yield}");
+        assert!(th.flush_timer_due(), "new motion kicked the flush timer");
+        assert!(th.need_flush_time() > 15.0);
+        assert!(!th.batch_chunk_done().expect("flush"));
+        assert_eq!(th.last_step_gen_time(), after_yield);
+    }
+
+    /// The same read without the yield (the flush timer does not run inside it): the reactor
+    /// runs the timer right after the read, which generates steps in batches.
+    #[test]
+    fn background_flush_right_after_a_read_that_did_not_yield() {
+        let mut th = Toolhead::new(500.0, 3000.0, 0.4, 8.0, KinLimits::None);
+        th.batch_chunk_read(&[b'\n'; 2]);
+        th.commanded_pos = [20.0, 20.0, 1.0, 0.0];
+        for i in 0..30 {
+            let x = if i % 2 == 0 { 120.0 } else { 20.0 };
+            th.move_to([x, 20.0, 1.0, 0.0], 100.0, 0).expect("move");
+        }
+        th.wait_moves().expect("M400");
+        assert_eq!(th.last_step_gen_time(), 0.0);
+        assert!(th.batch_chunk_done().expect("flush"));
+        assert!(th.last_step_gen_time() > 10.0);
     }
 }

@@ -1,8 +1,9 @@
 //! The planner against real Klipper: every oracle case (tests/fixtures/oracle) run through
 //! `Printer::run_batch`, written as a Klipper message stream and compared per stepper with
 //! klippy's own batch output — same step count and directions, every step within 25 µs, end of
-//! motion within 1 ms. Also: the config phase decodes with the case's dictionary and its CRC is
-//! Klipper's.
+//! motion within 1 ms, and (as every case is now) every step at exactly Klipper's clock. Also:
+//! the config phase (oids, commands, CRC) and the startup commands after it (each heater's
+//! `query_analog_in`, PWM start values) are Klipper's message for message.
 
 use std::path::PathBuf;
 
@@ -13,7 +14,7 @@ use gantry_motion::steptrace::{Trace, compare};
 use gantry_proto::Dictionary;
 
 mod common;
-use common::config_phase_of;
+use common::{assert_bit_exact, assert_startup_matches};
 
 fn oracle() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/oracle")
@@ -29,8 +30,18 @@ fn dictionary(case: &str) -> Dictionary {
     Dictionary::from_json(&text).expect("valid dictionary")
 }
 
-/// Runs `case` and returns (our stream, Klipper's stream, dictionary, our config phase).
-fn run(case: &str) -> (Vec<u8>, Vec<u8>, Dictionary, Vec<String>) {
+/// What a case run gives: our stream, Klipper's stream, the dictionary, our config phase and our
+/// startup commands.
+struct Run {
+    ours: Vec<u8>,
+    theirs: Vec<u8>,
+    dict: Dictionary,
+    config_phase: Vec<String>,
+    startup: Vec<String>,
+}
+
+/// Runs `case`.
+fn run(case: &str) -> Run {
     let dir = oracle().join("cases").join(case);
     let cfg_text = std::fs::read_to_string(dir.join("printer.cfg")).expect("printer.cfg");
     let gcode = std::fs::read(dir.join("input.gcode")).expect("input.gcode");
@@ -45,24 +56,34 @@ fn run(case: &str) -> (Vec<u8>, Vec<u8>, Dictionary, Vec<String>) {
         .filter(|r| r.text.starts_with("!!"))
         .collect();
     assert!(errors.is_empty(), "{case}: G-code errors {errors:?}");
+    let startup = printer.mcus[0].startup_cmds.clone();
     let (config_phase, messages) = printer.take_output(0);
     let ours = encode_stream(&dict, &config_phase, &messages).expect("stream encodes");
-    (ours, theirs, dict, config_phase)
+    Run {
+        ours,
+        theirs,
+        dict,
+        config_phase,
+        startup,
+    }
 }
 
 fn check(case: &str) {
-    let (ours, theirs, dict, config_phase) = run(case);
-    // The config phase, oids and CRC included, is Klipper's to the byte.
-    assert_eq!(
+    let Run {
+        ours,
+        theirs,
+        dict,
         config_phase,
-        config_phase_of(&dict, &theirs),
-        "{case}: config phase"
-    );
+        startup,
+    } = run(case);
+    // The config phase, oids and CRC included, and the startup commands are Klipper's.
+    assert_startup_matches(case, &dict, &config_phase, &startup, &ours, &theirs);
     let freq = dict.clock_freq().expect("CLOCK_FREQ");
     let expected = Trace::from_stream(&dict, &theirs).expect("oracle trace");
     let actual = Trace::from_stream(&dict, &ours).expect("our stream decodes");
     let cmp = compare(&expected, &actual, freq, freq);
     assert!(cmp.passes(), "{case}:\n{cmp}");
+    assert_bit_exact(case, &cmp);
     assert_eq!(expected.total_steps(), actual.total_steps(), "{case}");
 }
 
@@ -105,7 +126,7 @@ fn g_cartesian_moves_stm32f446() {
 /// computed the way Klipper computes it (every case also compares the whole phase exactly).
 #[test]
 fn config_phase_has_the_commands_klipper_sends() {
-    let (_, _, _, ours) = run("a_cartesian_moves");
+    let ours = run("a_cartesian_moves").config_phase;
     assert!(ours[0].starts_with("allocate_oids count="));
     let last = ours.last().expect("finalize_config");
     assert!(last.starts_with("finalize_config crc="), "{last}");

@@ -19,6 +19,9 @@
 //! - [`mcu_link`]: the MCU's side of the same rules, for the simulated MCU.
 //! - [`clocksync`]: the MCU clock against host time (Klipper's weighted regression with outlier
 //!   filtering), 32→64-bit clock extension, print time ↔ clock.
+//! - [`session`]: the host's whole session with one MCU — link, identify, clock synchronisation,
+//!   queries asked again until answered, and the transmit schedule of timed commands
+//!   (`min_clock`/`req_clock`) — as one state machine.
 //!
 //! # Invariants
 //! - No I/O, no threads, no clock reads: bytes come in as slices and go out into caller buffers;
@@ -35,6 +38,7 @@ pub mod identify;
 pub mod link;
 pub mod mcu_link;
 pub mod msgformat;
+pub mod session;
 pub mod vlq;
 
 pub use dictionary::Dictionary;

@@ -170,6 +170,11 @@ impl HostLink {
         self.stats
     }
 
+    /// Bytes of messages queued and not yet put in a block.
+    pub fn unsent_bytes(&self) -> usize {
+        self.ready.iter().map(Vec::len).sum()
+    }
+
     /// Messages queued or in flight.
     pub fn pending_messages(&self) -> usize {
         self.ready.len() + self.sent.iter().map(|s| s.message_count).sum::<usize>()

@@ -239,12 +239,15 @@ impl Printer {
         }
     }
 
-    pub(super) fn cmd_exclude_object_define(&mut self, cmd: &Command) -> Result<(), CommandError> {
+    pub(super) fn cmd_exclude_object_define(
+        &mut self,
+        cmd: &Command<'_>,
+    ) -> Result<(), CommandError> {
         if cmd.param("RESET").is_some_and(|v| !v.is_empty()) {
             self.reset_exclude_file();
             return Ok(());
         }
-        let name = cmd.param("NAME").unwrap_or("").to_uppercase();
+        let name = cmd.param("NAME").as_deref().unwrap_or("").to_uppercase();
         if name.is_empty() {
             let names: Vec<String> = self
                 .exclude_object
@@ -255,13 +258,13 @@ impl Printer {
             return Ok(());
         }
         let center = match cmd.param("CENTER") {
-            Some(c) => Some(parse_center(c).ok_or_else(|| {
+            Some(c) => Some(parse_center(&c).ok_or_else(|| {
                 CommandError::User(format!("Unable to parse CENTER '{c}' of object {name}"))
             })?),
             None => None,
         };
         let polygon = match cmd.param("POLYGON") {
-            Some(p) => Some(parse_polygon(p).ok_or_else(|| {
+            Some(p) => Some(parse_polygon(&p).ok_or_else(|| {
                 CommandError::User(format!("Unable to parse POLYGON of object {name}"))
             })?),
             None => None,
@@ -276,11 +279,14 @@ impl Printer {
         Ok(())
     }
 
-    pub(super) fn cmd_exclude_object_start(&mut self, cmd: &Command) -> Result<(), CommandError> {
+    pub(super) fn cmd_exclude_object_start(
+        &mut self,
+        cmd: &Command<'_>,
+    ) -> Result<(), CommandError> {
         let Some(name) = cmd.param("NAME") else {
             return Err(CommandError::User(format!(
                 "Error on '{}': missing NAME",
-                cmd.raw.trim()
+                cmd.raw()
             )));
         };
         let name = name.to_uppercase();
@@ -297,7 +303,7 @@ impl Printer {
         Ok(())
     }
 
-    pub(super) fn cmd_exclude_object_end(&mut self, cmd: &Command) -> Result<(), CommandError> {
+    pub(super) fn cmd_exclude_object_end(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
         let Some(ex) = self.exclude_object.as_mut() else {
             return Ok(());
         };
@@ -318,8 +324,8 @@ impl Printer {
         Ok(())
     }
 
-    pub(super) fn cmd_exclude_object(&mut self, cmd: &Command) -> Result<(), CommandError> {
-        let name = cmd.param("NAME").unwrap_or("").to_uppercase();
+    pub(super) fn cmd_exclude_object(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
+        let name = cmd.param("NAME").as_deref().unwrap_or("").to_uppercase();
         let reset = cmd.param("RESET").is_some_and(|v| !v.is_empty());
         let current = cmd.param("CURRENT").is_some_and(|v| !v.is_empty());
         if reset {

@@ -4,6 +4,8 @@
 //! script around a saved state — run here the same way, so the numbers are formatted and read
 //! back exactly as Klipper does (`E-%.5f`, `F%d` of the speed in mm/min, truncated).
 
+use std::borrow::Cow;
+
 use super::{Cfg, Command, CommandError, GCodeMove, Printer, PrinterError};
 use crate::config::FloatBounds;
 use crate::lookahead::AXES;
@@ -80,8 +82,10 @@ impl Printer {
         p
     }
 
-    pub(super) fn cmd_save_gcode_state(&mut self, cmd: &Command) -> Result<(), CommandError> {
-        let name = cmd.param("NAME").unwrap_or("default").to_owned();
+    pub(super) fn cmd_save_gcode_state(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
+        let name = cmd
+            .param("NAME")
+            .map_or_else(|| "default".to_owned(), Cow::into_owned);
         let state = self.gcode.clone();
         match self.saved_states.iter_mut().find(|s| s.name == name) {
             Some(s) => s.state = state,
@@ -90,8 +94,12 @@ impl Printer {
         Ok(())
     }
 
-    pub(super) fn cmd_restore_gcode_state(&mut self, cmd: &Command) -> Result<(), CommandError> {
-        let name = cmd.param("NAME").unwrap_or("default");
+    pub(super) fn cmd_restore_gcode_state(
+        &mut self,
+        cmd: &Command<'_>,
+    ) -> Result<(), CommandError> {
+        let name = cmd.param("NAME");
+        let name = name.as_deref().unwrap_or("default");
         let Some(saved) = self.saved_states.iter().find(|s| s.name == name) else {
             return Err(CommandError::User(format!("Unknown g-code state: {name}")));
         };
@@ -116,7 +124,7 @@ impl Printer {
         Ok(())
     }
 
-    pub(super) fn cmd_set_gcode_offset(&mut self, cmd: &Command) -> Result<(), CommandError> {
+    pub(super) fn cmd_set_gcode_offset(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
         let mut move_delta = [0.0; AXES];
         for (i, axis) in ["X", "Y", "Z", "E"].iter().enumerate() {
             let offset = match cmd.get_float(axis, None)? {
@@ -182,7 +190,7 @@ impl Printer {
         Ok(())
     }
 
-    pub(super) fn cmd_set_retraction(&mut self, cmd: &Command) -> Result<(), CommandError> {
+    pub(super) fn cmd_set_retraction(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
         let Some(fr) = self.firmware_retraction.clone() else {
             return Ok(());
         };

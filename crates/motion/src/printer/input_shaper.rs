@@ -2,6 +2,8 @@
 //! has them), validated with Klipper's messages, installed in front of every toolhead stepper's
 //! kinematics. A change flushes step generation first (the toolhead stops), as Klipper does.
 
+use std::borrow::Cow;
+
 use super::{Cfg, CommandError, Printer, PrinterError, cfg_err, minval};
 use crate::config::FloatBounds;
 use crate::shaper::{AxisShapers, ShaperPulses, ShaperType};
@@ -115,21 +117,21 @@ impl Printer {
     /// `SET_INPUT_SHAPER [SHAPER_TYPE=] [SHAPER_TYPE_X=] [SHAPER_FREQ_X=] [DAMPING_RATIO_X=] …`
     pub(super) fn cmd_set_input_shaper(
         &mut self,
-        cmd: &super::Command,
+        cmd: &super::Command<'_>,
     ) -> Result<(), CommandError> {
         let Some(mut state) = self.input_shaper.clone() else {
             return Err(CommandError::User(
                 "Unknown command:\"SET_INPUT_SHAPER\"".into(),
             ));
         };
-        if !cmd.params.is_empty() {
+        if cmd.has_params() {
             for p in &mut state.axes {
                 let up = p.axis.to_ascii_uppercase();
                 let kind_text = match cmd.param("SHAPER_TYPE") {
-                    Some(t) => t.to_owned(),
+                    Some(t) => t.into_owned(),
                     None => cmd
                         .param(&format!("SHAPER_TYPE_{up}"))
-                        .map_or_else(|| p.kind.name().to_owned(), str::to_owned),
+                        .map_or_else(|| p.kind.name().to_owned(), Cow::into_owned),
                 };
                 let kind = shaper_kind(&kind_text).ok_or_else(|| {
                     CommandError::User(format!("Unsupported shaper type: {kind_text}"))
