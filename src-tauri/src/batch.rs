@@ -119,6 +119,27 @@ impl Responses<'_> {
     }
 }
 
+/// Opens a G-code file for reading from its start. Binary G-code (PrusaSlicer's `.bgcode`, which
+/// begins with the magic `GCDE`) is refused with a clear error instead of being read as text.
+fn open_gcode(path: &Path) -> anyhow::Result<File> {
+    use std::io::{Read as _, Seek as _};
+    let mut file =
+        File::open(path).with_context(|| format!("cannot read G-code {}", path.display()))?;
+    let mut magic = [0_u8; 4];
+    let n = file
+        .read(&mut magic)
+        .with_context(|| format!("cannot read G-code {}", path.display()))?;
+    if n == 4 && &magic == b"GCDE" {
+        bail!(
+            "{}: binary G-code (.bgcode) is not supported yet; export ASCII G-code from the slicer",
+            path.display()
+        );
+    }
+    file.rewind()
+        .with_context(|| format!("cannot read G-code {}", path.display()))?;
+    Ok(file)
+}
+
 /// `gantry batch`.
 ///
 /// The G-code is read in klippy's 4096-byte chunks and each MCU's messages are encoded and
@@ -140,8 +161,7 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     if !dicts.iter().any(|(n, _)| n == "mcu") {
         bail!("no dictionary for the main MCU: give --dict FILE (and --dict NAME=FILE for others)");
     }
-    let input = File::open(&args.input)
-        .with_context(|| format!("cannot read G-code {}", args.input.display()))?;
+    let input = open_gcode(&args.input)?;
     let refs: Vec<(&str, &Dictionary)> = dicts.iter().map(|(n, d)| (n.as_str(), d)).collect();
     let mut printer = Printer::new(&config, &refs)
         .with_context(|| format!("{}: printer.cfg not usable", args.config.display()))?;
@@ -285,8 +305,7 @@ fn drain(printer: &mut Printer, outputs: &mut [McuOutput<'_>]) -> anyhow::Result
 pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     let config = gantry_core::printer_config::load(&args.config)
         .with_context(|| format!("cannot load {}", args.config.display()))?;
-    let mut input = File::open(&args.file)
-        .with_context(|| format!("cannot read G-code {}", args.file.display()))?;
+    let mut input = open_gcode(&args.file)?;
     let planner_error = || {
         format!(
             "{}: cannot plan with this printer.cfg",
@@ -368,6 +387,30 @@ fn hms(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a `.bgcode` file was read as text and estimated at 0 s without a word.
+    #[test]
+    fn binary_gcode_is_refused_and_text_is_read_from_its_start() {
+        let dir = std::env::temp_dir().join(format!("gantry-bgcode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let binary = dir.join("part.bgcode");
+        std::fs::write(&binary, b"GCDE\x01\x00\x00\x00rest").expect("write");
+        let err = open_gcode(&binary).expect_err("binary G-code is refused");
+        assert!(
+            err.to_string()
+                .contains("binary G-code (.bgcode) is not supported"),
+            "{err}"
+        );
+        let text = dir.join("part.gcode");
+        std::fs::write(&text, b"G1 X1\n").expect("write");
+        let mut read = String::new();
+        open_gcode(&text)
+            .expect("text opens")
+            .read_to_string(&mut read)
+            .expect("read");
+        assert_eq!(read, "G1 X1\n", "read from the first byte");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn dict_arguments_name_their_mcu() {
