@@ -10,8 +10,9 @@
 //! [`parse_command`] is the planner's reader: klippy's own split (`gcode.py`: the upper-cased
 //! line cut by the regex `([A-Z_]+|[A-Z*])`, every separator a parameter name and the text up to
 //! the next one its value; extended commands re-read shell-style), with its corner cases kept.
-//! It borrows from the line and does not allocate for ordinary lines, so a planner can read
-//! hundreds of MB/s of G-code with it.
+//! It borrows from the line, does not allocate for ordinary lines and splits only as far as it
+//! is asked ([`GCodeCommand::letter_floats`] reads a move's numbers in one pass), and [`lines`]
+//! cuts text into lines eight bytes at a time, so a planner can read hundreds of MB/s of G-code.
 
 use std::borrow::Cow;
 
@@ -216,17 +217,41 @@ enum Extended<'a> {
 impl<'a> Extended<'a> {
     /// The text after the command name (up to the comment).
     fn new(args: &'a str) -> Self {
-        if args.contains(['"', '\'']) {
-            Self::Quoted(quoted_words(args))
-        } else {
-            Self::Plain(&args[..args.find(['#', ';']).unwrap_or(args.len())])
+        let b = args.as_bytes();
+        let quote = |c: &u8| matches!(c, b'"' | b'\'');
+        match b.iter().position(|c| quote(c) || matches!(c, b'#' | b';')) {
+            None => Self::Plain(args),
+            Some(i) if !quote(&b[i]) && !b[i..].iter().any(quote) => Self::Plain(&args[..i]),
+            Some(_) => Self::Quoted(quoted_words(args)),
         }
     }
 
-    /// The `KEY=value` words of a plain text, in order, keys as written.
+    /// The `KEY=value` words of a plain text, in order, keys as written: the text split at
+    /// white space (`str::split(char::is_whitespace)`, byte-wise for ASCII text), words
+    /// without `=` left out.
     fn plain_words(text: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
-        text.split(char::is_whitespace)
-            .filter_map(|w| w.split_once('='))
+        let ascii = text.is_ascii();
+        let mut rest = text;
+        std::iter::from_fn(move || {
+            while !rest.is_empty() {
+                let (word, after) = if ascii {
+                    match rest.bytes().position(is_space) {
+                        Some(end) => (&rest[..end], &rest[end + 1..]),
+                        None => (rest, ""),
+                    }
+                } else {
+                    match rest.char_indices().find(|(_, c)| c.is_whitespace()) {
+                        Some((end, c)) => (&rest[..end], &rest[end + c.len_utf8()..]),
+                        None => (rest, ""),
+                    }
+                };
+                rest = after;
+                if let Some(eq) = word.bytes().position(|c| c == b'=') {
+                    return Some((&word[..eq], &word[eq + 1..]));
+                }
+            }
+            None
+        })
     }
 
     /// The value of `key` (upper-case), the last one if repeated.
@@ -322,6 +347,36 @@ impl<'a> GCodeCommand<'a> {
             None => self.classic_value(key),
             Some(words) => words.text(key),
         }
+    }
+
+    /// The values of parameters `keys` (upper-case) as written, read in one pass over the
+    /// words: element `i` is [`GCodeCommand::param_text`] of `keys[i]` (the last one if
+    /// repeated).
+    pub fn param_texts<const N: usize>(&self, keys: [&str; N]) -> [Option<&str>; N] {
+        let mut out = [None; N];
+        let mut set = |k: &str, v| {
+            if let Some(i) = keys.iter().position(|key| upper_eq(k, key)) {
+                out[i] = Some(v);
+            }
+        };
+        match &self.extended {
+            None => {
+                for w in ClassicWords::new(self.raw) {
+                    set(self.text(w.key), self.text(w.value));
+                }
+            }
+            Some(Extended::Plain(text)) => {
+                for (k, v) in Extended::plain_words(text) {
+                    set(k, v);
+                }
+            }
+            Some(Extended::Quoted(words)) => {
+                for (k, v) in words {
+                    set(k, v);
+                }
+            }
+        }
+        out
     }
 
     /// Parameter `key` as a finite number, if present: `Some(Err(text))` when it is not one
@@ -723,8 +778,9 @@ fn trim(text: &str) -> &str {
 /// (quotes removed, up to a `#` or `;`) that contain `=`, keys upper-cased.
 ///
 /// This is the planner's `parse_line` rule for rule. Only the start of the line is split here
-/// (enough for the name); a classic command's words are read when asked for, in one pass. It
-/// allocates only for extended commands and lower-case names.
+/// (enough for the name); the words are read when asked for, a move's numbers in one pass
+/// ([`GCodeCommand::letter_floats`]). It allocates only for lower-case names and extended
+/// commands with quotes.
 #[inline(always)]
 pub fn parse_command(line: &str) -> Option<GCodeCommand<'_>> {
     let raw = trim(line);
@@ -993,6 +1049,13 @@ mod tests {
                     if !o.is_extended() && text.as_deref() != want {
                         return Err(format!("{line:?}: param_text {key}: {text:?}"));
                     }
+                    if o.param_texts([key.as_str()])[0] != o.param_text(key) {
+                        return Err(format!("{line:?}: param_texts {key}"));
+                    }
+                }
+                let keys = ["X", "Y", "NAME", "E", "S"];
+                if o.param_texts(keys) != keys.map(|k| o.param_text(k)) {
+                    return Err(format!("{line:?}: param_texts {keys:?}"));
                 }
                 // The one-pass read of letters gives what `float` gives, bit for bit.
                 let letters = *b"XYZEFGMNST_*";

@@ -1512,9 +1512,10 @@ impl Printer {
     }
 
     fn dispatch_builtin(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
-        match cmd.name() {
-            "G0" | "G1" => self.cmd_g1(cmd),
-            "G4" => {
+        // Byte-string patterns: matched by length, then byte by byte.
+        match cmd.name().as_bytes() {
+            b"G0" | b"G1" => self.cmd_g1(cmd),
+            b"G4" => {
                 let p = cmd.get_float("P", Some(0.0))?.unwrap_or(0.0);
                 if p < 0.0 {
                     return Err(CommandError::User(
@@ -1523,37 +1524,37 @@ impl Printer {
                 }
                 Ok(self.toolhead.dwell(p / 1000.0)?)
             }
-            "G20" => Err(CommandError::User(
+            b"G20" => Err(CommandError::User(
                 "Machine does not support G20 (inches) command".into(),
             )),
-            "G21" | "M110" | "M117" | "M73" | "M105" | "M115" | "M21" => Ok(()),
-            "G28" => self.cmd_g28(cmd),
-            "G90" => {
+            b"G21" | b"M110" | b"M117" | b"M73" | b"M105" | b"M115" | b"M21" => Ok(()),
+            b"G28" => self.cmd_g28(cmd),
+            b"G90" => {
                 self.gcode.absolute_coord = true;
                 Ok(())
             }
-            "G91" => {
+            b"G91" => {
                 self.gcode.absolute_coord = false;
                 Ok(())
             }
-            "G92" => self.cmd_g92(cmd),
-            "M82" => {
+            b"G92" => self.cmd_g92(cmd),
+            b"M82" => {
                 self.gcode.absolute_extrude = true;
                 Ok(())
             }
-            "M83" => {
+            b"M83" => {
                 self.gcode.absolute_extrude = false;
                 Ok(())
             }
-            "M18" | "M84" => self.cmd_m84(),
-            "M104" | "M109" => self.cmd_set_temp(cmd, "extruder"),
-            "M140" | "M190" => self.cmd_set_temp(cmd, "heater_bed"),
-            "M106" => {
+            b"M18" | b"M84" => self.cmd_m84(),
+            b"M104" | b"M109" => self.cmd_set_temp(cmd, "extruder"),
+            b"M140" | b"M190" => self.cmd_set_temp(cmd, "heater_bed"),
+            b"M106" => {
                 let s = cmd.get_float("S", Some(255.0))?.unwrap_or(255.0);
                 self.set_fan(s / 255.0)
             }
-            "M107" => self.set_fan(0.0),
-            "M204" => {
+            b"M107" => self.set_fan(0.0),
+            b"M204" => {
                 let accel = match cmd.get_float("S", None)? {
                     Some(s) => s,
                     None => match (cmd.get_float("P", None)?, cmd.get_float("T", None)?) {
@@ -1573,7 +1574,7 @@ impl Printer {
                     .set_max_velocities(None, Some(accel), None, None);
                 Ok(())
             }
-            "M220" => {
+            b"M220" => {
                 let v = cmd.get_float("S", Some(100.0))?.unwrap_or(100.0) / (60.0 * 100.0);
                 if v <= 0.0 {
                     return Err(CommandError::User(
@@ -1584,7 +1585,7 @@ impl Printer {
                 self.gcode.speed_factor = v;
                 Ok(())
             }
-            "M221" => {
+            b"M221" => {
                 let f = cmd.get_float("S", Some(100.0))?.unwrap_or(100.0) / 100.0;
                 if f <= 0.0 {
                     return Err(CommandError::User(
@@ -1597,45 +1598,48 @@ impl Printer {
                 self.gcode.extrude_factor = f;
                 Ok(())
             }
-            "M400" => Ok(self.toolhead.wait_moves()?),
-            "SET_VELOCITY_LIMIT" => {
-                let v = cmd.get_float("VELOCITY", None)?;
-                let a = cmd.get_float("ACCEL", None)?;
-                let scv = cmd.get_float("SQUARE_CORNER_VELOCITY", None)?;
-                let mcr = cmd.get_float("MINIMUM_CRUISE_RATIO", None)?;
+            b"M400" => Ok(self.toolhead.wait_moves()?),
+            b"SET_VELOCITY_LIMIT" => {
+                let [v, a, scv, mcr] = cmd.get_floats([
+                    "VELOCITY",
+                    "ACCEL",
+                    "SQUARE_CORNER_VELOCITY",
+                    "MINIMUM_CRUISE_RATIO",
+                ])?;
                 self.toolhead.set_max_velocities(v, a, scv, mcr);
                 Ok(())
             }
-            "SET_KINEMATIC_POSITION" => self.cmd_set_kinematic_position(cmd),
-            "SET_PRESSURE_ADVANCE" => self.cmd_set_pressure_advance(cmd),
-            "SET_INPUT_SHAPER" if self.input_shaper.is_some() => self.cmd_set_input_shaper(cmd),
-            "G2" if self.arc_resolution.is_some() => self.cmd_arc(cmd, true),
-            "G3" if self.arc_resolution.is_some() => self.cmd_arc(cmd, false),
-            "G17" | "G18" | "G19" if self.arc_resolution.is_some() => {
+            b"SET_KINEMATIC_POSITION" => self.cmd_set_kinematic_position(cmd),
+            b"SET_PRESSURE_ADVANCE" => self.cmd_set_pressure_advance(cmd),
+            b"SET_INPUT_SHAPER" if self.input_shaper.is_some() => self.cmd_set_input_shaper(cmd),
+            b"G2" if self.arc_resolution.is_some() => self.cmd_arc(cmd, true),
+            b"G3" if self.arc_resolution.is_some() => self.cmd_arc(cmd, false),
+            b"G17" | b"G18" | b"G19" if self.arc_resolution.is_some() => {
                 if let Some(plane) = crate::arcs::ArcPlane::from_command(cmd.name()) {
                     self.arc_plane = plane;
                 }
                 Ok(())
             }
-            "SAVE_GCODE_STATE" => self.cmd_save_gcode_state(cmd),
-            "RESTORE_GCODE_STATE" => self.cmd_restore_gcode_state(cmd),
-            "SET_GCODE_OFFSET" => self.cmd_set_gcode_offset(cmd),
-            "G10" if self.firmware_retraction.is_some() => self.cmd_g10(),
-            "G11" if self.firmware_retraction.is_some() => self.cmd_g11(),
-            "SET_RETRACTION" if self.firmware_retraction.is_some() => self.cmd_set_retraction(cmd),
-            "GET_RETRACTION" if self.firmware_retraction.is_some() => self.cmd_get_retraction(),
-            "EXCLUDE_OBJECT_DEFINE" if self.exclude_object.is_some() => {
+            b"SAVE_GCODE_STATE" => self.cmd_save_gcode_state(cmd),
+            b"RESTORE_GCODE_STATE" => self.cmd_restore_gcode_state(cmd),
+            b"SET_GCODE_OFFSET" => self.cmd_set_gcode_offset(cmd),
+            b"G10" if self.firmware_retraction.is_some() => self.cmd_g10(),
+            b"G11" if self.firmware_retraction.is_some() => self.cmd_g11(),
+            b"SET_RETRACTION" if self.firmware_retraction.is_some() => self.cmd_set_retraction(cmd),
+            b"GET_RETRACTION" if self.firmware_retraction.is_some() => self.cmd_get_retraction(),
+            b"EXCLUDE_OBJECT_DEFINE" if self.exclude_object.is_some() => {
                 self.cmd_exclude_object_define(cmd)
             }
-            "EXCLUDE_OBJECT_START" if self.exclude_object.is_some() => {
+            b"EXCLUDE_OBJECT_START" if self.exclude_object.is_some() => {
                 self.cmd_exclude_object_start(cmd)
             }
-            "EXCLUDE_OBJECT_END" if self.exclude_object.is_some() => {
+            b"EXCLUDE_OBJECT_END" if self.exclude_object.is_some() => {
                 self.cmd_exclude_object_end(cmd)
             }
-            "EXCLUDE_OBJECT" if self.exclude_object.is_some() => self.cmd_exclude_object(cmd),
-            "" => Ok(()),
-            other => {
+            b"EXCLUDE_OBJECT" if self.exclude_object.is_some() => self.cmd_exclude_object(cmd),
+            b"" => Ok(()),
+            _ => {
+                let other = cmd.name();
                 self.respond(format_args!("// Unknown command:\"{other}\""));
                 Ok(())
             }
@@ -1952,6 +1956,9 @@ impl Printer {
 
     /// Turns on the enable pins of steppers that started moving.
     fn apply_enable_events(&mut self) {
+        if self.toolhead.enabled.is_empty() {
+            return;
+        }
         let events = std::mem::take(&mut self.toolhead.enabled);
         for (i, t) in events {
             if self.stepper_enabled[i] {
@@ -2408,15 +2415,35 @@ impl<'a> Command<'a> {
     fn get_float(&self, key: &str, default: Option<f64>) -> Result<Option<f64>, CommandError> {
         match self.line.param_text(key) {
             None => Ok(default),
-            Some(text) => match parse_py_float(text) {
-                Some(v) => Ok(Some(v)),
-                None => Err(CommandError::User(format!(
-                    "Unable to parse '{}' as a float in '{}'",
-                    self.param(key).unwrap_or_default(),
-                    self.raw()
-                ))),
-            },
+            Some(text) => self.float_of(key, text).map(Some),
         }
+    }
+
+    /// Float parameters `keys` (no default), read in one pass: what `get_float` gives for each
+    /// in turn, the first bad one in `keys` order the error.
+    fn get_floats<const N: usize>(
+        &self,
+        keys: [&str; N],
+    ) -> Result<[Option<f64>; N], CommandError> {
+        let texts = self.line.param_texts(keys);
+        let mut out = [None; N];
+        for ((value, text), key) in out.iter_mut().zip(texts).zip(keys) {
+            if let Some(text) = text {
+                *value = Some(self.float_of(key, text)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Parameter `key`'s `text` as a float, or Klipper's error.
+    fn float_of(&self, key: &str, text: &str) -> Result<f64, CommandError> {
+        parse_py_float(text).ok_or_else(|| {
+            CommandError::User(format!(
+                "Unable to parse '{}' as a float in '{}'",
+                self.param(key).unwrap_or_default(),
+                self.raw()
+            ))
+        })
     }
 }
 
