@@ -6,7 +6,10 @@
 //! `--dict NAME=FILE` per extra MCU and writes `out.serial-NAME` for each, as klippy does.
 //! `gantry estimate FILE --config printer.cfg [--json]` plans the same G-code without steps.
 //! Both read the G-code as they plan and write as they go, so memory does not grow with the
-//! file.
+//! file. Before planning, both warn on standard error about what Klipper would refuse in
+//! printer.cfg: sections no Klipper module reads and options nobody read in the sections the
+//! planner implements (`file:line: warning: Option 'x' is not valid in section 'y'`); `estimate
+//! --json` also lists them under `config_warnings`.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write as _};
@@ -14,9 +17,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
+use gantry_core::motion::config::Config;
 use gantry_core::motion::estimate::Estimator;
 use gantry_core::motion::output::StreamEncoder;
-use gantry_core::motion::printer::{BATCH_READ_SIZE, Printer, RESPONSES_KEPT_PER_TEXT};
+use gantry_core::motion::printer::{
+    BATCH_READ_SIZE, ConfigNotice, Printer, RESPONSES_KEPT_PER_TEXT, config_report,
+};
 use gantry_core::proto::Dictionary;
 
 use crate::cli::{BatchArgs, EstimateArgs};
@@ -119,6 +125,42 @@ impl Responses<'_> {
     }
 }
 
+/// What Klipper would refuse in `config` (unknown sections, unknown options of the sections the
+/// planner implements; see motion's `config_report`), each written to standard error as
+/// `file:line: warning: message`. Call it once the planner is built from `config`, so that the
+/// options it read are recorded.
+///
+/// # Errors
+/// Standard error cannot be written.
+fn warn_config(config: &Config) -> anyhow::Result<Vec<ConfigNotice>> {
+    let notices: Vec<ConfigNotice> = config_report(config)
+        .into_iter()
+        .filter(ConfigNotice::is_error_for_klipper)
+        .collect();
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    for n in &notices {
+        writeln!(err, "{}: warning: {}", n.location, n.message)
+            .context("cannot write to standard error")?;
+    }
+    Ok(notices)
+}
+
+/// The notices as `estimate --json` lists them under `config_warnings`.
+fn notices_json(notices: &[ConfigNotice]) -> serde_json::Value {
+    notices
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "file": n.location.file,
+                "line": n.location.line,
+                "kind": n.kind.as_str(),
+                "message": n.message,
+            })
+        })
+        .collect()
+}
+
 /// Opens a G-code file for reading from its start. Binary G-code (PrusaSlicer's `.bgcode`, which
 /// begins with the magic `GCDE`) is refused with a clear error instead of being read as text.
 fn open_gcode(path: &Path) -> anyhow::Result<File> {
@@ -165,6 +207,7 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     let refs: Vec<(&str, &Dictionary)> = dicts.iter().map(|(n, d)| (n.as_str(), d)).collect();
     let mut printer = Printer::new(&config, &refs)
         .with_context(|| format!("{}: printer.cfg not usable", args.config.display()))?;
+    warn_config(&config)?;
     let loaded = started.elapsed();
     let plan_start = Instant::now();
     let mut outputs = Vec::new();
@@ -314,6 +357,7 @@ pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     };
     // The file is planned as it is read, a block at a time.
     let mut estimator = Estimator::new(&config, args.assume_homed).with_context(planner_error)?;
+    let config_warnings = warn_config(&config)?;
     let mut block = vec![0_u8; 1 << 16];
     loop {
         let n = read_chunk(&mut input, &mut block)
@@ -330,6 +374,7 @@ pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
         let mut v = serde_json::to_value(&est).context("cannot serialise the estimate")?;
         v["filament_g"] = serde_json::json!(grams);
         v["density_g_cm3"] = serde_json::json!(args.density);
+        v["config_warnings"] = notices_json(&config_warnings);
         writeln!(out, "{v}").context("cannot write to standard output")?;
         return Ok(());
     }
@@ -410,6 +455,33 @@ mod tests {
             .expect("read");
         assert_eq!(read, "G1 X1\n", "read from the first byte");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn config_warnings_name_file_line_and_kind() {
+        let text = "[printer]\nkinematics: none\nmax_velocity: 300\nmax_accel: 3000\n\
+                    max_acel: 3000\n[foo_bar]\nx: 1\n[tmc2209 stepper_x]\nuart_pin: PA1\n";
+        let config = Config::parse(text, "printer.cfg").expect("config");
+        Printer::for_planning(&config).expect("the planner builds");
+        let notices = warn_config(&config).expect("stderr");
+        let json = notices_json(&notices);
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {
+                    "file": "printer.cfg",
+                    "line": 5,
+                    "kind": "unknown_option",
+                    "message": "Option 'max_acel' is not valid in section 'printer'",
+                },
+                {
+                    "file": "printer.cfg",
+                    "line": 6,
+                    "kind": "unknown_section",
+                    "message": "Section 'foo_bar' is not a valid config section",
+                },
+            ])
+        );
     }
 
     #[test]

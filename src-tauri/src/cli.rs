@@ -36,6 +36,8 @@ pub enum Command {
     Sim(SimArgs),
     /// Connect to a printer's MCU as Klipper's host does: identify, clock sync, config phase.
     Connect(crate::connect::ConnectArgs),
+    /// Print a G-code file on a printer's MCU with Gantry as the Klipper host (headless).
+    Print(crate::print::PrintArgs),
     /// Print Gantry's version.
     Version(VersionArgs),
 }

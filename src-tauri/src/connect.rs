@@ -43,25 +43,7 @@ pub struct ConnectArgs {
 pub fn run(args: &ConnectArgs) -> anyhow::Result<()> {
     let config = gantry_core::printer_config::load(&args.config)
         .with_context(|| format!("cannot load {}", args.config.display()))?;
-    let section = if args.mcu == "mcu" {
-        "mcu".to_owned()
-    } else {
-        format!("mcu {}", args.mcu)
-    };
-    let Some(serial) = config.get_str(&section, "serial") else {
-        bail!(
-            "{}: section [{section}] has no 'serial' option (the port of the board)",
-            args.config.display()
-        );
-    };
-    let baud = match config.get_str(&section, "baud") {
-        Some(b) => b
-            .trim()
-            .parse()
-            .with_context(|| format!("option 'baud' in section '{section}' must be an integer"))?,
-        None => 250_000,
-    };
-    let target = McuTarget::from_serial_option(serial, baud);
+    let target = mcu_target(&config, &args.mcu, &args.config)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     writeln!(
         std::io::stdout(),
@@ -104,6 +86,37 @@ pub fn run(args: &ConnectArgs) -> anyhow::Result<()> {
         watched
     })?;
     Ok(())
+}
+
+/// Where MCU `mcu` (`mcu` or the NAME of `[mcu NAME]`) of printer.cfg `path` is connected: its
+/// `serial:` (a port, or `tcp:HOST:PORT`) and `baud:`.
+///
+/// # Errors
+/// No such section or no `serial:`; a `baud:` that is not an integer.
+pub(crate) fn mcu_target(
+    config: &gantry_core::motion::config::Config,
+    mcu: &str,
+    path: &std::path::Path,
+) -> anyhow::Result<McuTarget> {
+    let section = if mcu == "mcu" {
+        "mcu".to_owned()
+    } else {
+        format!("mcu {mcu}")
+    };
+    let Some(serial) = config.get_str(&section, "serial") else {
+        bail!(
+            "{}: section [{section}] has no 'serial' option (the port of the board)",
+            path.display()
+        );
+    };
+    let baud = match config.get_str(&section, "baud") {
+        Some(b) => b
+            .trim()
+            .parse()
+            .with_context(|| format!("option 'baud' in section '{section}' must be an integer"))?,
+        None => 250_000,
+    };
+    Ok(McuTarget::from_serial_option(serial, baud))
 }
 
 /// Prints what the start-up found, in klippy's words.

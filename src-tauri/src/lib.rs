@@ -16,6 +16,7 @@ pub mod commands;
 pub mod connect;
 pub mod desktop;
 pub mod parsedump;
+pub mod print;
 pub mod serve;
 pub mod sim;
 
@@ -32,6 +33,7 @@ pub fn main() -> ExitCode {
         Some(cli::Command::Parsedump(args)) => parsedump::run(&args.dict, &args.serial),
         Some(cli::Command::Sim(args)) => sim::run(&args),
         Some(cli::Command::Connect(args)) => connect::run(&args),
+        Some(cli::Command::Print(args)) => print::run(&args),
         Some(cli::Command::Version(args)) => cli::print_version(args.json),
     };
     match result {

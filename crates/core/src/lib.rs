@@ -10,6 +10,8 @@
 //!   token. The web UI and the twin talk to core only through it. Method names follow Moonraker's.
 //! - [`mcu`]: a live connection to one MCU — the thread that owns its port, the protocol session,
 //!   and klippy's connect sequence (identify, clock sync, config phase or reuse).
+//! - [`live`]: the live host — the planner driving MCUs in real time ([`live::serial_host`]) or
+//!   the simulated MCU in process on a virtual clock ([`live::virtual_host`]), and print jobs.
 //! - [`printers`]: the printers this machine can reach: serial ports with their USB identity and the
 //!   built-in simulated printer.
 //!
@@ -23,6 +25,7 @@
 //! G-code, the planner) and [`proto`] (Klipper's MCU wire protocol).
 
 pub mod api;
+pub mod live;
 pub mod mcu;
 pub mod printer_config;
 pub mod printers;

@@ -191,6 +191,21 @@ impl McuHandle {
             .map(|sync| sync.estimated_print_time(now_s))
     }
 
+    /// Host time now on the connection's time base (what session events' `receive_time_s` use),
+    /// s.
+    pub fn host_time(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
+    }
+
+    /// The MCU's print time at host time `time_s` ([`McuHandle::host_time`]'s base), once
+    /// clocks are synchronised.
+    pub fn estimated_print_time_at(&self, time_s: f64) -> Option<f64> {
+        self.clock
+            .borrow()
+            .as_ref()
+            .map(|sync| sync.estimated_print_time(time_s))
+    }
+
     /// The MCU clock of a print time, once clocks are synchronised.
     pub fn print_time_to_clock(&self, print_time_s: f64) -> Option<u64> {
         self.clock
@@ -647,7 +662,7 @@ async fn run_sequence(
 }
 
 /// The CRC klippy sends in `finalize_config` (the last config command).
-fn config_crc(cmds: &[String]) -> Option<u32> {
+pub(crate) fn config_crc(cmds: &[String]) -> Option<u32> {
     cmds.last()?
         .strip_prefix("finalize_config crc=")?
         .parse()

@@ -21,6 +21,7 @@ pub mod config;
 pub mod estimate;
 pub mod extruder;
 pub mod gcode;
+pub mod heater_control;
 pub mod itersolve;
 pub mod lookahead;
 pub mod macros;

@@ -225,11 +225,63 @@ impl<'a> StreamEncoder<'a> {
         m: &McuMessage,
         out: &mut Vec<u8>,
     ) -> Result<(), OutputError> {
+        let mut buf = [0_u8; STEP_MSG_MAX];
+        match self.encode_step(index, m, &mut buf)? {
+            Some(len) => {
+                self.append(&buf[..len], out);
+                Ok(())
+            }
+            None => match &m.command {
+                McuCommand::Text(t) => self.push_text(index, t, out),
+                McuCommand::Step { .. } => Ok(()),
+            },
+        }
+    }
+
+    /// Encodes one planner message alone, unframed (a live host queues each message with its
+    /// own clocks): its bytes are appended to `out`.
+    ///
+    /// # Errors
+    /// An unknown command, a value that does not fit its parameter, a message too long.
+    pub fn encode_message(&mut self, m: &McuMessage, out: &mut Vec<u8>) -> Result<(), OutputError> {
+        let mut buf = [0_u8; STEP_MSG_MAX];
+        if let Some(len) = self.encode_step(0, m, &mut buf)? {
+            out.extend_from_slice(&buf[..len]);
+            return Ok(());
+        }
+        let McuCommand::Text(text) = &m.command else {
+            return Ok(());
+        };
+        let msg = self
+            .dict
+            .encode_text(text)
+            .map_err(|source| OutputError::Encode {
+                index: 0,
+                text: text.clone(),
+                source,
+            })?;
+        if msg.len() > PAYLOAD_MAX {
+            return Err(OutputError::TooLong {
+                index: 0,
+                text: text.clone(),
+                bytes: msg.len(),
+            });
+        }
+        out.extend_from_slice(&msg);
+        Ok(())
+    }
+
+    /// A step command's bytes in `buf` (their length), or `None` for a text command.
+    fn encode_step(
+        &mut self,
+        index: usize,
+        m: &McuMessage,
+        buf: &mut [u8; STEP_MSG_MAX],
+    ) -> Result<Option<usize>, OutputError> {
         let (oid, message) = match &m.command {
             McuCommand::Step { oid, message } => (i64::from(*oid), message),
-            McuCommand::Text(t) => return self.push_text(index, t, out),
+            McuCommand::Text(_) => return Ok(None),
         };
-        let mut buf = [0_u8; STEP_MSG_MAX];
         let result = match *message {
             StepCommand::QueueStep {
                 interval,
@@ -237,17 +289,17 @@ impl<'a> StreamEncoder<'a> {
                 add,
             } => self.formats.queue_step.encode(
                 &[oid, i64::from(interval), i64::from(count), i64::from(add)],
-                &mut buf,
+                buf,
                 &mut self.scratch,
             ),
             StepCommand::SetNextStepDir { dir } => self.formats.set_next_step_dir.encode(
                 &[oid, i64::from(dir)],
-                &mut buf,
+                buf,
                 &mut self.scratch,
             ),
             StepCommand::ResetStepClock { clock } => self.formats.reset_step_clock.encode(
                 &[oid, i64::from(clock)],
-                &mut buf,
+                buf,
                 &mut self.scratch,
             ),
         };
@@ -263,8 +315,7 @@ impl<'a> StreamEncoder<'a> {
                 bytes: len,
             });
         }
-        self.append(&buf[..len], out);
-        Ok(())
+        Ok(Some(len))
     }
 
     /// Writes the last, partly filled block.

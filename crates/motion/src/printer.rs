@@ -11,14 +11,21 @@
 use std::borrow::Cow;
 use std::f64::consts::PI;
 
+mod config_report;
 mod exclude_object;
 mod gcode_state;
 mod heaters;
 mod input_shaper;
+mod live;
 mod responses;
 mod status;
 
+pub use config_report::{
+    ConfigNotice, KLIPPER_MODULES, KNOWN_UNUSED, NoticeKind, PLANNER_SECTIONS, config_report,
+    unknown_modules,
+};
 pub use heaters::{AnalogInQuery, HeaterSensor};
+pub use live::{LiveEvent, LiveHost};
 pub use responses::{RESPONSES_KEPT_PER_TEXT, RepeatedResponse};
 
 use gantry_proto::dictionary::Dictionary;
@@ -430,6 +437,17 @@ pub struct Printer {
     /// Print time when the input ended, before batch mode's closing dwell: what klippy reports
     /// as "print time" when it exits, s.
     pub end_print_time: f64,
+    /// Heater outputs: (heater section, digital output index, PWM cycle ticks).
+    heater_outputs: Vec<(String, usize, u64)>,
+    /// Last temperature each heater sensor reported (index as `heater_sensors`), °C.
+    heater_temps: Vec<Option<f64>>,
+    /// Each heater's control (index as `heater_sensors`): Klipper's PID or bang-bang, run on
+    /// a live printer's temperature reports.
+    heaters: Vec<crate::heater_control::Heater>,
+    /// Each heater's runaway check and when it runs next (host time).
+    heater_checks: Vec<(crate::heater_control::VerifyHeater, f64)>,
+    /// The reactor of a live printer (`None`: batch mode).
+    live: Option<Box<live::LiveState>>,
 }
 
 const HOMING_START_DELAY: f64 = 0.001;
@@ -587,6 +605,11 @@ impl Printer {
             firmware_retraction: None,
             exclude_object: None,
             end_print_time: 0.0,
+            heater_outputs: Vec::new(),
+            heater_temps: Vec::new(),
+            heaters: Vec::new(),
+            heater_checks: Vec::new(),
+            live: None,
             arc_resolution: None,
             arc_plane: crate::arcs::ArcPlane::default(),
             macros: crate::macros::MacroSet::from_config(config)
@@ -837,6 +860,7 @@ impl Printer {
             trapq,
             mcu_position_offset: 0.0,
             enable_pending: true,
+            last_clocks: (0, 0),
         });
         // Enable pin: steppers naming the same pin share one output (Klipper's
         // stepper_enable.lookup_enable_pin), which stays on while any of them is enabled.
@@ -1305,7 +1329,20 @@ impl Printer {
         let freq = self.mcus[hmi].freq;
         let max_duration = (3.0 * freq) as u64;
         let cycle = (cycle_time * freq) as u64;
-        self.add_digital_out_with(hmi, &heater, max_duration, Some(cycle));
+        let out = self.add_digital_out_with(hmi, &heater, max_duration, Some(cycle));
+        self.heater_outputs.push((s.to_owned(), out, cycle));
+        self.heater_temps.push(None);
+        let control = crate::heater_control::HeaterConfig::from_section(
+            &section,
+            crate::thermistor::REPORT_TIME,
+        )
+        .map_err(conf)?;
+        self.heaters
+            .push(crate::heater_control::Heater::new(control));
+        let verify =
+            crate::heater_control::VerifyHeaterConfig::from_config(cfg.config, s).map_err(conf)?;
+        self.heater_checks
+            .push((crate::heater_control::VerifyHeater::new(verify), 0.0));
         Ok(())
     }
 
@@ -1388,6 +1425,7 @@ impl Printer {
                 Ok(())
             }
             Err(CommandError::Move(MoveError::StepCompress(e))) => Err(MoveError::StepCompress(e)),
+            Err(CommandError::Move(MoveError::Halted(why))) => Err(MoveError::Halted(why)),
             Err(CommandError::Move(e)) => {
                 self.respond_error(&e.to_string());
                 self.reset_last_position();
@@ -1547,8 +1585,12 @@ impl Printer {
                 Ok(())
             }
             b"M18" | b"M84" => self.cmd_m84(),
-            b"M104" | b"M109" => self.cmd_set_temp(cmd, "extruder"),
-            b"M140" | b"M190" => self.cmd_set_temp(cmd, "heater_bed"),
+            b"M104" => self.cmd_set_temp(cmd, "extruder", false),
+            b"M109" => self.cmd_set_temp(cmd, "extruder", true),
+            b"M140" => self.cmd_set_temp(cmd, "heater_bed", false),
+            b"M190" => self.cmd_set_temp(cmd, "heater_bed", true),
+            b"SET_HEATER_TEMPERATURE" => self.cmd_set_heater_temperature(cmd),
+            b"TEMPERATURE_WAIT" => self.cmd_temperature_wait(cmd),
             b"M106" => {
                 let s = cmd.get_float("S", Some(255.0))?.unwrap_or(255.0);
                 self.set_fan(s / 255.0)
@@ -1598,6 +1640,7 @@ impl Printer {
                 self.gcode.extrude_factor = f;
                 Ok(())
             }
+            b"M400" if self.live.is_some() => Ok(self.live_wait_moves()?),
             b"M400" => Ok(self.toolhead.wait_moves()?),
             b"SET_VELOCITY_LIMIT" => {
                 let [v, a, scv, mcr] = cmd.get_floats([
@@ -1880,13 +1923,14 @@ impl Printer {
         &mut self,
         cmd: &Command<'_>,
         default_heater: &str,
+        wait: bool,
     ) -> Result<(), CommandError> {
         let temp = cmd.get_float("S", Some(0.0))?.unwrap_or(0.0);
         let name = match cmd.get_float("T", None)? {
             Some(t) if default_heater == "extruder" && t >= 1.0 => format!("extruder{}", t as u32),
             _ => default_heater.to_owned(),
         };
-        let Some(entry) = self.heater_targets.iter_mut().find(|(n, _)| *n == name) else {
+        if !self.heater_targets.iter().any(|(n, _)| *n == name) {
             if temp <= 0.0 {
                 return Ok(());
             }
@@ -1895,12 +1939,82 @@ impl Printer {
             } else {
                 format!("Unknown heater '{name}'")
             }));
-        };
-        entry.1 = temp;
-        // Klipper registers a no-op look-ahead callback (it can flush an idle look-ahead).
+        }
+        self.set_temperature(&name, temp, wait)
+    }
+
+    /// heaters.py's `set_temperature`: a look-ahead callback (it can flush an idle look-ahead),
+    /// the new target, and on a live printer M109/M190's wait.
+    fn set_temperature(&mut self, name: &str, temp: f64, wait: bool) -> Result<(), CommandError> {
         self.toolhead
             .register_lookahead_callback(TimedAction::Nothing)?;
+        if let Some(i) = self.heater_outputs.iter().position(|(n, _, _)| n == name) {
+            self.heaters[i]
+                .set_target(temp)
+                .map_err(CommandError::User)?;
+        }
+        if let Some(entry) = self.heater_targets.iter_mut().find(|(n, _)| n == name) {
+            entry.1 = temp;
+        }
+        if wait
+            && temp != 0.0
+            && self.live.is_some()
+            && let Some(i) = self.heater_outputs.iter().position(|(n, _, _)| n == name)
+        {
+            self.live_wait_for_heater(i)?;
+        }
         Ok(())
+    }
+
+    /// SET_HEATER_TEMPERATURE HEATER= TARGET=.
+    fn cmd_set_heater_temperature(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
+        let Some(heater) = cmd.param("HEATER") else {
+            return Err(CommandError::User(
+                "The value 'HEATER' must be specified".into(),
+            ));
+        };
+        let name = self
+            .heater_outputs
+            .iter()
+            .map(|(n, _, _)| n.as_str())
+            .find(|n| heater_short_name(n) == heater.as_ref())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                CommandError::User(format!("The value '{heater}' is not valid for HEATER"))
+            })?;
+        let temp = cmd.get_float("TARGET", Some(0.0))?.unwrap_or(0.0);
+        self.set_temperature(&name, temp, false)
+    }
+
+    /// TEMPERATURE_WAIT SENSOR= [MINIMUM=] [MAXIMUM=]: batch mode checks the command only.
+    fn cmd_temperature_wait(&mut self, cmd: &Command<'_>) -> Result<(), CommandError> {
+        let Some(sensor) = cmd.param("SENSOR") else {
+            return Err(cmd.error_on(format_args!("missing SENSOR")));
+        };
+        let minimum = cmd.get_float("MINIMUM", None)?.unwrap_or(f64::NEG_INFINITY);
+        let maximum = match cmd.get_float("MAXIMUM", None)? {
+            Some(m) if m <= minimum => {
+                return Err(
+                    cmd.error_on(format_args!("MAXIMUM must be above {}", py_float(minimum)))
+                );
+            }
+            Some(m) => m,
+            None => f64::INFINITY,
+        };
+        if minimum == f64::NEG_INFINITY && maximum == f64::INFINITY {
+            return Err(CommandError::User(
+                "Error on 'TEMPERATURE_WAIT': missing MINIMUM or MAXIMUM.".into(),
+            ));
+        }
+        if self.live.is_none() {
+            return Ok(());
+        }
+        let index = self
+            .heater_outputs
+            .iter()
+            .position(|(n, _, _)| n == sensor.as_ref() || heater_short_name(n) == sensor.as_ref())
+            .ok_or_else(|| CommandError::User(format!("Unknown config object '{sensor}'")))?;
+        Ok(self.live_temperature_wait(index, minimum, maximum)?)
     }
 
     fn set_fan(&mut self, value: f64) -> Result<(), CommandError> {
@@ -2086,6 +2200,9 @@ impl Printer {
         movepos: [f64; AXES],
         speed: f64,
     ) -> Result<(), CommandError> {
+        if self.live.is_some() {
+            return self.homing_move_live(rails, movepos, speed);
+        }
         self.toolhead.flush_step_generation()?;
         self.apply_enable_events();
         let print_time = self.toolhead.get_last_move_time()?;
@@ -2456,6 +2573,11 @@ impl From<MoveError> for CommandError {
     fn from(e: MoveError) -> Self {
         Self::Move(e)
     }
+}
+
+/// A heater's name in commands: the section's last word (`heater_generic chamber` → `chamber`).
+fn heater_short_name(section: &str) -> &str {
+    section.rsplit(' ').next().unwrap_or(section)
 }
 
 /// Python's `str()` of a float bound (`0.0`, `1.0`, `0.25`).

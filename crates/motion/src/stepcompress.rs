@@ -312,6 +312,11 @@ impl StepCompress {
         self.update_last_step_print_time();
     }
 
+    /// Whether the direction pin is inverted.
+    pub fn invert_dir(&self) -> bool {
+        self.invert_dir
+    }
+
     /// The current host-side direction (that of the newest requested step), before inversion.
     pub fn step_dir(&self) -> bool {
         self.pending_dir

@@ -29,6 +29,8 @@ pub const SDS_CHECK_TIME: f64 = 0.001;
 pub const DRIP_SEGMENT_TIME: f64 = 0.050;
 /// Trapq history kept for position queries, s.
 pub const MOVE_HISTORY_EXPIRE: f64 = 30.0;
+const BGFLUSH_LOW_TIME: f64 = 0.200;
+const BGFLUSH_HIGH_TIME: f64 = 0.400;
 const BGFLUSH_SG_LOW_TIME: f64 = 0.450;
 const BGFLUSH_SG_HIGH_TIME: f64 = 0.700;
 const BGFLUSH_EXTRA_TIME: f64 = 0.250;
@@ -73,6 +75,10 @@ pub struct MotionStepper {
     pub mcu_position_offset: f64,
     /// Waiting for its first movement to switch its enable pin on.
     pub enable_pending: bool,
+    /// The largest (min_clock, req_clock) of its messages so far: a live host sends in
+    /// scheduling order, and a command that must follow them (the `reset_step_clock` after
+    /// homing) takes these clocks, as klippy's per-stepper command queue keeps it behind them.
+    pub last_clocks: (u64, u64),
 }
 
 impl MotionStepper {
@@ -182,6 +188,9 @@ pub enum MoveError {
     /// Step generation failed.
     #[error("Internal error in stepcompress: {0}")]
     StepCompress(#[from] StepCompressError),
+    /// A live printer halted: an MCU shut down or was lost (Klipper's message).
+    #[error("{0}")]
+    Halted(String),
 }
 
 /// The toolhead's queuing state (Klipper's `special_queuing_state`).
@@ -1037,6 +1046,27 @@ impl Toolhead {
     /// Batch mode has no endstop, so the move always runs to its end (Klipper's batch homing).
     /// Returns the move's (start, end) print time.
     pub fn drip_move(&mut self, newpos: [f64; 3], speed: f64) -> Result<(f64, f64), MoveError> {
+        let (start_time, end_time) = self.drip_load(newpos, speed)?;
+        self.drip_start(start_time)?;
+        // Step it out in segments (no endstop in batch mode: it runs to the end).
+        let mut flush_time = start_time;
+        while flush_time < end_time {
+            flush_time = (flush_time + DRIP_SEGMENT_TIME).min(end_time);
+            self.drip_segment(flush_time)?;
+        }
+        self.drip_finish(flush_time)?;
+        Ok((start_time, end_time))
+    }
+
+    /// First part of a drip move (Klipper's `drip_move` up to `_drip_load_trapq`): checks the
+    /// move, dwells the kinematic flush delay and loads the move into the trapq on its own.
+    /// Returns its (start, end) print time. Then [`Toolhead::drip_start`], a
+    /// [`Toolhead::drip_segment`] per 50 ms (live: as the MCU catches up, until the endstop
+    /// triggers) and [`Toolhead::drip_finish`].
+    ///
+    /// # Errors
+    /// Out-of-range moves; step generation failures.
+    pub fn drip_load(&mut self, newpos: [f64; 3], speed: f64) -> Result<(f64, f64), MoveError> {
         let mut target = self.commanded_pos;
         target[..3].copy_from_slice(&newpos);
         let mut m = Move::new(&self.limits, self.commanded_pos, target, speed);
@@ -1061,20 +1091,154 @@ impl Toolhead {
             end_time = move_end_time(end_time, mv);
         }
         self.lookahead.reset();
-        // Step it out in segments (no endstop in batch mode: it runs to the end).
-        self.advance_flush_time(start_time - SDS_CHECK_TIME, start_time)?;
-        let mut flush_time = start_time;
-        while flush_time < end_time {
-            flush_time = (flush_time + DRIP_SEGMENT_TIME).min(end_time);
-            self.note_mcu_movequeue_activity(flush_time, true);
-            self.advance_flush_time(flush_time - SDS_CHECK_TIME, flush_time)?;
-        }
+        Ok((start_time, end_time))
+    }
+
+    /// Generates the steps up to a drip move's start (the background flush is off while it
+    /// runs).
+    ///
+    /// # Errors
+    /// Step generation failures.
+    pub fn drip_start(&mut self, start_time: f64) -> Result<(), MoveError> {
+        self.flush.do_kick_flush_timer = false;
+        self.advance_flush_time(start_time - SDS_CHECK_TIME, start_time)
+    }
+
+    /// Generates a drip move's steps up to `flush_time`.
+    ///
+    /// # Errors
+    /// Step generation failures.
+    pub fn drip_segment(&mut self, flush_time: f64) -> Result<(), MoveError> {
+        self.note_mcu_movequeue_activity(flush_time, true);
+        self.advance_flush_time(flush_time - SDS_CHECK_TIME, flush_time)
+    }
+
+    /// Ends a drip move whose steps were generated up to `flush_time`: the background flush
+    /// resumes, and what is left of the move is wiped from the trapq (an endstop stopped it).
+    ///
+    /// # Errors
+    /// Step generation failures.
+    pub fn drip_finish(&mut self, flush_time: f64) -> Result<(), MoveError> {
         self.flush.flush_timer_due = true;
         let kfd = self.flush.kin_flush_delay;
         self.advance_flush_time(flush_time + kfd, 0.0)?;
         // Expire what is left of the drip move from the trapq.
         self.trapq.finalize_moves(NEVER_TIME, 0.0);
-        Ok((start_time, end_time))
+        Ok(())
+    }
+
+    // ---- live mode ---------------------------------------------------------------------
+
+    /// Live mode's background flush (Klipper's `_flush_handler`) at MCU print time
+    /// `est_print_time`: while steps are needed, generate them in batches 0.45–0.7 s ahead of
+    /// the MCU; otherwise flush what is due up to 0.4 s ahead. Returns when to run again, as
+    /// seconds from now, or `None` when idle until new motion kicks it
+    /// ([`Toolhead::flush_timer_due`]).
+    ///
+    /// # Errors
+    /// Step generation failures.
+    pub fn flush_handler_live(&mut self, est_print_time: f64) -> Result<Option<f64>, MoveError> {
+        self.flush.flush_timer_due = false;
+        let est = est_print_time;
+        let f = self.flush;
+        let aggr_sg_time = f.need_step_gen_time - 2.0 * f.kin_flush_delay;
+        if f.last_step_gen_time < aggr_sg_time {
+            // Stepping: aggressive flushing, batched from the last step generation time.
+            let mut want_sg_time = est + BGFLUSH_SG_HIGH_TIME;
+            let batch_time = BGFLUSH_SG_HIGH_TIME - BGFLUSH_SG_LOW_TIME;
+            let mut next_batch_time = f.last_step_gen_time + batch_time;
+            if next_batch_time > est {
+                if next_batch_time > want_sg_time + 0.005 {
+                    next_batch_time = f.last_step_gen_time;
+                }
+                want_sg_time = next_batch_time;
+            }
+            let want_sg_time = want_sg_time.min(aggr_sg_time);
+            if want_sg_time > f.last_step_gen_time {
+                self.advance_flush_time(0.0, want_sg_time)?;
+            }
+        } else {
+            let want_flush_time =
+                (est + BGFLUSH_HIGH_TIME).min(f.need_flush_time + BGFLUSH_EXTRA_TIME);
+            if want_flush_time > f.last_flush_time {
+                self.advance_flush_time(want_flush_time, 0.0)?;
+            }
+        }
+        let f = self.flush;
+        let aggr_sg_time = f.need_step_gen_time - 2.0 * f.kin_flush_delay;
+        if f.last_step_gen_time < aggr_sg_time {
+            return Ok(Some(f.last_step_gen_time - BGFLUSH_SG_LOW_TIME - est));
+        }
+        self.flush.do_kick_flush_timer = true;
+        if f.last_flush_time >= f.need_flush_time + BGFLUSH_EXTRA_TIME {
+            return Ok(None);
+        }
+        Ok(Some(f.last_flush_time - BGFLUSH_LOW_TIME - est))
+    }
+
+    /// Klipper's priming timer: input went quiet while moves wait in the look-ahead, so
+    /// commit them (no-op unless priming).
+    ///
+    /// # Errors
+    /// Step generation failures.
+    pub fn priming_timeout(&mut self) -> Result<(), MoveError> {
+        if self.state == QueueState::Priming {
+            self.flush_lookahead()?;
+        }
+        Ok(())
+    }
+
+    /// Commits the look-ahead (Klipper's `_flush_lookahead`): the start of live `wait_moves`.
+    ///
+    /// # Errors
+    /// Step generation failures.
+    pub fn flush_lookahead_now(&mut self) -> Result<(), MoveError> {
+        self.flush_lookahead()
+    }
+
+    /// Whether the look-ahead holds no move.
+    pub fn lookahead_is_empty(&self) -> bool {
+        self.lookahead.is_empty()
+    }
+
+    /// Print time up to which the MCU needs steps (with the kinematic flush delay), s.
+    pub fn need_step_gen_time(&self) -> f64 {
+        self.flush.need_step_gen_time
+    }
+
+    /// Stepper `i` after a homing move stopped it: its compressor starts over (with a
+    /// `reset_step_clock` to 0, Klipper's `note_homing_end`) and it is at `mcu_pos` steps (from
+    /// `stepper_get_position`, direction-corrected) as of MCU clock `clock`.
+    ///
+    /// # Errors
+    /// Step compression failures.
+    pub fn stepper_homing_end(
+        &mut self,
+        i: usize,
+        clock: u64,
+        mcu_pos: i64,
+    ) -> Result<(), MoveError> {
+        let s = &mut self.steppers[i];
+        s.sc.reset(0)?;
+        s.sc.set_last_position(clock, mcu_pos)?;
+        s.set_mcu_position(mcu_pos);
+        let mut msgs = Vec::new();
+        s.sc.drain_messages(&mut msgs);
+        let (mi, oid) = (s.mcu, s.oid);
+        // Behind every step command sent before (which the stopped stepper ignores until this
+        // reset): the same clocks keep it after them on the wire.
+        let (last_min, last_req) = s.last_clocks;
+        for m in msgs {
+            self.mcus[mi].out.push(McuMessage {
+                req_clock: m.req_clock.max(last_req),
+                min_clock: m.min_clock.max(last_min),
+                command: McuCommand::Step {
+                    oid,
+                    message: m.command,
+                },
+            });
+        }
+        Ok(())
     }
 
     // ---- motion queuing ----------------------------------------------------------------
@@ -1271,9 +1435,18 @@ impl Toolhead {
             if msg.min_clock != 0 {
                 mcu.heap_replace(msg.min_clock);
             }
+            let (mut min_clock, mut req_clock) = (next_avail, msg.req_clock);
+            if self.can_pause {
+                // Live: a stepper's commands reach the MCU in order (klippy keeps one command
+                // queue per stepper), so none may be scheduled before the one ahead of it.
+                let last = &mut self.steppers[i].last_clocks;
+                min_clock = min_clock.max(last.0);
+                req_clock = req_clock.max(last.1);
+                *last = (min_clock, req_clock);
+            }
             mcu.out.push(McuMessage {
-                req_clock: msg.req_clock,
-                min_clock: next_avail,
+                req_clock,
+                min_clock,
                 command: McuCommand::Step {
                     oid: self.steppers[i].oid,
                     message: msg.command,

@@ -1,0 +1,306 @@
+//! The live host on a virtual clock: Gantry's planner drives the simulated MCU in process
+//! through proto's host session — connect and configure, home on the sim's endstops (trsync,
+//! drip moves, positions read back), print, wait for the moves — and the sim ends where the
+//! planner says, to the step.
+
+use gantry_core::live::LiveHost as _;
+use gantry_core::live::job;
+use gantry_core::live::virtual_host::{VirtualHost, VirtualOptions};
+use gantry_core::motion::config::Config;
+use gantry_core::motion::printer::Printer;
+use gantry_core::printers::SIMULATED_CONFIG;
+use gantry_sim::runtime::SimMcu;
+
+const SAMPLE: &str = include_str!("../../../assets/gcode/sample.gcode");
+
+/// Connects a live printer to a fresh sim on a virtual clock.
+fn live_printer(options: VirtualOptions) -> (Printer, VirtualHost) {
+    let config = Config::parse(SIMULATED_CONFIG, "gantry-sim.cfg").expect("the config parses");
+    let host = VirtualHost::new(SimMcu::new(), options);
+    let mut built = None;
+    let move_count = host
+        .connect(|dict| {
+            let p = Printer::new(&config, &[("mcu", dict)]).map_err(|e| e.to_string())?;
+            let cmds = p.mcus[0].config_phase();
+            built = Some(p);
+            Ok(cmds)
+        })
+        .expect("the sim connects and takes the config");
+    let mut printer = built.expect("built");
+    printer.start_live(Box::new(host.clone()), &[usize::from(move_count)]);
+    (printer, host)
+}
+
+/// The first `n` lines of the sample print.
+fn excerpt(n: usize) -> String {
+    SAMPLE.lines().take(n).collect::<Vec<_>>().join("\n") + "\n"
+}
+
+/// Every stepper's position as the planner believes it equals the sim's, to the step.
+fn assert_positions_match(printer: &Printer, host: &VirtualHost) {
+    let report = host.with_sim(|s| s.report());
+    assert!(report.fault.is_none(), "sim fault: {:?}", report.fault);
+    for s in &printer.toolhead.steppers {
+        let sim = report
+            .steppers
+            .iter()
+            .find(|r| r.oid == usize::from(s.oid))
+            .unwrap_or_else(|| panic!("{} (oid {}) not in the sim", s.name, s.oid));
+        // The MCU counts dir=1 steps up; the host counts its own direction (the dir pin's `!`).
+        let sim_position = if s.sc.invert_dir() {
+            -sim.position
+        } else {
+            sim.position
+        };
+        assert_eq!(
+            sim_position,
+            s.mcu_position(),
+            "{}: sim at {sim_position} steps, planner at {}",
+            s.name,
+            s.mcu_position()
+        );
+    }
+}
+
+#[test]
+fn homes_on_the_sims_endstops_and_prints_to_the_step() {
+    let (mut printer, host) = live_printer(VirtualOptions::default());
+    let gcode = excerpt(120);
+    let report = job::run(&mut printer, gcode.as_bytes(), |_| {}, |_| {}).unwrap_or_else(|e| {
+        let r = host.with_sim(|s| s.report());
+        panic!(
+            "job: {e}; sim fault {:?} at {:?} (now {:.4})",
+            r.fault,
+            r.shutdown_clock,
+            host.now()
+        )
+    });
+    let errors: Vec<_> = report
+        .responses
+        .iter()
+        .filter(|r| r.text.starts_with("!!"))
+        .take(5)
+        .collect();
+    assert!(errors.is_empty(), "errors: {errors:?}");
+    assert_positions_match(&printer, &host);
+    // Homing found the endstops: the sim's carriages are where the toolhead is.
+    let sim = host.with_sim(|s| s.report());
+    let pos = printer.toolhead.commanded_pos;
+    for (axis, name) in ["x", "y", "z"].iter().enumerate() {
+        let c = sim
+            .carriages
+            .iter()
+            .find(|c| c.axis == *name)
+            .expect("carriage");
+        let step = if axis == 2 { 1.0 / 400.0 } else { 1.0 / 80.0 };
+        assert!(
+            (c.position_mm - pos[axis]).abs() <= step + 1e-9,
+            "{name}: sim carriage at {} mm, toolhead at {} mm",
+            c.position_mm,
+            pos[axis]
+        );
+    }
+    assert!(
+        sim.shutdown_clock.is_none(),
+        "the sim shut down: {:?}",
+        sim.fault
+    );
+    // M190 S60 and M109 S200 waited for the sim's thermal model; the PID holds the targets.
+    for (heater, target) in [("extruder", 200.0), ("heater_bed", 60.0)] {
+        let (temp, set) = printer.heater_temperature(heater).expect("heater");
+        assert_eq!(set, target, "{heater} target");
+        assert!(
+            (temp - target).abs() <= 1.0,
+            "{heater} at {temp:.2} °C, target {target}"
+        );
+        let world = sim
+            .heaters
+            .iter()
+            .find(|h| h.name == heater)
+            .expect("world heater");
+        assert!(
+            (world.temperature_c - target).abs() <= 1.5,
+            "{heater}: the sim's model is at {:.2} °C",
+            world.temperature_c
+        );
+    }
+    let waits = report
+        .responses
+        .iter()
+        .filter(|r| r.text.starts_with("B:"))
+        .count();
+    assert!(waits > 0, "M190/M109 reported temperatures while waiting");
+}
+
+/// The file as `gantry batch` plans it (homed by G28 first, as the live print): the final
+/// toolhead position and every stepper's net steps.
+fn batch_plan(gcode: &[u8]) -> ([f64; 4], Vec<(String, i64)>) {
+    let config = Config::parse(SIMULATED_CONFIG, "gantry-sim.cfg").expect("the config parses");
+    let sim = SimMcu::new();
+    let mut printer = Printer::new(&config, &[("mcu", sim.dictionary())]).expect("planner");
+    printer.run_batch(gcode).expect("batch");
+    let steps = printer
+        .toolhead
+        .steppers
+        .iter()
+        .map(|s| (s.name.clone(), s.mcu_position()))
+        .collect();
+    (printer.toolhead.commanded_pos, steps)
+}
+
+#[test]
+fn a_whole_corpus_print_on_a_virtual_clock_ends_where_batch_mode_does() {
+    let file =
+        include_bytes!("../../../tests/fixtures/gcode/superslicer-2.3.56_klipper_arcwelder.gcode");
+    let mut gcode = b"G28\n".to_vec();
+    gcode.extend_from_slice(file);
+    let (mut printer, host) = live_printer(VirtualOptions::default());
+    let wall = std::time::Instant::now();
+    let report = job::run(&mut printer, &gcode, |_| {}, |_| {}).unwrap_or_else(|e| {
+        let r = host.with_sim(|s| s.report());
+        panic!("job: {e}; sim fault {:?}", r.fault)
+    });
+    let wall_s = wall.elapsed().as_secs_f64();
+    let errors: Vec<_> = report
+        .responses
+        .iter()
+        .filter(|r| r.text.starts_with("!!"))
+        .collect();
+    assert!(errors.is_empty(), "errors: {errors:?}");
+    assert_positions_match(&printer, &host);
+    let (batch_pos, batch_steps) = batch_plan(&gcode);
+    assert_eq!(
+        printer.toolhead.commanded_pos, batch_pos,
+        "final toolhead position"
+    );
+    // The extruder never homes: its net steps are batch mode's, exactly.
+    let live_e = printer
+        .toolhead
+        .steppers
+        .iter()
+        .find(|s| s.name == "extruder")
+        .map(|s| s.mcu_position());
+    let batch_e = batch_steps
+        .iter()
+        .find(|(n, _)| n == "extruder")
+        .map(|&(_, p)| p);
+    assert_eq!(live_e, batch_e, "extruder net steps");
+    let sim = host.with_sim(|s| s.report());
+    for (axis, name) in ["x", "y", "z"].iter().enumerate() {
+        let c = sim
+            .carriages
+            .iter()
+            .find(|c| c.axis == *name)
+            .expect("carriage");
+        let step = if axis == 2 { 1.0 / 400.0 } else { 1.0 / 80.0 };
+        assert!(
+            (c.position_mm - batch_pos[axis]).abs() <= step + 1e-9,
+            "{name}: sim carriage at {} mm, batch mode ends at {} mm",
+            c.position_mm,
+            batch_pos[axis]
+        );
+    }
+    // Faster than real time by far (the goal is 100×; timing is reported, not asserted on,
+    // beyond a floor no machine misses).
+    let virtual_s = host.now();
+    assert!(
+        virtual_s / wall_s > 10.0,
+        "{virtual_s:.0} s of printing took {wall_s:.1} s"
+    );
+}
+
+#[test]
+fn a_corrupted_wire_still_prints_every_step() {
+    // Homing on a clean wire, then 0.2 % of the bytes corrupted both ways while printing: every
+    // step arrives (retransmitted) in time. At 0.5 % and more a quarter to a half of the
+    // 64-byte blocks are lost; retransmission timeouts double (25, 50, 100, 200 ms …) and a
+    // heater's PWM update, scheduled 0.3 s ahead as Klipper schedules it, arrives late ("Timer
+    // too close"), and homing's 250 ms trsync rule stops a homing move ("Communication timeout
+    // during homing") — both Klipper's own limits, which the live host keeps.
+    let (mut printer, host) = live_printer(VirtualOptions {
+        seed: 42,
+        ..VirtualOptions::default()
+    });
+    printer.live_run_line("G28", 1).expect("homes");
+    printer.live_wait_moves().expect("homed");
+    host.set_corruption(0.002);
+    let body: String = SAMPLE
+        .lines()
+        .take(400)
+        .filter(|l| !l.starts_with("G28"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let report = job::run(&mut printer, body.as_bytes(), |_| {}, |_| {}).unwrap_or_else(|e| {
+        let r = host.with_sim(|s| s.report());
+        panic!(
+            "job: {e}; sim fault {:?} at clock {:?}; last sent:\n{}",
+            r.fault,
+            r.shutdown_clock,
+            host.recent_messages().join("\n")
+        )
+    });
+    let errors: Vec<_> = report
+        .responses
+        .iter()
+        .filter(|r| r.text.starts_with("!!"))
+        .take(5)
+        .collect();
+    assert!(errors.is_empty(), "errors: {errors:?}");
+    assert_positions_match(&printer, &host);
+    let stats = host.link_stats();
+    assert!(
+        stats.retransmits > 0,
+        "the corruption was noticed: {stats:?}"
+    );
+}
+
+/// Heats the extruder to 200 °C on a virtual clock with `fault` applied to the sim's hotend,
+/// and returns how the printer halted.
+fn heat_with_fault(fault: impl FnOnce(&mut gantry_sim::world::Heater)) -> String {
+    let (mut printer, host) = live_printer(VirtualOptions::default());
+    host.with_sim(|s| {
+        let heater = s
+            .model_mut()
+            .world_mut()
+            .heaters
+            .iter_mut()
+            .find(|h| h.name == "extruder")
+            .expect("hotend");
+        fault(heater);
+    });
+    let err = printer
+        .live_run_line("M109 S200", 1)
+        .expect_err("the printer halts");
+    let halted = printer.halted().map(str::to_owned);
+    assert_eq!(halted.as_deref(), Some(err.to_string().as_str()));
+    // The sim's heater is off once the wire carried the stop: klippy's emergency stop, or the
+    // MCU's own shutdown.
+    let mut wire = host.clone();
+    let now = wire.now();
+    while wire.wait(now + 0.1).is_some() {}
+    let duty = host.with_sim(|s| {
+        s.model()
+            .world()
+            .heaters
+            .iter()
+            .find(|h| h.name == "extruder")
+            .map(|h| h.duty)
+    });
+    assert_eq!(duty, Some(0.0), "heater off after the shutdown");
+    err.to_string()
+}
+
+#[test]
+fn a_disconnected_heater_trips_verify_heater() {
+    let why = heat_with_fault(|h| h.disconnected = true);
+    assert!(
+        why.starts_with("Heater extruder not heating at expected rate"),
+        "{why}"
+    );
+}
+
+#[test]
+fn an_open_thermistor_shuts_the_mcu_down() {
+    let why = heat_with_fault(|h| h.open_thermistor = true);
+    assert_eq!(why, "MCU 'mcu' shutdown: ADC out of range", "{why}");
+}
