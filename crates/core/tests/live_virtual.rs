@@ -36,6 +36,25 @@ fn excerpt(n: usize) -> String {
     SAMPLE.lines().take(n).collect::<Vec<_>>().join("\n") + "\n"
 }
 
+/// The sim's carriages are within one step of `pos` (X/Y 80 steps/mm, Z 400).
+fn assert_carriages_at(host: &VirtualHost, pos: [f64; 4], what: &str) {
+    let sim = host.with_sim(|s| s.report());
+    for (axis, name) in ["x", "y", "z"].iter().enumerate() {
+        let c = sim
+            .carriages
+            .iter()
+            .find(|c| c.axis == *name)
+            .expect("carriage");
+        let step = if axis == 2 { 1.0 / 400.0 } else { 1.0 / 80.0 };
+        assert!(
+            (c.position_mm - pos[axis]).abs() <= step + 1e-9,
+            "{name}: sim carriage at {} mm, {what} at {} mm",
+            c.position_mm,
+            pos[axis]
+        );
+    }
+}
+
 /// Every stepper's position as the planner believes it equals the sim's, to the step.
 fn assert_positions_match(printer: &Printer, host: &VirtualHost) {
     let report = host.with_sim(|s| s.report());
@@ -86,20 +105,7 @@ fn homes_on_the_sims_endstops_and_prints_to_the_step() {
     // Homing found the endstops: the sim's carriages are where the toolhead is.
     let sim = host.with_sim(|s| s.report());
     let pos = printer.toolhead.commanded_pos;
-    for (axis, name) in ["x", "y", "z"].iter().enumerate() {
-        let c = sim
-            .carriages
-            .iter()
-            .find(|c| c.axis == *name)
-            .expect("carriage");
-        let step = if axis == 2 { 1.0 / 400.0 } else { 1.0 / 80.0 };
-        assert!(
-            (c.position_mm - pos[axis]).abs() <= step + 1e-9,
-            "{name}: sim carriage at {} mm, toolhead at {} mm",
-            c.position_mm,
-            pos[axis]
-        );
-    }
+    assert_carriages_at(&host, pos, "toolhead");
     assert!(
         sim.shutdown_clock.is_none(),
         "the sim shut down: {:?}",
@@ -185,21 +191,7 @@ fn a_whole_corpus_print_on_a_virtual_clock_ends_where_batch_mode_does() {
         .find(|(n, _)| n == "extruder")
         .map(|&(_, p)| p);
     assert_eq!(live_e, batch_e, "extruder net steps");
-    let sim = host.with_sim(|s| s.report());
-    for (axis, name) in ["x", "y", "z"].iter().enumerate() {
-        let c = sim
-            .carriages
-            .iter()
-            .find(|c| c.axis == *name)
-            .expect("carriage");
-        let step = if axis == 2 { 1.0 / 400.0 } else { 1.0 / 80.0 };
-        assert!(
-            (c.position_mm - batch_pos[axis]).abs() <= step + 1e-9,
-            "{name}: sim carriage at {} mm, batch mode ends at {} mm",
-            c.position_mm,
-            batch_pos[axis]
-        );
-    }
+    assert_carriages_at(&host, batch_pos, "batch mode ends");
     // Faster than real time by far (the goal is 100×; timing is reported, not asserted on,
     // beyond a floor no machine misses).
     let virtual_s = host.now();

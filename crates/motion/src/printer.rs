@@ -42,7 +42,6 @@ use crate::toolhead::{
     DeltaLimits, ExtruderMotion, KinLimits, MAX_STEPCOMPRESS_ERROR, McuQueue, MotionStepper,
     MoveError, PwmRequestQueue, TimedAction, Toolhead, TrapqId,
 };
-use crate::trapq::Coord;
 
 /// A configuration problem, in Klipper's words where Klipper has them.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -2206,33 +2205,9 @@ impl Printer {
         self.toolhead.flush_step_generation()?;
         self.apply_enable_events();
         let print_time = self.toolhead.get_last_move_time()?;
-        let startpos = self.toolhead.commanded_pos;
         for &ri in rails {
+            let rest_time = self.endstop_rest_time(ri, movepos, speed);
             let r = self.rails[ri].clone();
-            // Endstop sampling rate: the move time per step of its fastest stepper.
-            let mut axes_d = [0.0; 3];
-            for i in 0..3 {
-                axes_d[i] = movepos[i] - startpos[i];
-            }
-            let move_d =
-                (axes_d[0] * axes_d[0] + axes_d[1] * axes_d[1] + axes_d[2] * axes_d[2]).sqrt();
-            let move_t = move_d / speed;
-            let max_steps = r
-                .steppers
-                .iter()
-                .map(|&si| {
-                    let s = &self.toolhead.steppers[si].solver;
-                    let a =
-                        s.position_from_coord(Coord::new(startpos[0], startpos[1], startpos[2]));
-                    let b = s.position_from_coord(Coord::new(movepos[0], movepos[1], movepos[2]));
-                    (a - b).abs() / s.step_dist()
-                })
-                .fold(0.0_f64, f64::max);
-            let rest_time = if max_steps <= 0.0 {
-                0.001
-            } else {
-                move_t / max_steps
-            };
             let (mi, es_oid, trsync_oid) = r.endstop;
             let q = &self.toolhead.mcus[mi];
             let clock = q.print_time_to_clock(print_time);

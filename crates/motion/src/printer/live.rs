@@ -818,7 +818,7 @@ impl Printer {
 
     /// The endstop sampling rest time of rail `ri` for a move to `movepos` (homing.py's
     /// `_calc_endstop_rate`: the move time per step of its fastest stepper).
-    fn endstop_rest_time(&self, ri: usize, movepos: [f64; 4], speed: f64) -> f64 {
+    pub(super) fn endstop_rest_time(&self, ri: usize, movepos: [f64; 4], speed: f64) -> f64 {
         let startpos = self.toolhead.commanded_pos;
         let d: f64 = (0..3)
             .map(|i| (movepos[i] - startpos[i]).powi(2))
