@@ -29,6 +29,8 @@ pub mod live;
 pub mod mcu;
 pub mod printer_config;
 pub mod printers;
+// The SQLite store: job history (Moonraker's `server.history`) and temperature series.
+pub mod store;
 
 pub use gantry_motion as motion;
 pub use gantry_proto as proto;

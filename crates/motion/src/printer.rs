@@ -17,6 +17,7 @@ mod gcode_state;
 mod heaters;
 mod input_shaper;
 mod live;
+mod print_stats;
 mod responses;
 mod status;
 
@@ -26,6 +27,7 @@ pub use config_report::{
 };
 pub use heaters::{AnalogInQuery, HeaterSensor};
 pub use live::{LiveEvent, LiveHost};
+pub use print_stats::{JobDirective, PauseResume, PrintState, PrintStats};
 pub use responses::{RESPONSES_KEPT_PER_TEXT, RepeatedResponse};
 
 use gantry_proto::dictionary::Dictionary;
@@ -447,6 +449,10 @@ pub struct Printer {
     heater_checks: Vec<(crate::heater_control::VerifyHeater, f64)>,
     /// The reactor of a live printer (`None`: batch mode).
     live: Option<Box<live::LiveState>>,
+    /// The current job (`print_stats`).
+    print_stats: print_stats::PrintStats,
+    /// `PAUSE` / `RESUME` (`pause_resume`).
+    pause_resume: print_stats::PauseResume,
 }
 
 const HOMING_START_DELAY: f64 = 0.001;
@@ -603,6 +609,8 @@ impl Printer {
             saved_states: Vec::new(),
             firmware_retraction: None,
             exclude_object: None,
+            print_stats: print_stats::PrintStats::default(),
+            pause_resume: print_stats::PauseResume::default(),
             end_print_time: 0.0,
             heater_outputs: Vec::new(),
             heater_temps: Vec::new(),
@@ -703,6 +711,14 @@ impl Printer {
         }
         if cfg.has("exclude_object") {
             p.exclude_object = Some(exclude_object::ExcludeObject::default());
+        }
+        if cfg.has("pause_resume") {
+            p.pause_resume.recover_velocity = cfg.getfloat(
+                "pause_resume",
+                "recover_velocity",
+                Some(50.0),
+                FloatBounds::NONE,
+            )?;
         }
         // The step budget: the MCU's move queue less the slots outputs reserve (klippy uses 500
         // moves in batch mode, where no MCU answers get_config).
@@ -1660,6 +1676,21 @@ impl Printer {
                 if let Some(plane) = crate::arcs::ArcPlane::from_command(cmd.name()) {
                     self.arc_plane = plane;
                 }
+                Ok(())
+            }
+            b"PAUSE" => self.cmd_pause(),
+            b"RESUME" => self.cmd_resume(cmd),
+            b"CLEAR_PAUSE" => {
+                self.cmd_clear_pause();
+                Ok(())
+            }
+            b"CANCEL_PRINT" => {
+                self.cmd_cancel_print();
+                Ok(())
+            }
+            b"TURN_OFF_HEATERS" => self.cmd_turn_off_heaters(),
+            b"M112" if self.live.is_some() => {
+                self.emergency_stop()?;
                 Ok(())
             }
             b"SAVE_GCODE_STATE" => self.cmd_save_gcode_state(cmd),

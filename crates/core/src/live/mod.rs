@@ -11,6 +11,7 @@
 //! and [`job`], which prints a G-code file through either: progress by file position, the
 //! printer's responses, the end state.
 
+pub mod history;
 pub mod job;
 pub mod serial_host;
 pub mod virtual_host;

@@ -18,6 +18,8 @@
 //! moves, timeout extensions, the stepper positions read back, over-travel accounted).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{CommandError, Printer};
 use crate::toolhead::{BUFFER_TIME_HIGH, McuCommand, McuMessage, MoveError, QueueState};
@@ -126,6 +128,8 @@ pub(super) struct LiveState {
     halted: Option<String>,
     /// Responses to MCU messages that arrived for nobody (counted, for diagnostics).
     pub(super) unhandled: u64,
+    /// Raised by another thread for an emergency stop.
+    emergency: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for LiveState {
@@ -165,12 +169,17 @@ impl Printer {
             trsyncs: Vec::new(),
             halted: None,
             unhandled: 0,
+            emergency: Arc::new(AtomicBool::new(false)),
         });
         let now = live.host.monotonic();
         let est = live.host.estimated_print_time(now);
         self.live = Some(live);
         self.toolhead.set_est_print_time(est);
         self.queue_live_startup(est);
+        // klippy sends the start-up commands as soon as it built them (mcu.py's
+        // `_send_config`): their clocks are a few hundred milliseconds ahead, so they must not
+        // wait for the first command's transmission.
+        let _ = self.live_transmit();
     }
 
     /// The start-up commands (klippy's `is_init` config commands, sent after every connect)
@@ -357,6 +366,9 @@ impl Printer {
 
     /// Runs the timers due at host time `now` and transmits what is queued.
     fn reactor_step(&mut self, now: f64) -> Result<(), MoveError> {
+        if self.live_mut()?.emergency.swap(false, Ordering::Relaxed) {
+            self.emergency_stop()?;
+        }
         if let Some(why) = self.halted() {
             return Err(MoveError::Halted(why.to_owned()));
         }
@@ -583,6 +595,23 @@ impl Printer {
         );
     }
 
+    /// M112 (or the UI's emergency stop): klippy's `invoke_shutdown` with its message.
+    ///
+    /// # Errors
+    /// [`MoveError::Halted`] when the printer is not live.
+    pub fn emergency_stop(&mut self) -> Result<(), MoveError> {
+        self.invoke_shutdown("Shutdown due to M112 command".into())
+    }
+
+    /// A flag another thread may raise to stop the printer at once (the UI's emergency stop
+    /// while a command waits: homing, M109); the reactor checks it at every step.
+    ///
+    /// # Errors
+    /// [`MoveError::Halted`] when the printer is not live.
+    pub fn emergency_flag(&mut self) -> Result<Arc<AtomicBool>, MoveError> {
+        Ok(Arc::clone(&self.live_mut()?.emergency))
+    }
+
     /// klippy's `invoke_shutdown`: every MCU is told to stop (`emergency_stop`: heaters off,
     /// steppers stop) and the printer halts with `msg`.
     fn invoke_shutdown(&mut self, msg: String) -> Result<(), MoveError> {
@@ -665,6 +694,23 @@ impl Printer {
             .position(|(n, _, _)| n == heater)?;
         let h = &self.heaters[i];
         Some((h.last_temp(), h.target()))
+    }
+
+    /// Every heater's (name, temperature °C, target °C, power 0–1), in config order.
+    pub fn heater_statuses(&self) -> Vec<(&str, f64, f64, f64)> {
+        self.heater_outputs
+            .iter()
+            .zip(&self.heaters)
+            .map(|((name, _, _), h)| (name.as_str(), h.last_temp(), h.target(), h.power()))
+            .collect()
+    }
+
+    /// The live host's time now, s (its monotonic clock).
+    ///
+    /// # Errors
+    /// [`MoveError::Halted`] when the printer is not live.
+    pub fn host_time(&mut self) -> Result<f64, MoveError> {
+        self.now()
     }
 
     // ---- homing ------------------------------------------------------------------------

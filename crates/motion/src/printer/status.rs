@@ -193,10 +193,16 @@ impl PrinterStatus<'_> {
 
 impl StatusProvider for PrinterStatus<'_> {
     fn object_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = ["toolhead", "gcode_move", "configfile", "print_stats"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let mut names: Vec<String> = [
+            "toolhead",
+            "gcode_move",
+            "configfile",
+            "print_stats",
+            "pause_resume",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
         names.extend(self.printer.heater_targets.iter().map(|(n, _)| n.clone()));
         if self.printer.fan_queue.is_some() {
             names.push("fan".into());
@@ -219,10 +225,21 @@ impl StatusProvider for PrinterStatus<'_> {
             "gcode_move" => Some(self.gcode_move()),
             "configfile" => Some(self.configfile()),
             "exclude_object" => self.exclude_object(),
-            "print_stats" => Some(dict_value(vec![
-                ("state".into(), Value::from("printing")),
-                ("filename".into(), Value::from("")),
-            ])),
+            "print_stats" => {
+                let ps = &self.printer.print_stats;
+                Some(dict_value(vec![
+                    ("filename".into(), Value::from(ps.filename.as_str())),
+                    ("total_duration".into(), Value::from(ps.total_duration_s())),
+                    ("print_duration".into(), Value::from(ps.print_duration_s())),
+                    ("filament_used".into(), Value::from(ps.filament_used_mm)),
+                    ("state".into(), Value::from(ps.state.as_str())),
+                    ("message".into(), Value::from(ps.message.as_str())),
+                ]))
+            }
+            "pause_resume" => Some(dict_value(vec![(
+                "is_paused".into(),
+                Value::from(self.printer.pause_resume.is_paused),
+            )])),
             "fan" if self.printer.fan_queue.is_some() => {
                 let speed = self
                     .printer
