@@ -112,6 +112,15 @@ pub enum JobError {
     /// The planner failed internally.
     #[error("{0}")]
     Planner(MoveError),
+    /// A command of the file failed: the print stops there, as Klipper's virtual_sdcard stops
+    /// it (console commands that fail do not stop it).
+    #[error("line {line}: {message}")]
+    Gcode {
+        /// The file's line.
+        line: u32,
+        /// Klipper's message (without the `!! `).
+        message: String,
+    },
 }
 
 impl From<MoveError> for JobError {
@@ -238,7 +247,7 @@ impl<P: FnMut(&JobProgress), R: FnMut(&Response)> Runner<'_, P, R> {
         &mut self,
         printer: &mut Printer,
         gcode: &[u8],
-    ) -> Result<(JobOutcome, u32), MoveError> {
+    ) -> Result<(JobOutcome, u32), JobError> {
         let mut position = 0;
         let mut lines = 0_u32;
         // Klipper's readers split at '\n'; a last line without one is run too (a file, unlike
@@ -259,8 +268,18 @@ impl<P: FnMut(&JobProgress), R: FnMut(&Response)> Runner<'_, P, R> {
             let text = String::from_utf8_lossy(raw);
             let line = text.trim_end_matches(['\n', '\r']);
             let result = printer.live_run_line(line, lines);
+            let seen = self.responses.len();
             self.take_responses(printer);
             result?;
+            if let Some(error) = self.responses[seen..]
+                .iter()
+                .find_map(|r| r.text.strip_prefix("!! "))
+            {
+                return Err(JobError::Gcode {
+                    line: lines,
+                    message: error.to_owned(),
+                });
+            }
             self.report(printer, position, lines)?;
         }
         // A PAUSE or CANCEL_PRINT on the last line, or requests that came meanwhile.
@@ -330,18 +349,20 @@ pub fn run(
         next_progress: now + PROGRESS_PERIOD_S,
         file_size: gcode.len(),
     };
-    let result = runner
-        .run_file(printer, gcode)
-        .and_then(|(outcome, lines)| {
-            printer.live_wait_moves()?;
-            Ok((outcome, lines))
-        });
+    let mut result = runner.run_file(printer, gcode);
+    // The moves already queued finish, also after a failed command (klippy's toolhead flushes
+    // them); only a halted printer has none to run.
+    if matches!(result, Ok(_) | Err(JobError::Gcode { .. }))
+        && let Err(e) = printer.live_wait_moves()
+    {
+        result = Err(e.into());
+    }
     runner.take_responses(printer);
     let end = printer.host_time().unwrap_or(now);
     let (state, status, message) = match &result {
         Ok((JobOutcome::Complete, _)) => (PrintState::Complete, JobStatus::Completed, None),
         Ok((JobOutcome::Cancelled, _)) => (PrintState::Cancelled, JobStatus::Cancelled, None),
-        Err(MoveError::Halted(why)) => (
+        Err(JobError::Halted(why)) => (
             PrintState::Error,
             if why.starts_with("Lost communication") {
                 JobStatus::KlippyDisconnect
@@ -350,6 +371,9 @@ pub fn run(
             },
             Some(why.clone()),
         ),
+        Err(JobError::Gcode { message, .. }) => {
+            (PrintState::Error, JobStatus::Error, Some(message.clone()))
+        }
         Err(e) => (PrintState::Error, JobStatus::Error, Some(e.to_string())),
     };
     printer.job_ended(end, state, message.as_deref().unwrap_or(""));

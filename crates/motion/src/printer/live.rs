@@ -27,10 +27,22 @@ use crate::trapq::Coord;
 
 /// Klipper's PRIMING_CMD_TIME: the look-ahead is committed when input pauses this long, s.
 const PRIMING_CMD_TIME: f64 = 0.100;
+/// The least time ahead of the MCU's clock an output change is scheduled (Klipper's
+/// PIN_MIN_TIME), s.
+const PIN_MIN_TIME: f64 = 0.100;
+/// How often a homing wait looks at its trsyncs' reports, s.
+const TRSYNC_KEEPALIVE_CHECK_S: f64 = 0.025;
+/// How many report periods after the last report the host still extends a trsync, s.
+const TRSYNC_KEEPALIVE_REPORTS: u64 = 4;
+/// How often the reactor offers the heaters a keepalive (see `Heater::keepalive`), s.
+const HEATER_KEEPALIVE_CHECK_S: f64 = 0.1;
 /// A drip move's steps are sent no more than this ahead of the MCU, s (Klipper's DRIP_TIME).
 const DRIP_TIME: f64 = 0.100;
 /// How long an MCU query may take before the printer gives up, s.
 const QUERY_TIMEOUT: f64 = 5.0;
+/// How often a query is asked again without an answer, and the first delay (doubling).
+const QUERY_RETRIES: u32 = 5;
+const QUERY_RETRY_DELAY: f64 = 0.050;
 /// trsync's reasons (mcu.py).
 const REASON_ENDSTOP_HIT: i64 = 1;
 const REASON_HOST_REQUEST: i64 = 2;
@@ -107,6 +119,10 @@ struct Trsync {
     expire_clock: u64,
     expire_ticks: u64,
     min_extend_ticks: u64,
+    /// The MCU's report period, ticks.
+    report_ticks: u64,
+    /// The clock of the last `trsync_state` report (the start clock before the first).
+    last_report_clock: u64,
     /// End of the homing move: past it the host triggers the trsync itself.
     home_end_clock: Option<u64>,
 }
@@ -185,7 +201,7 @@ impl Printer {
     /// The start-up commands (klippy's `is_init` config commands, sent after every connect)
     /// at live clocks: batch mode queued them for print time 0; a live MCU gets its analog
     /// queries at klippy's query slot (the whole print second 1.5 s ahead + oid · 10 ms) and
-    /// its PWM start values 200 ms ahead.
+    /// its PWM start values 200 ms ahead (every later command of an output comes after them).
     fn queue_live_startup(&mut self, est: f64) {
         for mi in 0..self.mcus.len() {
             self.toolhead.mcus[mi].out.clear();
@@ -348,6 +364,7 @@ impl Printer {
 
     /// Waits for the next event or timer, at most until `until`, and handles what arrived.
     fn reactor_wait(&mut self, until: f64) -> Result<(), MoveError> {
+        let has_heaters = !self.heaters.is_empty();
         let live = self.live_mut()?;
         let mut wake = until;
         if !live.drip_active
@@ -357,6 +374,14 @@ impl Printer {
         }
         if let Some(w) = live.priming_wake {
             wake = wake.min(w);
+        }
+        if has_heaters {
+            // The heaters' keepalive looks at the clock this often.
+            wake = wake.min(live.host.monotonic() + HEATER_KEEPALIVE_CHECK_S);
+        }
+        if live.trsyncs.iter().any(|t| t.done.is_none()) {
+            // And a homing move's trsync keepalive this often.
+            wake = wake.min(live.host.monotonic() + TRSYNC_KEEPALIVE_CHECK_S);
         }
         if let Some(event) = live.host.wait(wake) {
             self.handle_live_event(event)?;
@@ -386,6 +411,14 @@ impl Printer {
             let next = self.toolhead.flush_handler_live(est)?;
             self.apply_enable_events();
             self.live_mut()?.flush_wake = next.map(|delay| now + delay);
+        }
+        if !self.live_mut()?.trsyncs.is_empty() {
+            self.trsync_keepalive(now)?;
+        }
+        for index in 0..self.heaters.len() {
+            if let Some(c) = self.heaters[index].keepalive(now, est) {
+                self.set_heater_pwm(index, c.print_time, c.value);
+            }
         }
         self.live_transmit()
     }
@@ -470,7 +503,12 @@ impl Printer {
         };
         self.live_mut()?.responses.retain(|r| !matches(r));
         self.live_send_now(mcu, text.clone())?;
-        let deadline = self.now()? + QUERY_TIMEOUT;
+        let start = self.now()?;
+        let deadline = start + QUERY_TIMEOUT;
+        // serialhdl.py's send_with_response: asked again while no answer came, with a
+        // doubling delay, QUERY_RETRIES times (these queries are all safe to repeat).
+        let (mut retries, mut retry_delay) = (QUERY_RETRIES, QUERY_RETRY_DELAY);
+        let mut retry_at = start + retry_delay;
         loop {
             let live = self.live_mut()?;
             if let Some(pos) = live.responses.iter().position(matches)
@@ -484,8 +522,19 @@ impl Printer {
                     "Timeout on wait for '{response}' response to '{text}'"
                 )));
             }
+            if retries > 0 && now >= retry_at {
+                retries -= 1;
+                retry_delay *= 2.0;
+                retry_at = now + retry_delay;
+                self.live_send_now(mcu, text.clone())?;
+            }
             self.reactor_step(now)?;
-            self.reactor_wait(deadline)?;
+            let wake = if retries > 0 {
+                retry_at.min(deadline)
+            } else {
+                deadline
+            };
+            self.reactor_wait(wake)?;
         }
     }
 
@@ -565,7 +614,11 @@ impl Printer {
             heater.temperature_update(receive_time, read_print_time, temp.unwrap_or(f64::NAN));
         let (current, target) = heater.get_temp(receive_time);
         if let Some(c) = command {
-            self.set_heater_pwm(index, c.print_time, c.value);
+            // Klipper queues the value a report period after the sample. A report that arrived
+            // late (a damaged block before it held the link up) would put that in the past:
+            // the value goes out PIN_MIN_TIME ahead of the MCU's clock instead.
+            let earliest = self.est_print_time_at(receive_time)? + PIN_MIN_TIME;
+            self.set_heater_pwm(index, c.print_time.max(earliest), c.value);
         }
         let (check, next) = &mut self.heater_checks[index];
         if receive_time >= *next {
@@ -760,6 +813,8 @@ impl Printer {
                 expire_clock,
                 expire_ticks,
                 min_extend_ticks,
+                report_ticks,
+                last_report_clock: clock,
                 home_end_clock: None,
             });
             // One command queue in klippy: the same request clock keeps them in order.
@@ -1039,6 +1094,7 @@ impl Printer {
             return Ok(());
         }
         let t = &mut live.trsyncs[i];
+        t.last_report_clock = t.last_report_clock.max(clock);
         if let Some(end) = t.home_end_clock
             && clock >= end
         {
@@ -1051,10 +1107,60 @@ impl Printer {
             t.expire_clock = expire;
             let text = format!("trsync_set_timeout oid={} clock={expire}", t.oid);
             let msg = McuMessage {
-                req_clock: expire,
+                // At once: klippy asks for it by the expiry, so the session would hold it until
+                // 100 ms before, which a retransmission or two can miss. An extension sent
+                // early is harmless.
+                req_clock: 0,
                 min_clock: 0,
                 command: McuCommand::Text(text),
             };
+            live.host.transmit(mcu, vec![msg]);
+        }
+        Ok(())
+    }
+
+    /// Extends a homing trsync's timeout when its reports stopped coming for a little while
+    /// (Gantry's addition). Klipper extends it only from each `trsync_state` report, so three
+    /// lost reports in a row (a damaged link) end a homing move with "Communication timeout
+    /// during homing" although host and MCU are fine. Here the host also extends it from its
+    /// own estimate of the MCU's clock between reports (at most once a report period on top of
+    /// the reports' own extensions, so either keeps the move alive) — but only for
+    /// [`TRSYNC_KEEPALIVE_REPORTS`] report periods after the last report heard, so an MCU whose
+    /// reports stopped for good still times out, a little later than in Klipper.
+    fn trsync_keepalive(&mut self, now: f64) -> Result<(), MoveError> {
+        let est = self.est_print_time_at(now)?;
+        let clocks: Vec<u64> = self
+            .toolhead
+            .mcus
+            .iter()
+            .map(|q| q.print_time_to_clock(est))
+            .collect();
+        let live = self.live_mut()?;
+        let mut out = Vec::new();
+        for t in live.trsyncs.iter_mut().filter(|t| t.done.is_none()) {
+            let Some(&clock) = clocks.get(t.mcu) else {
+                continue;
+            };
+            let since = clock.saturating_sub(t.last_report_clock);
+            let overdue = since * 2 >= t.report_ticks;
+            let stale = since > t.report_ticks * TRSYNC_KEEPALIVE_REPORTS;
+            let expire = clock + t.expire_ticks;
+            if overdue && !stale && expire >= t.expire_clock + t.min_extend_ticks {
+                t.expire_clock = expire;
+                out.push((
+                    t.mcu,
+                    McuMessage {
+                        req_clock: 0,
+                        min_clock: 0,
+                        command: McuCommand::Text(format!(
+                            "trsync_set_timeout oid={} clock={expire}",
+                            t.oid
+                        )),
+                    },
+                ));
+            }
+        }
+        for (mcu, msg) in out {
             live.host.transmit(mcu, vec![msg]);
         }
         Ok(())
