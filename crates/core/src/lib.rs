@@ -12,6 +12,8 @@
 //!   and klippy's connect sequence (identify, clock sync, config phase or reuse).
 //! - [`live`]: the live host — the planner driving MCUs in real time ([`live::serial_host`]) or
 //!   the simulated MCU in process on a virtual clock ([`live::virtual_host`]), and print jobs.
+//! - [`model`]: the one printer model — Klipper's status objects, their deltas, the
+//!   [`model::PrinterBackend`] trait every printer (remote or local) implements.
 //! - [`printers`]: the printers this machine can reach: serial ports with their USB identity and the
 //!   built-in simulated printer.
 //!
@@ -27,6 +29,7 @@
 pub mod api;
 pub mod live;
 pub mod mcu;
+pub mod model;
 pub mod printer_config;
 pub mod printers;
 
