@@ -25,7 +25,7 @@ pub enum Command {
     /// Open the 3D digital twin of a G-code file (its own window), or render it to a PNG.
     Twin(TwinArgs),
     /// Run core's local API server without a window; prints its endpoint as one JSON line.
-    Serve,
+    Serve(crate::serve::ServeArgs),
     /// Klipper's batch mode: printer.cfg + G-code → the MCU command stream, as klippy -o writes it.
     Batch(BatchArgs),
     /// Plan a G-code file with the real planner: print time, layers, filament, top speed.

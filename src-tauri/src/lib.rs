@@ -19,6 +19,7 @@ pub mod parsedump;
 pub mod print;
 pub mod serve;
 pub mod sim;
+pub mod sim_printer;
 
 /// Runs the app as the command line asks and returns the process's exit code.
 pub fn main() -> ExitCode {
@@ -27,7 +28,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         None => desktop::run(),
         Some(cli::Command::Twin(args)) => gantry_twin::run(args.into_options()),
-        Some(cli::Command::Serve) => serve::run(),
+        Some(cli::Command::Serve(args)) => serve::run(&args),
         Some(cli::Command::Batch(args)) => batch::run_batch(&args),
         Some(cli::Command::Estimate(args)) => batch::run_estimate(&args),
         Some(cli::Command::Parsedump(args)) => parsedump::run(&args.dict, &args.serial),

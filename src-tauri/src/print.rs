@@ -13,10 +13,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use gantry_core::live::history::HistoryRecorder;
 use gantry_core::live::job::{self, JobOptions, JobOutcome, JobProgress, JobRequest};
-use gantry_core::live::serial_host::SerialHost;
-use gantry_core::mcu;
 use gantry_core::motion::printer::{PrintState, Printer, Response};
-use gantry_core::proto::Dictionary;
 use gantry_core::store;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -48,50 +45,25 @@ pub struct PrintArgs {
 pub fn run(args: &PrintArgs) -> anyhow::Result<()> {
     let config = gantry_core::printer_config::load(&args.config)
         .with_context(|| format!("cannot load {}", args.config.display()))?;
-    if config.sections().any(|s| s.name().starts_with("mcu ")) {
-        bail!(
-            "{}: printers with several MCUs cannot be printed on by `gantry print` yet",
-            args.config.display()
-        );
-    }
     let gcode = read_gcode(&args.file)?;
-    let target = crate::connect::mcu_target(&config, "mcu", &args.config)?;
+    let target = gantry_core::live::connect::mcu_target(&config, "mcu", &args.config)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let mut out = std::io::stdout();
     writeln!(out, "mcu 'mcu': Starting connect ({target})")?;
-    let mut built = None;
-    let connected = runtime.block_on(async {
-        let mut build = |dict: &Dictionary| -> Result<Vec<String>, String> {
-            let printer = Printer::new(&config, &[("mcu", dict)])
-                .map_err(|e| format!("printer.cfg not usable with this MCU: {e}"))?;
-            let cmds = printer.mcus[0].config_phase();
-            built = Some(printer);
-            Ok(cmds)
-        };
-        mcu::connect(
-            "mcu",
-            &target,
-            &mut build,
-            Duration::from_secs(args.timeout),
-        )
-        .await
-    })?;
-    let Some(mut printer) = built else {
-        bail!("the MCU connected without a configuration");
-    };
+    let live = runtime.block_on(gantry_core::live::connect::connect(
+        &config,
+        &args.config,
+        Some(target),
+        Duration::from_secs(args.timeout),
+    ))?;
     writeln!(
         out,
         "Configured MCU 'mcu' ({} moves): printing {} ({} bytes)",
-        connected.info.move_count,
+        live.info.move_count,
         args.file.display(),
         gcode.len()
     )?;
-    let host = SerialHost::new(
-        connected.handle,
-        connected.info.dictionary,
-        connected.events,
-    );
-    printer.start_live(Box::new(host), &[usize::from(connected.info.move_count)]);
+    let mut printer = live.printer;
     // The history keeps the config as the user wrote it (includes not expanded).
     let config_text = std::fs::read_to_string(&args.config).unwrap_or_default();
     let history = open_history(args, &config_text);
@@ -246,6 +218,7 @@ fn print_file(
             filename: &filename,
             requests: Some(&rx),
             history,
+            record_temperatures: true,
         },
         |p: &JobProgress| {
             let heat = |h: Option<(f64, f64)>, name: &str| {

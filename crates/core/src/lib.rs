@@ -32,6 +32,7 @@
 
 pub mod api;
 pub mod discovery;
+pub mod fleet;
 pub mod live;
 pub mod mcu;
 pub mod model;

@@ -849,6 +849,12 @@ pub trait PrinterBackend: Send + Sync {
 
     /// The cameras the server knows.
     fn webcams(&self) -> BoxFuture<'_, PrinterResult<Vec<Webcam>>>;
+
+    /// The heaters' recent series, Moonraker's `server.temperature_store` shape
+    /// (`{heater: {temperatures, targets, powers}}`), where the backend keeps one.
+    fn temperature_store(&self) -> Option<Value> {
+        None
+    }
 }
 
 /// A shared backend.

@@ -406,6 +406,7 @@ fn pause_jog_and_resume_come_back_to_the_exact_position() {
             filename: "sample.gcode",
             requests: Some(&rx),
             history: None,
+            record_temperatures: false,
         },
         |p| {
             states.push(p.state);
@@ -505,6 +506,7 @@ fn an_object_excluded_mid_print_is_skipped_as_batch_mode_skips_it() {
             filename: "two.gcode",
             requests: Some(&rx),
             history: None,
+            record_temperatures: false,
         },
         |p| {
             if p.lines == at_line {
@@ -571,6 +573,7 @@ fn cancel_stops_the_job_and_the_history_records_it() {
             filename: "sample.gcode",
             requests: Some(&rx),
             history: Some(&history),
+            record_temperatures: true,
         },
         |p| {
             if p.lines == 150 {

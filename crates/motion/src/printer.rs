@@ -26,7 +26,9 @@ pub use config_report::{
     unknown_modules,
 };
 pub use heaters::{AnalogInQuery, HeaterSensor};
-pub use live::{LiveEvent, LiveHost};
+pub use live::{LiveEvent, LiveHost, ObserverFn, ResponseSink};
+/// A status object's value (what `[gcode_macro]` templates read; serializes as JSON).
+pub use minijinja::Value as StatusValue;
 pub use print_stats::{JobDirective, PauseResume, PrintState, PrintStats};
 pub use responses::{RESPONSES_KEPT_PER_TEXT, RepeatedResponse};
 
@@ -453,6 +455,11 @@ pub struct Printer {
     print_stats: print_stats::PrintStats,
     /// `PAUSE` / `RESUME` (`pause_resume`).
     pause_resume: print_stats::PauseResume,
+    /// `display_status`: the M117 message and the M73 progress (0..1).
+    display_message: String,
+    display_progress: Option<f64>,
+    /// The error of the last line run (see [`Printer::line_error`]).
+    line_error: Option<String>,
 }
 
 const HOMING_START_DELAY: f64 = 0.001;
@@ -611,6 +618,9 @@ impl Printer {
             exclude_object: None,
             print_stats: print_stats::PrintStats::default(),
             pause_resume: print_stats::PauseResume::default(),
+            display_message: String::new(),
+            display_progress: None,
+            line_error: None,
             end_print_time: 0.0,
             heater_outputs: Vec::new(),
             heater_temps: Vec::new(),
@@ -1407,6 +1417,13 @@ impl Printer {
     /// [`RESPONSES_KEPT_PER_TEXT`] times this exact text comes, then only counted (see
     /// [`Printer::repeated_responses`]).
     fn respond(&mut self, text: std::fmt::Arguments<'_>) {
+        if let Some(sink) = self.live.as_mut().and_then(|l| l.response_sink.as_mut()) {
+            sink(&Response {
+                line: self.current_line,
+                text: text.to_string(),
+            });
+            return;
+        }
         if let Some(text) = self.response_counts.record(text) {
             self.responses.push(Response {
                 line: self.current_line,
@@ -1428,6 +1445,7 @@ impl Printer {
     /// Only internal errors (step generation); command errors become responses as in Klipper.
     pub fn run_line(&mut self, line: &str, line_no: u32) -> Result<(), MoveError> {
         self.current_line = line_no;
+        self.line_error = None;
         let Some(cmd) = Command::parse(line) else {
             return Ok(());
         };
@@ -1437,16 +1455,24 @@ impl Printer {
                 self.respond_error(&msg);
                 // gcode:command_error → gcode_move resets its position.
                 self.reset_last_position();
+                self.line_error = Some(msg);
                 Ok(())
             }
             Err(CommandError::Move(MoveError::StepCompress(e))) => Err(MoveError::StepCompress(e)),
             Err(CommandError::Move(MoveError::Halted(why))) => Err(MoveError::Halted(why)),
             Err(CommandError::Move(e)) => {
-                self.respond_error(&e.to_string());
+                let msg = e.to_string();
+                self.respond_error(&msg);
                 self.reset_last_position();
+                self.line_error = Some(msg);
                 Ok(())
             }
         }
+    }
+
+    /// The error of the last line run, if its command failed (the text of its `!!` response).
+    pub fn line_error(&self) -> Option<&str> {
+        self.line_error.as_deref()
     }
 
     /// Runs a G-code script from inside a command (Klipper's `run_script_from_command`): line
@@ -1580,7 +1606,18 @@ impl Printer {
             b"G20" => Err(CommandError::User(
                 "Machine does not support G20 (inches) command".into(),
             )),
-            b"G21" | b"M110" | b"M117" | b"M73" | b"M105" | b"M115" | b"M21" => Ok(()),
+            b"M117" => {
+                // display_status: the rest of the line is the message; none clears it.
+                self.display_message = Self::rawparams(cmd).trim().to_owned();
+                Ok(())
+            }
+            b"M73" => {
+                if let Some(p) = cmd.get_float("P", None)? {
+                    self.display_progress = Some((p / 100.0).clamp(0.0, 1.0));
+                }
+                Ok(())
+            }
+            b"G21" | b"M110" | b"M105" | b"M115" | b"M21" => Ok(()),
             b"G28" => self.cmd_g28(cmd),
             b"G90" => {
                 self.gcode.absolute_coord = true;

@@ -593,7 +593,7 @@ impl HostSession {
                 self.answered("uptime");
                 let clock64 = (u64::from(u32_at(0)) << 32) | u64::from(u32_at(1));
                 if let Some(sync) = self.sync.as_mut() {
-                    sync.handle_uptime(clock64, sent);
+                    sync.handle_uptime(clock64, sent, receive_time_s);
                 }
                 self.phase = Phase::StartupClock { samples: 0 };
                 self.next_clock_query_s = receive_time_s;

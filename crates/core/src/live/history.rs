@@ -34,6 +34,8 @@ enum Record {
         time: f64,
         message: Option<String>,
     },
+    /// Run a read on the store's thread (the one connection that owns the file).
+    Read(Box<dyn FnOnce(&Store) + Send>),
 }
 
 /// Why the recorder could not start.
@@ -127,7 +129,7 @@ impl HistoryRecorder {
         });
     }
 
-    /// Heater readings taken now.
+    /// Heater readings taken now (with the running job's id, if one runs).
     pub fn temperatures(&self, readings: Vec<HeaterReading>) {
         self.send(Record::Temperatures {
             time: unix_time(),
@@ -142,6 +144,19 @@ impl HistoryRecorder {
             time: unix_time(),
             message: message.map(str::to_owned),
         });
+    }
+
+    /// Runs `f` on the store's thread after everything queued before it and returns its
+    /// result (`None` when the thread has stopped). Blocks: call it from a blocking context.
+    pub fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Record::Read(Box::new(move |store| {
+            let _ = tx.send(f(store));
+        })));
+        rx.recv().ok()
     }
 
     /// Writes what is queued, stops the thread and returns the errors it met (empty: every
@@ -226,6 +241,10 @@ fn writer(
                 Some(id) => store.finish_job(id, status, time, message.as_deref()),
                 None => Ok(()),
             },
+            Record::Read(f) => {
+                f(&store);
+                Ok(())
+            }
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "job history");

@@ -18,8 +18,12 @@ use gantry_motion::toolhead::MoveError;
 use super::history::HistoryRecorder;
 use crate::store::JobStatus;
 
-/// Something asked of a running job by another thread.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The answer to a request that waits for one: done, or Klipper's error message.
+pub type Reply = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// Something asked of the printer by another thread (the API, the console, a signal handler),
+/// served between the lines of a job (and by the local printer's loop when no job runs).
+#[derive(Debug)]
 pub enum JobRequest {
     /// Run `PAUSE`.
     Pause,
@@ -29,6 +33,23 @@ pub enum JobRequest {
     Cancel,
     /// Run these G-code lines (the console), between the file's lines.
     Gcode(String),
+    /// Run these G-code lines and say how it went: the first failing line stops the script and
+    /// its error is the answer (Moonraker's `printer.gcode.script`).
+    Script {
+        /// The lines.
+        script: String,
+        /// Where the answer goes.
+        done: Reply,
+    },
+    /// Print this file (refused while a job runs).
+    Start {
+        /// Its name, for print_stats and the history.
+        filename: String,
+        /// Its contents.
+        gcode: Vec<u8>,
+        /// Where the answer goes: once the job has started, or why it could not.
+        done: Reply,
+    },
 }
 
 /// Where a job stands.
@@ -139,8 +160,11 @@ pub struct JobOptions<'a> {
     pub filename: &'a str,
     /// Requests from other threads (pause, resume, cancel, console G-code).
     pub requests: Option<&'a mpsc::Receiver<JobRequest>>,
-    /// Where the job's history and temperatures go.
+    /// Where the job's history goes.
     pub history: Option<&'a HistoryRecorder>,
+    /// Also record the heaters' temperatures in the history once a second while the job runs
+    /// (off when the caller records them itself, as the local printer does all the time).
+    pub record_temperatures: bool,
 }
 
 /// How often temperatures are recorded, s of host time.
@@ -181,7 +205,18 @@ impl<P: FnMut(&JobProgress), R: FnMut(&Response)> Runner<'_, P, R> {
         let Some(rx) = self.options.requests else {
             return Ok(());
         };
-        while let Ok(request) = rx.try_recv() {
+        loop {
+            let request = match rx.try_recv() {
+                Ok(request) => request,
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    // Whoever sent requests is gone (the printer is closing): the job stops.
+                    if printer.job_directive() != JobDirective::Cancel {
+                        self.run_console(printer, "CANCEL_PRINT")?;
+                    }
+                    break;
+                }
+            };
             match request {
                 JobRequest::Pause => self.run_console(printer, "PAUSE")?,
                 JobRequest::Resume => self.run_console(printer, "RESUME")?,
@@ -190,6 +225,20 @@ impl<P: FnMut(&JobProgress), R: FnMut(&Response)> Runner<'_, P, R> {
                     for line in script.lines() {
                         self.run_console(printer, line)?;
                     }
+                }
+                JobRequest::Script { script, done } => {
+                    match run_script(printer, &script, |p, line| self.run_console(p, line)) {
+                        Ok(answer) => {
+                            let _ = done.send(answer);
+                        }
+                        Err(e) => {
+                            let _ = done.send(Err(e.to_string()));
+                            return Err(e);
+                        }
+                    }
+                }
+                JobRequest::Start { done, .. } => {
+                    let _ = done.send(Err("A print is already running".into()));
                 }
             }
         }
@@ -219,7 +268,7 @@ impl<P: FnMut(&JobProgress), R: FnMut(&Response)> Runner<'_, P, R> {
             heater_bed: printer.heater_temperature("heater_bed"),
         };
         if let Some(h) = self.options.history {
-            if now >= self.next_temperatures {
+            if self.options.record_temperatures && now >= self.next_temperatures {
                 self.next_temperatures = now + TEMPERATURE_PERIOD_S;
                 h.temperatures(
                     printer
@@ -268,13 +317,9 @@ impl<P: FnMut(&JobProgress), R: FnMut(&Response)> Runner<'_, P, R> {
             let text = String::from_utf8_lossy(raw);
             let line = text.trim_end_matches(['\n', '\r']);
             let result = printer.live_run_line(line, lines);
-            let seen = self.responses.len();
             self.take_responses(printer);
             result?;
-            if let Some(error) = self.responses[seen..]
-                .iter()
-                .find_map(|r| r.text.strip_prefix("!! "))
-            {
+            if let Some(error) = printer.line_error() {
                 return Err(JobError::Gcode {
                     line: lines,
                     message: error.to_owned(),
@@ -318,6 +363,23 @@ impl<P: FnMut(&JobProgress), R: FnMut(&Response)> Runner<'_, P, R> {
             }
         }
     }
+}
+
+/// Runs `script` line by line through `run_line` (a live line runner): the first line whose
+/// command fails stops it, and its error is the inner `Err`; the outer `Err` is a halted
+/// printer.
+pub fn run_script(
+    printer: &mut Printer,
+    script: &str,
+    mut run_line: impl FnMut(&mut Printer, &str) -> Result<(), MoveError>,
+) -> Result<Result<(), String>, MoveError> {
+    for line in script.lines() {
+        run_line(printer, line)?;
+        if let Some(e) = printer.line_error() {
+            return Ok(Err(e.to_owned()));
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// Prints `gcode` on the live `printer`, calling `progress` after each line and while paused

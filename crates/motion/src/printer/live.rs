@@ -146,6 +146,21 @@ pub(super) struct LiveState {
     pub(super) unhandled: u64,
     /// Raised by another thread for an emergency stop.
     emergency: Arc<AtomicBool>,
+    /// Called from the reactor every period (see [`Printer::set_live_observer`]).
+    observer: Option<Observer>,
+    /// Gets every response as it is made (see [`Printer::set_response_sink`]).
+    pub(super) response_sink: Option<ResponseSink>,
+}
+
+/// A function the reactor calls with the printer and the host time.
+pub type ObserverFn = Box<dyn FnMut(&Printer, f64) + Send>;
+/// A function that gets each response as it is made.
+pub type ResponseSink = Box<dyn FnMut(&super::Response) + Send>;
+
+struct Observer {
+    period_s: f64,
+    next: f64,
+    f: ObserverFn,
 }
 
 impl std::fmt::Debug for LiveState {
@@ -186,6 +201,8 @@ impl Printer {
             halted: None,
             unhandled: 0,
             emergency: Arc::new(AtomicBool::new(false)),
+            observer: None,
+            response_sink: None,
         });
         let now = live.host.monotonic();
         let est = live.host.estimated_print_time(now);
@@ -379,6 +396,9 @@ impl Printer {
             // The heaters' keepalive looks at the clock this often.
             wake = wake.min(live.host.monotonic() + HEATER_KEEPALIVE_CHECK_S);
         }
+        if let Some(obs) = &live.observer {
+            wake = wake.min(obs.next);
+        }
         if live.trsyncs.iter().any(|t| t.done.is_none()) {
             // And a homing move's trsync keepalive this often.
             wake = wake.min(live.host.monotonic() + TRSYNC_KEEPALIVE_CHECK_S);
@@ -419,6 +439,12 @@ impl Printer {
             if let Some(c) = self.heaters[index].keepalive(now, est) {
                 self.set_heater_pwm(index, c.print_time, c.value);
             }
+        }
+        let live = self.live_mut()?;
+        if let Some(mut obs) = live.observer.take_if(|o| now >= o.next) {
+            obs.next = now + obs.period_s;
+            (obs.f)(self, now);
+            self.live_mut()?.observer = Some(obs);
         }
         self.live_transmit()
     }
@@ -646,6 +672,60 @@ impl Printer {
             min_clock,
             format!("queue_digital_out oid={oid} clock={clock} on_ticks={on_ticks}"),
         );
+    }
+
+    /// Has `f` called from the reactor every `period_s` of host time with the printer and the
+    /// time — also while a command waits (homing, M109, M400) — so a caller can publish the
+    /// printer's status live. The caller's function must not block.
+    ///
+    /// # Errors
+    /// [`MoveError::Halted`] when the printer is not live.
+    pub fn set_live_observer(&mut self, period_s: f64, f: ObserverFn) -> Result<(), MoveError> {
+        let now = self.now()?;
+        self.live_mut()?.observer = Some(Observer {
+            period_s,
+            next: now,
+            f,
+        });
+        Ok(())
+    }
+
+    /// Runs the observer now (a halted printer's reactor no longer does: this reports the
+    /// halt). Does nothing without an observer or a live host.
+    pub fn live_observe_now(&mut self) {
+        let Ok(now) = self.now() else {
+            return;
+        };
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        if let Some(mut obs) = live.observer.take() {
+            obs.next = now + obs.period_s;
+            (obs.f)(self, now);
+            if let Some(live) = self.live.as_mut() {
+                live.observer = Some(obs);
+            }
+        }
+    }
+
+    /// Has `sink` get every response (`//` info, `!!` errors, M105 temperatures) as it is made,
+    /// before the line that made it ends. A live printer with a sink keeps no copy in
+    /// [`Printer::responses`]: a printer that runs for days must not grow.
+    ///
+    /// # Errors
+    /// [`MoveError::Halted`] when the printer is not live.
+    pub fn set_response_sink(&mut self, sink: ResponseSink) -> Result<(), MoveError> {
+        self.live_mut()?.response_sink = Some(sink);
+        Ok(())
+    }
+
+    /// The MCU's print time now, as the host estimates it (also kept for the status objects).
+    ///
+    /// # Errors
+    /// [`MoveError::Halted`] when the printer is not live.
+    pub fn live_estimated_print_time(&mut self) -> Result<f64, MoveError> {
+        let now = self.now()?;
+        self.est_print_time_at(now)
     }
 
     /// M112 (or the UI's emergency stop): klippy's `invoke_shutdown` with its message.

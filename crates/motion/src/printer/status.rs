@@ -52,7 +52,10 @@ impl PrinterStatus<'_> {
             ("axis_maximum".into(), coord(max[0], max[1], max[2], 0.0)),
             ("position".into(), coord(pos[0], pos[1], pos[2], pos[3])),
             ("print_time".into(), Value::from(th.print_time)),
-            ("estimated_print_time".into(), Value::from(0.0)),
+            (
+                "estimated_print_time".into(),
+                Value::from(th.est_print_time()),
+            ),
             ("extruder".into(), Value::from("extruder")),
             ("max_velocity".into(), Value::from(th.max_velocity)),
             ("max_accel".into(), Value::from(th.max_accel)),
@@ -91,10 +94,19 @@ impl PrinterStatus<'_> {
             .iter()
             .find(|(n, _)| n == name)?
             .1;
+        // A live heater reads its sensor; in batch mode nothing reports (0 °C, as Klipper).
+        let live = self
+            .printer
+            .heater_outputs
+            .iter()
+            .position(|(n, _, _)| n == name)
+            .and_then(|i| self.printer.heaters.get(i))
+            .map(crate::heater_control::Heater::get_status);
+        let (temperature, power) = live.map_or((0.0, 0.0), |h| (h.temperature, h.power));
         let mut entries = vec![
-            ("temperature".into(), Value::from(0.0)),
+            ("temperature".into(), Value::from(temperature)),
             ("target".into(), Value::from(target)),
-            ("power".into(), Value::from(0.0)),
+            ("power".into(), Value::from(power)),
         ];
         if let Some(ei) = self
             .printer
@@ -143,6 +155,45 @@ impl PrinterStatus<'_> {
             ("config".into(), dict_value(config)),
             ("settings".into(), dict_value(settings)),
             ("save_config_pending".into(), Value::from(false)),
+        ])
+    }
+
+    /// motion_report.py's status: where the toolhead and the extruder are at the MCU's
+    /// estimated print time (the move the MCU executes now, from the trapq and its history),
+    /// and how fast they move.
+    fn motion_report(&self) -> Value {
+        let th = &self.printer.toolhead;
+        let print_time = th.est_print_time();
+        let (xyz, velocity) = trapq_position(&th.trapq, print_time)
+            .map_or(([0.0; 3], 0.0), |(c, v)| ([c.x, c.y, c.z], v));
+        let (e, e_velocity) = th
+            .extruders
+            .first()
+            .and_then(|ex| trapq_position(&ex.trapq, print_time))
+            .map_or((0.0, 0.0), |(c, v)| (c.x, v));
+        dict_value(vec![
+            ("live_position".into(), coord(xyz[0], xyz[1], xyz[2], e)),
+            ("live_velocity".into(), Value::from(velocity)),
+            ("live_extruder_velocity".into(), Value::from(e_velocity)),
+        ])
+    }
+
+    /// display_status.py's status: the M117 message and the M73 progress (the job runner
+    /// supplies the file progress when no M73 came).
+    fn display_status(&self) -> Value {
+        dict_value(vec![
+            (
+                "progress".into(),
+                Value::from(self.printer.display_progress.unwrap_or(0.0)),
+            ),
+            (
+                "message".into(),
+                if self.printer.display_message.is_empty() {
+                    Value::from(())
+                } else {
+                    Value::from(self.printer.display_message.as_str())
+                },
+            ),
         ])
     }
 
@@ -199,6 +250,8 @@ impl StatusProvider for PrinterStatus<'_> {
             "configfile",
             "print_stats",
             "pause_resume",
+            "motion_report",
+            "display_status",
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -225,6 +278,8 @@ impl StatusProvider for PrinterStatus<'_> {
             "gcode_move" => Some(self.gcode_move()),
             "configfile" => Some(self.configfile()),
             "exclude_object" => self.exclude_object(),
+            "motion_report" => Some(self.motion_report()),
+            "display_status" => Some(self.display_status()),
             "print_stats" => {
                 let ps = &self.printer.print_stats;
                 Some(dict_value(vec![
@@ -259,5 +314,34 @@ impl StatusProvider for PrinterStatus<'_> {
             }
             other => self.heater(other),
         }
+    }
+}
+
+/// The position and speed along the move at `print_time` in `trapq` (Klipper's
+/// `get_trapq_position`: the newest segment that starts before it, clamped to its end).
+fn trapq_position(
+    trapq: &crate::trapq::TrapQ,
+    print_time: f64,
+) -> Option<(crate::trapq::Coord, f64)> {
+    let m = trapq.extract_old(0.0, print_time, 1).into_iter().next()?;
+    let move_time = (print_time - m.print_time).clamp(0.0, m.move_t);
+    Some((
+        m.coord(move_time),
+        m.start_v + 2.0 * m.half_accel * move_time,
+    ))
+}
+
+impl Printer {
+    /// The names of the printer's status objects (Klipper's `printer.objects.list`; macros'
+    /// `gcode_macro` objects are not listed).
+    pub fn status_object_names(&self) -> Vec<String> {
+        PrinterStatus { printer: self }.object_names()
+    }
+
+    /// One status object as Klipper's `get_status` gives it, or `None` for an unknown name.
+    /// Live printers report their sensors and the MCU's estimated print time as of the last
+    /// reactor step.
+    pub fn status_object(&self, name: &str) -> Option<Value> {
+        PrinterStatus { printer: self }.get_status(name)
     }
 }
