@@ -302,7 +302,7 @@ impl Inner {
                 "client_name": self.options().client_name,
                 "version": crate::VERSION,
                 "type": "desktop",
-                "url": "https://example.invalid/gantry",
+                "url": env!("CARGO_PKG_REPOSITORY"),
             });
             match &self.credentials {
                 Credentials::None => {}
