@@ -86,20 +86,27 @@ pub fn run(args: &DiscoverArgs) -> anyhow::Result<()> {
             writeln!(out, "  {kind:<10} {:<40} {} {version}", p.name, p.url)?;
         }
     }
-    if usb.is_empty() {
-        writeln!(out, "usb: no serial ports")?;
+    let (usb_ports, other): (Vec<_>, Vec<_>) = usb
+        .iter()
+        .partition(|p| p.port_type == Some(printers::PortType::Usb));
+    if usb_ports.is_empty() {
+        writeln!(out, "usb: no USB serial device")?;
     } else {
         writeln!(out, "usb:")?;
-        for p in &usb {
-            let port = p.port.as_deref().unwrap_or("?");
+        for p in &usb_ports {
+            let port = p.by_id.as_deref().or(p.port.as_deref()).unwrap_or("?");
             let ids = p
                 .usb
                 .as_ref()
                 .map(|u| format!("{}:{}", u.vid, u.pid))
                 .unwrap_or_default();
-            let hint = p.board.as_deref().unwrap_or("");
-            writeln!(out, "  {port:<40} {ids:<10} {} {hint}", p.name)?;
+            let hint = p.board.as_deref().unwrap_or("unknown device");
+            writeln!(out, "  {ids}  {hint}  {}  {port}", p.name)?;
         }
+    }
+    if !other.is_empty() {
+        let names: Vec<&str> = other.iter().filter_map(|p| p.port.as_deref()).collect();
+        writeln!(out, "other serial ports: {}", names.join(" "))?;
     }
     Ok(())
 }

@@ -251,8 +251,14 @@ async fn command(
         RemoteCommand::Gcode { script } => {
             let (_, mut events) = backend.subscribe();
             let result = backend.gcode_script(script).await;
-            // Answers arrive as notifications; give the last ones a moment.
-            let drain = tokio::time::sleep(Duration::from_millis(300));
+            // Answers arrive as notifications; give the last ones a moment (OctoPrint pushes its
+            // log about twice a second, after the command returned).
+            let linger = if kind == BackendKind::OctoPrint {
+                1200
+            } else {
+                300
+            };
+            let drain = tokio::time::sleep(Duration::from_millis(linger));
             tokio::pin!(drain);
             loop {
                 tokio::select! {
