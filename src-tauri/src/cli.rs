@@ -1,6 +1,5 @@
 //! The command line: no subcommand opens the desktop window; each subcommand is a headless job.
 //!
-//! Later issues add `discover`, `remote` and `print`.
 
 use std::path::PathBuf;
 
@@ -38,6 +37,12 @@ pub enum Command {
     Connect(crate::connect::ConnectArgs),
     /// Print a G-code file on a printer's MCU with Gantry as the Klipper host (headless).
     Print(crate::print::PrintArgs),
+    /// Find printers: mDNS advertisements (Moonraker, OctoPrint, PrusaLink, Gantry) and USB
+    /// serial boards.
+    Discover(crate::discover::DiscoverArgs),
+    /// Control a remote printer (Moonraker, OctoPrint, PrusaLink): status, gcode, upload, print,
+    /// pause, resume, cancel, …
+    Remote(crate::remote::RemoteArgs),
     /// Print Gantry's version.
     Version(VersionArgs),
 }
@@ -295,6 +300,28 @@ mod tests {
             ])
             .is_ok()
         );
+    }
+
+    #[test]
+    fn remote_and_discover_parse() {
+        let cli = Cli::try_parse_from([
+            "gantry",
+            "remote",
+            "http://octopi.local",
+            "--api-key",
+            "K",
+            "gcode",
+            "G28",
+        ])
+        .expect("valid");
+        assert!(matches!(cli.command, Some(Command::Remote(_))));
+        assert!(Cli::try_parse_from(["gantry", "remote", "10.0.0.5", "print", "a.gcode"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["gantry", "remote", "10.0.0.5", "--user", "u", "status"]).is_err(),
+            "--user needs --password"
+        );
+        assert!(Cli::try_parse_from(["gantry", "discover", "--timeout", "1.5", "--json"]).is_ok());
+        assert!(Cli::try_parse_from(["gantry", "discover", "--timeout", "-1"]).is_err());
     }
 
     #[test]

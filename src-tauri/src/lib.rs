@@ -15,8 +15,10 @@ pub mod cli;
 pub mod commands;
 pub mod connect;
 pub mod desktop;
+pub mod discover;
 pub mod parsedump;
 pub mod print;
+pub mod remote;
 pub mod serve;
 pub mod sim;
 pub mod sim_printer;
@@ -35,6 +37,8 @@ pub fn main() -> ExitCode {
         Some(cli::Command::Sim(args)) => sim::run(&args),
         Some(cli::Command::Connect(args)) => connect::run(&args),
         Some(cli::Command::Print(args)) => print::run(&args),
+        Some(cli::Command::Discover(args)) => discover::run(&args),
+        Some(cli::Command::Remote(args)) => remote::run(&args),
         Some(cli::Command::Version(args)) => cli::print_version(args.json),
     };
     match result {

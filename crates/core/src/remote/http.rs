@@ -266,8 +266,29 @@ pub(crate) fn tls_reason(e: &(dyn std::error::Error + 'static)) -> Option<String
         }
         cur = err.source();
     }
+    // Some layers (hyper-util's connector) box the TLS error in a way that hides its type; its
+    // text still names it.
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if TLS_WORDS.iter().any(|w| text.contains(w)) {
+            return Some(text);
+        }
+        cur = err.source();
+    }
     None
 }
+
+/// Phrases of rustls' and the platform verifier's errors.
+const TLS_WORDS: &[&str] = &[
+    "InvalidContentType",
+    "corrupt message",
+    "invalid peer certificate",
+    "certificate",
+    "HandshakeFailure",
+    "received fatal alert",
+    "peer is incompatible",
+];
 
 #[cfg(test)]
 mod tests {

@@ -84,7 +84,8 @@ struct Inner {
     credentials: Credentials,
     tokens: tokio::sync::Mutex<Option<Tokens>>,
     hub: StatusHub,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    /// Calls waiting for their reply: id → (method, where the reply goes).
+    pending: Mutex<HashMap<u64, (String, oneshot::Sender<Reply>)>>,
     writer: Mutex<Option<mpsc::UnboundedSender<String>>>,
     next_id: AtomicU64,
     subscribed: AtomicBool,
@@ -103,7 +104,9 @@ impl Inner {
         self.http.options()
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Reply>>> {
+    fn lock_pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, (String, oneshot::Sender<Reply>)>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -117,7 +120,7 @@ impl Inner {
         let text =
             json!({"jsonrpc": "2.0", "method": method, "params": params, "id": id}).to_string();
         let (tx, rx) = oneshot::channel();
-        self.lock_pending().insert(id, tx);
+        self.lock_pending().insert(id, (method.to_owned(), tx));
         let sent = match &*self.lock_writer() {
             Some(w) => w.send(text).is_ok(),
             None => false,
@@ -151,7 +154,7 @@ impl Inner {
     /// Fails every waiting call (the connection ended).
     fn fail_pending(&self) {
         let pending: Vec<_> = self.lock_pending().drain().collect();
-        for (_, tx) in pending {
+        for (_, (_, tx)) in pending {
             let _ = tx.send(Err(PrinterError::Closed(self.url())));
         }
     }
@@ -302,7 +305,7 @@ impl Inner {
                 "client_name": self.options().client_name,
                 "version": crate::VERSION,
                 "type": "desktop",
-                "url": "https://example.invalid/gantry",
+                "url": env!("CARGO_PKG_REPOSITORY"),
             });
             match &self.credentials {
                 Credentials::None => {}
@@ -444,9 +447,9 @@ impl Inner {
             return;
         };
         if let Some(id) = v.get("id").and_then(Value::as_u64) {
-            if let Some(tx) = self.lock_pending().remove(&id) {
-                let method = "call";
-                let _ = tx.send(rpc_result(&self.url(), method, v));
+            let waiting = self.lock_pending().remove(&id);
+            if let Some((method, tx)) = waiting {
+                let _ = tx.send(rpc_result(&self.url(), &method, v));
             }
             return;
         }
@@ -563,7 +566,14 @@ fn rpc_result(url: &str, method: &str, v: Value) -> Reply {
                     format!("the credentials were refused: {message}")
                 },
             },
-            -32601 => PrinterError::NotReady(format!("{message} (is Klipper connected?)")),
+            // Moonraker registers Klippy's methods (printer.*) only while Klippy is connected.
+            -32601 if method.starts_with("printer.") => PrinterError::NotReady(format!(
+                "Moonraker has no {method} now: Klipper is not connected to it"
+            )),
+            -32601 => PrinterError::Unsupported {
+                backend: BackendKind::Moonraker,
+                what: "such method",
+            },
             503 => PrinterError::NotReady(message),
             404 => PrinterError::InvalidInput(message),
             400 => PrinterError::Rejected(message),
@@ -1079,10 +1089,21 @@ mod tests {
         assert!(matches!(e, Err(PrinterError::Unauthorized { .. })));
         let e = rpc_result(
             "u",
-            "m",
+            "printer.gcode.script",
             json!({"error": {"code": -32601, "message": "Method not found"}}),
         );
-        assert!(matches!(e, Err(PrinterError::NotReady(_))));
+        assert_eq!(
+            e,
+            Err(PrinterError::NotReady(
+                "Moonraker has no printer.gcode.script now: Klipper is not connected to it".into()
+            ))
+        );
+        let e = rpc_result(
+            "u",
+            "server.nope",
+            json!({"error": {"code": -32601, "message": "Method not found"}}),
+        );
+        assert!(matches!(e, Err(PrinterError::Unsupported { .. })));
         assert_eq!(
             rpc_result("u", "m", json!({"result": "ok"})),
             Ok(json!("ok"))

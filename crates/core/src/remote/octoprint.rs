@@ -298,6 +298,10 @@ impl Inner {
             if let Some(current) = v.get(key) {
                 let status = translate(current, self.last_event().as_deref());
                 self.hub.apply(status, None);
+                // `history` replays the session's whole log: only `current` lines are new.
+                if key == "history" {
+                    continue;
+                }
                 if let Some(logs) = current["logs"].as_array() {
                     for line in logs.iter().filter_map(Value::as_str) {
                         // "Recv: ok" / "Send: G28": the printer's side is what Klipper's console

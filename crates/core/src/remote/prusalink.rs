@@ -326,7 +326,7 @@ impl Inner {
             let name = file["path"]
                 .as_str()
                 .zip(file["name"].as_str())
-                .map(|(dir, name)| format!("{}/{name}", dir.trim_end_matches('/')))
+                .map(|(dir, name)| format!("{}/{name}", dir.trim_matches('/')))
                 .or_else(|| file["display_name"].as_str().map(str::to_owned))
                 .unwrap_or_default();
             update

@@ -2,5 +2,6 @@
 //! our own for Moonraker's `printer.*` methods ([`klippy`]).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod http_server;
 pub mod klippy;
 pub mod peers;

@@ -255,6 +255,15 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// Whether something listens on TCP `port` inside network namespace `ns` (`ss` run there).
+pub fn listening_in(ns: &str, port: u16) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ss", "-Hltn"])
+        .arg(format!("sport = :{port}"))
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.trim_ascii().is_empty())
+}
+
 /// Where to run a peer.
 #[derive(Debug, Clone, Default)]
 pub struct PeerOptions {
@@ -381,7 +390,9 @@ impl OctoPrint {
             {
                 break;
             }
-            if options.netns.is_some() && process.log_tail().contains("Listening on") {
+            if let Some(ns) = &options.netns
+                && listening_in(ns, port)
+            {
                 break;
             }
             assert!(
@@ -567,7 +578,7 @@ impl Moonraker {
         loop {
             process.check_alive();
             if options.netns.is_some() {
-                if process.log_tail().contains("Starting Moonraker on") {
+                if listening_in(options.netns.as_deref().unwrap_or(""), port) {
                     break;
                 }
             } else if let Ok((200, body)) = http(
