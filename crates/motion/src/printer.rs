@@ -407,6 +407,12 @@ pub struct Printer {
     current_line: u32,
     partial_line: Vec<u8>,
     line_no: u32,
+    /// A last line of batch input without a line end, which Klipper does not run (see
+    /// [`Printer::finish_batch`]): its number and text.
+    pub unterminated_line: Option<(u32, String)>,
+    /// When `Some`, the numbers of the batch input's layer-change comments
+    /// ([`crate::estimate::is_layer_change_comment`]) are recorded here (for `estimate`).
+    pub layer_marks: Option<Vec<u32>>,
     /// Heater targets by section name, °C (set by M104/M140; batch mode cannot heat).
     pub heater_targets: Vec<(String, f64)>,
     /// Heaters' sensors in creation order (see [`Printer::heater_sensor`]).
@@ -594,6 +600,8 @@ impl Printer {
             current_line: 0,
             partial_line: Vec::new(),
             line_no: 0,
+            unterminated_line: None,
+            layer_marks: None,
             heater_targets: Vec::new(),
             heater_sensors: Vec::new(),
             heater_sensor_slots: Vec::new(),
@@ -2334,6 +2342,11 @@ impl Printer {
     /// One complete line of batch input.
     fn run_batch_line(&mut self, line: &str) -> Result<(), MoveError> {
         self.line_no += 1;
+        if let Some(marks) = &mut self.layer_marks
+            && crate::estimate::is_layer_change_comment(line)
+        {
+            marks.push(self.line_no);
+        }
         self.run_line(line, self.line_no)?;
         self.apply_enable_events();
         Ok(())
@@ -2359,15 +2372,23 @@ impl Printer {
         self.finish_batch()
     }
 
-    /// End of batch input: runs a last unterminated line, then Klipper's exit sequence.
+    /// End of batch input: Klipper's exit sequence.
+    ///
+    /// A last line without a line end is not run: klippy's batch reader (gcode.py
+    /// `_process_data`) keeps the text after the last `'\n'` as a partial line and exits at
+    /// the end of the file without running it, and so does an SD-card print
+    /// (virtual_sdcard.py's `work_handler`). When that text holds a command, it is kept in
+    /// [`Printer::unterminated_line`] so that callers can say that it did not run.
     ///
     /// # Errors
     /// Internal step generation errors.
     pub fn finish_batch(&mut self) -> Result<(), MoveError> {
         if !self.partial_line.is_empty() {
-            let line = std::mem::take(&mut self.partial_line);
-            self.line_no += 1;
-            self.run_line(&String::from_utf8_lossy(&line), self.line_no)?;
+            let text = String::from_utf8_lossy(&self.partial_line).into_owned();
+            self.partial_line.clear();
+            if Command::parse(&text).is_some() {
+                self.unterminated_line = Some((self.line_no + 1, text));
+            }
         }
         self.end_print_time = self.toolhead.get_last_move_time()?;
         // klippy's exit ("gcode:request_restart"): the motors are switched off (the fan's
