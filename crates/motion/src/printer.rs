@@ -19,6 +19,7 @@ mod input_shaper;
 mod live;
 mod responses;
 mod status;
+mod temperature;
 
 pub use config_report::{
     ConfigNotice, KLIPPER_MODULES, KNOWN_UNUSED, NoticeKind, PLANNER_SECTIONS, config_report,
@@ -187,6 +188,7 @@ enum ConfigCallback {
         slot: usize,
         pin: String,
         value: u8,
+        default_value: u8,
         max_duration_ticks: u64,
         cycle_ticks: Option<u64>,
     },
@@ -232,6 +234,7 @@ impl PrinterMcu {
                     slot,
                     pin,
                     value,
+                    default_value,
                     max_duration_ticks,
                     cycle_ticks,
                 } => {
@@ -239,7 +242,7 @@ impl PrinterMcu {
                     self.deferred_oids[*slot] = oid;
                     self.config_cmds.push(format!(
                         "config_digital_out oid={oid} pin={pin} value={value} \
-                         default_value={value} max_duration={max_duration_ticks}"
+                         default_value={default_value} max_duration={max_duration_ticks}"
                     ));
                     if let Some(cycle) = cycle_ticks {
                         self.config_cmds.push(format!(
@@ -421,6 +424,12 @@ pub struct Printer {
     heater_sensor_slots: Vec<usize>,
     /// Sensor types known so far (filled while the printer is built).
     sensor_types: heaters::SensorRegistry,
+    /// The sensors of `[temperature_sensor]` and `[temperature_fan]` sections, and the
+    /// deferred slots of their analog inputs.
+    sensors: Vec<HeaterSensor>,
+    sensor_slots: Vec<usize>,
+    /// `[temperature_fan]` settings.
+    temperature_fans: Vec<temperature::TemperatureFan>,
     extruder_pa: Vec<(f64, f64)>,
     input_shaper: Option<input_shaper::InputShaperState>,
     saved_states: Vec<gcode_state::SavedState>,
@@ -606,6 +615,9 @@ impl Printer {
             heater_sensors: Vec::new(),
             heater_sensor_slots: Vec::new(),
             sensor_types: heaters::SensorRegistry::default(),
+            sensors: Vec::new(),
+            sensor_slots: Vec::new(),
+            temperature_fans: Vec::new(),
             extruder_pa: Vec::new(),
             input_shaper: None,
             saved_states: Vec::new(),
@@ -652,6 +664,8 @@ impl Printer {
                     p.build_heater(&cfg, "heater_bed")?;
                 }
                 "fan" => p.build_fan(&cfg)?,
+                n if n.starts_with("temperature_sensor ") => p.build_temperature_sensor(&cfg, n)?,
+                n if n.starts_with("temperature_fan ") => p.build_temperature_fan(&cfg, n)?,
                 n if n.split_whitespace().next() == Some("heater_generic")
                     && n.split_whitespace().nth(1).is_some() =>
                 {
@@ -666,7 +680,8 @@ impl Printer {
         for m in &mut p.mcus {
             m.finalize_config()?;
         }
-        for (h, &slot) in p.heater_sensors.iter_mut().zip(&p.heater_sensor_slots) {
+        let sensors = p.heater_sensors.iter_mut().zip(&p.heater_sensor_slots);
+        for (h, &slot) in sensors.chain(p.sensors.iter_mut().zip(&p.sensor_slots)) {
             let m = &p.mcus[h.mcu];
             h.oid = m.deferred_oids[slot];
             h.query = m
@@ -901,7 +916,8 @@ impl Printer {
         Ok(idx)
     }
 
-    /// A digital (or software-PWM) output; its oid is known after the config callbacks run.
+    /// A digital (or software-PWM) output that starts and shuts down off; its oid is known
+    /// after the config callbacks run.
     fn add_digital_out_with(
         &mut self,
         mi: usize,
@@ -909,14 +925,45 @@ impl Printer {
         max_duration_ticks: u64,
         cycle_ticks: Option<u64>,
     ) -> usize {
+        let off = pin.invert;
+        self.add_output(mi, pin, max_duration_ticks, cycle_ticks, (off, off))
+    }
+
+    /// A software-PWM output with its start and shutdown pin levels (after inversion).
+    fn add_pwm_out(
+        &mut self,
+        mi: usize,
+        pin: &PinDesc,
+        max_duration_ticks: u64,
+        cycle_ticks: u64,
+        start: bool,
+        shutdown: bool,
+    ) -> usize {
+        self.add_output(
+            mi,
+            pin,
+            max_duration_ticks,
+            Some(cycle_ticks),
+            (start, shutdown),
+        )
+    }
+
+    fn add_output(
+        &mut self,
+        mi: usize,
+        pin: &PinDesc,
+        max_duration_ticks: u64,
+        cycle_ticks: Option<u64>,
+        (start, shutdown): (bool, bool),
+    ) -> usize {
         let mcu = &mut self.mcus[mi];
         mcu.reserved_move_slots += 1;
-        let value = u8::from(pin.invert);
         let pin_name = pin.pin.clone();
         let slot = mcu.add_deferred(|slot| ConfigCallback::DigitalOut {
             slot,
             pin: pin_name,
-            value,
+            value: u8::from(start),
+            default_value: u8::from(shutdown),
             max_duration_ticks,
             cycle_ticks,
         });
@@ -1597,6 +1644,9 @@ impl Printer {
             b"M140" => self.cmd_set_temp(cmd, "heater_bed", false),
             b"M190" => self.cmd_set_temp(cmd, "heater_bed", true),
             b"SET_HEATER_TEMPERATURE" => self.cmd_set_heater_temperature(cmd),
+            b"SET_TEMPERATURE_FAN_TARGET" if !self.temperature_fans.is_empty() => {
+                self.cmd_set_temperature_fan_target(cmd)
+            }
             b"TEMPERATURE_WAIT" => self.cmd_temperature_wait(cmd),
             b"M106" => {
                 let s = cmd.get_float("S", Some(255.0))?.unwrap_or(255.0);
