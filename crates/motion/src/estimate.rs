@@ -61,8 +61,14 @@ pub enum LayerRule {
 #[inline]
 pub fn is_layer_change_comment(line: &str) -> bool {
     let b = line.as_bytes();
+    // Every line of the file comes here: most are rejected by their first two bytes.
     if b.first() != Some(&b';') {
         return false;
+    }
+    match b.get(1) {
+        Some(b'L') => {}
+        Some(b' ') if matches!(b.get(2), Some(b'C' | b'l')) => {}
+        _ => return false,
     }
     let line = line.trim_end();
     if line == ";LAYER_CHANGE" || line == "; CHANGE_LAYER" {
@@ -300,8 +306,10 @@ impl Summary {
             self.max_speed = self.max_speed.max(m.v[1]);
         }
         let extruding = de > 0.0 && moves_xyz;
-        self.by_comment.add(m, extruding);
-        if extruding {
+        if self.by_comment.seen() {
+            // Comment layers win over heights (see `finish`): heights are no longer needed.
+            self.by_comment.add(m, extruding);
+        } else if extruding {
             self.by_z.add(m);
         }
     }
@@ -427,13 +435,17 @@ impl ZLayers {
     /// An extruding move.
     fn add(&mut self, m: &PlannedMove) {
         let (z0, z1) = (m.start_pos[2], m.end_pos[2]);
-        let (dx, dy) = (m.end_pos[0] - m.start_pos[0], m.end_pos[1] - m.start_pos[1]);
-        let heading = (dx != 0.0 || dy != 0.0).then(|| dy.atan2(dx));
+        // The path's heading, needed only while a layer rises (atan2 is not cheap).
+        let heading = || {
+            let (dx, dy) = (m.end_pos[0] - m.start_pos[0], m.end_pos[1] - m.start_pos[1]);
+            (dx != 0.0 || dy != 0.0).then(|| dy.atan2(dx))
+        };
         let rising = z1 != z0;
         let top = self.layers.last().map_or(f64::NAN, |l| l.z_mm);
         match &mut self.spiral {
             // Rising on, or level at the top the spiral has reached: the same spiral.
             Some(sp) if rising || (z0 - top).abs() <= SAME_Z_MM => {
+                let heading = heading();
                 if let (Some(h), Some(prev)) = (heading, sp.heading) {
                     let mut turn = h - prev;
                     if turn > std::f64::consts::PI {
@@ -460,7 +472,7 @@ impl ZLayers {
             _ if rising => {
                 self.begin(m, z0.max(z1));
                 self.spiral = Some(Spiral {
-                    heading,
+                    heading: heading(),
                     turned: 0.0,
                 });
             }

@@ -501,6 +501,10 @@ impl Printer {
         let mut p = Self::build(config, None)?;
         p.toolhead.step_generation = false;
         p.toolhead.record = Some(Vec::new());
+        p.toolhead.trapq.set_keep_history(false);
+        for e in &mut p.toolhead.extruders {
+            e.trapq.set_keep_history(false);
+        }
         Ok(p)
     }
 
@@ -2390,6 +2394,7 @@ impl Printer {
     }
 
     /// One complete line of batch input.
+    #[inline(always)]
     fn run_batch_line(&mut self, line: &str) -> Result<(), MoveError> {
         self.line_no += 1;
         if let Some(marks) = &mut self.layer_marks
