@@ -274,6 +274,8 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     let refs: Vec<(&str, &Dictionary)> = dicts.iter().map(|(n, d)| (n.as_str(), d)).collect();
     let mut printer = Printer::new(&config, &refs)
         .with_context(|| format!("{}: printer.cfg not usable", args.config.display()))?;
+    // Nothing reads positions back in a batch run.
+    printer.keep_motion_history(false);
     warn_config(&config)?;
     let loaded = started.elapsed();
     let plan_start = Instant::now();

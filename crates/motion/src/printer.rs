@@ -501,10 +501,7 @@ impl Printer {
         let mut p = Self::build(config, None)?;
         p.toolhead.step_generation = false;
         p.toolhead.record = Some(Vec::new());
-        p.toolhead.trapq.set_keep_history(false);
-        for e in &mut p.toolhead.extruders {
-            e.trapq.set_keep_history(false);
-        }
+        p.keep_motion_history(false);
         Ok(p)
     }
 
@@ -2474,6 +2471,16 @@ impl Printer {
             pos[..3].copy_from_slice(&[0.0, 0.0, d.max_z.min(d.home_position[2])]);
         }
         self.set_position(pos, &[0, 1, 2])
+    }
+
+    /// Whether the trapezoid queues keep their finished segments (the motion history behind
+    /// position queries and motion reports); on by default, off for planning only. A batch run
+    /// that reads no positions back can switch it off: the output stays the same.
+    pub fn keep_motion_history(&mut self, keep: bool) {
+        self.toolhead.trapq.set_keep_history(keep);
+        for e in &mut self.toolhead.extruders {
+            e.trapq.set_keep_history(keep);
+        }
     }
 
     /// G-code lines read so far.
