@@ -815,14 +815,14 @@ impl<'a> Lane<'a> {
         let mut error = None;
         while self.active {
             let position = self.position;
+            let mut search = self.search;
             let progress = loop {
-                let p = self
-                    .search
-                    .iterate(&|t| position.at(t), self.sc, &mut error);
+                let p = search.iterate(&|t| position.at(t), self.sc, &mut error);
                 if p != Progress::Searching {
                     break p;
                 }
             };
+            self.search = search;
             if progress == Progress::Failed {
                 return finished(progress, error);
             }
@@ -841,14 +841,17 @@ fn run_pair(a: &mut Lane<'_>, b: &mut Lane<'_>) -> (Option<StepResult>, Option<S
     loop {
         let (pa, pb) = (a.position, b.position);
         let (mut error_a, mut error_b) = (None, None);
+        // The searches as locals while they run (kept in registers, not in the lanes).
+        let (mut search_a, mut search_b) = (a.search, b.search);
         // One guess each per turn until one of the searches ends its range.
         let (done_a, done_b) = loop {
-            let done_a = a.search.iterate(&|t| pa.at(t), a.sc, &mut error_a);
-            let done_b = b.search.iterate(&|t| pb.at(t), b.sc, &mut error_b);
+            let done_a = search_a.iterate(&|t| pa.at(t), a.sc, &mut error_a);
+            let done_b = search_b.iterate(&|t| pb.at(t), b.sc, &mut error_b);
             if done_a != Progress::Searching || done_b != Progress::Searching {
                 break (done_a, done_b);
             }
         };
+        (a.search, b.search) = (search_a, search_b);
         let mut out = (None, None);
         match done_a {
             Progress::Failed => out.0 = Some(finished(done_a, error_a)),
