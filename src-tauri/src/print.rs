@@ -55,6 +55,7 @@ pub fn run(args: &PrintArgs) -> anyhow::Result<()> {
         &args.config,
         Some(target),
         Duration::from_secs(args.timeout),
+        false,
     ))?;
     writeln!(
         out,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use gantry_core::fleet::{Fleet, FleetPrinter};
 use gantry_core::live::history::HistoryRecorder;
-use gantry_core::live::local::{LocalPrinter, LocalSetup};
+use gantry_core::live::local::{LocalPrinter, LocalSetup, Reconnect};
 use gantry_core::mcu::McuTarget;
 use gantry_core::motion::config::Config;
 use gantry_core::printers::{SIMULATED_CONFIG, SIMULATED_CONFIG_NAME};
@@ -120,11 +120,38 @@ async fn connect(fleet: &Fleet, addr: &str) -> anyhow::Result<Arc<LocalPrinter>>
     let live = gantry_core::live::connect::connect(
         &config,
         std::path::Path::new(SIMULATED_CONFIG_NAME),
-        Some(target),
+        Some(target.clone()),
         START_TIMEOUT,
+        false,
     )
     .await
     .context("cannot connect to the simulated MCU")?;
+    // FIRMWARE_RESTART / RESTART from the console: the same connection again, on this runtime.
+    let runtime = tokio::runtime::Handle::current();
+    let reconnect_config = config.clone();
+    let reconnect: Reconnect = Arc::new(move |firmware_restart| {
+        // A board that was just reset may take a moment to accept a host again: three tries.
+        let mut last = String::new();
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            match runtime.block_on(gantry_core::live::connect::connect(
+                &reconnect_config,
+                std::path::Path::new(SIMULATED_CONFIG_NAME),
+                Some(target.clone()),
+                START_TIMEOUT,
+                firmware_restart && attempt == 0,
+            )) {
+                Ok(live) => {
+                    let firmware = live.firmware();
+                    return Ok((live.printer, firmware));
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    });
     let firmware = live.firmware();
     let data = data_dir();
     let history = data.as_ref().and_then(|dir| {
@@ -152,6 +179,7 @@ async fn connect(fleet: &Fleet, addr: &str) -> anyhow::Result<Arc<LocalPrinter>>
             firmware,
         },
         history,
+        Some(reconnect),
     )
     .context("cannot start the simulated printer's host")?;
     fleet

@@ -257,5 +257,26 @@ describe.skipIf(!process.env.GANTRY_BIN)(
       expect((err as RpcError).message).toContain("Move out of range");
       await vi.waitFor(() => expect(responses.some((r) => r.startsWith("!! Move out of range"))).toBe(true));
     }, 120_000);
+
+    it("shuts down on an emergency stop and comes back with FIRMWARE_RESTART", async () => {
+      await client.call("printer.emergency_stop", { printer: "sim" });
+      const state = async () =>
+        (
+          await client.call<{ status: Record<string, Record<string, unknown>> }>(
+            "printer.objects.query",
+            { printer: "sim", objects: { webhooks: null } },
+          )
+        ).status.webhooks;
+      await vi.waitFor(async () => expect((await state())?.state).toBe("shutdown"), { timeout: 5_000 });
+      expect((await state())?.state_message).toBe("Shutdown due to M112 command");
+      const err = await rejection(gcodeScript(client, "sim", "G28"));
+      expect((err as RpcError).message).toContain("FIRMWARE_RESTART");
+      // The sim is reset (its `reset` command), reconnected and configured afresh.
+      await gcodeScript(client, "sim", "FIRMWARE_RESTART");
+      expect((await state())?.state).toBe("ready");
+      await gcodeScript(client, "sim", "G28 X");
+      const { printers } = await listFleet(client);
+      expect(printers[0]).toMatchObject({ id: "sim", state: "ready" });
+    }, 120_000);
   },
 );

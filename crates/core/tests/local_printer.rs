@@ -60,6 +60,7 @@ fn start(name: &str) -> Fixture {
             firmware: "gantry-sim".into(),
         },
         Some(history),
+        None,
     )
     .expect("the local printer starts");
     Fixture { printer, dir }
@@ -147,6 +148,13 @@ async fn the_console_runs_gcode_and_the_status_follows() {
     .await;
     let err = p.gcode_script("G1 X10").await.expect_err("halted");
     assert!(err.to_string().contains("M112"), "{err}");
+    assert!(err.to_string().contains("FIRMWARE_RESTART"), "{err}");
+    // No way to reconnect a printer started without one: said so.
+    let err = p
+        .gcode_script("FIRMWARE_RESTART")
+        .await
+        .expect_err("no reconnect");
+    assert!(err.to_string().contains("cannot be restarted"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

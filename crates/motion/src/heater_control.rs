@@ -461,6 +461,11 @@ impl Heater {
         Ok(())
     }
 
+    /// Whether a temperature report has come (before the first, the temperature reads 0).
+    pub fn has_reading(&self) -> bool {
+        self.last_read_time.is_some()
+    }
+
     /// The target, °C (0: off).
     pub fn target(&self) -> f64 {
         self.target_c

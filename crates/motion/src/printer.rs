@@ -1673,7 +1673,32 @@ impl Printer {
                 }
                 Ok(())
             }
-            b"G21" | b"M110" | b"M105" | b"M115" | b"M21" => Ok(()),
+            b"M114" => {
+                // gcode_move's M114: the G-code position, raw.
+                let p = self.gcode_position();
+                self.respond(format_args!(
+                    "X:{:.3} Y:{:.3} Z:{:.3} E:{:.3}",
+                    p[0], p[1], p[2], p[3]
+                ));
+                Ok(())
+            }
+            b"M105" => {
+                // heaters' M105: the temperatures as Marlin-style hosts read them (a batch run
+                // has no sensors to report).
+                if let Ok(now) = self.host_time() {
+                    let line = self.temperature_line(now);
+                    self.respond(format_args!("{line}"));
+                }
+                Ok(())
+            }
+            b"M115" => {
+                self.respond(format_args!(
+                    "FIRMWARE_NAME:Klipper FIRMWARE_VERSION:gantry-{}",
+                    env!("CARGO_PKG_VERSION")
+                ));
+                Ok(())
+            }
+            b"G21" | b"M110" | b"M21" => Ok(()),
             b"G28" => self.cmd_g28(cmd),
             b"G90" => {
                 self.gcode.absolute_coord = true;

@@ -92,11 +92,15 @@ pub fn mcu_target(config: &Config, mcu: &str, path: &Path) -> Result<McuTarget, 
 /// # Errors
 /// A printer with several MCUs (not supported yet), a config the MCU's dictionary cannot run,
 /// an MCU that does not answer within `timeout` or refuses the configuration.
+///
+/// With `firmware_restart`, the MCU is reset first (klippy's FIRMWARE_RESTART: a shut-down MCU
+/// comes back this way).
 pub async fn connect(
     config: &Config,
     path: &Path,
     target: Option<McuTarget>,
     timeout: Duration,
+    firmware_restart: bool,
 ) -> Result<LivePrinter, ConnectError> {
     if config.sections().any(|s| s.name().starts_with("mcu ")) {
         return Err(ConnectError::Config {
@@ -117,7 +121,7 @@ pub async fn connect(
             built = Some(printer);
             Ok(cmds)
         };
-        mcu::connect("mcu", &target, &mut build, timeout).await?
+        mcu::connect_with("mcu", &target, &mut build, timeout, firmware_restart).await?
     };
     let Some(mut printer) = built else {
         return Err(ConnectError::NoConfig("mcu".into()));

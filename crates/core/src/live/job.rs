@@ -299,9 +299,28 @@ impl<P: FnMut(&JobProgress), R: FnMut(&Response)> Runner<'_, P, R> {
     ) -> Result<(JobOutcome, u32), JobError> {
         let mut position = 0;
         let mut lines = 0_u32;
-        // Klipper's readers split at '\n'; a last line without one is run too (a file, unlike
-        // batch mode's stream, has a known end).
+        // Klipper's readers split at '\n'. virtual_sdcard runs only complete lines: a last line
+        // without a line end is not run (said as a notice, unless it is blank or a comment).
         for raw in gcode.split_inclusive(|&b| b == b'\n') {
+            if !raw.ends_with(b"\n") {
+                let text = String::from_utf8_lossy(raw);
+                let code = text.split(';').next().unwrap_or("").trim();
+                if !code.is_empty() {
+                    let notice = Response {
+                        line: lines + 1,
+                        text: format!(
+                            "// Line {} has no line end and was not run, as Klipper does not run \
+                             it: {}",
+                            lines + 1,
+                            text.trim()
+                        ),
+                    };
+                    (self.respond)(&notice);
+                    self.responses.push(notice);
+                }
+                position += raw.len();
+                break;
+            }
             self.handle_requests(printer)?;
             match printer.job_directive() {
                 JobDirective::Continue => {}

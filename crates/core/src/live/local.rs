@@ -111,7 +111,16 @@ struct SdcardState {
 struct Shared {
     sdcard: Mutex<SdcardState>,
     temperatures: Mutex<BTreeMap<String, SensorSeries>>,
+    /// The live printer's emergency flag (a new one after each restart).
+    emergency: Mutex<Option<Arc<AtomicBool>>>,
+    /// The MCU's firmware, as klippy prints it.
+    firmware: Mutex<String>,
 }
+
+/// Connects the printer again from scratch, blocking: `true` resets the MCU first (klippy's
+/// FIRMWARE_RESTART), `false` reconnects as klippy's RESTART does. Returns the live printer and
+/// its MCU's firmware, or why not.
+pub type Reconnect = Arc<dyn Fn(bool) -> Result<(Printer, String), String> + Send + Sync>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -123,7 +132,6 @@ pub struct LocalPrinter {
     hub: Arc<StatusHub>,
     shared: Arc<Shared>,
     requests: Mutex<Option<mpsc::Sender<JobRequest>>>,
-    emergency: Option<Arc<AtomicBool>>,
     history: Option<Arc<HistoryRecorder>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -163,9 +171,10 @@ impl LocalPrinter {
     /// A printer that is not live, a G-code folder that cannot be created, a thread that
     /// cannot start.
     pub fn start(
-        mut printer: Printer,
+        printer: Printer,
         setup: LocalSetup,
         history: Option<HistoryRecorder>,
+        reconnect: Option<Reconnect>,
     ) -> Result<Arc<Self>, LocalError> {
         if !printer.is_live() {
             return Err(LocalError::NotLive);
@@ -176,59 +185,27 @@ impl LocalPrinter {
         })?;
         let hub = Arc::new(StatusHub::new());
         let shared = Arc::new(Shared::default());
+        *lock(&shared.firmware) = setup.firmware.clone();
         let history = history.map(Arc::new);
-        let emergency = printer.emergency_flag().ok();
+        let mut printer = printer;
+        attach(&mut printer, &hub, &shared, history.as_ref()).map_err(|_| LocalError::NotLive)?;
 
-        // The configuration once; everything else at every status tick.
-        let mut first = Status::new();
-        if let Some(v) = printer.status_object("configfile") {
-            first.insert("configfile".into(), to_fields(&v));
-        }
-        hub.reset(first);
-        let sink_hub = Arc::clone(&hub);
-        printer
-            .set_response_sink(Box::new(move |r| {
-                sink_hub.emit(PrinterEvent::GcodeResponse {
-                    line: r.text.clone(),
-                });
-            }))
-            .map_err(|_| LocalError::NotLive)?;
-        let observer = StatusObserver {
+        let (tx, rx) = mpsc::channel();
+        let host = Host {
             hub: Arc::clone(&hub),
             shared: Arc::clone(&shared),
             history: history.clone(),
-            next_temperatures: 0.0,
+            reconnect,
         };
-        let mut observer = observer;
-        printer
-            .set_live_observer(
-                STATUS_PERIOD_S,
-                Box::new(move |p, now| observer.observe(p, now)),
-            )
-            .map_err(|_| LocalError::NotLive)?;
-
-        let (tx, rx) = mpsc::channel();
-        let thread_shared = Arc::clone(&shared);
-        let thread_history = history.clone();
-        let thread_hub = Arc::clone(&hub);
         let thread = std::thread::Builder::new()
             .name(format!("printer-{}", setup.name))
-            .spawn(move || {
-                serve(
-                    printer,
-                    &rx,
-                    &thread_hub,
-                    &thread_shared,
-                    thread_history.as_deref(),
-                );
-            })
+            .spawn(move || serve(printer, &rx, &host))
             .map_err(LocalError::Thread)?;
         Ok(Arc::new(Self {
             setup,
             hub,
             shared,
             requests: Mutex::new(Some(tx)),
-            emergency,
             history,
             thread: Mutex::new(Some(thread)),
         }))
@@ -260,7 +237,7 @@ impl LocalPrinter {
                 std::thread::sleep(Duration::from_millis(10));
             }
             if !t.is_finished()
-                && let Some(flag) = &self.emergency
+                && let Some(flag) = lock(&self.shared.emergency).as_ref()
             {
                 tracing::warn!(printer = %self.setup.name, "closing a busy printer: emergency stop");
                 flag.store(true, Ordering::Relaxed);
@@ -417,39 +394,175 @@ fn fields(v: Value) -> Fields {
     }
 }
 
-/// The printer's thread: the reactor between requests, a job when one starts.
-fn serve(
-    mut printer: Printer,
-    rx: &mpsc::Receiver<JobRequest>,
-    hub: &StatusHub,
-    shared: &Shared,
-    history: Option<&HistoryRecorder>,
-) {
+/// What the printer's thread shares with the API side.
+struct Host {
+    hub: Arc<StatusHub>,
+    shared: Arc<Shared>,
+    history: Option<Arc<HistoryRecorder>>,
+    reconnect: Option<Reconnect>,
+}
+
+/// Hooks a live printer up to the hub: its responses as they come, its status objects (and the
+/// configuration once), its emergency flag.
+fn attach(
+    printer: &mut Printer,
+    hub: &Arc<StatusHub>,
+    shared: &Arc<Shared>,
+    history: Option<&Arc<HistoryRecorder>>,
+) -> Result<(), gantry_motion::toolhead::MoveError> {
+    let mut first = Status::new();
+    if let Some(v) = printer.status_object("configfile") {
+        first.insert("configfile".into(), to_fields(&v));
+    }
+    hub.reset(first);
+    *lock(&shared.emergency) = printer.emergency_flag().ok();
+    let sink_hub = Arc::clone(hub);
+    printer.set_response_sink(Box::new(move |r| {
+        sink_hub.emit(PrinterEvent::GcodeResponse {
+            line: r.text.clone(),
+        });
+    }))?;
+    let mut observer = StatusObserver {
+        hub: Arc::clone(hub),
+        shared: Arc::clone(shared),
+        history: history.cloned(),
+        next_temperatures: 0.0,
+    };
+    printer.set_live_observer(
+        STATUS_PERIOD_S,
+        Box::new(move |p, now| observer.observe(p, now)),
+    )
+}
+
+/// Which restart a console script asks for, if it is one: klippy handles FIRMWARE_RESTART and
+/// RESTART itself, also while the printer is shut down.
+fn restart_kind(script: &str) -> Option<bool> {
+    match script.trim().to_ascii_uppercase().as_str() {
+        "FIRMWARE_RESTART" => Some(true),
+        "RESTART" => Some(false),
+        _ => None,
+    }
+}
+
+fn set_webhooks(hub: &StatusHub, state: KlippyState, message: &str) {
+    let mut status = Status::new();
+    status.insert(
+        "webhooks".into(),
+        fields(json!({ "state": state.as_str(), "state_message": message })),
+    );
+    hub.apply(status, None);
+}
+
+/// The printer's thread: the reactor between requests, a job when one starts, a reconnection
+/// on FIRMWARE_RESTART / RESTART.
+fn serve(printer: Printer, rx: &mpsc::Receiver<JobRequest>, host: &Host) {
+    let mut printer = Some(printer);
     let mut halt_reported = false;
     loop {
         // Requests first, then the reactor for a little while.
         loop {
             match rx.try_recv() {
-                Ok(request) => handle_idle_request(&mut printer, request, rx, hub, shared, history),
+                Ok(request) => dispatch(request, &mut printer, rx, host, &mut halt_reported),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => return,
             }
         }
-        if printer.halted().is_some() {
-            // A halted printer has no reactor to run; requests are refused until it closes.
-            if !halt_reported {
+        match printer.as_mut() {
+            Some(p) if p.halted().is_none() => {
+                if let Err(e) = p.live_idle(IDLE_POLL_S) {
+                    tracing::warn!(error = %e, "printer halted");
+                }
+                continue;
+            }
+            // A halted printer has no reactor to run: report the halt once, then only
+            // requests (refused until a restart).
+            Some(p) if !halt_reported => {
                 halt_reported = true;
-                printer.live_observe_now();
+                p.live_observe_now();
             }
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(request) => handle_idle_request(&mut printer, request, rx, hub, shared, history),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            }
-            continue;
+            Some(_) | None => {}
         }
-        if let Err(e) = printer.live_idle(IDLE_POLL_S) {
-            tracing::warn!(error = %e, "printer halted");
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(request) => dispatch(request, &mut printer, rx, host, &mut halt_reported),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// One request: a restart, or what the printer does with it (refused without a printer).
+fn dispatch(
+    request: JobRequest,
+    printer: &mut Option<Printer>,
+    rx: &mpsc::Receiver<JobRequest>,
+    host: &Host,
+    halt_reported: &mut bool,
+) {
+    let request = match request {
+        JobRequest::Script { script, done } => match restart_kind(&script) {
+            Some(firmware) => {
+                let answer = restart(printer, host, firmware);
+                *halt_reported = false;
+                let _ = done.send(answer);
+                return;
+            }
+            None => JobRequest::Script { script, done },
+        },
+        other => other,
+    };
+    match printer.as_mut() {
+        Some(p) => handle_idle_request(p, request, rx, host),
+        None => refuse(
+            request,
+            "The printer is not connected; FIRMWARE_RESTART connects it again",
+        ),
+    }
+}
+
+/// Answers a request that cannot run with `why`.
+fn refuse(request: JobRequest, why: &str) {
+    match request {
+        JobRequest::Script { done, .. } | JobRequest::Start { done, .. } => {
+            let _ = done.send(Err(why.to_owned()));
+        }
+        JobRequest::Pause | JobRequest::Resume | JobRequest::Cancel | JobRequest::Gcode(_) => {}
+    }
+}
+
+/// Drops the printer and connects it again (`firmware`: reset the MCU first).
+fn restart(printer: &mut Option<Printer>, host: &Host, firmware: bool) -> Result<(), String> {
+    let Some(reconnect) = &host.reconnect else {
+        return Err("This printer cannot be restarted from here".into());
+    };
+    let what = if firmware {
+        "Firmware restart"
+    } else {
+        "Restart"
+    };
+    set_webhooks(
+        &host.hub,
+        KlippyState::Startup,
+        &format!("{what}: connecting to the MCU"),
+    );
+    // The old connection closes before the new one opens the port.
+    *printer = None;
+    *lock(&host.shared.emergency) = None;
+    match reconnect(firmware) {
+        Ok((mut p, version)) => {
+            if let Err(e) = attach(&mut p, &host.hub, &host.shared, host.history.as_ref()) {
+                let why = format!("{what} failed: {e}");
+                set_webhooks(&host.hub, KlippyState::Error, &why);
+                return Err(why);
+            }
+            *lock(&host.shared.firmware) = version;
+            *printer = Some(p);
+            tracing::info!("{what}: the printer is ready");
+            Ok(())
+        }
+        Err(e) => {
+            let why = format!("{what} failed: {e}");
+            set_webhooks(&host.hub, KlippyState::Error, &why);
+            Err(why)
         }
     }
 }
@@ -458,21 +571,17 @@ fn handle_idle_request(
     printer: &mut Printer,
     request: JobRequest,
     rx: &mpsc::Receiver<JobRequest>,
-    hub: &StatusHub,
-    shared: &Shared,
-    history: Option<&HistoryRecorder>,
+    host: &Host,
 ) {
     let console = |printer: &mut Printer, script: &str| {
         job::run_script(printer, script, |p, line| p.live_run_line(line, 0))
     };
     if let Some(why) = printer.halted().map(str::to_owned) {
         // Nothing runs on a halted printer: answers say why.
-        match request {
-            JobRequest::Script { done, .. } | JobRequest::Start { done, .. } => {
-                let _ = done.send(Err(why));
-            }
-            JobRequest::Pause | JobRequest::Resume | JobRequest::Cancel | JobRequest::Gcode(_) => {}
-        }
+        refuse(
+            request,
+            &format!("{why}; FIRMWARE_RESTART brings the printer back"),
+        );
         return;
     }
     match request {
@@ -493,7 +602,7 @@ fn handle_idle_request(
             done,
         } => {
             let _ = done.send(Ok(()));
-            print(printer, &filename, &gcode, rx, hub, shared, history);
+            print(printer, &filename, &gcode, rx, host);
         }
     }
 }
@@ -504,10 +613,9 @@ fn print(
     filename: &str,
     gcode: &[u8],
     rx: &mpsc::Receiver<JobRequest>,
-    hub: &StatusHub,
-    shared: &Shared,
-    history: Option<&HistoryRecorder>,
+    host: &Host,
 ) {
+    let (hub, shared) = (&host.hub, &host.shared);
     *lock(&shared.sdcard) = SdcardState {
         file_path: Some(filename.to_owned()),
         file_position: 0,
@@ -521,18 +629,21 @@ fn print(
         JobOptions {
             filename,
             requests: Some(rx),
-            history,
+            history: host.history.as_deref(),
             record_temperatures: false,
         },
         |p| {
             lock(&shared.sdcard).file_position = p.file_position;
         },
-        |_| {},
+        // The printer's own responses reach the hub through its sink; what comes here is the
+        // job's (a last line without a line end, not run).
+        |r| {
+            hub.emit(PrinterEvent::GcodeResponse {
+                line: r.text.clone(),
+            });
+        },
     );
-    {
-        let mut sd = lock(&shared.sdcard);
-        sd.is_active = false;
-    }
+    lock(&shared.sdcard).is_active = false;
     match result {
         Ok(report) => tracing::info!(
             file = filename,
@@ -570,7 +681,7 @@ impl PrinterBackend for LocalPrinter {
             Ok(PrinterInfo {
                 kind: BackendKind::Local,
                 server_version: format!("Gantry {}", crate::VERSION),
-                firmware: Some(self.setup.firmware.clone()),
+                firmware: Some(lock(&self.shared.firmware).clone()),
                 hostname: None,
                 state,
                 state_message: message,
@@ -627,7 +738,7 @@ impl PrinterBackend for LocalPrinter {
 
     fn emergency_stop(&self) -> BoxFuture<'_, PrinterResult<()>> {
         async move {
-            match &self.emergency {
+            match lock(&self.shared.emergency).as_ref() {
                 Some(flag) => {
                     flag.store(true, Ordering::Relaxed);
                     Ok(())

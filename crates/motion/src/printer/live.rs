@@ -759,7 +759,7 @@ impl Printer {
     }
 
     /// The temperatures as M105 reports them (`B:60.0 /60.0 T0:200.0 /200.0`).
-    fn temperature_line(&self, eventtime: f64) -> String {
+    pub(super) fn temperature_line(&self, eventtime: f64) -> String {
         let mut parts: Vec<(String, f64, f64)> = self
             .heater_outputs
             .iter()
@@ -829,11 +829,13 @@ impl Printer {
         Some((h.last_temp(), h.target()))
     }
 
-    /// Every heater's (name, temperature °C, target °C, power 0–1), in config order.
+    /// Every heater's (name, temperature °C, target °C, power 0–1), in config order — those
+    /// whose sensor has reported (before that there is no temperature to give).
     pub fn heater_statuses(&self) -> Vec<(&str, f64, f64, f64)> {
         self.heater_outputs
             .iter()
             .zip(&self.heaters)
+            .filter(|(_, h)| h.has_reading())
             .map(|((name, _, _), h)| (name.as_str(), h.last_temp(), h.target(), h.power()))
             .collect()
     }
