@@ -1,0 +1,199 @@
+//! The API's `printers.*` section against a real OctoPrint (PyPI, pinned in xtask/peers/) and its
+//! virtual printer: adding it by address — without a key, with a wrong key, with the right one —
+//! following its state as OctoPrint connects its printer, the link lost and found again when
+//! OctoPrint stops, and removing it.
+//!
+//! Ignored by default: `cargo xtask test` installs OctoPrint and runs it with `--include-ignored`.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_core::api::manage::ManagerOptions;
+use gantry_core::api::methods::{self, Connection, Context};
+use gantry_core::remote::RemoteOptions;
+use serde_json::{Value, json};
+use support::peers;
+use tokio::sync::mpsc;
+
+fn context() -> (Connection, mpsc::UnboundedReceiver<Value>, Arc<Context>) {
+    let ctx = Arc::new(Context::new(ManagerOptions {
+        // Nothing leaves the machine: no mDNS in this test.
+        mdns: None,
+        remote: RemoteOptions {
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(1),
+            ..RemoteOptions::default()
+        },
+        ..ManagerOptions::default()
+    }));
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Connection::new(Arc::clone(&ctx), tx), rx, ctx)
+}
+
+/// Waits for a `notify_printers_changed` whose change matches, skipping others.
+async fn change(
+    rx: &mut mpsc::UnboundedReceiver<Value>,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no change '{what}' within 30 s"))
+            .expect("open");
+        if msg["method"] == "notify_printers_changed" && check(&msg["params"][0]) {
+            return;
+        }
+    }
+}
+
+async fn fleet_entry(conn: &mut Connection, id: &str) -> Value {
+    let fleet = methods::call(conn, "printers.fleet", &Value::Null)
+        .await
+        .expect("printers.fleet");
+    fleet["printers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["id"] == id))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs OctoPrint from PyPI; cargo xtask test installs it"]
+async fn add_follow_and_remove_a_real_octoprint() {
+    let mut op = peers::OctoPrint::start().await;
+    let (mut conn, mut rx, ctx) = context();
+    methods::call(&mut conn, "printers.subscribe", &json!({}))
+        .await
+        .expect("subscribe");
+
+    let e = methods::call(&mut conn, "printers.add", &json!({"url": op.url}))
+        .await
+        .expect_err("no key");
+    assert_eq!(e.code, 401, "{}", e.message);
+    assert!(e.message.contains("OctoPrint answered"), "{}", e.message);
+    assert!(e.message.contains("needs an API key"), "{}", e.message);
+    let e = methods::call(
+        &mut conn,
+        "printers.add",
+        &json!({"url": op.url, "api_key": "0123456789ABCDEF0123456789ABCDEF"}),
+    )
+    .await
+    .expect_err("wrong key");
+    assert_eq!(e.code, 401, "{}", e.message);
+    assert!(e.message.contains("refused the API key"), "{}", e.message);
+    assert!(
+        !e.message.contains("0123456789ABCDEF"),
+        "the key is not echoed"
+    );
+
+    let added = methods::call(
+        &mut conn,
+        "printers.add",
+        &json!({"url": op.url, "api_key": op.api_key, "name": "Octo"}),
+    )
+    .await
+    .expect("added with its key");
+    let id = format!("octoprint:{}", op.addr);
+    let printer = &added["printer"];
+    assert_eq!(printer["id"], id.as_str());
+    assert_eq!(printer["name"], "Octo");
+    assert_eq!(printer["kind"], "octoprint");
+    assert_eq!(printer["link"]["state"], "connected");
+    assert!(
+        added["probe"]["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("OctoPrint 1.11")),
+        "{added}"
+    );
+    assert!(
+        !added.to_string().contains(&op.api_key),
+        "the key is not echoed"
+    );
+    // Not connected to its printer yet: the entry says so and what to do.
+    assert_eq!(printer["state"], "disconnected");
+    assert!(
+        printer["problem"]["advice"]
+            .as_str()
+            .is_some_and(|a| a.contains("Connection panel")),
+        "{printer}"
+    );
+    change(&mut rx, "added", |c| {
+        c["action"] == "added" && c["id"] == id.as_str()
+    })
+    .await;
+    let e = methods::call(
+        &mut conn,
+        "printers.add",
+        &json!({"url": op.url, "api_key": op.api_key}),
+    )
+    .await
+    .expect_err("twice");
+    assert_eq!(e.code, 409, "{}", e.message);
+
+    // OctoPrint connects its virtual printer: the state changes, and its temperatures show.
+    op.connect_virtual_printer().await;
+    change(&mut rx, "state", |c| {
+        c["action"] == "state" && c["id"] == id.as_str()
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let entry = fleet_entry(&mut conn, &id).await;
+        if entry["state"] == "ready" {
+            assert!(entry["problem"].is_null(), "{entry}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not ready: {entry}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        let q = methods::call(
+            &mut conn,
+            "printer.objects.query",
+            &json!({"printer": id, "objects": {"extruder": null}}),
+        )
+        .await
+        .expect("query");
+        if q["status"]["extruder"]["temperature"].is_number() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no temperature: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // OctoPrint goes away: the link says so with the cause, and comes back with it.
+    op.process.stop();
+    change(&mut rx, "link", |c| {
+        c["action"] == "link" && c["id"] == id.as_str()
+    })
+    .await;
+    let entry = fleet_entry(&mut conn, &id).await;
+    assert_eq!(entry["link"]["state"], "reconnecting", "{entry}");
+    assert!(
+        entry["problem"]["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("lost the connection")),
+        "{entry}"
+    );
+    assert!(
+        entry["problem"]["advice"]
+            .as_str()
+            .is_some_and(|a| a.contains("tries again")),
+        "{entry}"
+    );
+
+    let removed = methods::call(&mut conn, "printers.remove", &json!({"id": id}))
+        .await
+        .expect("removed");
+    assert_eq!(removed["removed"], id.as_str());
+    change(&mut rx, "removed", |c| c["action"] == "removed").await;
+    assert!(fleet_entry(&mut conn, &id).await.is_null());
+    ctx.shutdown().await;
+}
