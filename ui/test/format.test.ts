@@ -1,8 +1,13 @@
 // Unit tests of the display helpers: VID:PID formatting, port type labels, grouping and test ids.
 import { describe, expect, it } from "vitest";
 import {
+  backendLabel,
   formatVidPid,
   groupPrinters,
+  linkLabel,
+  webcamMode,
+  webcamTransform,
+  withCacheBuster,
   normalizeUsbId,
   orDash,
   portTypeLabel,
@@ -97,5 +102,30 @@ describe("printerTestId", () => {
     expect(printerTestId("sim")).toBe("printer-sim");
     expect(printerTestId("serial:/dev/ttyACM0")).toBe("printer-serial-dev-ttyACM0");
     expect(printerTestId("serial:COM3")).toBe("printer-serial-COM3");
+  });
+});
+
+describe("remote printers in words", () => {
+  it("names backends and links", () => {
+    expect(backendLabel("octoprint")).toBe("OctoPrint");
+    expect(backendLabel("moonraker")).toBe("Moonraker");
+    expect(backendLabel("local")).toBe("Gantry");
+    expect(backendLabel("something")).toBe("Unknown");
+    expect(linkLabel(null)).toBeNull();
+    expect(linkLabel({ state: "connected" })).toBe("Connected");
+    expect(linkLabel({ state: "reconnecting", reason: "refused", retry_in_ms: 1500 })).toBe("Reconnecting in 2 s");
+    expect(linkLabel({ state: "reconnecting", reason: "refused", retry_in_ms: 0 })).toBe("Reconnecting in 1 s");
+    expect(linkLabel({ state: "closed", reason: "shut down" })).toBe("Closed");
+  });
+
+  it("picks how a camera is shown and turned", () => {
+    const cam = { service: "mjpegstreamer", stream_url: "http://h/s", snapshot_url: "http://h/p?x=1" };
+    expect(webcamMode(cam)).toBe("stream");
+    expect(webcamMode({ ...cam, service: "webrtc-go2rtc" })).toBe("snapshot");
+    expect(webcamMode({ ...cam, service: "webrtc-go2rtc", snapshot_url: null })).toBe("none");
+    expect(webcamTransform({ flip_horizontal: false, flip_vertical: true, rotation: 180 })).toBe("rotate(180deg) scaleY(-1)");
+    expect(webcamTransform({ flip_horizontal: false, flip_vertical: false, rotation: 360 })).toBe("none");
+    expect(withCacheBuster("http://h/p?x=1", 3)).toBe("http://h/p?x=1&gantry_t=3");
+    expect(withCacheBuster("http://h/p", 3)).toBe("http://h/p?gantry_t=3");
   });
 });

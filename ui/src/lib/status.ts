@@ -130,3 +130,21 @@ export function polylinePoints(
     })
     .join(" ");
 }
+
+/** Klippy's state (`webhooks.state`) in words. */
+export function klippyStateLabel(state: string | null | undefined): string {
+  switch (state) {
+    case "ready":
+      return "Ready";
+    case "shutdown":
+      return "Shut down";
+    case "error":
+      return "Error";
+    case "startup":
+      return "Starting";
+    case "disconnected":
+      return "Disconnected";
+    default:
+      return "Unknown";
+  }
+}
