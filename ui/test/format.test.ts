@@ -14,6 +14,7 @@ import {
   printerTestId,
 } from "../src/lib/format";
 import type { Printer } from "../src/lib/api";
+import { setTemperatureGcode } from "../src/lib/status";
 
 describe("normalizeUsbId", () => {
   it("keeps 4 lower-case hex digits", () => {
@@ -113,8 +114,7 @@ describe("remote printers in words", () => {
     expect(backendLabel("something")).toBe("Unknown");
     expect(linkLabel(null)).toBeNull();
     expect(linkLabel({ state: "connected" })).toBe("Connected");
-    expect(linkLabel({ state: "reconnecting", reason: "refused", retry_in_ms: 1500 })).toBe("Reconnecting in 2 s");
-    expect(linkLabel({ state: "reconnecting", reason: "refused", retry_in_ms: 0 })).toBe("Reconnecting in 1 s");
+    expect(linkLabel({ state: "reconnecting", reason: "refused", retry_in_ms: 1500 })).toBe("Reconnecting…");
     expect(linkLabel({ state: "closed", reason: "shut down" })).toBe("Closed");
   });
 
@@ -127,5 +127,16 @@ describe("remote printers in words", () => {
     expect(webcamTransform({ flip_horizontal: false, flip_vertical: false, rotation: 360 })).toBe("none");
     expect(withCacheBuster("http://h/p?x=1", 3)).toBe("http://h/p?x=1&gantry_t=3");
     expect(withCacheBuster("http://h/p", 3)).toBe("http://h/p?gantry_t=3");
+  });
+});
+
+describe("heater targets as G-code", () => {
+  it("uses M104/M140 where every firmware takes them, Klipper's command elsewhere", () => {
+    expect(setTemperatureGcode("extruder", 210)).toBe("M104 S210");
+    expect(setTemperatureGcode("extruder1", 200)).toBe("M104 T1 S200");
+    expect(setTemperatureGcode("heater_bed", 60)).toBe("M140 S60");
+    expect(setTemperatureGcode("heater_generic chamber", 40)).toBe(
+      "SET_HEATER_TEMPERATURE HEATER=chamber TARGET=40",
+    );
   });
 });

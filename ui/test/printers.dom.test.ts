@@ -134,7 +134,10 @@ function fakeCore(init: Partial<Pick<Core, "fleet" | "network" | "usb" | "mdns" 
         case "printer.objects.list":
           return { objects: ["webhooks", "extruder"] };
         case "printer.objects.subscribe":
-          return { eventtime: 1, status: { webhooks: { state: "ready" }, extruder: { temperature: 21, target: 0, power: 0 } } };
+          // OctoPrint reports no heater power and no toolhead position; Gantry's own printer does.
+          return p.printer === "sim"
+            ? { eventtime: 1, status: { webhooks: { state: "ready" }, extruder: { temperature: 21, target: 0, power: 0.25 }, motion_report: { live_position: [1, 2, 3, 0] } } }
+            : { eventtime: 1, status: { webhooks: { state: "ready" }, extruder: { temperature: 21, target: 0 } } };
         case "server.temperature_store":
           return {};
         case "server.webcams.list":
@@ -190,7 +193,9 @@ describe("Printers page: the fleet", () => {
 
     const card = within(screen.getByTestId("printer-octoprint-10-0-0-5-80"));
     expect(card.getByText("OctoPrint")).toBeTruthy();
-    expect(card.getByTestId("fleet-link").textContent).toBe("Reconnecting in 4 s");
+    expect(card.getByTestId("fleet-link").textContent).toBe("Reconnecting…");
+    // Its last state is not passed off as the current one.
+    expect(card.getByTestId("fleet-state").textContent).toBe("Printer: Ready (last seen)");
     const problem = card.getByTestId("fleet-problem").textContent ?? "";
     expect(problem).toContain("connection refused");
     expect(problem).toContain("Check that OctoPrint is running at http://10.0.0.5/");
@@ -199,6 +204,7 @@ describe("Printers page: the fleet", () => {
     core.fleet = [SIM, octo()];
     core.emit("notify_printers_changed", [{ source: "fleet", action: "link", id: OCTO_ID }]);
     await waitFor(() => expect(card.getByTestId("fleet-link").textContent).toBe("Connected"));
+    expect(card.getByTestId("fleet-state").textContent).toBe("Printer: Ready");
     expect(card.queryByTestId("fleet-problem")).toBeNull();
     expect(core.calls.filter((c) => c.method === "printers.subscribe")).toHaveLength(1);
   });
@@ -390,5 +396,34 @@ describe("Dashboard: the camera", () => {
     expect(img.style.transform).toBe("none");
     await core.store.select("sim");
     await waitFor(() => expect(screen.queryByTestId("webcams")).toBeNull());
+  });
+
+  it("says on the Dashboard when a remote printer's connection is lost, and when it is back", async () => {
+    const lost = octo({
+      link: { state: "reconnecting", reason: "connection refused", retry_in_ms: 2000 },
+      problem: { cause: "Gantry lost the connection: connection refused", advice: "Gantry tries again by itself (next try in 2 s)." },
+    });
+    const core = fakeCore({ fleet: [lost] });
+    await core.store.refresh();
+    render(Dashboard, { store: core.store, source: core.connection });
+    expect((await screen.findByTestId("link-lost")).textContent).toBe("Connection lost");
+    expect(screen.getByText(/Gantry lost the connection: connection refused — Gantry tries again/)).toBeTruthy();
+    core.fleet = [octo()];
+    core.emit("notify_printers_changed", [{ source: "fleet", action: "link", id: OCTO_ID }]);
+    await waitFor(() => expect(screen.queryByTestId("link-lost")).toBeNull());
+  });
+
+  it("shows a dash, not zero, for what a printer does not report", async () => {
+    const core = fakeCore({ fleet: [octo(), SIM] });
+    await core.store.refresh();
+    render(Dashboard, { store: core.store, source: core.connection });
+    const row = within(await screen.findByTestId("heater-extruder"));
+    expect(row.getAllByRole("cell")[2]?.textContent).toBe("—");
+    expect(screen.getByTestId("no-position").textContent).toContain("does not report the toolhead's position");
+    expect(screen.getByTestId("pos-x").textContent).toBe("—");
+    await core.store.select("sim");
+    await waitFor(() => expect(screen.getByTestId("pos-x").textContent).toBe("1.00"));
+    expect(within(screen.getByTestId("heater-extruder")).getAllByRole("cell")[2]?.textContent).toBe("25 %");
+    expect(screen.queryByTestId("no-position")).toBeNull();
   });
 });

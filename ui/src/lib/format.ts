@@ -96,14 +96,15 @@ export function backendLabel(kind: BackendKind | string | null | undefined): str
   }
 }
 
-/** A remote printer's link in words: "Connected", "Reconnecting in 4 s", "Closed". */
+/** A remote printer's link in words: "Connected", "Reconnecting…", "Closed" (the next try's time is
+ * in the fleet entry's problem, said when the try was planned). */
 export function linkLabel(link: LinkState | null | undefined): string | null {
   if (link == null) return null;
   switch (link.state) {
     case "connected":
       return "Connected";
     case "reconnecting":
-      return `Reconnecting in ${Math.max(1, Math.ceil(link.retry_in_ms / 1000))} s`;
+      return "Reconnecting…";
     case "closed":
       return "Closed";
   }

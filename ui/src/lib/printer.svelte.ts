@@ -69,15 +69,16 @@ export class PrinterStore {
   private nextLine = 1;
   private sampler: ReturnType<typeof setInterval> | null = null;
   private generation = 0;
-  private watching = false;
   private fleetGeneration = 0;
+  private watchCall: Promise<void> | null = null;
   private discoverGeneration = 0;
 
   constructor(private readonly connection: Connection) {
     connection.onNotification((method, params) => this.notify(method, params));
     connection.onConnected(() => {
       void this.refresh();
-      if (this.watching) void this.watchPrinters();
+      // The fleet's links and what core finds stay current on every page.
+      void this.watchPrinters();
     });
   }
 
@@ -151,11 +152,18 @@ export class PrinterStore {
   }
 
   /**
-   * Follows the fleet and what core finds: subscribes to `notify_printers_changed` (again after a
-   * reconnect) and loads the discovered printers. The Printers page calls it.
+   * Follows the fleet and what core finds: subscribes to `notify_printers_changed` and loads the
+   * discovered printers. Runs after every (re)connection.
    */
-  async watchPrinters(): Promise<void> {
-    this.watching = true;
+  watchPrinters(): Promise<void> {
+    // One call at a time: the connection and the Printers page may both ask at once.
+    this.watchCall ??= this.subscribePrinters().finally(() => {
+      this.watchCall = null;
+    });
+    return this.watchCall;
+  }
+
+  private async subscribePrinters(): Promise<void> {
     const mine = ++this.discoverGeneration;
     try {
       const rpc = await this.connection.ready();
