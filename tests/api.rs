@@ -57,7 +57,10 @@ async fn check_endpoint(endpoint: &Endpoint) {
             "every serial entry names its port: {p}"
         );
     }
-    let unknown = call(&mut ws, 3, "printer.gcode.script").await;
+    // A printer method with no printer served is 503 (Moonraker's "not ready"), not unknown.
+    let no_printer = call(&mut ws, 3, "printer.gcode.script").await;
+    assert_eq!(no_printer["error"]["code"], 503, "{no_printer}");
+    let unknown = call(&mut ws, 4, "printer.frobnicate").await;
     assert_eq!(unknown["error"]["code"], -32601);
 
     // Without the token, or with a wrong one, the handshake is refused before any frame.

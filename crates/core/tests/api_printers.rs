@@ -1,9 +1,11 @@
 //! The API's `printers.*` section against a real OctoPrint (PyPI, pinned in xtask/peers/) and its
 //! virtual printer: adding it by address — without a key, with a wrong key, with the right one —
-//! following its state as OctoPrint connects its printer, the link lost and found again when
-//! OctoPrint stops, and removing it.
+//! following its state as OctoPrint connects its printer, the link lost when OctoPrint stops, and
+//! removing it; and finding it over mDNS (in two network namespaces joined by a veth, so nothing
+//! reaches the machine's network) and adding it from `printers.discovered`.
 //!
-//! Ignored by default: `cargo xtask test` installs OctoPrint and runs it with `--include-ignored`.
+//! Ignored by default: `cargo xtask test` installs OctoPrint and runs them with
+//! `--include-ignored`. The mDNS test needs root and `ip netns`; elsewhere it says why and skips.
 
 mod support;
 
@@ -12,15 +14,23 @@ use std::time::Duration;
 
 use gantry_core::api::manage::ManagerOptions;
 use gantry_core::api::methods::{self, Connection, Context};
+use gantry_core::discovery::DiscoveryOptions;
 use gantry_core::remote::RemoteOptions;
 use serde_json::{Value, json};
-use support::peers;
+use support::netns::{self, Netns, cannot_run};
+use support::peers::{self, PeerOptions};
 use tokio::sync::mpsc;
 
 fn context() -> (Connection, mpsc::UnboundedReceiver<Value>, Arc<Context>) {
+    // Nothing leaves the machine: no mDNS here.
+    context_with(None)
+}
+
+fn context_with(
+    mdns: Option<DiscoveryOptions>,
+) -> (Connection, mpsc::UnboundedReceiver<Value>, Arc<Context>) {
     let ctx = Arc::new(Context::new(ManagerOptions {
-        // Nothing leaves the machine: no mDNS in this test.
-        mdns: None,
+        mdns,
         remote: RemoteOptions {
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(1),
@@ -196,4 +206,122 @@ async fn add_follow_and_remove_a_real_octoprint() {
     change(&mut rx, "removed", |c| c["action"] == "removed").await;
     assert!(fleet_entry(&mut conn, &id).await.is_null());
     ctx.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, ip netns and OctoPrint; cargo xtask test runs it"]
+async fn finds_a_real_octoprint_over_mdns_and_adds_it() {
+    if let Some(why) = cannot_run() {
+        #[allow(clippy::print_stdout)]
+        {
+            println!("SKIPPED finds_a_real_octoprint_over_mdns_and_adds_it: {why}");
+        }
+        return;
+    }
+    let net = Netns::create('p').expect("network namespaces");
+    let bind = net.addr_b();
+    let op = peers::OctoPrint::start_with(PeerOptions {
+        netns: Some(net.b.clone()),
+        bind: Some(bind),
+        mdns: true,
+        port: Some(5000),
+    })
+    .await;
+    let (ns, veth) = (net.a.clone(), net.veth_a.clone());
+    // Gantry's side runs on a thread inside namespace A, with a runtime of its own there.
+    let gantry = std::thread::spawn(move || {
+        netns::enter(&ns, &veth).expect("inside namespace A");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(mdns_flow(op, veth, bind));
+    });
+    if let Err(panic) = tokio::task::spawn_blocking(move || gantry.join())
+        .await
+        .expect("join")
+    {
+        std::panic::resume_unwind(panic);
+    }
+    drop(net);
+}
+
+async fn mdns_flow(mut op: peers::OctoPrint, veth: String, bind: std::net::IpAddr) {
+    let (mut conn, mut rx, ctx) = context_with(Some(DiscoveryOptions {
+        interfaces: Some(vec![veth]),
+        ipv4_only: true,
+    }));
+    let started = tokio::time::Instant::now();
+    let state = methods::call(&mut conn, "printers.subscribe", &json!({}))
+        .await
+        .expect("subscribe");
+    assert_eq!(state["mdns"]["state"], "browsing", "{state}");
+    // The advertisement arrives: a change, then the entry in printers.discovered.
+    let entry = loop {
+        let found = methods::call(&mut conn, "printers.discovered", &json!({}))
+            .await
+            .expect("discovered");
+        let octo = found["network"]
+            .as_array()
+            .and_then(|l| l.iter().find(|p| p["kind"] == "octoprint"))
+            .cloned();
+        if let Some(p) = octo {
+            break p;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "OctoPrint not found over mDNS within 5 s: {found}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    #[allow(clippy::print_stdout)]
+    {
+        println!("found over mDNS after {:?}: {entry}", started.elapsed());
+    }
+    change(&mut rx, "network added", |c| {
+        c["source"] == "network" && c["action"] == "added"
+    })
+    .await;
+    let url = format!("http://{bind}:5000/");
+    assert_eq!(entry["url"], url.as_str());
+    assert_eq!(entry["backend"], "octoprint");
+    assert!(entry["added"].is_null(), "{entry}");
+
+    // Add it as the Printers page's Add button does: it wants its key first.
+    let e = methods::call(&mut conn, "printers.add", &json!({"url": entry["url"]}))
+        .await
+        .expect_err("no key");
+    assert_eq!(e.code, 401, "{}", e.message);
+    let added = methods::call(
+        &mut conn,
+        "printers.add",
+        &json!({"url": entry["url"], "api_key": op.api_key}),
+    )
+    .await
+    .expect("added");
+    let id = format!("octoprint:{bind}:5000");
+    assert_eq!(added["printer"]["id"], id.as_str());
+    let found = methods::call(&mut conn, "printers.discovered", &json!({}))
+        .await
+        .expect("discovered");
+    let again = found["network"]
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["id"] == entry["id"]))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(again["added"], id.as_str(), "{found}");
+
+    // It stops: its goodbye removes the entry, and the fleet printer's link says it is gone.
+    op.process.stop();
+    change(&mut rx, "network removed", |c| {
+        c["source"] == "network" && c["action"] == "removed"
+    })
+    .await;
+    let entry = fleet_entry(&mut conn, &id).await;
+    assert_ne!(entry["link"]["state"], "connected", "{entry}");
+    ctx.shutdown().await;
+    assert!(
+        fleet_entry(&mut conn, &id).await.is_null(),
+        "closed at shutdown"
+    );
 }
