@@ -325,3 +325,72 @@ async fn mdns_flow(mut op: peers::OctoPrint, veth: String, bind: std::net::IpAdd
         "closed at shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Moonraker from PyPI; cargo xtask test installs it"]
+async fn add_a_real_moonraker_by_key_and_by_login() {
+    let mr = peers::Moonraker::start().await;
+    mr.create_user("maker", "gantry-pw").await;
+    let (mut conn, _rx, ctx) = context();
+    let e = methods::call(&mut conn, "printers.add", &json!({"url": mr.url}))
+        .await
+        .expect_err("no key");
+    assert_eq!(e.code, 401, "{}", e.message);
+    assert!(e.message.contains("Moonraker answered"), "{}", e.message);
+    assert!(
+        e.message.contains("user name and password"),
+        "{}",
+        e.message
+    );
+
+    // With its API key: added; no Klipper behind this Moonraker, which the entry says.
+    let added = methods::call(
+        &mut conn,
+        "printers.add",
+        &json!({"url": mr.url, "api_key": mr.api_key}),
+    )
+    .await
+    .expect("added with the key");
+    let id = format!("moonraker:{}", mr.addr);
+    let printer = &added["printer"];
+    assert_eq!(printer["id"], id.as_str());
+    assert_eq!(printer["state"], "disconnected", "{printer}");
+    assert!(
+        printer["problem"]["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("Klipper is not running")),
+        "{printer}"
+    );
+    methods::call(&mut conn, "printers.remove", &json!({"id": id}))
+        .await
+        .expect("removed");
+
+    // A wrong password, then the right login (JWT): the same printer again.
+    let e = methods::call(
+        &mut conn,
+        "printers.add",
+        &json!({"url": mr.url, "username": "maker", "password": "Wr0ng-Pa55"}),
+    )
+    .await
+    .expect_err("wrong password");
+    assert_eq!(e.code, 401, "{}", e.message);
+    assert!(
+        !e.message.contains("Wr0ng-Pa55"),
+        "the password is not echoed: {}",
+        e.message
+    );
+    #[allow(clippy::print_stdout)]
+    {
+        println!("wrong login: {}", e.message);
+    }
+    let added = methods::call(
+        &mut conn,
+        "printers.add",
+        &json!({"url": mr.url, "username": "maker", "password": "gantry-pw"}),
+    )
+    .await
+    .expect("added with a login");
+    assert_eq!(added["printer"]["id"], id.as_str());
+    assert_eq!(added["printer"]["link"]["state"], "connected");
+    ctx.shutdown().await;
+}

@@ -493,6 +493,7 @@ fn entry_json(entry: &FleetEntry, link: Option<&LinkState>) -> Value {
 
 /// The fleet, each printer with its link state and problem.
 pub(super) fn fleet_json(ctx: &Context) -> Value {
+    ctx.manager.ensure_monitor(&ctx.fleet);
     let shared = &ctx.manager.shared;
     let list: Vec<Value> = ctx
         .fleet
