@@ -63,6 +63,8 @@ fn start_driver() -> Driver {
             "--native-port",
             &native.to_string(),
         ])
+        // The app's Printers page browses mDNS; in tests nothing may leave loopback.
+        .env("GANTRY_MDNS", "off")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

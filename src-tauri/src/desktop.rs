@@ -3,7 +3,8 @@
 //!
 //! Start-up order matters: the API server binds first (a free port on 127.0.0.1, a fresh token), so
 //! the window's content security policy can name exactly that origin in `connect-src` — the web
-//! UI can reach core's WebSocket and nothing else on the network. The built-in simulated printer
+//! UI can reach core's WebSocket and nothing else on the network (images excepted: a printer's
+//! webcam is an image from the printer's host). The built-in simulated printer
 //! (`gantry sim` with Gantry as its Klipper host) starts in the background and joins the fleet
 //! as `sim` when it is ready. Shutdown is explicit: when the last window closes, twin processes
 //! are ended, the server stops and its task is awaited, then the simulated printer stops.
@@ -25,7 +26,8 @@ pub fn content_security_policy(port: u16) -> String {
         format!("connect-src ipc: http://ipc.localhost ws://127.0.0.1:{port}"),
         "script-src 'self'".to_owned(),
         "style-src 'self' 'unsafe-inline'".to_owned(),
-        "img-src 'self' data: asset: http://asset.localhost".to_owned(),
+        // Webcams: a remote printer's MJPEG stream or snapshot, shown as an image from its host.
+        "img-src 'self' data: asset: http://asset.localhost http: https:".to_owned(),
         "object-src 'none'".to_owned(),
         "base-uri 'none'".to_owned(),
     ]
@@ -40,7 +42,7 @@ pub fn run() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     tauri::async_runtime::set(runtime.handle().clone());
 
-    let api_context = Arc::new(Context::default());
+    let api_context = Arc::new(Context::from_env());
     let server = runtime
         .block_on(ApiServer::bind_localhost())
         .context("cannot start the API server")?
@@ -90,6 +92,8 @@ pub fn run() -> anyhow::Result<()> {
     runtime
         .block_on(server_task)
         .context("the API server task failed")?;
+    // Remote printers close and discovery stops before the simulated printer goes.
+    runtime.block_on(api_context.shutdown());
     if let Ok(Some(sim)) = runtime.block_on(sim_task) {
         sim.stop(&api_context.fleet);
     }

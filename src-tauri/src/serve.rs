@@ -31,7 +31,7 @@ pub struct ServeArgs {
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let context = Arc::new(Context::default());
+        let context = Arc::new(Context::from_env());
         let sim = if args.sim {
             Some(SimPrinter::start(&context.fleet).await?)
         } else {
@@ -48,6 +48,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             out.flush().context("cannot write to standard output")?;
         }
         server.run(stop_signal()).await;
+        // Remote printers close and discovery stops before the simulated printer goes.
+        context.shutdown().await;
         if let Some(sim) = sim {
             tokio::task::spawn_blocking(move || sim.stop(&context.fleet))
                 .await

@@ -1,14 +1,20 @@
 // Unit tests of the display helpers: VID:PID formatting, port type labels, grouping and test ids.
 import { describe, expect, it } from "vitest";
 import {
+  backendLabel,
   formatVidPid,
   groupPrinters,
+  linkLabel,
+  webcamMode,
+  webcamTransform,
+  withCacheBuster,
   normalizeUsbId,
   orDash,
   portTypeLabel,
   printerTestId,
 } from "../src/lib/format";
 import type { Printer } from "../src/lib/api";
+import { setTemperatureGcode } from "../src/lib/status";
 
 describe("normalizeUsbId", () => {
   it("keeps 4 lower-case hex digits", () => {
@@ -97,5 +103,40 @@ describe("printerTestId", () => {
     expect(printerTestId("sim")).toBe("printer-sim");
     expect(printerTestId("serial:/dev/ttyACM0")).toBe("printer-serial-dev-ttyACM0");
     expect(printerTestId("serial:COM3")).toBe("printer-serial-COM3");
+  });
+});
+
+describe("remote printers in words", () => {
+  it("names backends and links", () => {
+    expect(backendLabel("octoprint")).toBe("OctoPrint");
+    expect(backendLabel("moonraker")).toBe("Moonraker");
+    expect(backendLabel("local")).toBe("Gantry");
+    expect(backendLabel("something")).toBe("Unknown");
+    expect(linkLabel(null)).toBeNull();
+    expect(linkLabel({ state: "connected" })).toBe("Connected");
+    expect(linkLabel({ state: "reconnecting", reason: "refused", retry_in_ms: 1500 })).toBe("Reconnecting…");
+    expect(linkLabel({ state: "closed", reason: "shut down" })).toBe("Closed");
+  });
+
+  it("picks how a camera is shown and turned", () => {
+    const cam = { service: "mjpegstreamer", stream_url: "http://h/s", snapshot_url: "http://h/p?x=1" };
+    expect(webcamMode(cam)).toBe("stream");
+    expect(webcamMode({ ...cam, service: "webrtc-go2rtc" })).toBe("snapshot");
+    expect(webcamMode({ ...cam, service: "webrtc-go2rtc", snapshot_url: null })).toBe("none");
+    expect(webcamTransform({ flip_horizontal: false, flip_vertical: true, rotation: 180 })).toBe("rotate(180deg) scaleY(-1)");
+    expect(webcamTransform({ flip_horizontal: false, flip_vertical: false, rotation: 360 })).toBe("none");
+    expect(withCacheBuster("http://h/p?x=1", 3)).toBe("http://h/p?x=1&gantry_t=3");
+    expect(withCacheBuster("http://h/p", 3)).toBe("http://h/p?gantry_t=3");
+  });
+});
+
+describe("heater targets as G-code", () => {
+  it("uses M104/M140 where every firmware takes them, Klipper's command elsewhere", () => {
+    expect(setTemperatureGcode("extruder", 210)).toBe("M104 S210");
+    expect(setTemperatureGcode("extruder1", 200)).toBe("M104 T1 S200");
+    expect(setTemperatureGcode("heater_bed", 60)).toBe("M140 S60");
+    expect(setTemperatureGcode("heater_generic chamber", 40)).toBe(
+      "SET_HEATER_TEMPERATURE HEATER=chamber TARGET=40",
+    );
   });
 });

@@ -85,11 +85,11 @@ describe("Dashboard", () => {
     // Deltas of another printer change nothing here.
     emit("notify_status_update", [{ extruder: { temperature: 20 } }, 3, "voron"]);
     expect(screen.getByTestId("temp-extruder").textContent).toBe("215.0 °C");
-    // A target goes out as Klipper's G-code.
+    // A target goes out as G-code every firmware takes (Klipper, Marlin, Prusa).
     await fireEvent.input(screen.getByTestId("target-heater_bed"), { target: { value: "65" } });
     await fireEvent.submit(screen.getByTestId("target-heater_bed").closest("form")!);
     await vi.waitFor(() =>
-      expect(calls.some((c) => c.method === "printer.gcode.script" && (c.params as { script: string }).script === "SET_HEATER_TEMPERATURE HEATER=heater_bed TARGET=65")).toBe(true),
+      expect(calls.some((c) => c.method === "printer.gcode.script" && (c.params as { script: string }).script === "M140 S65")).toBe(true),
     );
     // Shut down: the state says so, with Klipper's message.
     emit("notify_status_update", [{ webhooks: { state: "shutdown", state_message: "MCU 'mcu' shutdown: Timer too close" } }, 4, "sim"]);

@@ -1,144 +1,429 @@
-// Component tests of the Printers page with a fake client (jsdom): the list as core reports it, the
-// empty, loading and error states, and Refresh.
-import { describe, expect, it, vi } from "vitest";
+// Component tests of the Printers page and the Dashboard's camera (jsdom) against a fake core that
+// keeps a fleet and answers the printers.* methods as docs/api.md says: the fleet with live link
+// state and problems, adding by address (credentials, core's errors), printers found on the
+// network with Add, USB boards, choosing the printer the Dashboard shows, and removing one.
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { fireEvent, render, screen, waitFor, within } from "@testing-library/svelte";
 import Printers from "../src/pages/Printers.svelte";
-import { RpcError, type PrinterList, type RpcCaller } from "../src/lib/api";
-import type { ClientSource } from "../src/lib/connection.svelte";
+import Dashboard from "../src/pages/Dashboard.svelte";
+import { Connection } from "../src/lib/connection.svelte";
+import { PrinterStore } from "../src/lib/printer.svelte";
+import {
+  RpcError,
+  type DiscoveredPrinter,
+  type FleetPrinter,
+  type MdnsState,
+  type SerialPrinter,
+  type Webcam,
+} from "../src/lib/api";
 
-const SIM = {
+type Listener = (method: string, params: unknown) => void;
+
+const SIM: FleetPrinter = {
   id: "sim",
   name: "Gantry simulated printer",
-  kind: "simulated",
-  description: "Built-in simulated Klipper MCU (test)",
-  config: "gantry-sim.cfg",
-} as const;
-
-const FULL: PrinterList = {
-  printers: [
-    SIM,
-    {
-      id: "serial:/dev/ttyACM0",
-      name: "Klipper (stm32f446xx)",
-      kind: "serial",
-      port: "/dev/ttyACM0",
-      port_type: "usb",
-      usb: {
-        vid: "1d50",
-        pid: "614e",
-        manufacturer: "Klipper",
-        product: "stm32f446xx",
-        serial_number: "3A0028000851363131363530",
-      },
-      board: "Klipper firmware (USB)",
-    },
-    {
-      id: "serial:/dev/ttyS0",
-      name: "/dev/ttyS0",
-      kind: "serial",
-      port: "/dev/ttyS0",
-      port_type: "pci",
-      usb: null,
-      board: null,
-    },
-  ],
+  address: "gantry sim (tcp 127.0.0.1:40123)",
+  kind: "local",
+  state: "ready",
+  state_message: "Printer is ready",
+  link: null,
+  problem: null,
 };
 
-/** A client source whose printers.list answers come from `answer`; records the methods called. */
-function fakeSource(answer: () => Promise<unknown>): ClientSource & { calls: string[] } {
-  const calls: string[] = [];
-  const rpc: RpcCaller = {
-    call: <T>(method: string) => {
-      calls.push(method);
-      return answer() as Promise<T>;
-    },
+const OCTO_ID = "octoprint:10.0.0.5:80";
+
+function octo(over: Partial<FleetPrinter> = {}): FleetPrinter {
+  return {
+    id: OCTO_ID,
+    name: "OctoPrint at 10.0.0.5:80",
+    address: "http://10.0.0.5/",
+    kind: "octoprint",
+    state: "ready",
+    state_message: "Operational",
+    link: { state: "connected" },
+    problem: null,
+    ...over,
   };
-  return { calls, ready: () => Promise.resolve(rpc) };
 }
 
-describe("Printers page", () => {
-  it("shows the simulated printer and each serial port with its details", async () => {
-    const source = fakeSource(async () => FULL);
-    render(Printers, { source });
+const KLIPPER_BOARD: SerialPrinter = {
+  id: "serial:/dev/ttyACM0",
+  name: "Klipper (stm32f446xx)",
+  kind: "serial",
+  port: "/dev/ttyACM0",
+  port_type: "usb",
+  usb: {
+    vid: "1d50",
+    pid: "614e",
+    manufacturer: "Klipper",
+    product: "stm32f446xx",
+    serial_number: "3A0028000851363131363530",
+  },
+  board: "Klipper firmware (USB)",
+};
 
-    const sim = await screen.findByTestId("printer-sim");
-    expect(sim.textContent).toContain("Gantry simulated printer");
-    expect(sim.textContent).toContain("Simulated");
-    expect(sim.textContent).toContain("gantry-sim.cfg");
-    expect(source.calls).toEqual(["printers.list"]);
+const VORON: DiscoveredPrinter = {
+  id: "uuid:6388c43a",
+  kind: "moonraker",
+  name: "Moonraker-6388c43a @ voron",
+  host: "voron.local.",
+  addresses: ["10.0.0.9"],
+  port: 7125,
+  url: "http://10.0.0.9:7125/",
+  uuid: "6388c43a",
+  version: "v0.11.0",
+  txt: {},
+  services: ["_moonraker._tcp.local."],
+  backend: "moonraker",
+  added: null,
+};
 
-    const acm = within(screen.getByTestId("printer-serial-dev-ttyACM0"));
-    for (const text of [
-      "Klipper (stm32f446xx)",
-      "/dev/ttyACM0",
-      "USB",
-      "1d50:614e",
-      "Klipper",
-      "stm32f446xx",
-      "3A0028000851363131363530",
-      "Klipper firmware (USB)",
-    ]) {
-      expect(acm.getAllByText(text).length).toBeGreaterThan(0);
+interface Core {
+  fleet: FleetPrinter[];
+  network: DiscoveredPrinter[];
+  usb: SerialPrinter[];
+  mdns: MdnsState;
+  webcams: Record<string, Webcam[]>;
+  calls: { method: string; params: Record<string, unknown> }[];
+  emit: (method: string, params: unknown) => void;
+  store: PrinterStore;
+  connection: Connection;
+}
+
+/** A fake core: a fleet, the printers.* methods, and the printer methods the store calls. */
+function fakeCore(init: Partial<Pick<Core, "fleet" | "network" | "usb" | "mdns" | "webcams">> = {}): Core {
+  let listener: Listener | null = null;
+  const core = {
+    fleet: init.fleet ?? [SIM],
+    network: init.network ?? [],
+    usb: init.usb ?? [],
+    mdns: init.mdns ?? ({ state: "browsing", interfaces: "every interface" } as MdnsState),
+    webcams: init.webcams ?? {},
+    calls: [] as Core["calls"],
+  } as Core;
+  const discovered = () => ({ mdns: core.mdns, network: core.network, usb: core.usb });
+  const client = {
+    call: vi.fn(async (method: string, params?: Record<string, unknown>) => {
+      const p = params ?? {};
+      core.calls.push({ method, params: p });
+      switch (method) {
+        case "printers.fleet":
+          return { printers: core.fleet };
+        case "printers.subscribe":
+          return { ...discovered(), fleet: core.fleet };
+        case "printers.discovered":
+          return discovered();
+        case "printers.add": {
+          const url = String(p.url);
+          if (url.includes("nothing")) {
+            throw new RpcError(503, `Nothing answers at ${url}: connection refused. Check the address and port, and that the printer's server is running.`);
+          }
+          if (p.api_key === undefined) {
+            throw new RpcError(401, `OctoPrint answered at ${url} and needs an API key. In OctoPrint, open Settings › Application Keys and generate a key for Gantry.`);
+          }
+          if (p.api_key !== "GOODKEY") {
+            throw new RpcError(401, `OctoPrint answered at ${url}, but refused the API key. Check the key.`);
+          }
+          const entry = octo({ name: (p.name as string | undefined) ?? "OctoPrint at 10.0.0.5:80" });
+          core.fleet = [...core.fleet, entry];
+          return { printer: entry, probe: { kind: "octoprint", version: "OctoPrint 1.11.8", message: "OctoPrint 1.11.8 answered" } };
+        }
+        case "printers.remove":
+          core.fleet = core.fleet.filter((f) => f.id !== p.id);
+          return { removed: p.id };
+        case "printer.objects.list":
+          return { objects: ["webhooks", "extruder"] };
+        case "printer.objects.subscribe":
+          // OctoPrint reports no heater power and no toolhead position; Gantry's own printer does.
+          return p.printer === "sim"
+            ? { eventtime: 1, status: { webhooks: { state: "ready" }, extruder: { temperature: 21, target: 0, power: 0.25 }, motion_report: { live_position: [1, 2, 3, 0] } } }
+            : { eventtime: 1, status: { webhooks: { state: "ready" }, extruder: { temperature: 21, target: 0 } } };
+        case "server.temperature_store":
+          return {};
+        case "server.webcams.list":
+          return { webcams: core.webcams[String(p.printer)] ?? [] };
+        default:
+          throw new RpcError(-32601, `Method not found: ${method}`);
+      }
+    }) as never,
+    closed: new Promise<{ code: number; reason: string }>(() => {}),
+    close: vi.fn(),
+    onNotification: (l: Listener) => {
+      listener = l;
+      return () => {};
+    },
+  };
+  core.connection = new Connection(async () => client);
+  core.store = new PrinterStore(core.connection);
+  core.emit = (m, p) => listener?.(m, p);
+  return core;
+}
+
+async function renderPrinters(core: Core) {
+  await core.store.refresh();
+  render(Printers, { store: core.store });
+  await screen.findByTestId("printer-sim");
+}
+
+beforeEach(() => {
+  history.replaceState(null, "", "/#/printers");
+});
+
+describe("Printers page: the fleet", () => {
+  it("shows each printer's state, link, and when something is wrong the cause and what to do", async () => {
+    const core = fakeCore({
+      fleet: [
+        SIM,
+        octo({
+          link: { state: "reconnecting", reason: "cannot reach http://10.0.0.5/: connection refused", retry_in_ms: 4000 },
+          problem: {
+            cause: "Gantry lost the connection: cannot reach http://10.0.0.5/: connection refused",
+            advice: "Gantry tries again by itself (next try in 4 s). Check that OctoPrint is running at http://10.0.0.5/ and that this computer can reach it.",
+          },
+        }),
+      ],
+    });
+    await renderPrinters(core);
+    const sim = within(screen.getByTestId("printer-sim"));
+    expect(sim.getByText("Gantry simulated printer")).toBeTruthy();
+    expect(sim.getByTestId("fleet-state").textContent).toBe("Klipper: Ready");
+    expect(sim.queryByTestId("fleet-link")).toBeNull();
+    expect(sim.queryByTestId("fleet-remove")).toBeNull();
+    expect(sim.getByTestId("selected-badge").textContent).toBe("Shown on Dashboard");
+
+    const card = within(screen.getByTestId("printer-octoprint-10-0-0-5-80"));
+    expect(card.getByText("OctoPrint")).toBeTruthy();
+    expect(card.getByTestId("fleet-link").textContent).toBe("Reconnecting…");
+    // Its last state is not passed off as the current one.
+    expect(card.getByTestId("fleet-state").textContent).toBe("Printer: Ready (last seen)");
+    const problem = card.getByTestId("fleet-problem").textContent ?? "";
+    expect(problem).toContain("connection refused");
+    expect(problem).toContain("Check that OctoPrint is running at http://10.0.0.5/");
+
+    // The link comes back: core says the fleet changed, the page shows it.
+    core.fleet = [SIM, octo()];
+    core.emit("notify_printers_changed", [{ source: "fleet", action: "link", id: OCTO_ID }]);
+    await waitFor(() => expect(card.getByTestId("fleet-link").textContent).toBe("Connected"));
+    expect(card.getByTestId("fleet-state").textContent).toBe("Printer: Ready");
+    expect(card.queryByTestId("fleet-problem")).toBeNull();
+    expect(core.calls.filter((c) => c.method === "printers.subscribe")).toHaveLength(1);
+  });
+
+  it("makes a printer the one the Dashboard shows, and opens it", async () => {
+    const core = fakeCore({ fleet: [SIM, octo()] });
+    await renderPrinters(core);
+    const card = within(screen.getByTestId("printer-octoprint-10-0-0-5-80"));
+    await fireEvent.click(card.getByTestId("fleet-select"));
+    await waitFor(() => expect(core.store.selected).toBe(OCTO_ID));
+    expect(
+      core.calls.some((c) => c.method === "printer.objects.subscribe" && c.params.printer === OCTO_ID),
+    ).toBe(true);
+    expect(card.getByTestId("selected-badge")).toBeTruthy();
+    await fireEvent.click(card.getByTestId("fleet-open"));
+    await waitFor(() => expect(location.hash).toBe("#/dashboard"));
+  });
+
+  it("removes a remote printer after asking, and the Dashboard falls back to another", async () => {
+    const core = fakeCore({ fleet: [SIM, octo()] });
+    await renderPrinters(core);
+    await core.store.select(OCTO_ID);
+    const card = within(screen.getByTestId("printer-octoprint-10-0-0-5-80"));
+    await fireEvent.click(card.getByTestId("fleet-remove"));
+    expect(core.calls.some((c) => c.method === "printers.remove")).toBe(false);
+    await fireEvent.click(card.getByTestId("fleet-remove-yes"));
+    await waitFor(() => expect(screen.queryByTestId("printer-octoprint-10-0-0-5-80")).toBeNull());
+    expect(core.calls.find((c) => c.method === "printers.remove")?.params).toEqual({ id: OCTO_ID });
+    await waitFor(() => expect(core.store.selected).toBe("sim"));
+  });
+});
+
+describe("Printers page: adding by address", () => {
+  it("says when the printer wants a key, adds it with one, and keeps no credential", async () => {
+    const core = fakeCore();
+    await renderPrinters(core);
+    await fireEvent.input(screen.getByTestId("add-url"), { target: { value: "http://10.0.0.5" } });
+    await fireEvent.click(screen.getByTestId("add-submit"));
+    const error = await screen.findByTestId("add-error");
+    expect(error.textContent).toContain("The printer wants credentials.");
+    expect(error.textContent).toContain("needs an API key");
+    await waitFor(() => expect(document.activeElement).toBe(screen.getByTestId("add-key")));
+    // Only what was typed goes to core: no empty key, no name.
+    expect(core.calls.find((c) => c.method === "printers.add")?.params).toEqual({ url: "http://10.0.0.5" });
+
+    await fireEvent.input(screen.getByTestId("add-key"), { target: { value: "WRONG" } });
+    await fireEvent.click(screen.getByTestId("add-submit"));
+    await waitFor(() => expect(screen.getByTestId("add-error").textContent).toContain("refused the API key"));
+
+    await fireEvent.input(screen.getByTestId("add-key"), { target: { value: "GOODKEY" } });
+    await fireEvent.input(screen.getByTestId("add-name"), { target: { value: "Octo" } });
+    await fireEvent.click(screen.getByTestId("add-submit"));
+    const ok = await screen.findByTestId("add-result");
+    expect(ok.textContent).toContain("Added Octo.");
+    expect(ok.textContent).toContain("OctoPrint 1.11.8 answered");
+    expect(screen.queryByTestId("add-error")).toBeNull();
+    await screen.findByTestId("printer-octoprint-10-0-0-5-80");
+    // The new printer is the one the Dashboard shows; the key left the form.
+    await waitFor(() => expect(core.store.selected).toBe(OCTO_ID));
+    expect((screen.getByTestId("add-key") as HTMLInputElement).value).toBe("");
+    expect((screen.getByTestId("add-key") as HTMLInputElement).type).toBe("password");
+    const keyCalls = core.calls.filter((c) => JSON.stringify(c.params).includes("GOODKEY"));
+    expect(keyCalls.map((c) => c.method)).toEqual(["printers.add"]);
+    expect(localStorage.length).toBe(0);
+    await fireEvent.click(screen.getByTestId("add-open"));
+    await waitFor(() => expect(location.hash).toBe("#/dashboard"));
+  });
+
+  it("shows core's sentence when nothing answers, and sends a login instead of a key", async () => {
+    const core = fakeCore();
+    await renderPrinters(core);
+    await fireEvent.input(screen.getByTestId("add-url"), { target: { value: "http://nothing.local" } });
+    await fireEvent.click(screen.getByTestId("add-submit"));
+    const error = await screen.findByTestId("add-error");
+    expect(error.textContent).toContain("Could not add the printer.");
+    expect(error.textContent).toContain("Nothing answers at http://nothing.local: connection refused");
+
+    await fireEvent.click(screen.getByTestId("add-use-login"));
+    await fireEvent.input(screen.getByTestId("add-username"), { target: { value: " maker " } });
+    await fireEvent.input(screen.getByTestId("add-password"), { target: { value: "pw with spaces " } });
+    await fireEvent.click(screen.getByTestId("add-submit"));
+    await waitFor(() => expect(core.calls.filter((c) => c.method === "printers.add")).toHaveLength(2));
+    expect(core.calls.filter((c) => c.method === "printers.add")[1]?.params).toEqual({
+      url: "http://nothing.local",
+      username: "maker",
+      password: "pw with spaces ",
+    });
+  });
+
+  it("asks for an address before calling core", async () => {
+    const core = fakeCore();
+    await renderPrinters(core);
+    await fireEvent.click(screen.getByTestId("add-submit"));
+    expect((await screen.findByTestId("add-error")).textContent).toContain("Enter the printer's address");
+    expect(core.calls.some((c) => c.method === "printers.add")).toBe(false);
+  });
+});
+
+describe("Printers page: found on the network and on USB", () => {
+  it("lists advertised printers with Add, and takes a key through the form when one is needed", async () => {
+    const core = fakeCore({
+      network: [
+        VORON,
+        { ...VORON, id: "addr:10.0.0.5:80", kind: "octoprint", name: "OctoPrint instance on octopi", url: "http://10.0.0.5:80/", backend: "octoprint", added: OCTO_ID, version: null },
+      ],
+    });
+    await renderPrinters(core);
+    expect((await screen.findByTestId("mdns-state")).textContent).toContain("on every interface");
+    const voron = within(screen.getByTestId("found-uuid-6388c43a"));
+    expect(voron.getByText("Moonraker")).toBeTruthy();
+    expect(voron.getByText("http://10.0.0.9:7125/")).toBeTruthy();
+    expect(within(screen.getByTestId("found-addr-10-0-0-5-80")).getByText("Added")).toBeTruthy();
+
+    // Adding it: core says it needs a key; the form takes over with the address filled in.
+    await fireEvent.click(voron.getByTestId("found-add"));
+    await waitFor(() => expect((screen.getByTestId("add-url") as HTMLInputElement).value).toBe("http://10.0.0.9:7125/"));
+    expect(core.calls.find((c) => c.method === "printers.add")?.params).toEqual({ url: "http://10.0.0.9:7125/" });
+    expect(screen.getByTestId("add-error").textContent).toContain("needs an API key");
+
+    // A printer stops announcing itself: core says so, the list follows.
+    core.network = [];
+    core.emit("notify_printers_changed", [{ source: "network", action: "removed", id: VORON.id }]);
+    await screen.findByTestId("found-empty");
+  });
+
+  it("says when mDNS is off, and lists USB boards with their identity", async () => {
+    const core = fakeCore({
+      mdns: { state: "off", message: "mDNS discovery is off (GANTRY_MDNS=off)" },
+      usb: [KLIPPER_BOARD],
+    });
+    await renderPrinters(core);
+    expect((await screen.findByTestId("mdns-state")).textContent).toContain("GANTRY_MDNS=off");
+    const board = within(await screen.findByTestId("printer-serial-dev-ttyACM0"));
+    for (const text of ["Klipper (stm32f446xx)", "/dev/ttyACM0", "USB", "1d50:614e", "3A0028000851363131363530", "Klipper firmware (USB)"]) {
+      expect(board.getAllByText(text).length).toBeGreaterThan(0);
     }
-
-    const ttyS0 = screen.getByTestId("printer-serial-dev-ttyS0");
-    expect(within(ttyS0).getByText("PCI")).toBeTruthy();
-    expect(within(ttyS0).getAllByText("—").length).toBe(4);
-    expect(within(ttyS0).getByText("Unknown")).toBeTruthy();
-    expect(screen.queryByText("No serial ports found on this computer")).toBeNull();
-    expect(screen.getByTestId("page-printers").id).toBe("page-printers");
-  });
-
-  it("says so when there are no serial ports", async () => {
-    render(Printers, { source: fakeSource(async () => ({ printers: [SIM] })) });
-    expect(await screen.findByText("No serial ports found on this computer")).toBeTruthy();
-    expect(screen.getByTestId("printer-sim")).toBeTruthy();
-  });
-
-  it("shows a loading state until core answers", async () => {
-    let answer!: (v: PrinterList) => void;
-    const pending = new Promise<PrinterList>((r) => (answer = r));
-    render(Printers, { source: fakeSource(() => pending) });
-    expect(screen.getByTestId("printers-loading")).toBeTruthy();
-    expect(screen.getByRole("button", { name: "Refresh the printer list" })).toHaveProperty(
-      "disabled",
-      true,
-    );
-    answer(FULL);
-    await screen.findByTestId("printer-sim");
-    expect(screen.queryByTestId("printers-loading")).toBeNull();
-  });
-
-  it("shows the error text when the call fails", async () => {
-    const source = fakeSource(() =>
-      Promise.reject(new RpcError(-32603, "serial enumeration failed")),
-    );
-    render(Printers, { source });
-    const alert = await screen.findByRole("alert");
-    expect(alert.textContent).toContain("Could not list printers.");
-    expect(alert.textContent).toContain("serial enumeration failed");
-  });
-
-  it("shows the connection error when core cannot be reached", async () => {
-    const source: ClientSource = {
-      ready: () =>
-        Promise.reject(new Error("Not running inside Gantry: open the page with ?ws=…&token=…")),
-    };
-    render(Printers, { source });
-    expect((await screen.findByRole("alert")).textContent).toContain("Not running inside Gantry");
-  });
-
-  it("refreshes on demand", async () => {
-    const answer = vi
-      .fn<() => Promise<PrinterList>>()
-      .mockResolvedValueOnce({ printers: [SIM] })
-      .mockResolvedValueOnce(FULL);
-    const source = fakeSource(answer);
-    render(Printers, { source });
+    // Unplugged: the poll in core notices, the table empties.
+    core.usb = [];
+    core.emit("notify_printers_changed", [{ source: "usb", action: "changed" }]);
     await screen.findByText("No serial ports found on this computer");
-    await fireEvent.click(screen.getByRole("button", { name: "Refresh the printer list" }));
-    await screen.findByTestId("printer-serial-dev-ttyACM0");
-    expect(source.calls).toEqual(["printers.list", "printers.list"]);
-    expect(screen.queryByText("No serial ports found on this computer")).toBeNull();
+  });
+
+  it("shows why it cannot look for printers", async () => {
+    const failing = new Connection(async () => {
+      throw new Error("Not running inside Gantry: open the page with ?ws=…&token=…");
+    });
+    const store = new PrinterStore(failing);
+    render(Printers, { store });
+    expect((await screen.findByTestId("found-error")).textContent).toContain("Not running inside Gantry");
+  });
+});
+
+describe("Dashboard: the camera", () => {
+  const CAM: Webcam = {
+    name: "front",
+    service: "mjpegstreamer",
+    enabled: true,
+    stream_url: "http://10.0.0.5/webcam/?action=stream",
+    snapshot_url: "http://10.0.0.5/webcam/?action=snapshot",
+    flip_horizontal: true,
+    flip_vertical: false,
+    rotation: 90,
+  };
+
+  it("shows the stream as the server lists it, turned as configured, and says when it does not answer", async () => {
+    const core = fakeCore({ fleet: [octo()], webcams: { [OCTO_ID]: [CAM, { ...CAM, name: "off", enabled: false }] } });
+    await core.store.refresh();
+    render(Dashboard, { store: core.store, source: core.connection });
+    const img = (await screen.findByTestId("webcam-image")) as HTMLImageElement;
+    expect(img.getAttribute("src")).toBe(CAM.stream_url);
+    expect(img.style.transform).toBe("rotate(90deg) scaleX(-1)");
+    expect(screen.getAllByTestId("webcam")).toHaveLength(1);
+    await fireEvent.error(img);
+    const error = await screen.findByTestId("webcam-error");
+    expect(error.textContent).toContain(CAM.stream_url);
+    await fireEvent.click(within(error).getByText("Try again"));
+    await screen.findByTestId("webcam-image");
+  });
+
+  it("polls the snapshot of a camera it cannot stream, and shows nothing without a camera", async () => {
+    const core = fakeCore({
+      fleet: [octo(), SIM],
+      webcams: { [OCTO_ID]: [{ ...CAM, service: "webrtc-camerastreamer", flip_horizontal: false, rotation: 0 }] },
+    });
+    await core.store.refresh();
+    render(Dashboard, { store: core.store, source: core.connection });
+    const img = (await screen.findByTestId("webcam-image")) as HTMLImageElement;
+    expect(img.getAttribute("src")).toBe(`${CAM.snapshot_url}&gantry_t=0`);
+    expect(img.style.transform).toBe("none");
+    await core.store.select("sim");
+    await waitFor(() => expect(screen.queryByTestId("webcams")).toBeNull());
+  });
+
+  it("says on the Dashboard when a remote printer's connection is lost, and when it is back", async () => {
+    const lost = octo({
+      link: { state: "reconnecting", reason: "connection refused", retry_in_ms: 2000 },
+      problem: { cause: "Gantry lost the connection: connection refused", advice: "Gantry tries again by itself (next try in 2 s)." },
+    });
+    const core = fakeCore({ fleet: [lost] });
+    await core.store.refresh();
+    render(Dashboard, { store: core.store, source: core.connection });
+    expect((await screen.findByTestId("link-lost")).textContent).toBe("Connection lost");
+    expect(screen.getByText(/Gantry lost the connection: connection refused — Gantry tries again/)).toBeTruthy();
+    core.fleet = [octo()];
+    core.emit("notify_printers_changed", [{ source: "fleet", action: "link", id: OCTO_ID }]);
+    await waitFor(() => expect(screen.queryByTestId("link-lost")).toBeNull());
+  });
+
+  it("shows a dash, not zero, for what a printer does not report", async () => {
+    const core = fakeCore({ fleet: [octo(), SIM] });
+    await core.store.refresh();
+    render(Dashboard, { store: core.store, source: core.connection });
+    const row = within(await screen.findByTestId("heater-extruder"));
+    expect(row.getAllByRole("cell")[2]?.textContent).toBe("—");
+    expect(screen.getByTestId("no-position").textContent).toContain("does not report the toolhead's position");
+    expect(screen.getByTestId("pos-x").textContent).toBe("—");
+    await core.store.select("sim");
+    await waitFor(() => expect(screen.getByTestId("pos-x").textContent).toBe("1.00"));
+    expect(within(screen.getByTestId("heater-extruder")).getAllByRole("cell")[2]?.textContent).toBe("25 %");
+    expect(screen.queryByTestId("no-position")).toBeNull();
   });
 });

@@ -855,6 +855,13 @@ pub trait PrinterBackend: Send + Sync {
     fn temperature_store(&self) -> Option<Value> {
         None
     }
+
+    /// Closes the connection to the server and waits for the backend's tasks (when a printer
+    /// is removed from the fleet). Calls after it fail as closed. The default does nothing:
+    /// backends that own no connection, or are stopped by their owner.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// A shared backend.

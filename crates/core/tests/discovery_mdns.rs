@@ -9,113 +9,14 @@
 
 mod support;
 
-use std::os::fd::AsFd as _;
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use gantry_core::discovery::{
     DiscoveredPrinter, Discovery, DiscoveryEvent, DiscoveryOptions, ServiceKind,
 };
+use support::netns::{self, Netns, cannot_run};
 use support::peers::{self, PeerOptions};
-
-/// Two namespaces and a veth pair, removed on drop.
-struct Netns {
-    a: String,
-    b: String,
-    veth_a: String,
-    subnet: u8,
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-impl Netns {
-    fn create() -> Result<Self, String> {
-        let id = std::process::id() % 100_000;
-        let subnet = u8::try_from(id % 200 + 20).unwrap_or(77);
-        let n = Self {
-            a: format!("gantry-a-{id}"),
-            b: format!("gantry-b-{id}"),
-            veth_a: format!("gva{id}"),
-            subnet,
-        };
-        let veth_b = format!("gvb{id}");
-        let (a, b) = (n.a.as_str(), n.b.as_str());
-        let addr_a = format!("10.77.{subnet}.1/24");
-        let addr_b = format!("10.77.{subnet}.2/24");
-        ip(&["netns", "add", a])?;
-        ip(&["netns", "add", b])?;
-        ip(&[
-            "link", "add", &n.veth_a, "type", "veth", "peer", "name", &veth_b,
-        ])?;
-        ip(&["link", "set", &n.veth_a, "netns", a])?;
-        ip(&["link", "set", &veth_b, "netns", b])?;
-        for (ns, dev, addr) in [
-            (a, n.veth_a.as_str(), &addr_a),
-            (b, veth_b.as_str(), &addr_b),
-        ] {
-            ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(n)
-    }
-
-    fn addr_b(&self) -> std::net::IpAddr {
-        std::net::IpAddr::from([10, 77, self.subnet, 2])
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Deleting a namespace removes its end of the veth, which removes the pair.
-        let _ = ip(&["netns", "del", &self.a]);
-        let _ = ip(&["netns", "del", &self.b]);
-    }
-}
-
-/// Why this machine cannot run the test, if it cannot.
-fn cannot_run() -> Option<String> {
-    if !cfg!(target_os = "linux") {
-        return Some("network namespaces are Linux only".into());
-    }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned));
-    if euid.as_deref() != Some("0") {
-        return Some("needs root to create network namespaces".into());
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("needs `ip` (iproute2)".into());
-    }
-    None
-}
-
-/// The network interfaces the calling thread sees.
-fn thread_interfaces() -> Vec<String> {
-    std::fs::read_to_string("/proc/thread-self/net/dev")
-        .unwrap_or_default()
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next().map(|n| n.trim().to_owned()))
-        .collect()
-}
 
 enum Seen {
     Found(Box<DiscoveredPrinter>, Duration),
@@ -130,23 +31,14 @@ fn browse_in(
     tx: mpsc::Sender<Seen>,
     stop: mpsc::Receiver<()>,
 ) -> std::thread::JoinHandle<()> {
-    let ns_path = format!("/var/run/netns/{ns}");
+    let ns = ns.to_owned();
     let veth = veth.to_owned();
     std::thread::spawn(move || {
         let fail = |m: String| {
             let _ = tx.send(Seen::Failed(m));
         };
-        let file = match std::fs::File::open(&ns_path) {
-            Ok(f) => f,
-            Err(e) => return fail(format!("{ns_path}: {e}")),
-        };
-        if let Err(e) = nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET) {
-            return fail(format!("setns: {e}"));
-        }
-        // Never browse on the machine's real network: this thread must see only lo and veth.
-        let ifaces = thread_interfaces();
-        if ifaces.iter().any(|i| i != "lo" && *i != veth) {
-            return fail(format!("not inside the namespace: interfaces {ifaces:?}"));
+        if let Err(e) = netns::enter(&ns, &veth) {
+            return fail(e);
         }
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -201,7 +93,7 @@ async fn finds_real_moonraker_and_octoprint_and_drops_them() {
         }
         return;
     }
-    let net = Netns::create().expect("network namespaces");
+    let net = Netns::create('d').expect("network namespaces");
     let bind = net.addr_b();
     let mut moonraker = peers::Moonraker::start_with(PeerOptions {
         netns: Some(net.b.clone()),

@@ -567,14 +567,99 @@ export async function pickGcodeFile(): Promise<string | null> {
 /** Klippy's state as `webhooks.state` names it. */
 export type KlippyState = "startup" | "ready" | "error" | "shutdown" | "disconnected";
 
+/** The connection to a remote printer's server (`notify_printer_link`, fleet entries). */
+export type LinkState =
+  | { state: "connected" }
+  | { state: "reconnecting"; reason: string; retry_in_ms: number }
+  | { state: "closed"; reason: string };
+
+/** What is wrong with a fleet printer and what to do about it. */
+export interface PrinterProblem {
+  cause: string;
+  advice: string;
+}
+
+export type BackendKind = "moonraker" | "octoprint" | "prusalink" | "local";
+
 /** One printer core controls (`printers.fleet`). */
 export interface FleetPrinter {
   id: string;
   name: string;
   address: string;
-  kind: "moonraker" | "octoprint" | "prusalink" | "local";
+  kind: BackendKind;
   state: KlippyState | null;
   state_message: string | null;
+  /** Remote printers: the link as last seen; null for Gantry's own. */
+  link?: LinkState | null;
+  /** Null when all is well. */
+  problem?: PrinterProblem | null;
+}
+
+/** A printer advertised over mDNS (`printers.discovered`). */
+export interface DiscoveredPrinter {
+  id: string;
+  kind: "moonraker" | "octoprint" | "prusalink" | "gantry";
+  name: string;
+  host: string;
+  addresses: string[];
+  port: number;
+  url: string;
+  uuid: string | null;
+  version: string | null;
+  txt: Record<string, string>;
+  services: string[];
+  /** The fleet kind `printers.add` would use; null for another Gantry. */
+  backend: BackendKind | null;
+  /** The fleet id when this printer is already added. */
+  added: string | null;
+}
+
+/** Where mDNS browsing stands. */
+export type MdnsState =
+  | { state: "idle" }
+  | { state: "browsing"; interfaces: string }
+  | { state: "off"; message: string }
+  | { state: "failed"; message: string };
+
+/** `printers.discovered` result. */
+export interface Discovered {
+  mdns: MdnsState;
+  network: DiscoveredPrinter[];
+  usb: SerialPrinter[];
+}
+
+/** `printers.add` params: credentials stay in core once sent. */
+export interface AddPrinterParams {
+  url: string;
+  api_key?: string;
+  username?: string;
+  password?: string;
+  name?: string;
+}
+
+/** `printers.add` result. */
+export interface AddPrinterResult {
+  printer: FleetPrinter;
+  probe: { kind: BackendKind; version: string | null; message: string };
+}
+
+/** One change of `notify_printers_changed`. */
+export interface PrintersChange {
+  source: "fleet" | "network" | "usb";
+  action: string;
+  id?: string;
+}
+
+/** A camera of `server.webcams.list`, URLs absolute. */
+export interface Webcam {
+  name: string;
+  service: string;
+  enabled: boolean;
+  stream_url: string;
+  snapshot_url: string | null;
+  flip_horizontal: boolean;
+  flip_vertical: boolean;
+  rotation: number;
 }
 
 /** Klipper's status objects: object name → fields (docs/api.md, Klipper's Status_Reference). */
@@ -637,6 +722,46 @@ function forPrinter(printer: string | null, params: Record<string, unknown> = {}
 /** `printers.fleet`: the printers core controls now. */
 export function listFleet(rpc: RpcCaller): Promise<{ printers: FleetPrinter[] }> {
   return rpc.call<{ printers: FleetPrinter[] }>("printers.fleet");
+}
+
+/** Drops empty optional fields so core sees only what the person typed. */
+function addParams(p: AddPrinterParams): Record<string, string> {
+  const out: Record<string, string> = { url: p.url.trim() };
+  for (const key of ["api_key", "username", "password", "name"] as const) {
+    const v = p[key];
+    if (v !== undefined && v.trim() !== "") out[key] = key === "password" ? v : v.trim();
+  }
+  return out;
+}
+
+/**
+ * `printers.add`: core probes the address, connects and adds the printer. A probe that meets
+ * timeouts takes a while, hence the long call timeout.
+ */
+export function addPrinter(rpc: RpcCaller, params: AddPrinterParams): Promise<AddPrinterResult> {
+  return rpc.call<AddPrinterResult>("printers.add", addParams(params), { timeoutMs: 90_000 });
+}
+
+/** `printers.remove`: closes a remote printer's connection and drops it from the fleet. */
+export function removePrinter(rpc: RpcCaller, id: string): Promise<{ removed: string }> {
+  return rpc.call<{ removed: string }>("printers.remove", { id }, { timeoutMs: 30_000 });
+}
+
+/** `printers.discovered`: mDNS advertisements and USB boards. */
+export function discoveredPrinters(rpc: RpcCaller): Promise<Discovered> {
+  return rpc.call<Discovered>("printers.discovered", {}, { timeoutMs: 30_000 });
+}
+
+/** `printers.subscribe`: the state now; `notify_printers_changed` follows. */
+export function subscribePrinters(
+  rpc: RpcCaller,
+): Promise<Discovered & { fleet: FleetPrinter[] }> {
+  return rpc.call("printers.subscribe", {}, { timeoutMs: 30_000 });
+}
+
+/** `server.webcams.list` */
+export function listWebcams(rpc: RpcCaller, printer: string | null): Promise<{ webcams: Webcam[] }> {
+  return rpc.call("server.webcams.list", forPrinter(printer));
 }
 
 /** `printer.objects.subscribe`: the status now; deltas follow as `notify_status_update`. */

@@ -1,5 +1,14 @@
 // Display helpers for printer data: USB ids, port types, missing values.
-import type { PortType, Printer, SerialPrinter, SimulatedPrinter, UsbInfo } from "./api";
+import type {
+  BackendKind,
+  LinkState,
+  PortType,
+  Printer,
+  SerialPrinter,
+  SimulatedPrinter,
+  UsbInfo,
+  Webcam,
+} from "./api";
 
 /** A USB vendor or product id as 4 lower-case hex digits, or null when it is not one. */
 export function normalizeUsbId(id: string | null | undefined): string | null {
@@ -67,4 +76,59 @@ export function groupPrinters(printers: readonly Printer[]): PrinterGroups {
 /** A stable, attribute-safe test id for a printer: "printer-sim", "printer-serial-dev-ttyACM0". */
 export function printerTestId(id: string): string {
   return `printer-${id.replace(/[^A-Za-z0-9_-]+/g, "-").replace(/^-+|-+$/g, "")}`;
+}
+
+/** The product a fleet printer's backend talks to. */
+export function backendLabel(kind: BackendKind | string | null | undefined): string {
+  switch (kind) {
+    case "moonraker":
+      return "Moonraker";
+    case "octoprint":
+      return "OctoPrint";
+    case "prusalink":
+      return "PrusaLink";
+    case "local":
+      return "Gantry";
+    case "gantry":
+      return "Gantry host";
+    default:
+      return "Unknown";
+  }
+}
+
+/** A remote printer's link in words: "Connected", "Reconnecting…", "Closed" (the next try's time is
+ * in the fleet entry's problem, said when the try was planned). */
+export function linkLabel(link: LinkState | null | undefined): string | null {
+  if (link == null) return null;
+  switch (link.state) {
+    case "connected":
+      return "Connected";
+    case "reconnecting":
+      return "Reconnecting…";
+    case "closed":
+      return "Closed";
+  }
+}
+
+/** How the Dashboard shows a camera: its MJPEG stream, polled snapshots, or not at all. */
+export function webcamMode(w: Pick<Webcam, "service" | "stream_url" | "snapshot_url">): "stream" | "snapshot" | "none" {
+  const service = w.service.toLowerCase();
+  const mjpeg = service === "mjpegstreamer" || service === "classic" || service === "ipstream" || service === "";
+  if (mjpeg && w.stream_url !== "") return "stream";
+  if (w.snapshot_url !== null && w.snapshot_url !== "") return "snapshot";
+  return "none";
+}
+
+/** The CSS transform for a camera's flips and rotation. */
+export function webcamTransform(w: Pick<Webcam, "flip_horizontal" | "flip_vertical" | "rotation">): string {
+  const parts: string[] = [];
+  if (w.rotation % 360 !== 0) parts.push(`rotate(${w.rotation % 360}deg)`);
+  if (w.flip_horizontal) parts.push("scaleX(-1)");
+  if (w.flip_vertical) parts.push("scaleY(-1)");
+  return parts.length === 0 ? "none" : parts.join(" ");
+}
+
+/** A snapshot URL made unique per poll, so the webview asks the camera again. */
+export function withCacheBuster(url: string, n: number): string {
+  return `${url}${url.includes("?") ? "&" : "?"}gantry_t=${n}`;
 }

@@ -1,18 +1,29 @@
-// The selected printer, live: the fleet core serves, the chosen printer's Klipper status objects
-// kept current from `notify_status_update` deltas, its console lines and its temperature series.
-// Pages read this store; every call goes through api.ts.
+// The selected printer, live: the fleet core serves (with each printer's link and problem), the
+// chosen printer's Klipper status objects kept current from `notify_status_update` deltas, its
+// console lines, temperature series and webcams; and what core finds (mDNS, USB) once the Printers
+// page asks. Pages read this store; every call goes through api.ts.
 import {
+  addPrinter,
+  discoveredPrinters,
   errorMessage,
   gcodeScript,
   listFleet,
   listObjects,
+  listWebcams,
   printerNotification,
+  removePrinter,
   subscribeObjects,
+  subscribePrinters,
   temperatureStore,
+  type AddPrinterParams,
+  type AddPrinterResult,
+  type Discovered,
   type FleetPrinter,
   type ObjectQuery,
+  type PrintersChange,
   type RpcCaller,
   type StatusObjects,
+  type Webcam,
 } from "./api";
 import type { Connection } from "./connection.svelte";
 import { heaters, mergeStatus, pushSample } from "./status";
@@ -50,13 +61,25 @@ export class PrinterStore {
   series = $state<Record<string, Series>>({});
   loadError = $state<string | null>(null);
   loading = $state(false);
+  /** The selected printer's cameras (`server.webcams.list`), enabled ones only. */
+  webcams = $state<Webcam[]>([]);
+  /** What core finds (after `watchPrinters`); null until it answered. */
+  discovered = $state<Discovered | null>(null);
+  discoverError = $state<string | null>(null);
   private nextLine = 1;
   private sampler: ReturnType<typeof setInterval> | null = null;
   private generation = 0;
+  private fleetGeneration = 0;
+  private watchCall: Promise<void> | null = null;
+  private discoverGeneration = 0;
 
   constructor(private readonly connection: Connection) {
     connection.onNotification((method, params) => this.notify(method, params));
-    connection.onConnected(() => void this.refresh());
+    connection.onConnected(() => {
+      void this.refresh();
+      // The fleet's links and what core finds stay current on every page.
+      void this.watchPrinters();
+    });
   }
 
   /** The selected printer's fleet entry. */
@@ -89,8 +112,10 @@ export class PrinterStore {
     this.selected = id;
     this.status = {};
     this.series = {};
+    this.webcams = [];
     if (id === null) return;
     const client = rpc ?? (await this.connection.ready());
+    void this.loadWebcams(client, id);
     const { objects } = await listObjects(client, id);
     const query: ObjectQuery = {};
     for (const name of objects) query[name] = null;
@@ -114,6 +139,96 @@ export class PrinterStore {
       // A printer without a temperature store starts its chart empty.
     }
     this.startSampler();
+  }
+
+  /** The selected printer's enabled cameras; none when it has none or cannot say. */
+  private async loadWebcams(rpc: RpcCaller, id: string): Promise<void> {
+    try {
+      const { webcams } = await listWebcams(rpc, id);
+      if (this.selected === id) this.webcams = webcams.filter((w) => w.enabled);
+    } catch {
+      // A backend without cameras (or one that cannot list them) shows none.
+    }
+  }
+
+  /**
+   * Follows the fleet and what core finds: subscribes to `notify_printers_changed` and loads the
+   * discovered printers. Runs after every (re)connection.
+   */
+  watchPrinters(): Promise<void> {
+    // One call at a time: the connection and the Printers page may both ask at once.
+    this.watchCall ??= this.subscribePrinters().finally(() => {
+      this.watchCall = null;
+    });
+    return this.watchCall;
+  }
+
+  private async subscribePrinters(): Promise<void> {
+    const mine = ++this.discoverGeneration;
+    try {
+      const rpc = await this.connection.ready();
+      const state = await subscribePrinters(rpc);
+      if (mine !== this.discoverGeneration) return;
+      this.discovered = { mdns: state.mdns, network: state.network, usb: state.usb };
+      this.applyFleet(state.fleet);
+      this.discoverError = null;
+    } catch (error) {
+      if (mine === this.discoverGeneration) this.discoverError = errorMessage(error);
+    }
+  }
+
+  /** Loads what core finds again. */
+  async reloadDiscovered(): Promise<void> {
+    const mine = ++this.discoverGeneration;
+    try {
+      const rpc = await this.connection.ready();
+      const found = await discoveredPrinters(rpc);
+      if (mine !== this.discoverGeneration) return;
+      this.discovered = found;
+      this.discoverError = null;
+    } catch (error) {
+      if (mine === this.discoverGeneration) this.discoverError = errorMessage(error);
+    }
+  }
+
+  /** Loads the fleet again without touching the selected printer's live state. */
+  async reloadFleet(): Promise<void> {
+    const mine = ++this.fleetGeneration;
+    try {
+      const rpc = await this.connection.ready();
+      const { printers } = await listFleet(rpc);
+      if (mine === this.fleetGeneration) this.applyFleet(printers);
+    } catch (error) {
+      this.loadError = errorMessage(error);
+    }
+  }
+
+  private applyFleet(printers: FleetPrinter[]): void {
+    this.fleet = printers;
+    // The selected printer left: show the first one instead.
+    if (!printers.some((p) => p.id === this.selected)) {
+      void this.select(printers[0]?.id ?? null).catch(() => {});
+    }
+  }
+
+  /** Adds a printer by address; it becomes the selected one. Rejects with core's sentence. */
+  async add(params: AddPrinterParams): Promise<AddPrinterResult> {
+    const rpc = await this.connection.ready();
+    const result = await addPrinter(rpc, params);
+    if (!this.fleet.some((p) => p.id === result.printer.id)) {
+      this.fleet = [...this.fleet, result.printer];
+    }
+    await this.select(result.printer.id, rpc).catch(() => {});
+    void this.reloadFleet();
+    return result;
+  }
+
+  /** Removes a remote printer. */
+  async remove(id: string): Promise<void> {
+    const rpc = await this.connection.ready();
+    await removePrinter(rpc, id);
+    this.applyFleet(this.fleet.filter((p) => p.id !== id));
+    void this.reloadFleet();
   }
 
   /** Runs G-code on the selected printer, echoing it in the console. */
@@ -151,6 +266,12 @@ export class PrinterStore {
   }
 
   private notify(method: string, params: unknown): void {
+    if (method === "notify_printers_changed") {
+      const change = (Array.isArray(params) ? params[0] : null) as PrintersChange | null;
+      if (change?.source === "fleet") void this.reloadFleet();
+      else if (change?.source === "network" || change?.source === "usb") void this.reloadDiscovered();
+      return;
+    }
     const n = printerNotification(method, params);
     if (n === null || (n.printer !== null && n.printer !== this.selected)) return;
     if (n.method === "notify_status_update") {

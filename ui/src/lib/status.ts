@@ -33,7 +33,8 @@ export interface Heater {
   label: string;
   temperature: number;
   target: number;
-  power: number;
+  /** Heater power 0…1; null when the printer does not report it (OctoPrint). */
+  power: number | null;
 }
 
 /** Klipper's heater objects (`extruder`, `extruder1`, `heater_bed`, `heater_generic …`). */
@@ -57,12 +58,20 @@ export function heaters(status: StatusObjects): Heater[] {
       label: heaterLabel(name),
       temperature: num(status, name, "temperature") ?? 0,
       target: num(status, name, "target") ?? 0,
-      power: num(status, name, "power") ?? 0,
+      power: num(status, name, "power"),
     }));
 }
 
-/** The G-code that sets a heater's target, as Klipper takes it. */
+/**
+ * The G-code that sets a heater's target. Hotends and the bed get M104/M140, which Klipper,
+ * Marlin (OctoPrint) and Prusa firmware all take (`M104 T1` for `extruder1`); other heaters exist
+ * only on Klipper, whose SET_HEATER_TEMPERATURE they get.
+ */
 export function setTemperatureGcode(heater: string, target: number): string {
+  if (heater === "extruder") return `M104 S${target}`;
+  const tool = /^extruder(\d+)$/.exec(heater);
+  if (tool) return `M104 T${tool[1]} S${target}`;
+  if (heater === "heater_bed") return `M140 S${target}`;
   return `SET_HEATER_TEMPERATURE HEATER=${heater.replace(/^heater_generic /, "")} TARGET=${target}`;
 }
 
@@ -129,4 +138,22 @@ export function polylinePoints(
       return `${x.toFixed(1)},${y.toFixed(1)}`;
     })
     .join(" ");
+}
+
+/** Klippy's state (`webhooks.state`) in words. */
+export function klippyStateLabel(state: string | null | undefined): string {
+  switch (state) {
+    case "ready":
+      return "Ready";
+    case "shutdown":
+      return "Shut down";
+    case "error":
+      return "Error";
+    case "startup":
+      return "Starting";
+    case "disconnected":
+      return "Disconnected";
+    default:
+      return "Unknown";
+  }
 }

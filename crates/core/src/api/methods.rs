@@ -17,13 +17,14 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use super::manage::{self, Manager, ManagerOptions};
 use super::rpc::{INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, RpcError};
 use crate::fleet::{Fleet, FleetPrinter};
 use crate::model::{self, ObjectQuery, PrinterError, PrinterEvent};
 use crate::printers;
 
 /// The version of this API: bumped in its minor part when methods are added.
-pub const API_VERSION: [u32; 3] = [0, 2, 0];
+pub const API_VERSION: [u32; 3] = [0, 3, 0];
 
 /// Every method the server answers, sorted.
 pub const METHODS: &[&str] = &[
@@ -37,8 +38,12 @@ pub const METHODS: &[&str] = &[
     "printer.print.pause",
     "printer.print.resume",
     "printer.print.start",
+    "printers.add",
+    "printers.discovered",
     "printers.fleet",
     "printers.list",
+    "printers.remove",
+    "printers.subscribe",
     "server.files.delete_file",
     "server.files.list",
     "server.files.metadata",
@@ -65,6 +70,38 @@ fn eventtime() -> f64 {
 pub struct Context {
     /// The printers served.
     pub fleet: Arc<Fleet>,
+    /// Adding, removing and finding printers (`printers.add`, `printers.discovered`, …).
+    pub manager: Manager,
+}
+
+impl Context {
+    /// An empty fleet, with the printers section set by `options`.
+    pub fn new(options: ManagerOptions) -> Self {
+        Self {
+            fleet: Arc::default(),
+            manager: Manager::new(options),
+        }
+    }
+
+    /// An empty fleet, with mDNS browsing where `GANTRY_MDNS` says (every interface by
+    /// default; see [`manage::MDNS_ENV`]).
+    pub fn from_env() -> Self {
+        Self::new(ManagerOptions::from_env())
+    }
+
+    /// Stops the printers section's tasks and closes every remote printer (removing it from the
+    /// fleet); Gantry's own printers are left to their owner.
+    pub async fn shutdown(&self) {
+        self.manager.shutdown().await;
+        for entry in self.fleet.list() {
+            if entry.kind == model::BackendKind::Local {
+                continue;
+            }
+            if let Ok(printer) = self.fleet.remove(&entry.id) {
+                printer.backend.close().await;
+            }
+        }
+    }
 }
 
 /// One client connection's state: where its notifications go and what it subscribed to.
@@ -74,6 +111,8 @@ pub struct Connection {
     notify: mpsc::UnboundedSender<Value>,
     /// Printer id → the task forwarding its events.
     subscriptions: HashMap<String, tokio::task::AbortHandle>,
+    /// The task forwarding `notify_printers_changed`, after `printers.subscribe`.
+    printers_feed: Option<tokio::task::AbortHandle>,
 }
 
 impl Connection {
@@ -83,6 +122,7 @@ impl Connection {
             ctx,
             notify,
             subscriptions: HashMap::new(),
+            printers_feed: None,
         }
     }
 }
@@ -90,6 +130,9 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         for (_, task) in self.subscriptions.drain() {
+            task.abort();
+        }
+        if let Some(task) = self.printers_feed.take() {
             task.abort();
         }
     }
@@ -111,7 +154,11 @@ pub async fn call(conn: &mut Connection, method: &str, params: &Value) -> Result
         }
         "printers.fleet" => {
             no_params(method, params)?;
-            Ok(json!({ "printers": conn.ctx.fleet.list() }))
+            Ok(manage::fleet_json(&conn.ctx))
+        }
+        _ if manage::METHODS.contains(&method) => {
+            let ctx = Arc::clone(&conn.ctx);
+            manage::call(&ctx, method, params, &conn.notify, &mut conn.printers_feed).await
         }
         _ if method.starts_with("printer.") || method.starts_with("server.") => {
             printer_method(conn, method, params).await
@@ -384,13 +431,13 @@ fn printer_error(e: PrinterError) -> RpcError {
 }
 
 /// A method's params: an object (or absent).
-struct Params<'a> {
+pub(super) struct Params<'a> {
     method: &'a str,
     map: Option<&'a serde_json::Map<String, Value>>,
 }
 
 impl<'a> Params<'a> {
-    fn new(method: &'a str, params: &'a Value) -> Result<Self, RpcError> {
+    pub(super) fn new(method: &'a str, params: &'a Value) -> Result<Self, RpcError> {
         match params {
             Value::Null => Ok(Self { method, map: None }),
             Value::Object(map) => Ok(Self {
@@ -416,7 +463,7 @@ impl<'a> Params<'a> {
         )
     }
 
-    fn opt_str(&self, name: &str) -> Result<Option<String>, RpcError> {
+    pub(super) fn opt_str(&self, name: &str) -> Result<Option<String>, RpcError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -424,7 +471,7 @@ impl<'a> Params<'a> {
         }
     }
 
-    fn str(&self, name: &str) -> Result<String, RpcError> {
+    pub(super) fn str(&self, name: &str) -> Result<String, RpcError> {
         self.opt_str(name)?.ok_or_else(|| {
             RpcError::new(
                 INVALID_PARAMS,
@@ -466,7 +513,7 @@ impl<'a> Params<'a> {
 }
 
 /// Methods without parameters accept absent, empty-object or empty-array params.
-fn no_params(method: &str, params: &Value) -> Result<(), RpcError> {
+pub(super) fn no_params(method: &str, params: &Value) -> Result<(), RpcError> {
     let empty = match params {
         Value::Null => true,
         Value::Object(o) => o.is_empty(),
@@ -529,7 +576,7 @@ mod tests {
             .await
             .expect("server.info");
         assert_eq!(info["gantry_version"], crate::VERSION);
-        assert_eq!(info["api_version_string"], "0.2.0");
+        assert_eq!(info["api_version_string"], "0.3.0");
         assert_eq!(info["methods"], json!(METHODS));
         assert_eq!(info["klippy_state"], "disconnected");
     }

@@ -7,8 +7,10 @@
 //!
 //! - [`rpc`]: the JSON-RPC 2.0 envelope (requests, responses, error codes), pure.
 //! - [`methods`]: the method table and each method's handler.
+//! - [`manage`]: the `printers.*` section — adding, removing and finding printers.
 //! - [`server`]: the listener, the handshake check and one task per connection.
 
+pub mod manage;
 pub mod methods;
 pub mod rpc;
 pub mod server;

@@ -850,6 +850,10 @@ impl PrinterBackend for Moonraker {
         BackendKind::Moonraker
     }
 
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.shutdown())
+    }
+
     fn hub(&self) -> &StatusHub {
         &self.inner.hub
     }

@@ -547,6 +547,10 @@ impl PrinterBackend for OctoPrint {
         BackendKind::OctoPrint
     }
 
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.shutdown())
+    }
+
     fn hub(&self) -> &StatusHub {
         &self.inner.hub
     }

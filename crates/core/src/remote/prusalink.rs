@@ -503,6 +503,10 @@ impl PrinterBackend for PrusaLink {
         BackendKind::PrusaLink
     }
 
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.shutdown())
+    }
+
     fn hub(&self) -> &StatusHub {
         &self.inner.hub
     }

@@ -498,6 +498,32 @@ impl OctoPrint {
         tokens.len()
     }
 
+    /// Connects OctoPrint to its virtual printer, as a user does in OctoPrint's Connection
+    /// panel, and waits until it is operational.
+    pub async fn connect_virtual_printer(&self) {
+        let key = [("X-Api-Key", self.api_key.as_str())];
+        let body = r#"{"command": "connect", "port": "VIRTUAL", "baudrate": 115200}"#;
+        let (status, text) = http(self.addr, None, "POST", "/api/connection", &key, Some(body))
+            .await
+            .expect("POST /api/connection");
+        assert_eq!(status, 204, "connect: {text}");
+        let started = Instant::now();
+        loop {
+            let (_, text) = http(self.addr, None, "GET", "/api/connection", &key, None)
+                .await
+                .expect("GET /api/connection");
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if v["current"]["state"] == "Operational" {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the virtual printer is not operational after 20 s: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The directory uploads land in.
     pub fn uploads(&self) -> PathBuf {
         self.dir.path().join("base/uploads")
