@@ -5,7 +5,9 @@
 //! master side: it waits for bytes (1 ms at most), feeds them to [`SimMcu`] at the MCU clock that
 //! the wall clock gives (16 MHz from the start of the run), and writes the replies, until the
 //! stop flag is raised (SIGINT/SIGTERM in `gantry sim`). One thread owns the pty; the model stays
-//! pure. The slave side is kept open by the sim, so a host may close and reopen the path.
+//! pure. The slave side is kept open by the sim, so a host may close and reopen the path; while
+//! no host reads, replies that do not fit the pty's buffer are dropped (the master is
+//! non-blocking), so the sim keeps time and stops on its signal.
 
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::pty::openpty;
 use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
@@ -75,6 +78,12 @@ pub fn open(path: &Path) -> io::Result<Pty> {
         Err(_) => {}
     }
     std::os::unix::fs::symlink(&device, path)?;
+    let flags = fcntl(pair.master.as_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    fcntl(
+        pair.master.as_fd(),
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    )
+    .map_err(io::Error::from)?;
     Ok(Pty {
         master: File::from(pair.master),
         _slave: pair.slave,
@@ -101,8 +110,11 @@ pub fn run(pty: &mut Pty, sim: &mut SimMcu, stop: &AtomicBool) -> io::Result<()>
             }
         };
         if ready {
-            let n = pty.master.read(&mut buf)?;
-            sim.handle_input(&buf[..n]);
+            match pty.master.read(&mut buf) {
+                Ok(n) => sim.handle_input(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
         }
         let elapsed = start.elapsed();
         let clock = u64::try_from(elapsed.as_nanos() * u128::from(CLOCK_FREQ) / 1_000_000_000)
@@ -110,7 +122,23 @@ pub fn run(pty: &mut Pty, sim: &mut SimMcu, stop: &AtomicBool) -> io::Result<()>
         out.clear();
         sim.poll(clock, &mut out);
         if !out.is_empty() {
-            pty.master.write_all(&out)?;
+            write_or_drop(&mut pty.master, &out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to the non-blocking master; what the pty cannot take now is dropped, as a
+/// UART's bytes are when no host listens. Without a host reading the slave side its buffer
+/// fills, and a blocking write would stop the MCU — and with it the stop flag's check — for good.
+fn write_or_drop(master: &mut File, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match master.write(bytes) {
+            Ok(0) => return Ok(()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
         }
     }
     Ok(())

@@ -388,6 +388,11 @@ pub async fn open(
     ))
 }
 
+/// A block unacknowledged this long draws the starvation warning, s.
+const LINK_STALL_WARN_S: f64 = 0.2;
+/// At most one starvation warning this often, s.
+const LINK_STALL_WARN_EVERY_S: f64 = 10.0;
+
 /// The connection thread: owns the port and the session until asked to stop or the link ends.
 fn run_port(
     mut port: Box<dyn Port>,
@@ -402,6 +407,7 @@ fn run_port(
     let mut session = HostSession::new();
     let mut buf = [0_u8; 4096];
     let mut out = Vec::with_capacity(4096);
+    let mut last_stall_warning = f64::NEG_INFINITY;
     loop {
         loop {
             match requests.try_recv() {
@@ -453,6 +459,22 @@ fn run_port(
                 });
                 return;
             }
+        }
+        // The warning before "Timer too close": a block unanswered this long means the host
+        // or the OS's serial path is starved (the MCU answers within milliseconds).
+        if let Some(age) = session.oldest_unacked_age_s(now())
+            && age > LINK_STALL_WARN_S
+            && now() - last_stall_warning >= LINK_STALL_WARN_EVERY_S
+        {
+            last_stall_warning = now();
+            tracing::warn!(
+                mcu = name,
+                "the link to the MCU stalls: a command sent {:.0} ms ago is not acknowledged; \
+                 the host is starved (a busy desktop, or the USB/serial path) and past about \
+                 {:.1} s the MCU stops with \"Timer too close\" — close busy programs",
+                age * 1e3,
+                gantry_motion::toolhead::LIVE_EXTRA_LEAD_S + 0.45
+            );
         }
         // Publish clock synchronisation after each new sample (about once a second).
         if session.is_clock_synced()

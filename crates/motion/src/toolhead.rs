@@ -34,6 +34,17 @@ const BGFLUSH_HIGH_TIME: f64 = 0.400;
 const BGFLUSH_SG_LOW_TIME: f64 = 0.450;
 const BGFLUSH_SG_HIGH_TIME: f64 = 0.700;
 const BGFLUSH_EXTRA_TIME: f64 = 0.250;
+/// What a live host keeps ahead of the MCU beyond klippy's times, s: the first move starts
+/// this much later, steps are generated this much further ahead and G-code is read this much
+/// further ahead ([`LIVE_BUFFER_TIME_HIGH`]). klippy runs on a quiet board computer; a desktop
+/// under load can hold a thread or the kernel's serial path for longer than klippy's margins
+/// (measured: both cores under `stress` plus a compiler, the pseudo-terminal to the simulated
+/// MCU stalled ~0.6 s and a step command 0.45 s ahead arrived late — "Timer too close"). Batch
+/// output is unaffected (it has no MCU to keep ahead of).
+pub const LIVE_EXTRA_LEAD_S: f64 = 0.5;
+/// The input-throttling horizon of a live host (klippy's `BUFFER_TIME_HIGH` plus
+/// [`LIVE_EXTRA_LEAD_S`]): steps generated up to 1.2 s ahead need moves queued beyond that.
+pub const LIVE_BUFFER_TIME_HIGH: f64 = BUFFER_TIME_HIGH + LIVE_EXTRA_LEAD_S;
 /// Maximum step compression error, s (Klipper's MAX_STEPCOMPRESS_ERROR).
 pub const MAX_STEPCOMPRESS_ERROR: f64 = 0.000_025;
 
@@ -650,7 +661,12 @@ impl Toolhead {
     fn calc_print_time(&mut self) {
         let est = self.est_print_time;
         let kin_time = self.calc_step_gen_restart(est);
-        let min_print_time = (est + BUFFER_TIME_START).max(kin_time);
+        let start = if self.can_pause {
+            BUFFER_TIME_START + LIVE_EXTRA_LEAD_S
+        } else {
+            BUFFER_TIME_START
+        };
+        let min_print_time = (est + start).max(kin_time);
         if min_print_time > self.print_time {
             self.print_time = min_print_time;
         }
@@ -1149,7 +1165,7 @@ impl Toolhead {
         let aggr_sg_time = f.need_step_gen_time - 2.0 * f.kin_flush_delay;
         if f.last_step_gen_time < aggr_sg_time {
             // Stepping: aggressive flushing, batched from the last step generation time.
-            let mut want_sg_time = est + BGFLUSH_SG_HIGH_TIME;
+            let mut want_sg_time = est + BGFLUSH_SG_HIGH_TIME + LIVE_EXTRA_LEAD_S;
             let batch_time = BGFLUSH_SG_HIGH_TIME - BGFLUSH_SG_LOW_TIME;
             let mut next_batch_time = f.last_step_gen_time + batch_time;
             if next_batch_time > est {
@@ -1172,7 +1188,9 @@ impl Toolhead {
         let f = self.flush;
         let aggr_sg_time = f.need_step_gen_time - 2.0 * f.kin_flush_delay;
         if f.last_step_gen_time < aggr_sg_time {
-            return Ok(Some(f.last_step_gen_time - BGFLUSH_SG_LOW_TIME - est));
+            return Ok(Some(
+                f.last_step_gen_time - BGFLUSH_SG_LOW_TIME - LIVE_EXTRA_LEAD_S - est,
+            ));
         }
         self.flush.do_kick_flush_timer = true;
         if f.last_flush_time >= f.need_flush_time + BGFLUSH_EXTRA_TIME {

@@ -208,6 +208,13 @@ impl HostLink {
         self.stats
     }
 
+    /// How long the oldest block not yet acknowledged has waited since it was first sent, at
+    /// host time `now_s` (`None`: everything sent is acknowledged). A healthy link answers within
+    /// a few milliseconds; a long wait means the host, the OS's serial path or the MCU stalls.
+    pub fn oldest_unacked_age_s(&self, now_s: f64) -> Option<f64> {
+        self.sent.front().map(|s| (now_s - s.sent_time_s).max(0.0))
+    }
+
     /// Bytes of messages queued and not yet put in a block.
     pub fn unsent_bytes(&self) -> usize {
         self.ready.iter().map(Vec::len).sum()

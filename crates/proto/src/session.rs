@@ -222,6 +222,11 @@ impl HostSession {
         self.phase == Phase::Lost
     }
 
+    /// See [`HostLink::oldest_unacked_age_s`].
+    pub fn oldest_unacked_age_s(&self, now_s: f64) -> Option<f64> {
+        self.link.oldest_unacked_age_s(now_s)
+    }
+
     /// The link's counters.
     pub fn link_stats(&self) -> LinkStats {
         self.link.stats()

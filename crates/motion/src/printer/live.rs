@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{CommandError, Printer};
-use crate::toolhead::{BUFFER_TIME_HIGH, McuCommand, McuMessage, MoveError, QueueState};
+use crate::toolhead::{LIVE_BUFFER_TIME_HIGH, McuCommand, McuMessage, MoveError, QueueState};
 use crate::trapq::Coord;
 
 /// Klipper's PRIMING_CMD_TIME: the look-ahead is committed when input pauses this long, s.
@@ -258,11 +258,24 @@ impl Printer {
                     cmd.clone()
                 })
                 .collect();
+            // Only the outputs given a start value here wait for it: an output without one
+            // (a stepper's enable pin) has nothing queued before its first command, and a
+            // `min_clock` at the start value's clock would hold that command back (measured: a
+            // print's first stepper enable reached the MCU 50 ms before it was due, not 250).
+            let started: Vec<u8> = cmds
+                .iter()
+                .filter(|c| c.starts_with("queue_digital_out "))
+                .filter_map(|c| {
+                    c.split_whitespace()
+                        .find_map(|w| w.strip_prefix("oid="))
+                        .and_then(|v| v.parse::<u8>().ok())
+                })
+                .collect();
             for cmd in cmds {
                 self.toolhead.send(mi, 0, 0, cmd);
             }
             for d in &mut self.digital_outs {
-                if d.mcu == mi {
+                if d.mcu == mi && started.contains(&d.oid) {
                     d.last_clock = d.last_clock.max(pwm_clock);
                 }
             }
@@ -319,12 +332,12 @@ impl Printer {
         let mut now = self.now()?;
         let mut est = self.est_print_time_at(now)?;
         if self.toolhead.state == QueueState::Priming && !self.toolhead.lookahead_is_empty() {
-            let will_pause = self.toolhead.print_time - est - BUFFER_TIME_HIGH;
+            let will_pause = self.toolhead.print_time - est - LIVE_BUFFER_TIME_HIGH;
             let wake = now + will_pause.max(0.0) + PRIMING_CMD_TIME;
             self.live_mut()?.priming_wake = Some(wake);
         }
         loop {
-            let pause_time = self.toolhead.print_time - est - BUFFER_TIME_HIGH;
+            let pause_time = self.toolhead.print_time - est - LIVE_BUFFER_TIME_HIGH;
             if pause_time <= 0.0 {
                 break;
             }
