@@ -268,6 +268,9 @@ fn in_box(pic: &Picture, orbit: &Orbit, lo: [f32; 3], hi: [f32; 3]) -> Vec<[u8; 
         .collect()
 }
 
+/// A test on a pixel.
+type Test = dyn Fn([u8; 3]) -> bool;
+
 #[test]
 #[ignore = "needs a Vulkan driver (lavapipe); cargo xtask test runs it"]
 fn a_feature_region_has_its_features_colour() {
@@ -289,13 +292,7 @@ fn a_feature_region_has_its_features_colour() {
     let purple = near([150, 84, 204], 24);
     let warm = |[r, g, b]: [u8; 3]| r > 80 && g < r && b < g && f32::from(g) > 0.3 * f32::from(r);
     let violet = |[r, g, b]: [u8; 3]| b > 80 && r < b && g < r;
-    let cases: [(
-        &str,
-        f32,
-        &dyn Fn([u8; 3]) -> bool,
-        &dyn Fn([u8; 3]) -> bool,
-        &dyn Fn([u8; 3]) -> bool,
-    ); 2] = [
+    let cases: [(&str, f32, &Test, &Test, &Test); 2] = [
         ("outer wall", 60.0, &orange, &warm, &purple),
         ("solid infill", 150.0, &purple, &violet, &orange),
     ];

@@ -398,7 +398,13 @@ fn bench_frames(
         adapter: reading.adapter.unwrap_or_default(),
     };
     match serde_json::to_string(&report) {
-        Ok(json) => println!("{json}"),
+        Ok(json) => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = writeln!(out, "{json}").and_then(|()| out.flush()) {
+                bevy::log::error!("cannot write the benchmark: {e}");
+            }
+        }
         Err(e) => bevy::log::error!("cannot write the benchmark: {e}"),
     }
     match (&request.path, target) {

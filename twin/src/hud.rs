@@ -276,10 +276,10 @@ fn spawn_hud(mut commands: Commands, mut fonts: ResMut<Assets<Font>>) {
         });
 }
 
-fn pointer_on_hud(
-    tracks: Query<&Interaction, Or<(With<ScrubTrack>, With<LayerTrack>)>>,
-    mut on: ResMut<PointerOnHud>,
-) {
+/// The HUD's sliders.
+type Sliders = Or<(With<ScrubTrack>, With<LayerTrack>)>;
+
+fn pointer_on_hud(tracks: Query<&Interaction, Sliders>, mut on: ResMut<PointerOnHud>) {
     on.0 = tracks.iter().any(|i| *i != Interaction::None);
 }
 
@@ -550,7 +550,7 @@ pub fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(' ');
         }
         out.push(c);

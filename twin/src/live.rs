@@ -322,9 +322,9 @@ fn read_live(
         line,
     };
     // The toolpath is coloured up to where the nozzle is, the rest is the ghost.
-    if let Some(state) = state {
-        if let Some(meta) = &state.meta {
-            cut.at = segment_at(&state, meta, &nozzle.sample).or(cut.at);
-        }
+    if let Some(state) = state
+        && let Some(meta) = &state.meta
+    {
+        cut.at = segment_at(&state, meta, &nozzle.sample).or(cut.at);
     }
 }

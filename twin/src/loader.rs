@@ -95,7 +95,7 @@ impl LineIndex {
         }
         for (i, _) in block.iter().enumerate().filter(|(_, c)| **c == b'\n') {
             *lines_before += 1;
-            if *lines_before % LINE_INDEX_STRIDE == 0 {
+            if lines_before.is_multiple_of(LINE_INDEX_STRIDE) {
                 self.offsets.push(offset + i as u64 + 1);
             }
         }

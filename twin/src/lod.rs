@@ -278,7 +278,7 @@ fn simplify_chunk(
             layer += 1;
         }
         let Some((a, b)) = path.segment(i) else { break };
-        let keep_layer = layer % stride == 0 || layer == last_layer;
+        let keep_layer = layer.is_multiple_of(stride) || layer == last_layer;
         if b.attr & (ATTR_HIDDEN | ATTR_TRAVEL) != 0 || !keep_layer {
             s.close_run();
             continue;
@@ -371,11 +371,12 @@ pub fn choose(
     while sum > budget {
         let mut changed = false;
         for (c, ch) in choices.iter_mut().enumerate() {
-            if let Choice::Level(l) = ch {
-                if *l < max_level && !views[c].full_detail {
-                    *l += 1;
-                    changed = true;
-                }
+            if let Choice::Level(l) = ch
+                && *l < max_level
+                && !views[c].full_detail
+            {
+                *l += 1;
+                changed = true;
             }
         }
         if !changed {

@@ -444,14 +444,13 @@ pub fn build_frame(
             }
         };
         // Contiguous ranges of the same page and variant become one draw.
-        if let Some(last) = frame.draws.last_mut() {
-            if last.page == range.page
-                && last.variant == range.variant
-                && last.first + last.count == range.first
-            {
-                last.count += range.count;
-                continue;
-            }
+        if let Some(last) = frame.draws.last_mut()
+            && last.page == range.page
+            && last.variant == range.variant
+            && last.first + last.count == range.first
+        {
+            last.count += range.count;
+            continue;
         }
         frame.draws.push(range);
     }

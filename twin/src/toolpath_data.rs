@@ -139,9 +139,9 @@ impl Chunk {
     }
 
     fn grow(&mut self, p: [f32; 3]) {
-        for i in 0..3 {
-            self.min_mm[i] = self.min_mm[i].min(p[i]);
-            self.max_mm[i] = self.max_mm[i].max(p[i]);
+        for ((lo, hi), v) in self.min_mm.iter_mut().zip(&mut self.max_mm).zip(p) {
+            *lo = lo.min(v);
+            *hi = hi.max(v);
         }
     }
 }
@@ -439,9 +439,10 @@ impl Sink for Builder {
             stats.flow_range_mm3_s.0 = stats.flow_range_mm3_s.0.min(flow);
             stats.flow_range_mm3_s.1 = stats.flow_range_mm3_s.1.max(flow);
             for p in [self.at, end] {
-                for i in 0..3 {
-                    stats.extrusion_min_mm[i] = stats.extrusion_min_mm[i].min(p[i]);
-                    stats.extrusion_max_mm[i] = stats.extrusion_max_mm[i].max(p[i]);
+                let (lo, hi) = (&mut stats.extrusion_min_mm, &mut stats.extrusion_max_mm);
+                for ((lo, hi), v) in lo.iter_mut().zip(hi.iter_mut()).zip(p) {
+                    *lo = lo.min(v);
+                    *hi = hi.max(v);
                 }
             }
             if let Some(o) = self.object {

@@ -464,10 +464,10 @@ impl Reader {
             Ok(w) => w,
             Err(message) => return self.diagnostic(message, sink),
         };
-        if let Some(f) = words.get(b'F') {
-            if f > 0.0 {
-                self.feed_mm_s = f * self.unit_mm / 60.0;
-            }
+        if let Some(f) = words.get(b'F')
+            && f > 0.0
+        {
+            self.feed_mm_s = f * self.unit_mm / 60.0;
         }
         let target = self.target(&words);
         self.move_to(target, false, sink);
@@ -531,10 +531,10 @@ impl Reader {
             let name = if clockwise { "G2" } else { "G3" };
             return self.diagnostic(format!("{name} needs I or J (the arc centre)"), sink);
         }
-        if let Some(f) = words.get(b'F') {
-            if f > 0.0 {
-                self.feed_mm_s = f * self.unit_mm / 60.0;
-            }
+        if let Some(f) = words.get(b'F')
+            && f > 0.0
+        {
+            self.feed_mm_s = f * self.unit_mm / 60.0;
         }
         let start = self.pos;
         let end = self.target(&words);
@@ -585,8 +585,8 @@ impl Reader {
         let (has, _) = letters_present(code, from);
         let all = !(has[0] || has[1] || has[2]);
         let before = self.pos;
-        for axis in 0..3 {
-            if all || has[axis] {
+        for (axis, &named) in has.iter().enumerate() {
+            if all || named {
                 self.pos[axis] = 0.0;
                 self.base[axis] = 0.0;
             }
@@ -742,10 +742,9 @@ impl Reader {
         } else if let Some(h) = t
             .strip_prefix(b"HEIGHT:")
             .or_else(|| t.strip_prefix(b"LAYER_HEIGHT:"))
+            && let Some(h) = parse_number_text(h).filter(|h| *h > 0.0)
         {
-            if let Some(h) = parse_number_text(h).filter(|h| *h > 0.0) {
-                self.layers.comment_height = Some(h);
-            }
+            self.layers.comment_height = Some(h);
         }
     }
 
@@ -764,10 +763,11 @@ impl Reader {
         }
         let index = l.current.map_or(0, |(i, _)| i + 1);
         let z_mm = l.comment_z.filter(|cz| cz.is_finite()).unwrap_or(z);
-        let height_mm = l.comment_height.unwrap_or_else(|| match l.below_z {
+        let rise = match l.below_z {
             Some(b) if z_mm > b => z_mm - b,
             _ => z_mm,
-        });
+        };
+        let height_mm = l.comment_height.unwrap_or(rise);
         l.current = Some((index, z_mm));
         l.below_z = Some(z_mm);
         l.pending = false;
@@ -938,7 +938,7 @@ fn parse_number_text(text: &[u8]) -> Option<f64> {
 /// `[[x,y],[x,y],…]` as points; what does not read as numbers is left out.
 fn parse_polygon(text: &str) -> Vec<[f64; 2]> {
     let numbers: Vec<f64> = text
-        .split(|c: char| c == '[' || c == ']' || c == ',')
+        .split(['[', ']', ','])
         .filter(|s| !s.trim().is_empty())
         .filter_map(|s| s.trim().parse::<f64>().ok())
         .collect();
