@@ -126,6 +126,7 @@ pub fn configure_headless(app: &mut App, request: CaptureRequest) -> CaptureStat
     .insert_resource(request)
     .insert_resource(status.clone())
     .init_resource::<SceneReady>()
+    .init_resource::<PlannerDone>()
     .init_resource::<Bench>()
     .add_systems(Startup, render_to_image.after(camera::spawn_camera))
     .add_systems(First, check_scene)
@@ -153,9 +154,18 @@ pub fn configure_headless(app: &mut App, request: CaptureRequest) -> CaptureStat
 #[derive(Resource, Debug, Default, Clone, Copy)]
 struct SceneReady(bool);
 
+/// Whether the planner finished (or there is none), updated every frame.
+#[derive(Resource, Debug, Default, Clone, Copy)]
+struct PlannerDone(bool);
+
 fn check_scene(world: &mut World) {
     let ready = crate::scene_ready(world);
     world.resource_mut::<SceneReady>().0 = ready;
+    let planned = world.get_resource::<crate::live::LiveState>().is_some()
+        || world
+            .get_resource::<crate::loader::LoadState>()
+            .is_none_or(|s| s.planned);
+    world.resource_mut::<PlannerDone>().0 = planned;
 }
 
 /// When each rendered frame finished on the device, shared by the render world (writes).
@@ -182,7 +192,7 @@ pub struct BenchReport {
     pub segments: u64,
     /// G-code lines.
     pub lines: u32,
-    /// From the start of reading to the last page of points on the GPU, s.
+    /// From the start of reading to the last page of points (level 0) on the GPU, s.
     pub load_s: f64,
     /// Parsing alone (file to pages in memory), s.
     pub parse_s: f64,
@@ -192,6 +202,12 @@ pub struct BenchReport {
     pub lod_bytes_per_segment: f64,
     /// When the levels of detail were ready, s from the start.
     pub lod_ready_s: f64,
+    /// When the planner had timed the whole file, s from the start.
+    pub plan_s: f64,
+    /// Moves the planner committed.
+    pub moves: usize,
+    /// The planner's timeline, bytes per move.
+    pub timeline_bytes_per_move: f64,
     /// From the start to the first frame with the whole toolpath drawn, s.
     pub first_frame_s: f64,
     /// Median frame time after the first, ms.
@@ -269,6 +285,7 @@ fn capture_when_ready(
     request: Res<CaptureRequest>,
     timing: Res<FrameTiming>,
     mut bench: ResMut<Bench>,
+    planned: Res<PlannerDone>,
     mut stable: Local<u32>,
     mut exit: MessageWriter<AppExit>,
 ) {
@@ -313,6 +330,10 @@ fn capture_when_ready(
         reading.pipelines
     );
     if request.bench {
+        // Frames are timed once the planner is done too, so that they are the renderer's alone.
+        if !planned.0 {
+            return;
+        }
         status.set(CaptureOutcome::Benchmarking);
         bench.skip = timing
             .0
@@ -384,11 +405,22 @@ fn bench_frames(
         file_bytes: state.file_bytes,
         segments,
         lines: meta.map_or(0, |m| m.lines_read),
-        load_s: since(reading.last_upload),
+        // Level-0 pages in GPU buffers (made by the loader thread; else by the renderer).
+        load_s: since(state.on_gpu.or_else(|| {
+            reading
+                .uploaded_at
+                .get(state.pages.len().saturating_sub(1))
+                .copied()
+        })),
         parse_s: state.parse_time.map_or(0.0, |d| d.as_secs_f64()),
         bytes_per_segment: per(level0),
         lod_bytes_per_segment: per(lod_bytes),
         lod_ready_s: state.lod_time.map_or(0.0, |d| d.as_secs_f64()),
+        plan_s: state.plan_time.map_or(0.0, |d| d.as_secs_f64()),
+        moves: state.timeline.moves().len(),
+        #[allow(clippy::cast_precision_loss)]
+        timeline_bytes_per_move: state.timeline.resident_bytes() as f64
+            / state.timeline.moves().len().max(1) as f64,
         first_frame_s: since(done.first().copied()),
         frame_ms_median: frame_ms[frame_ms.len() / 2],
         frame_ms_max: frame_ms.last().copied().unwrap_or(0.0),

@@ -18,7 +18,7 @@ use gantry_core::motion::printer::Response;
 use gantry_core::motion::toolpath::{Reader, ToolpathOptions};
 
 use crate::lod::{self, Lods};
-use crate::ribbons::RibbonPages;
+use crate::ribbons::{RibbonPage, RibbonPages, SharedDevice, page_buffer};
 use crate::timeline::{Planning, TimedMove, Timeline};
 use crate::toolpath_data::{Builder, Chunk, LoadedToolpath, Page, ToolpathMeta};
 
@@ -93,10 +93,12 @@ impl LineIndex {
         if self.offsets.is_empty() {
             self.offsets.push(0);
         }
-        for (i, _) in block.iter().enumerate().filter(|(_, c)| **c == b'\n') {
+        let mut i = 0;
+        while let Some(k) = gantry_core::motion::toolpath::memchr_nl(&block[i..]) {
+            i += k + 1;
             *lines_before += 1;
             if lines_before.is_multiple_of(LINE_INDEX_STRIDE) {
-                self.offsets.push(offset + i as u64 + 1);
+                self.offsets.push(offset + i as u64);
             }
         }
     }
@@ -116,9 +118,14 @@ fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usiz
 /// What the threads send.
 enum LoadMsg {
     Progress(u64),
-    Pages(Vec<(Page, Vec<Chunk>)>),
+    Pages(Vec<(RibbonPage, Vec<Chunk>)>),
     Parsed(Box<ToolpathMeta>, LineIndex),
-    Lods(Box<Lods>),
+    /// Every level-0 page is in a GPU buffer (the time).
+    OnGpu(Instant),
+    Lods(
+        Box<Lods>,
+        Vec<Option<bevy::render::render_resource::Buffer>>,
+    ),
     Moves(Vec<TimedMove>),
     Responses(Vec<Response>),
     Planned,
@@ -141,6 +148,8 @@ pub struct LoadState {
     pub started: Instant,
     /// How long parsing took (file to pages), once done.
     pub parse_time: Option<Duration>,
+    /// When every level-0 page was in a GPU buffer.
+    pub on_gpu: Option<Instant>,
     /// Level-0 chunks so far.
     pub chunks: Vec<Chunk>,
     /// Level-0 pages so far (also in [`RibbonPages`] at the same indices).
@@ -201,6 +210,7 @@ impl LoadState {
 }
 
 /// Starts loading `source` (and planning it on `config`); the state goes in as a resource.
+/// The ribbons plugin must be added first (its shared device receives the GPU).
 pub fn start(
     app: &mut App,
     source_name: String,
@@ -221,6 +231,7 @@ pub fn start(
         bytes_read: 0,
         started: Instant::now(),
         parse_time: None,
+        on_gpu: None,
         chunks: Vec::new(),
         pages: Vec::new(),
         meta: None,
@@ -235,22 +246,78 @@ pub fn start(
         plan_error: None,
         rx: Some(std::sync::Mutex::new(rx)),
     };
+    let job = LoadJob {
+        source,
+        options,
+        config: plan.then_some(config),
+        tx,
+    };
+    app.insert_resource(state)
+        .insert_resource(PendingLoad(Some(job)))
+        .add_systems(First, begin.after(crate::ribbons::ShareDevice))
+        .add_systems(PreUpdate, receive);
+}
+
+/// What the loader thread needs, until it starts.
+struct LoadJob {
+    source: GcodeSource,
+    options: ToolpathOptions,
+    config: Option<Config>,
+    tx: Sender<LoadMsg>,
+}
+
+/// The load waiting for the renderer's device.
+#[derive(Resource)]
+struct PendingLoad(Option<LoadJob>);
+
+/// Starts the loader thread once the renderer has its device (the window's surface comes first
+/// on a desktop): the load is timed from here, and each page goes to the GPU as it fills.
+fn begin(
+    mut pending: ResMut<PendingLoad>,
+    device: Res<SharedDevice>,
+    mut state: ResMut<LoadState>,
+) {
+    if device.0.get().is_none() {
+        return;
+    }
+    let Some(job) = pending.0.take() else { return };
+    state.started = Instant::now();
     let started = state.started;
+    let device = device.clone();
     std::thread::Builder::new()
         .name("twin-loader".into())
-        .spawn(move || load_thread(&source, options, plan.then_some(config), &tx, started))
+        .spawn(move || {
+            let LoadJob {
+                source,
+                options,
+                config,
+                tx,
+            } = job;
+            load_thread(&source, options, config, &device, &tx, started);
+        })
         .map(|_| ())
         .unwrap_or_else(|e| bevy::log::error!("cannot start the loader thread: {e}"));
-    app.insert_resource(state).add_systems(PreUpdate, receive);
 }
 
 fn load_thread(
     source: &GcodeSource,
     options: ToolpathOptions,
     config: Option<Config>,
+    device: &SharedDevice,
     tx: &Sender<LoadMsg>,
     started: Instant,
 ) {
+    // Each full page goes into a GPU buffer here, as soon as the renderer has a device.
+    let gpu = |page: &Page| device.0.get().map(|d| page_buffer(d, page));
+    let pack = |pages: Vec<(Page, Vec<Chunk>)>| -> Vec<(RibbonPage, Vec<Chunk>)> {
+        pages
+            .into_iter()
+            .map(|(p, c)| {
+                let buffer = gpu(&p);
+                (RibbonPage { points: p, buffer }, c)
+            })
+            .collect()
+    };
     let (mut input, _) = match source.open() {
         Ok(x) => x,
         Err(e) => {
@@ -265,7 +332,9 @@ fn load_thread(
     let mut block = vec![0u8; READ_BLOCK];
     let mut offset = 0u64;
     let mut loaded = LoadedToolpath::default();
+    let (mut t_read, mut t_parse, mut t_index, mut t_gpu) = (0.0, 0.0, 0.0, 0.0);
     loop {
+        let t = Instant::now();
         let n = match read_full(&mut input, &mut block) {
             Ok(n) => n,
             Err(e) => {
@@ -276,8 +345,11 @@ fn load_thread(
         if n == 0 {
             break;
         }
+        let t1 = Instant::now();
         reader.feed(&block[..n], &mut builder);
+        let t2 = Instant::now();
         index.add_block(&block[..n], offset, &mut lines);
+        let t3 = Instant::now();
         offset += n as u64;
         let pages = builder.take_finished();
         if !pages.is_empty() {
@@ -285,8 +357,12 @@ fn load_thread(
                 loaded.pages.push(p.clone());
                 loaded.chunks.extend_from_slice(c);
             }
-            let _ = tx.send(LoadMsg::Pages(pages));
+            let _ = tx.send(LoadMsg::Pages(pack(pages)));
         }
+        t_read += (t1 - t).as_secs_f64();
+        t_parse += (t2 - t1).as_secs_f64();
+        t_index += (t3 - t2).as_secs_f64();
+        t_gpu += t3.elapsed().as_secs_f64();
         let _ = tx.send(LoadMsg::Progress(offset));
     }
     reader.finish(&mut builder);
@@ -296,12 +372,18 @@ fn load_thread(
         loaded.chunks.extend_from_slice(c);
     }
     loaded.meta = meta.clone();
-    if !pages.is_empty() {
-        let _ = tx.send(LoadMsg::Pages(pages));
+    let packed = pack(pages);
+    let all_on_gpu = packed.iter().all(|(p, _)| p.buffer.is_some());
+    if !packed.is_empty() {
+        let _ = tx.send(LoadMsg::Pages(packed));
+    }
+    if all_on_gpu {
+        let _ = tx.send(LoadMsg::OnGpu(Instant::now()));
     }
     let _ = tx.send(LoadMsg::Parsed(Box::new(meta), index));
     bevy::log::info!(
-        "toolpath: {} segments in {:.3} s",
+        "toolpath: {} segments in {:.3} s (read {t_read:.3} s, parse {t_parse:.3} s, \
+         line index {t_index:.3} s, GPU {t_gpu:.3} s)",
         loaded.meta.segments,
         started.elapsed().as_secs_f64()
     );
@@ -318,9 +400,18 @@ fn load_thread(
         }
     }
 
+    let lod_start = Instant::now();
     #[allow(clippy::cast_possible_truncation)]
     let lods = lod::build(&loaded, loaded.pages.len() as u32);
-    let _ = tx.send(LoadMsg::Lods(Box::new(lods)));
+    let buffers = lods.pages.iter().map(gpu).collect();
+    bevy::log::info!(
+        "levels of detail: {} segments in {:.3} s",
+        (1..=lod::LEVELS.len())
+            .map(|l| lods.segments(l))
+            .sum::<u64>(),
+        lod_start.elapsed().as_secs_f64()
+    );
+    let _ = tx.send(LoadMsg::Lods(Box::new(lods), buffers));
 }
 
 fn plan_thread(source: &GcodeSource, config: &Config, tx: &Sender<LoadMsg>) {
@@ -406,20 +497,27 @@ impl LoadState {
             LoadMsg::Pages(pages) => {
                 for (page, chunks) in pages {
                     // Level-0 pages come first in the renderer's list, in order.
-                    ribbon_pages.pages.push(page.clone());
-                    self.pages.push(page);
+                    self.pages.push(page.points.clone());
+                    ribbon_pages.pages.push(page);
                     self.chunks.extend(chunks);
                 }
             }
+            LoadMsg::OnGpu(at) => self.on_gpu = Some(at),
             LoadMsg::Parsed(meta, index) => {
                 self.parse_time = Some(self.started.elapsed());
                 self.bytes_read = self.file_bytes;
                 self.meta = Some(Arc::new(*meta));
                 self.line_index = index;
             }
-            LoadMsg::Lods(lods) => {
+            LoadMsg::Lods(lods, buffers) => {
                 self.lod_time = Some(self.started.elapsed());
-                ribbon_pages.pages.extend(lods.pages.iter().cloned());
+                ribbon_pages.pages.extend(
+                    lods.pages
+                        .iter()
+                        .cloned()
+                        .zip(buffers)
+                        .map(|(points, buffer)| RibbonPage { points, buffer }),
+                );
                 self.lods = Some(Arc::new(*lods));
             }
             LoadMsg::Moves(moves) => self.timeline.extend(moves),

@@ -1,13 +1,15 @@
-//! The toolpath renderer: every segment one instanced quad, drawn as a lit bead (ribbon) in the
-//! 3D opaque pass, straight from the loader's pages. The main world says what to draw each
-//! frame ([`RibbonFrame`]: ranges of instances and a few uniform variants); this plugin owns
-//! the GPU side: one vertex buffer per page, the pipeline, the uniforms and the draw calls.
+//! The toolpath renderer: every segment one quad, drawn as a lit bead (ribbon) in the 3D opaque
+//! pass, straight from the loader's pages. The main world says what to draw each frame
+//! ([`RibbonFrame`]: ranges of segments and a few uniform variants); this plugin owns the GPU
+//! side: one storage buffer per page, the pipeline, the uniforms and the draw calls.
 //!
-//! A segment costs 16 bytes of GPU memory (its end point; its start is the point before it):
-//! both vertex buffer slots are bound to the same page, the second one point later, and the
-//! instance index selects the segment. A draw range is `draw(0..4, first..first + count)`, so
-//! hiding layers, the unprinted part of a playback or far-away detail costs nothing on the
-//! GPU — it is not drawn. See `shaders/ribbons.wgsl` for the bead's shape and shading.
+//! A segment costs 16 bytes of GPU memory (its end point; its start is the point before it).
+//! The vertex shader pulls the two points from the page by `vertex_index / 6` (two triangles
+//! per segment, no vertex or index buffer), so a draw range is `draw(6·first..6·(first +
+//! count))`: hiding layers, the unprinted part of a playback or far-away detail costs nothing
+//! on the GPU — it is not drawn. (Instancing would be the textbook way; Mesa's software Vulkan
+//! runs instances one by one, about 25 µs per segment against a few µs pulled.) See
+//! `shaders/ribbons.wgsl` for the bead's shape and shading.
 //!
 //! The item sits in Bevy's `Opaque3d` phase as a non-mesh binned item (Bevy's
 //! `custom_phase_item` pattern), so it shares the camera's depth buffer, MSAA and target with
@@ -24,7 +26,6 @@ use bevy::core_pipeline::core_3d::{
 use bevy::ecs::query::ROQueryItem;
 use bevy::ecs::system::SystemParamItem;
 use bevy::ecs::system::lifetimeless::{Read, SRes};
-use bevy::mesh::VertexBufferLayout;
 use bevy::prelude::*;
 use bevy::render::camera::{DirtySpecializations, PendingQueues};
 use bevy::render::extract_component::{ExtractComponent, ExtractComponentPlugin};
@@ -34,14 +35,15 @@ use bevy::render::render_phase::{
     AddRenderCommand, BinnedRenderPhaseType, DrawFunctions, InputUniformIndex, PhaseItem,
     RenderCommand, RenderCommandResult, SetItemPipeline, TrackedRenderPass, ViewBinnedRenderPhases,
 };
-use bevy::render::render_resource::binding_types::uniform_buffer;
+use bevy::render::render_resource::binding_types::{
+    storage_buffer_read_only_sized, uniform_buffer,
+};
 use bevy::render::render_resource::{
     BindGroup, BindGroupEntries, BindGroupLayoutDescriptor, BindGroupLayoutEntries, Buffer,
     BufferInitDescriptor, BufferUsages, Canonical, ColorTargetState, ColorWrites, CompareFunction,
     DepthStencilState, DynamicUniformBuffer, FragmentState, PipelineCache, PrimitiveState,
     PrimitiveTopology, RenderPipeline, RenderPipelineDescriptor, ShaderStages, ShaderType,
-    Specializer, SpecializerKey, TextureFormat, Variants, VertexAttribute, VertexFormat,
-    VertexState, VertexStepMode,
+    Specializer, SpecializerKey, TextureFormat, Variants, VertexState,
 };
 use bevy::render::renderer::{RenderDevice, RenderQueue};
 use bevy::render::view::{ExtractedView, RenderVisibleEntities};
@@ -136,11 +138,54 @@ pub struct DrawRange {
     pub variant: u32,
 }
 
+/// A page of points and, once made, its GPU buffer.
+#[derive(Clone, Debug)]
+pub struct RibbonPage {
+    /// The points.
+    pub points: Page,
+    /// The storage buffer holding them (made by the loader thread when it could).
+    pub buffer: Option<Buffer>,
+}
+
 /// Every page of points the GPU should hold (level 0 and levels of detail), main world.
 #[derive(Resource, Clone, Debug, Default)]
 pub struct RibbonPages {
     /// The pages; indices are stable (pages are only appended).
-    pub pages: Vec<Page>,
+    pub pages: Vec<RibbonPage>,
+}
+
+/// The GPU device, for threads that make buffers themselves (the loader makes each page's
+/// buffer as soon as the page is full, whatever the frame rate): set once the renderer has it.
+#[derive(Resource, Clone, Default)]
+pub struct SharedDevice(pub Arc<std::sync::OnceLock<RenderDevice>>);
+
+impl std::fmt::Debug for SharedDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SharedDevice")
+            .field(&self.0.get().is_some())
+            .finish()
+    }
+}
+
+/// A storage buffer holding `points`.
+pub fn page_buffer(device: &RenderDevice, points: &[GpuPoint]) -> Buffer {
+    device.create_buffer_with_data(&BufferInitDescriptor {
+        label: Some("toolpath page"),
+        contents: bytemuck::cast_slice(points),
+        usage: BufferUsages::STORAGE,
+    })
+}
+
+/// The system that fills [`SharedDevice`].
+#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ShareDevice;
+
+fn share_device(device: Option<Res<RenderDevice>>, shared: Res<SharedDevice>) {
+    if let Some(device) = device
+        && shared.0.get().is_none()
+    {
+        let _ = shared.0.set(device.clone());
+    }
 }
 
 impl ExtractResource for RibbonPages {
@@ -181,6 +226,8 @@ pub struct UploadReading {
     pub bytes: u64,
     /// When the last page was created on the GPU.
     pub last_upload: Option<Instant>,
+    /// When each page was created on the GPU, by page index.
+    pub uploaded_at: Vec<Instant>,
     /// The adapter's name and type, once known.
     pub adapter: Option<String>,
     /// Segments drawn in the last frame rendered.
@@ -209,6 +256,8 @@ pub fn plugin(app: &mut App) {
     let status = UploadStatus::default();
     app.init_resource::<RibbonPages>()
         .init_resource::<RibbonFrame>()
+        .init_resource::<SharedDevice>()
+        .add_systems(First, share_device.in_set(ShareDevice))
         .insert_resource(status.clone())
         .add_plugins((
             ExtractComponentPlugin::<RibbonEntity>::default(),
@@ -247,10 +296,13 @@ fn spawn_ribbon_entity(mut commands: Commands) {
     ));
 }
 
-/// The GPU buffers of the pages, render world.
+/// The GPU buffers of the pages and their bind groups (uniforms + page), render world.
 #[derive(Resource, Default)]
 struct RibbonBuffers {
     buffers: Vec<Buffer>,
+    groups: Vec<BindGroup>,
+    /// The uniform buffer the groups were made with.
+    uniform_buffer: Option<bevy::render::render_resource::BufferId>,
 }
 
 fn upload_pages(
@@ -265,16 +317,16 @@ fn upload_pages(
         return;
     }
     for page in &pages.pages[buffers.buffers.len()..] {
-        let buffer = device.create_buffer_with_data(&BufferInitDescriptor {
-            label: Some("toolpath page"),
-            contents: bytemuck::cast_slice(&page[..]),
-            usage: BufferUsages::VERTEX,
-        });
+        let buffer = page
+            .buffer
+            .clone()
+            .unwrap_or_else(|| page_buffer(&device, &page.points));
         buffers.buffers.push(buffer);
         let mut s = status.0.lock().unwrap_or_else(PoisonError::into_inner);
         s.pages += 1;
-        s.bytes += page.len() as u64 * POINT_BYTES;
+        s.bytes += page.points.len() as u64 * POINT_BYTES;
         s.last_upload = Some(Instant::now());
+        s.uploaded_at.push(Instant::now());
         if s.adapter.is_none() {
             s.adapter = Some(format!("{} ({:?})", adapter.name, adapter.device_type));
         }
@@ -285,7 +337,6 @@ fn upload_pages(
 #[derive(Resource, Default)]
 struct RibbonUniforms {
     buffer: DynamicUniformBuffer<RibbonParams>,
-    bind_group: Option<BindGroup>,
 }
 
 /// The dynamic offsets of a view's uniform variants.
@@ -335,22 +386,31 @@ fn prepare_uniforms(
 }
 
 fn prepare_bind_group(
-    mut uniforms: ResMut<RibbonUniforms>,
+    uniforms: Res<RibbonUniforms>,
+    mut buffers: ResMut<RibbonBuffers>,
     pipeline: Option<Res<RibbonPipeline>>,
     cache: Res<PipelineCache>,
     device: Res<RenderDevice>,
 ) {
     let Some(pipeline) = pipeline else { return };
-    let Some(binding) = uniforms.buffer.binding() else {
-        uniforms.bind_group = None;
+    let (Some(uniform), Some(binding)) = (uniforms.buffer.buffer(), uniforms.buffer.binding())
+    else {
         return;
     };
-    let group = device.create_bind_group(
-        "toolpath ribbons",
-        &cache.get_bind_group_layout(&pipeline.layout),
-        &BindGroupEntries::single(binding),
-    );
-    uniforms.bind_group = Some(group);
+    // A bind group per page; all again when the uniform buffer was reallocated.
+    if buffers.uniform_buffer != Some(uniform.id()) {
+        buffers.groups.clear();
+        buffers.uniform_buffer = Some(uniform.id());
+    }
+    let layout = cache.get_bind_group_layout(&pipeline.layout);
+    let buffers = &mut *buffers;
+    for page in &buffers.buffers[buffers.groups.len()..] {
+        buffers.groups.push(device.create_bind_group(
+            "toolpath ribbons",
+            &layout,
+            &BindGroupEntries::sequential((binding.clone(), page.as_entire_binding())),
+        ));
+    }
 }
 
 /// The pipeline and its variants (by MSAA and target format), render world.
@@ -388,32 +448,16 @@ impl Specializer<RenderPipeline> for RibbonSpecializer {
     }
 }
 
-fn point_layout(first_location: u32) -> VertexBufferLayout {
-    VertexBufferLayout {
-        array_stride: POINT_BYTES,
-        step_mode: VertexStepMode::Instance,
-        attributes: vec![
-            VertexAttribute {
-                format: VertexFormat::Float32x3,
-                offset: 0,
-                shader_location: first_location,
-            },
-            VertexAttribute {
-                format: VertexFormat::Uint32,
-                offset: 12,
-                shader_location: first_location + 1,
-            },
-        ],
-    }
-}
-
 fn init_pipeline(mut commands: Commands, asset_server: Res<AssetServer>) {
     let shader = load_embedded_asset!(asset_server.as_ref(), "shaders/ribbons.wgsl");
     let layout = BindGroupLayoutDescriptor::new(
         "toolpath ribbons",
-        &BindGroupLayoutEntries::single(
-            ShaderStages::VERTEX | ShaderStages::FRAGMENT,
-            uniform_buffer::<RibbonParams>(true),
+        &BindGroupLayoutEntries::sequential(
+            ShaderStages::VERTEX,
+            (
+                uniform_buffer::<RibbonParams>(true),
+                storage_buffer_read_only_sized(false, std::num::NonZeroU64::new(POINT_BYTES)),
+            ),
         ),
     );
     let descriptor = RenderPipelineDescriptor {
@@ -421,7 +465,6 @@ fn init_pipeline(mut commands: Commands, asset_server: Res<AssetServer>) {
         layout: vec![layout.clone()],
         vertex: VertexState {
             shader: shader.clone(),
-            buffers: vec![point_layout(0), point_layout(2)],
             ..default()
         },
         fragment: Some(FragmentState {
@@ -429,7 +472,7 @@ fn init_pipeline(mut commands: Commands, asset_server: Res<AssetServer>) {
             ..default()
         }),
         primitive: PrimitiveState {
-            topology: PrimitiveTopology::TriangleStrip,
+            topology: PrimitiveTopology::TriangleList,
             cull_mode: None,
             ..default()
         },
@@ -527,31 +570,26 @@ impl<P: PhaseItem> RenderCommand<P> for DrawRibbons {
             uniforms.into_inner(),
             frame.into_inner(),
         );
-        let (Some(offsets), Some(group)) = (offsets, uniforms.bind_group.as_ref()) else {
+        let _ = uniforms;
+        let Some(offsets) = offsets else {
             return RenderCommandResult::Skip;
         };
-        let mut bound_variant = u32::MAX;
-        let mut bound_page = u32::MAX;
+        let mut bound = (u32::MAX, u32::MAX);
         for d in &frame.draws {
             if d.count == 0 {
                 continue;
             }
-            let Some(buffer) = buffers.buffers.get(d.page as usize) else {
+            let Some(group) = buffers.groups.get(d.page as usize) else {
                 continue;
             };
             let Some(&offset) = offsets.0.get(d.variant as usize) else {
                 continue;
             };
-            if d.variant != bound_variant {
+            if (d.page, d.variant) != bound {
                 pass.set_bind_group(0, group, &[offset]);
-                bound_variant = d.variant;
+                bound = (d.page, d.variant);
             }
-            if d.page != bound_page {
-                pass.set_vertex_buffer(0, buffer.slice(..));
-                pass.set_vertex_buffer(1, buffer.slice(POINT_BYTES..));
-                bound_page = d.page;
-            }
-            pass.draw(0..4, d.first..d.first + d.count);
+            pass.draw(6 * d.first..6 * (d.first + d.count), 0..1);
         }
         RenderCommandResult::Success
     }

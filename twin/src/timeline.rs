@@ -340,7 +340,6 @@ impl Timeline {
 pub struct Planning {
     printer: Printer,
     pending: Vec<u8>,
-    responses_seen: usize,
 }
 
 impl Planning {
@@ -357,7 +356,6 @@ impl Planning {
         Ok(Self {
             printer,
             pending: Vec::with_capacity(BATCH_READ_SIZE),
-            responses_seen: 0,
         })
     }
 
@@ -403,12 +401,10 @@ impl Planning {
         Ok(())
     }
 
-    /// Errors and notices the G-code caused since the last call (Klipper's messages).
+    /// Errors and notices the G-code caused since the last call (Klipper's messages); the
+    /// printer forgets them (a long file's messages would otherwise pile up there).
     pub fn new_responses(&mut self) -> Vec<Response> {
-        let r = self.printer.responses[self.responses_seen.min(self.printer.responses.len())..]
-            .to_vec();
-        self.responses_seen = self.printer.responses.len();
-        r
+        std::mem::take(&mut self.printer.responses)
     }
 
     /// The printer being planned (kinematics, rails).

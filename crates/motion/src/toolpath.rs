@@ -976,7 +976,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// The first `\n` in `b`, eight bytes at a time.
 #[inline]
-fn memchr_nl(b: &[u8]) -> Option<usize> {
+pub fn memchr_nl(b: &[u8]) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     let nl = LO * u64::from(b'\n');

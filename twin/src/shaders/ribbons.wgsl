@@ -1,8 +1,9 @@
-// Gantry twin: the toolpath as shaded ribbons, one instance per segment.
+// Gantry twin: the toolpath as shaded ribbons, one quad per segment.
 //
-// Each instance is one segment of the polyline: vertex buffer 0 gives its start point, vertex
-// buffer 1 (the same buffer one point later) its end point and attributes. Four vertices make a
-// quad that faces the camera around the segment's axis, as wide as the bead's silhouette (an
+// Six vertices (two triangles) per segment of the polyline: vertex v draws segment v / 6, from
+// point v / 6 of the page (its start) to the next point (its end and attributes), pulled from
+// the page's storage buffer. The quad faces the camera around the segment's axis, as wide as
+// the bead's silhouette (an
 // ellipse of the extrusion width and the layer height), extended by half that width at both
 // ends and rounded there, so consecutive segments join without gaps. The fragment shader lights
 // it as a tube. Printer coordinates (Z up) map to Bevy's (Y up) here: (x, y, z) -> (x, z, -y).
@@ -33,16 +34,13 @@ struct Params {
     offset: vec4<f32>,
 };
 
-@group(0) @binding(0) var<uniform> params: Params;
-
-struct VertexIn {
-    @builtin(vertex_index) vertex: u32,
-    @builtin(instance_index) instance: u32,
-    @location(0) a: vec3<f32>,
-    @location(1) a_attr: u32,
-    @location(2) b: vec3<f32>,
-    @location(3) attr: u32,
+struct Point {
+    pos: vec3<f32>,
+    attr: u32,
 };
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> points: array<Point>;
 
 struct VertexOut {
     @builtin(position) clip: vec4<f32>,
@@ -75,15 +73,22 @@ fn hidden() -> VertexOut {
 }
 
 @vertex
-fn vertex(in: VertexIn) -> VertexOut {
+fn vertex(@builtin(vertex_index) vertex_index: u32) -> VertexOut {
+    let segment = vertex_index / 6u;
+    // Two triangles over the quad's corners 0 1 2 / 2 1 3 (bit 0: side, bit 1: end).
+    var corners = array<u32, 6>(0u, 1u, 2u, 2u, 1u, 3u);
+    let corner = corners[vertex_index % 6u];
+    let start = points[segment];
+    let stop = points[segment + 1u];
+    let attr = stop.attr;
     let flags = params.modes.z;
-    let hidden_flag = (in.attr & 32u) != 0u;
-    let travel = (in.attr & 16u) != 0u;
+    let hidden_flag = (attr & 32u) != 0u;
+    let travel = (attr & 16u) != 0u;
     if (hidden_flag || (travel && (flags & 1u) == 0u)) {
         return hidden();
     }
-    var a = in.a;
-    var b = in.b;
+    var a = start.pos;
+    var b = stop.pos;
     let top_z = max(a.z, b.z);
     let cut = params.modes.x;
     if (top_z > params.z_window.y + 1e-4 || top_z < params.z_window.x - 1e-4) {
@@ -91,20 +96,20 @@ fn vertex(in: VertexIn) -> VertexOut {
     }
     var ghost = (flags & 2u) != 0u;
     if (cut != 0xffffffffu) {
-        if (in.instance > cut) {
+        if (segment > cut) {
             if ((flags & 4u) == 0u) {
                 return hidden();
             }
             ghost = true;
-        } else if (in.instance == cut) {
+        } else if (segment == cut) {
             b = params.cut_point.xyz;
         }
     }
 
-    let feature = in.attr & 15u;
-    let width = f32((in.attr >> 8u) & 255u) * 0.01;
-    let height = f32((in.attr >> 16u) & 255u) * 0.005 * params.z_range.z;
-    let speed = f32((in.attr >> 24u) & 255u) * 2.0;
+    let feature = attr & 15u;
+    let width = f32((attr >> 8u) & 255u) * 0.01;
+    let height = f32((attr >> 16u) & 255u) * 0.005 * params.z_range.z;
+    let speed = f32((attr >> 24u) & 255u) * 2.0;
 
     // The bead: its top at the nozzle height, its middle half a layer lower.
     let down = vec3<f32>(0.0, 0.0, 0.5 * height) - params.offset.xyz;
@@ -147,8 +152,8 @@ fn vertex(in: VertexIn) -> VertexOut {
     }
     r = max(r, min_px * world_per_px);
 
-    let end = (in.vertex >> 1u) & 1u;
-    let s = f32(in.vertex & 1u) * 2.0 - 1.0;
+    let end = (corner >> 1u) & 1u;
+    let s = f32(corner & 1u) * 2.0 - 1.0;
     var p = wa;
     var along = -(0.5 * len + r);
     if (end == 1u) {
