@@ -108,6 +108,18 @@ impl Orbit {
         }
     }
 
+    /// A view that frames the box `lo`–`hi` (printer mm) from the front right, 30° up.
+    pub fn framing(lo: [f32; 3], hi: [f32; 3]) -> Self {
+        let (lo, hi) = (Vec3::from(lo), Vec3::from(hi));
+        let diagonal = (hi - lo).length().max(30.0);
+        Self {
+            yaw: 0.6,
+            pitch: 0.5,
+            distance_mm: diagonal * 1.9,
+            focus: to_bevy(((lo + hi) / 2.0).to_array()),
+        }
+    }
+
     /// The camera transform for this orbit.
     pub fn transform(&self) -> Transform {
         let rotation = Quat::from_euler(EulerRot::YXZ, self.yaw, -self.pitch, 0.0);
@@ -263,6 +275,7 @@ fn presets(
     info: Res<SceneInfo>,
     nozzle: Res<Nozzle>,
     settings: Res<ViewSettings>,
+    state: Res<crate::loader::LoadState>,
     mut mode: ResMut<CameraMode>,
     mut cameras: Query<&mut Orbit>,
 ) {
@@ -275,6 +288,20 @@ fn presets(
     .into_iter()
     .find(|(k, _)| keys.just_pressed(*k))
     .map(|(_, p)| p);
+    if keys.just_pressed(KeyCode::Digit5)
+        && let Some(meta) = &state.meta
+        && meta.stats.has_extrusion()
+    {
+        let o = settings.offset_mm;
+        let (lo, hi) = (
+            Vec3::from(meta.stats.extrusion_min_mm) + o,
+            Vec3::from(meta.stats.extrusion_max_mm) + o,
+        );
+        mode.follow = false;
+        for mut orbit in &mut cameras {
+            *orbit = Orbit::framing(lo.to_array(), hi.to_array());
+        }
+    }
     if keys.just_pressed(KeyCode::KeyF) {
         mode.follow = !mode.follow;
     }

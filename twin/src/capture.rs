@@ -229,7 +229,8 @@ pub struct BenchReport {
 struct Bench {
     /// Frame-finish times recorded before the first measured frame.
     skip: usize,
-    started: Option<std::time::Instant>,
+    /// Frame-finish times recorded when the scene became ready: the next is the first full frame.
+    ready_at: Option<usize>,
 }
 
 fn render_to_image(
@@ -330,6 +331,13 @@ fn capture_when_ready(
         reading.pipelines
     );
     if request.bench {
+        bench.ready_at.get_or_insert_with(|| {
+            timing
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
+        });
         // Frames are timed once the planner is done too, so that they are the renderer's alone.
         if !planned.0 {
             return;
@@ -340,7 +348,6 @@ fn capture_when_ready(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len();
-        bench.started = Some(std::time::Instant::now());
         return;
     }
     status.set(CaptureOutcome::Requested);
@@ -421,7 +428,9 @@ fn bench_frames(
         #[allow(clippy::cast_precision_loss)]
         timeline_bytes_per_move: state.timeline.resident_bytes() as f64
             / state.timeline.moves().len().max(1) as f64,
-        first_frame_s: since(done.first().copied()),
+        // The first frame drawn once the toolpath, its levels of detail and the pipelines
+        // were ready (the planner may still be running then).
+        first_frame_s: since(bench.ready_at.and_then(|i| times.get(i)).copied()),
         frame_ms_median: frame_ms[frame_ms.len() / 2],
         frame_ms_max: frame_ms.last().copied().unwrap_or(0.0),
         segments_drawn: reading.drawn_segments,

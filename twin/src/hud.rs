@@ -66,6 +66,8 @@ struct ObjectLabel(usize);
 #[derive(Component)]
 struct ProfileBox;
 #[derive(Component)]
+struct ProfileCaption;
+#[derive(Component)]
 struct ProfileBar(usize);
 
 /// Bars in the velocity profile.
@@ -212,6 +214,7 @@ fn spawn_hud(mut commands: Commands, mut fonts: ResMut<Assets<Font>>) {
                 });
                 p.spawn((text("", 14.0, TEXT), StatusText));
                 p.spawn((text("", 14.0, Color::WHITE), ExplainText));
+                p.spawn((text("", 12.0, DIM), ProfileCaption));
                 p.spawn((
                     ProfileBox,
                     Node {
@@ -493,7 +496,8 @@ fn texts(
             String::new()
         }
     ));
-    if s.line > 0 {
+    // The teaching mode's explanation shows the line itself.
+    if s.line > 0 && !teaching.0 {
         status.push_str(&format!("\nline {}: {}", s.line, line_cache.1));
     }
     if nozzle.live {
@@ -702,19 +706,32 @@ fn object_labels(
     }
 }
 
+#[allow(clippy::type_complexity)]
 fn profile(
     state: Res<LoadState>,
     nozzle: Res<Nozzle>,
     teaching: Res<Teaching>,
     mut boxes: Query<&mut Node, (With<ProfileBox>, Without<ProfileBar>)>,
     mut bars: Query<(&ProfileBar, &mut Node, &mut BackgroundColor), Without<ProfileBox>>,
+    mut caption: Query<
+        (&mut Text, &mut Node),
+        (
+            With<ProfileCaption>,
+            Without<ProfileBox>,
+            Without<ProfileBar>,
+        ),
+    >,
 ) {
+    let display = if teaching.0 {
+        Display::Flex
+    } else {
+        Display::None
+    };
     for mut b in &mut boxes {
-        b.display = if teaching.0 {
-            Display::Flex
-        } else {
-            Display::None
-        };
+        b.display = display;
+    }
+    for (_, mut n) in &mut caption {
+        n.display = display;
     }
     if !teaching.0 {
         return;
@@ -723,6 +740,12 @@ fn profile(
     let t0 = nozzle.sample.time;
     let profile = state.timeline.speed_profile(t0, horizon);
     let vmax = profile.iter().map(|p| p.1).fold(1.0, f64::max);
+    for (mut t, _) in &mut caption {
+        **t = format!(
+            "the planner's speed over the next {horizon:.0} s of the print (now at the left, \
+             top = {vmax:.0} mm/s)"
+        );
+    }
     for (bar, mut node, mut color) in &mut bars {
         #[allow(clippy::cast_precision_loss)]
         let t = t0 + horizon * (bar.0 as f64 + 0.5) / PROFILE_BARS as f64;
@@ -764,7 +787,7 @@ fn style(
     if !teaching.is_changed() && !visible.is_changed() {
         return;
     }
-    let scale = if teaching.0 { 1.9 } else { 1.0 };
+    let scale = if teaching.0 { 1.6 } else { 1.0 };
     for (s, mut f) in &mut fonts {
         f.font_size = FontSize::Px(s.0 * scale);
     }

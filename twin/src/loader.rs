@@ -526,6 +526,7 @@ impl LoadState {
                 self.responses.extend(r.into_iter().take(room));
             }
             LoadMsg::Planned => {
+                self.timeline.shrink_to_fit();
                 self.planned = true;
                 self.plan_time = Some(self.started.elapsed());
             }

@@ -56,6 +56,13 @@ fn spawn_model(
         perceptual_roughness: 0.4,
         ..default()
     });
+    // The hotend body is see-through: the nozzle and the bead under it stay in sight.
+    let body = materials.add(StandardMaterial {
+        base_color: HEAD_COLOR.with_alpha(0.35),
+        alpha_mode: AlphaMode::Blend,
+        perceptual_roughness: 0.4,
+        ..default()
+    });
     let brass = materials.add(StandardMaterial {
         base_color: BRASS,
         metallic: 0.6,
@@ -95,7 +102,7 @@ fn spawn_model(
             ));
             h.spawn((
                 Mesh3d(meshes.add(Cuboid::new(36.0, 34.0, 30.0))),
-                MeshMaterial3d(head.clone()),
+                MeshMaterial3d(body),
                 Transform::from_xyz(0.0, 33.0, 4.0),
             ));
         });

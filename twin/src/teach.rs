@@ -32,18 +32,42 @@ fn toggle(keys: Res<ButtonInput<KeyCode>>, mut teaching: ResMut<Teaching>) {
     }
 }
 
+/// The teaching camera: it frames the print (which a bed-slinger's bed carries, so the print
+/// stays in the middle of the picture) and turns around it slowly.
+#[allow(clippy::too_many_arguments)]
 fn orbit(
     teaching: Res<Teaching>,
     time: Res<Time>,
     mouse: Res<ButtonInput<MouseButton>>,
+    state: Res<LoadState>,
+    settings: Res<crate::toolpath::ViewSettings>,
     mut cameras: Query<&mut Orbit>,
+    mut framed: Local<bool>,
 ) {
-    if !teaching.0 || mouse.pressed(MouseButton::Left) {
+    if !teaching.0 {
+        *framed = false;
         return;
     }
-    for mut o in &mut cameras {
-        o.yaw += ORBIT_RAD_S * time.delta_secs();
+    let Some(meta) = state.meta.as_ref().filter(|m| m.stats.has_extrusion()) else {
+        return;
+    };
+    let o = settings.offset_mm;
+    let (lo, hi) = (
+        Vec3::from(meta.stats.extrusion_min_mm) + o,
+        Vec3::from(meta.stats.extrusion_max_mm) + o,
+    );
+    let frame = Orbit::framing(lo.to_array(), hi.to_array());
+    for mut orbit in &mut cameras {
+        if !*framed {
+            *orbit = frame;
+        } else {
+            orbit.focus = frame.focus;
+            if !mouse.pressed(MouseButton::Left) {
+                orbit.yaw += ORBIT_RAD_S * time.delta_secs();
+            }
+        }
     }
+    *framed = true;
 }
 
 fn explain_line(

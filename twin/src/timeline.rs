@@ -330,6 +330,11 @@ impl Timeline {
             .map(|m| m.print_time)
     }
 
+    /// Gives back the room kept for more moves (the planner is done).
+    pub fn shrink_to_fit(&mut self) {
+        self.moves.shrink_to_fit();
+    }
+
     /// Bytes held.
     pub fn resident_bytes(&self) -> usize {
         self.moves.capacity() * std::mem::size_of::<TimedMove>()
