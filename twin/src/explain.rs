@@ -161,7 +161,7 @@ fn motion(
                 ))
             )),
             Phase::Cruise => parts.push("cruising".into()),
-            Phase::ExtrudeOnly | Phase::Idle => {}
+            Phase::ExtrudeOnly | Phase::Idle | Phase::Moving => {}
         }
     }
     parts.join(", ")

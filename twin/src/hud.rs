@@ -403,6 +403,7 @@ fn texts(
     settings: Res<ViewSettings>,
     levels: Res<HeightLevels>,
     teaching: Res<Teaching>,
+    live: Option<Res<crate::live::LiveState>>,
     mut q: ParamSet<(
         Query<&mut Text, With<TitleText>>,
         Query<&mut Text, With<InfoText>>,
@@ -433,7 +434,12 @@ fn texts(
         if let Some(t) = state.parse_time {
             info_line.push_str(&format!(" · loaded in {:.2} s", t.as_secs_f64()));
         }
-        if state.planned {
+        if let Some(live) = &live {
+            info_line.push_str(&format!(
+                "\nlive: the simulated MCU at {}× · {}",
+                live.speed, live.message
+            ));
+        } else if state.planned {
             info_line.push_str(&format!(
                 " · print time {}",
                 clock(state.timeline.end_time() - state.timeline.start_time())
@@ -470,14 +476,25 @@ fn texts(
             .line_text(&state.source, s.line)
             .unwrap_or_default();
     }
-    let mut status = format!(
-        "{} {}×  {} / {}  (remaining {})",
-        if playback.playing { "▶" } else { "paused" },
-        playback.speed,
-        clock(elapsed),
-        clock(end - start),
-        clock(remaining)
-    );
+    let mut status = match &live {
+        Some(l) => format!(
+            "LIVE  {}  ·  steppers {}",
+            clock(l.time),
+            l.stepper_mm
+                .iter()
+                .map(|v| format!("{v:.2}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        ),
+        None => format!(
+            "{} {}×  {} / {}  (remaining {})",
+            if playback.playing { "▶" } else { "paused" },
+            playback.speed,
+            clock(elapsed),
+            clock(end - start),
+            clock(remaining)
+        ),
+    };
     if let Some((l, n)) = layer {
         status.push_str(&format!(
             "  ·  layer {}/{}  z {:.2} mm",
@@ -499,9 +516,6 @@ fn texts(
     // The teaching mode's explanation shows the line itself.
     if s.line > 0 && !teaching.0 {
         status.push_str(&format!("\nline {}: {}", s.line, line_cache.1));
-    }
-    if nozzle.live {
-        status.insert_str(0, "LIVE  ");
     }
     for mut t in &mut q.p2() {
         **t = status.clone();
@@ -722,18 +736,16 @@ fn profile(
         ),
     >,
 ) {
-    let display = if teaching.0 {
-        Display::Flex
-    } else {
-        Display::None
-    };
+    // The profile is the plan's; the live feed has none.
+    let show = teaching.0 && !nozzle.live;
+    let display = if show { Display::Flex } else { Display::None };
     for mut b in &mut boxes {
         b.display = display;
     }
     for (_, mut n) in &mut caption {
         n.display = display;
     }
-    if !teaching.0 {
+    if !show {
         return;
     }
     let horizon = crate::teach::PROFILE_SECONDS;

@@ -291,7 +291,7 @@ pub fn run(options: TwinOptions) -> anyhow::Result<()> {
             ..default()
         });
     let mut playback = playback::Playback::default();
-    if let Some(jump) = options.at {
+    if let Some(jump) = options.at.filter(|_| options.live_sim.is_none()) {
         playback.jump(jump);
     }
     if let Some(speed) = options.play {
@@ -307,7 +307,13 @@ pub fn run(options: TwinOptions) -> anyhow::Result<()> {
     }
     let live = options.live_sim.is_some();
     if let Some(file) = &options.live_sim {
-        live::start(&mut app, &config, file, options.sim_speed)?;
+        // In live mode `--at 60s` means: show the printer after 60 s of (virtual) time.
+        let after = match options.at {
+            Some(playback::Jump::Seconds(s)) => s,
+            _ => 0.0,
+        };
+        // A picture holds the print still at that moment.
+        live::start(&mut app, &config, file, options.sim_speed, after, headless)?;
     }
     // The toolpath is drawn in both modes; the live feed needs no timeline of its own.
     loader::start(

@@ -22,7 +22,7 @@ use gantry_sim::runtime::SimMcu;
 
 use crate::SceneInfo;
 use crate::loader::LoadState;
-use crate::playback::{Nozzle, segment_at};
+use crate::playback::{Nozzle, segment_near};
 use crate::timeline::{Phase, Sample};
 use crate::toolpath::NozzleCut;
 
@@ -45,6 +45,8 @@ struct Shared {
     time: f64,
     /// Step counts by oid, as the sim reports them (dir=1 up).
     steps: Vec<(usize, i64)>,
+    /// The reading before: (virtual time, step counts), for the speed.
+    before: Option<(f64, Vec<(usize, i64)>)>,
     /// The toolhead's steppers in kinematics order.
     map: Vec<StepperMap>,
     /// The G-code line the host runs.
@@ -55,6 +57,8 @@ struct Shared {
     done: bool,
     /// Readings so far.
     readings: u64,
+    /// Virtual time at which the print holds still (a screenshot of that moment).
+    hold_at: Option<f64>,
 }
 
 /// The live feed's state in the app.
@@ -75,12 +79,14 @@ pub struct LiveState {
     pub done: bool,
     /// Virtual seconds per real second.
     pub speed: f64,
+    /// A screenshot waits for this much virtual time (`--at 60s`).
+    pub show_after_s: f64,
 }
 
 impl LiveState {
-    /// Whether a reading arrived (screenshots wait for it).
+    /// Whether a reading arrived, as late as a screenshot asked for.
     pub fn ready(&self) -> bool {
-        self.position_mm.is_some()
+        self.position_mm.is_some() && (self.time >= self.show_after_s || self.done)
     }
 }
 
@@ -111,7 +117,8 @@ impl PacedHost {
         });
         let time = self.inner.now();
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-        shared.steps = steps;
+        let old = std::mem::replace(&mut shared.steps, steps);
+        shared.before = (!old.is_empty()).then_some((shared.time, old));
         shared.time = time;
         shared.readings += 1;
     }
@@ -148,7 +155,23 @@ impl LiveHost for PacedHost {
             if now >= until {
                 return None;
             }
-            let step_end = (now + STEP_S).min(until);
+            let hold = self
+                .shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .hold_at;
+            if let Some(hold) = hold.filter(|h| now >= *h) {
+                // Held for a picture of that moment: publish it and stand still.
+                let _ = hold;
+                self.last_publish = Instant::now() - Duration::from_secs(1);
+                self.publish();
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            let mut step_end = (now + STEP_S).min(until);
+            if let Some(h) = hold.filter(|h| *h > now) {
+                step_end = step_end.min(h);
+            }
             let event = self.inner.wait(step_end);
             self.publish();
             self.pace();
@@ -163,10 +186,20 @@ impl LiveHost for PacedHost {
 ///
 /// # Errors
 /// A file that cannot be read.
-pub fn start(app: &mut App, config: &Config, file: &Path, speed: f64) -> anyhow::Result<()> {
+pub fn start(
+    app: &mut App,
+    config: &Config,
+    file: &Path,
+    speed: f64,
+    show_after_s: f64,
+    hold: bool,
+) -> anyhow::Result<()> {
     let gcode = std::fs::read(file)
         .map_err(|e| anyhow::anyhow!("cannot read G-code file {}: {e}", file.display()))?;
-    let shared = Arc::new(Mutex::new(Shared::default()));
+    let shared = Arc::new(Mutex::new(Shared {
+        hold_at: hold.then_some(show_after_s),
+        ..Shared::default()
+    }));
     let thread_shared = shared.clone();
     let config = config.clone();
     let speed = speed.max(0.01);
@@ -192,6 +225,7 @@ pub fn start(app: &mut App, config: &Config, file: &Path, speed: f64) -> anyhow:
         message: "connecting to the simulated MCU…".into(),
         done: false,
         speed,
+        show_after_s,
     })
     .add_systems(Update, read_live.after(crate::playback::PlaybackSystems));
     Ok(())
@@ -214,6 +248,7 @@ fn print(
         })
         .map_err(|e| anyhow::anyhow!("the simulated MCU did not take the printer.cfg: {e}"))?;
     let mut printer = built.ok_or_else(|| anyhow::anyhow!("no printer was built"))?;
+    let sim = host.clone();
     let paced = PacedHost {
         start_virtual: host.now(),
         inner: host,
@@ -254,6 +289,18 @@ fn print(
         }
     }
     printer.live_wait_moves()?;
+    // The last reading, whatever the publishing pace.
+    let steps = sim.with_sim(|s| {
+        s.report()
+            .steppers
+            .iter()
+            .map(|r| (r.oid, r.position))
+            .collect()
+    });
+    let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
+    s.steps = steps;
+    s.time = sim.now();
+    s.readings += 1;
     Ok(())
 }
 
@@ -264,11 +311,12 @@ fn read_live(
     mut nozzle: ResMut<Nozzle>,
     mut cut: ResMut<NozzleCut>,
 ) {
-    let (time, steps, map, line, message, done) = {
+    let (time, steps, before, map, line, message, done) = {
         let s = live.shared.lock().unwrap_or_else(PoisonError::into_inner);
         (
             s.time,
             s.steps.clone(),
+            s.before.clone(),
             s.map.clone(),
             s.line,
             s.message.clone(),
@@ -281,29 +329,33 @@ fn read_live(
     if map.is_empty() || steps.is_empty() {
         return;
     }
-    let rails: Vec<f64> = map
-        .iter()
-        .map(|m| {
-            let raw = steps
-                .iter()
-                .find(|(oid, _)| *oid == m.oid)
-                .map_or(0, |s| s.1);
-            let host_steps = if m.invert { -raw } else { raw };
-            #[allow(clippy::cast_precision_loss)]
-            let mm = host_steps as f64 * m.step_dist_mm - m.offset_mm;
-            mm
-        })
-        .collect();
+    let rails_of = |steps: &[(usize, i64)]| -> Vec<f64> {
+        map.iter()
+            .map(|m| {
+                let raw = steps
+                    .iter()
+                    .find(|(oid, _)| *oid == m.oid)
+                    .map_or(0, |s| s.1);
+                let host_steps = if m.invert { -raw } else { raw };
+                #[allow(clippy::cast_precision_loss)]
+                let mm = host_steps as f64 * m.step_dist_mm - m.offset_mm;
+                mm
+            })
+            .collect()
+    };
+    let rails = rails_of(&steps);
     let Some(pos) = info.machine.toolhead_from_steppers(&rails) else {
         return;
     };
-    let speed = live
-        .position_mm
-        .filter(|_| time > live.time)
-        .map_or(0.0, |p| {
-            let d = (0..3).map(|i| (pos[i] - p[i]).powi(2)).sum::<f64>().sqrt();
-            d / (time - live.time)
-        });
+    // The speed between the last two readings (a few ms of real time apart).
+    let speed = before
+        .filter(|(t0, _)| time > *t0)
+        .and_then(|(t0, s0)| {
+            let p0 = info.machine.toolhead_from_steppers(&rails_of(&s0))?;
+            let d = (0..3).map(|i| (pos[i] - p0[i]).powi(2)).sum::<f64>().sqrt();
+            Some(d / (time - t0))
+        })
+        .unwrap_or(0.0);
     live.position_mm = Some(pos);
     live.stepper_mm = rails;
     live.time = time;
@@ -314,7 +366,7 @@ fn read_live(
         speed_mm_s: speed,
         accel_mm_s2: 0.0,
         phase: if speed > 0.01 {
-            Phase::Cruise
+            Phase::Moving
         } else {
             Phase::Idle
         },
@@ -325,6 +377,45 @@ fn read_live(
     if let Some(state) = state
         && let Some(meta) = &state.meta
     {
-        cut.at = segment_at(&state, meta, &nozzle.sample).or(cut.at);
+        cut.at = segment_near(&state, meta, pos, line, 4096).or(cut.at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::Machine;
+
+    /// The sim's step counts, turned back into a position, end where the G-code ends.
+    #[test]
+    fn the_sims_steppers_end_where_the_file_ends() {
+        let config = crate::load_config(None).expect("config");
+        let machine = Machine::from_config(&config).expect("machine");
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let gcode = b"G90\nG1 Z5 F600\nG1 X50 Y40 F6000\nG1 X80.5 Y20.25\nM400\n";
+        // Fast: a few seconds of printer time take a few milliseconds.
+        print(&config, gcode, 1000.0, &shared).expect("the print runs");
+        let s = shared.lock().expect("lock");
+        assert!(s.readings > 0, "readings were published");
+        assert_eq!(s.line, 5);
+        let rails: Vec<f64> = s
+            .map
+            .iter()
+            .map(|m| {
+                let raw = s.steps.iter().find(|(o, _)| *o == m.oid).map_or(0, |x| x.1);
+                let steps = if m.invert { -raw } else { raw };
+                steps as f64 * m.step_dist_mm - m.offset_mm
+            })
+            .collect();
+        let pos = machine
+            .toolhead_from_steppers(&rails)
+            .expect("forward kinematics");
+        // Within one step (X/Y 1/80 mm, Z 1/400 mm).
+        for (axis, want) in [80.5, 20.25, 5.0].iter().enumerate() {
+            assert!(
+                (pos[axis] - want).abs() <= 1.0 / 80.0 + 1e-9,
+                "axis {axis}: the sim's steppers say {pos:?}"
+            );
+        }
     }
 }

@@ -277,6 +277,31 @@ pub fn segment_at(
     Some((last, e))
 }
 
+/// The segment nearest `pos` among the `window` segments up to the last one of G-code `line`
+/// (the live feed: the host reads ahead of where the steppers are), latest first on a tie.
+pub fn segment_near(
+    state: &LoadState,
+    meta: &crate::toolpath_data::ToolpathMeta,
+    pos: [f64; 3],
+    line: u32,
+    window: u32,
+) -> Option<(u32, [f32; 3])> {
+    #[allow(clippy::cast_possible_truncation)]
+    let p = pos.map(|v| v as f32);
+    let last = meta.last_segment_at_line(line)?;
+    let mut best: Option<(f32, u32)> = None;
+    for i in (last.saturating_sub(window)..=last).rev() {
+        let Some((s, e)) = segment(state, i) else {
+            continue;
+        };
+        let d = dist_to_segment(p, s, e);
+        if best.is_none_or(|(b, _)| d < b) {
+            best = Some((d, i));
+        }
+    }
+    best.map(|(_, i)| (i, p))
+}
+
 fn segment(state: &LoadState, i: u32) -> Option<([f32; 3], [f32; 3])> {
     let i = i as usize;
     let page = state.pages.get(i / crate::toolpath_data::PAGE_SEGMENTS)?;

@@ -158,6 +158,8 @@ pub enum Phase {
     Decelerate,
     /// Only the extruder moves (retraction, priming).
     ExtrudeOnly,
+    /// Moving, as the live feed sees it (no plan to say how).
+    Moving,
 }
 
 impl Phase {
@@ -169,6 +171,7 @@ impl Phase {
             Phase::Cruise => "cruising",
             Phase::Decelerate => "decelerating",
             Phase::ExtrudeOnly => "extruder only",
+            Phase::Moving => "moving",
         }
     }
 }
