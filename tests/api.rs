@@ -57,8 +57,12 @@ async fn check_endpoint(endpoint: &Endpoint) {
             "every serial entry names its port: {p}"
         );
     }
-    let unknown = call(&mut ws, 3, "printer.gcode.script").await;
+    let unknown = call(&mut ws, 3, "printer.frobnicate").await;
     assert_eq!(unknown["error"]["code"], -32601);
+    // A printer method with no printer served: 503, in words.
+    let none = call(&mut ws, 4, "printer.gcode.script").await;
+    assert_eq!(none["error"]["code"], 503);
+    assert_eq!(none["error"]["message"], "No printer is connected");
 
     // Without the token, or with a wrong one, the handshake is refused before any frame.
     let refused = tokio_tungstenite::connect_async(endpoint.ws_url.clone())

@@ -195,6 +195,9 @@ pub struct Mcu {
     pub fault: Option<Fault>,
     /// The clock of the last shutdown.
     pub shutdown_clock: Option<u64>,
+    /// The command whose handling faulted, as text with the clock it was handled at
+    /// (`queue_digital_out oid=12 clock=… on_ticks=… @ clock 320748262`), for diagnosis.
+    pub fault_command: Option<String>,
     /// Commands handled.
     pub commands: u64,
     config: McuConfig,
@@ -273,6 +276,7 @@ impl Mcu {
             config_crc: None,
             fault: None,
             shutdown_clock: None,
+            fault_command: None,
             commands: 0,
             config,
             timers: Timers::new(),
@@ -371,6 +375,13 @@ impl Mcu {
         self.commands += 1;
         let result = self.dispatch(&Args { msg, values });
         if let Err(f) = &result {
+            if self.fault.is_none() {
+                self.fault_command = Some(format!(
+                    "{} @ clock {}",
+                    msg.format_values(values),
+                    self.now
+                ));
+            }
             self.fail(f.clone());
         }
         result
@@ -389,6 +400,7 @@ impl Mcu {
         } else {
             self.fault = None;
             self.shutdown_reason = None;
+            self.fault_command = None;
         }
     }
 
@@ -422,6 +434,7 @@ impl Mcu {
         self.timers.clear();
         self.fault = None;
         self.shutdown_reason = None;
+        self.fault_command = None;
         self.free_moves = 0;
     }
 

@@ -72,6 +72,8 @@ pub struct Report {
     pub clock: u64,
     /// The clock of the shutdown, if any.
     pub shutdown_clock: Option<u64>,
+    /// The command whose handling faulted (text, with the clock it was handled at).
+    pub fault_command: Option<String>,
     /// Commands handled.
     pub commands: u64,
     /// The config CRC from `finalize_config`.
@@ -151,6 +153,7 @@ impl Report {
                 .collect(),
             clock: mcu.now(),
             shutdown_clock: mcu.fault.as_ref().and(mcu.shutdown_clock),
+            fault_command: mcu.fault.as_ref().and(mcu.fault_command.clone()),
             commands: mcu.commands,
             config_crc: mcu.config_crc,
             fault: mcu.fault.clone(),

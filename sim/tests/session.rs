@@ -165,7 +165,7 @@ fn session(corrupt: f64, drop: f64, seed: u64) -> Outcome {
                     if let (Some(s), Some(sent)) = (sync.as_mut(), sent_time_s) {
                         let clock64 = (u64::try_from(v[0]).expect("high") << 32)
                             | u64::try_from(v[1]).expect("low");
-                        s.handle_uptime(clock64, sent);
+                        s.handle_uptime(clock64, sent, now_s);
                         phase = Phase::Clock { samples: 0 };
                         asked_at = f64::NEG_INFINITY;
                     }

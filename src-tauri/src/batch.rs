@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
+use gantry_core::motion::bgcode;
 use gantry_core::motion::config::Config;
-use gantry_core::motion::estimate::Estimator;
+use gantry_core::motion::estimate::{Estimator, LayerRule};
 use gantry_core::motion::output::StreamEncoder;
 use gantry_core::motion::printer::{
     BATCH_READ_SIZE, ConfigNotice, Printer, RESPONSES_KEPT_PER_TEXT, config_report,
@@ -68,7 +69,7 @@ impl McuOutput<'_> {
 
 /// Fills `buf` from `input` as far as it goes (klippy's batch reads are 4096 bytes until the
 /// end of the file); the number of bytes read, short only at the end.
-fn read_chunk(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_chunk(input: &mut (impl Read + ?Sized), buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match input.read(&mut buf[n..]) {
@@ -161,25 +162,90 @@ fn notices_json(notices: &[ConfigNotice]) -> serde_json::Value {
         .collect()
 }
 
-/// Opens a G-code file for reading from its start. Binary G-code (PrusaSlicer's `.bgcode`, which
-/// begins with the magic `GCDE`) is refused with a clear error instead of being read as text.
-fn open_gcode(path: &Path) -> anyhow::Result<File> {
+/// A G-code file: text, or Prusa's binary G-code (`.bgcode`, which begins with the magic
+/// `GCDE`; its G-code is decoded a block at a time as it is read).
+enum GcodeFile {
+    Text(File),
+    Binary(Vec<u8>),
+}
+
+/// Opens a G-code file for reading from its start; binary G-code is recognised by its magic,
+/// whatever the file's name.
+fn open_gcode(path: &Path) -> anyhow::Result<GcodeFile> {
     use std::io::{Read as _, Seek as _};
     let mut file =
         File::open(path).with_context(|| format!("cannot read G-code {}", path.display()))?;
     let mut magic = [0_u8; 4];
-    let n = file
-        .read(&mut magic)
+    let n = read_chunk(&mut file, &mut magic)
         .with_context(|| format!("cannot read G-code {}", path.display()))?;
-    if n == 4 && &magic == b"GCDE" {
-        bail!(
-            "{}: binary G-code (.bgcode) is not supported yet; export ASCII G-code from the slicer",
-            path.display()
-        );
+    if n == 4 && bgcode::is_bgcode(&magic) {
+        // Binary G-code is compressed: the file is read whole, its text decoded as it is planned.
+        let mut bytes = magic.to_vec();
+        file.read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read G-code {}", path.display()))?;
+        return Ok(GcodeFile::Binary(bytes));
     }
     file.rewind()
         .with_context(|| format!("cannot read G-code {}", path.display()))?;
-    Ok(file)
+    Ok(GcodeFile::Text(file))
+}
+
+impl GcodeFile {
+    /// The file's G-code text, as a reader.
+    fn text(&mut self, path: &Path) -> anyhow::Result<Box<dyn Read + '_>> {
+        Ok(match self {
+            Self::Text(file) => Box::new(file),
+            Self::Binary(bytes) => Box::new(BgcodeText {
+                reader: bgcode::BgcodeReader::new(bytes)
+                    .with_context(|| format!("{}: cannot read binary G-code", path.display()))?,
+                text: Vec::new(),
+                pos: 0,
+            }),
+        })
+    }
+}
+
+/// The G-code text of a binary G-code file, decoded one block at a time as it is read.
+struct BgcodeText<'a> {
+    reader: bgcode::BgcodeReader<'a>,
+    /// The decoded block being read.
+    text: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for BgcodeText<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.text.len() {
+            self.text.clear();
+            self.pos = 0;
+            let more = self
+                .reader
+                .next_gcode(&mut self.text)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            if !more {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.text.len() - self.pos);
+        buf[..n].copy_from_slice(&self.text[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Says on standard error that the input's last line has no line end and did not run (as in
+/// Klipper).
+fn warn_unterminated(input: &Path, line: Option<&(u32, String)>) -> anyhow::Result<()> {
+    if let Some((n, text)) = line {
+        writeln!(
+            std::io::stderr(),
+            "{}:{n}: warning: the last line has no line end and was not run, as Klipper does not \
+             run it (batch mode and SD-card prints alike): {text}",
+            input.display()
+        )
+        .context("cannot write to standard error")?;
+    }
+    Ok(())
 }
 
 /// `gantry batch`.
@@ -203,15 +269,18 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     if !dicts.iter().any(|(n, _)| n == "mcu") {
         bail!("no dictionary for the main MCU: give --dict FILE (and --dict NAME=FILE for others)");
     }
-    let input = open_gcode(&args.input)?;
+    let mut gcode_file = open_gcode(&args.input)?;
+    let mut input = gcode_file.text(&args.input)?;
     let refs: Vec<(&str, &Dictionary)> = dicts.iter().map(|(n, d)| (n.as_str(), d)).collect();
     let mut printer = Printer::new(&config, &refs)
         .with_context(|| format!("{}: printer.cfg not usable", args.config.display()))?;
+    // Nothing reads positions back in a batch run.
+    printer.keep_motion_history(false);
     warn_config(&config)?;
     let loaded = started.elapsed();
     let plan_start = Instant::now();
     let mut outputs = Vec::new();
-    let result = stream_batch(args, input, &refs, &mut printer, &mut outputs);
+    let result = stream_batch(args, &mut input, &refs, &mut printer, &mut outputs);
     if result.is_err() {
         // Leave no truncated stream behind.
         for o in outputs.drain(..) {
@@ -248,7 +317,7 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
 /// whether it had errors.
 fn stream_batch<'a>(
     args: &BatchArgs,
-    mut input: File,
+    input: &mut dyn Read,
     refs: &[(&str, &'a Dictionary)],
     printer: &mut Printer,
     outputs: &mut Vec<McuOutput<'a>>,
@@ -294,7 +363,7 @@ fn stream_batch<'a>(
     let mut chunk = vec![0_u8; BATCH_READ_SIZE];
     let mut gcode_bytes = 0;
     loop {
-        let n = read_chunk(&mut input, &mut chunk)
+        let n = read_chunk(input, &mut chunk)
             .with_context(|| format!("cannot read G-code {}", args.input.display()))?;
         if n == 0 {
             break;
@@ -310,6 +379,7 @@ fn stream_batch<'a>(
         }
     }
     printer.finish_batch().context(PLANNER_ERROR)?;
+    warn_unterminated(&args.input, printer.unterminated_line.as_ref())?;
     responses.report(printer);
     responses.report_repeated(printer);
     drain(printer, outputs)?;
@@ -348,7 +418,8 @@ fn drain(printer: &mut Printer, outputs: &mut [McuOutput<'_>]) -> anyhow::Result
 pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     let config = gantry_core::printer_config::load(&args.config)
         .with_context(|| format!("cannot load {}", args.config.display()))?;
-    let mut input = open_gcode(&args.file)?;
+    let mut gcode_file = open_gcode(&args.file)?;
+    let mut input = gcode_file.text(&args.file)?;
     let planner_error = || {
         format!(
             "{}: cannot plan with this printer.cfg",
@@ -360,7 +431,7 @@ pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     let config_warnings = warn_config(&config)?;
     let mut block = vec![0_u8; 1 << 16];
     loop {
-        let n = read_chunk(&mut input, &mut block)
+        let n = read_chunk(&mut *input, &mut block)
             .with_context(|| format!("cannot read G-code {}", args.file.display()))?;
         if n == 0 {
             break;
@@ -368,6 +439,7 @@ pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
         estimator.feed(&block[..n]).with_context(planner_error)?;
     }
     let est = estimator.finish().with_context(planner_error)?;
+    warn_unterminated(&args.file, est.unterminated_line.as_ref())?;
     let grams = est.filament_mm3 / 1000.0 * args.density;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -381,7 +453,7 @@ pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
     let t = est.print_time_s;
     writeln!(
         out,
-        "print time: {} ({t:.1} s of motion; Klipper batch mode would report {:.3} s)\nfilament: {:.2} m, {:.1} g at {} g/cm³\nhighest speed: {:.1} mm/s\nlayers: {}\nmoves: {}",
+        "print time: {} ({t:.1} s of motion; Klipper batch mode would report {:.3} s)\nfilament: {:.2} m, {:.1} g at {} g/cm³\nhighest speed: {:.1} mm/s\nlayers: {} ({})\nmoves: {}",
         hms(t),
         est.klipper_print_time_s,
         est.filament_mm / 1000.0,
@@ -389,6 +461,10 @@ pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
         args.density,
         est.max_speed_mm_s,
         est.layers.len(),
+        match est.layer_rule {
+            LayerRule::Comments => "from the slicer's layer-change comments",
+            LayerRule::ZHeights => "from the heights of the extruding moves",
+        },
         est.moves
     )
     .context("cannot write to standard output")?;
@@ -433,27 +509,42 @@ fn hms(seconds: f64) -> String {
 mod tests {
     use super::*;
 
-    /// Regression: a `.bgcode` file was read as text and estimated at 0 s without a word.
+    /// Regression: a `.bgcode` file was read as text and estimated at 0 s without a word. Now
+    /// binary G-code is decoded, and a damaged one is a clear error.
     #[test]
-    fn binary_gcode_is_refused_and_text_is_read_from_its_start() {
+    fn binary_gcode_is_decoded_or_refused_and_text_is_read_from_its_start() {
         let dir = std::env::temp_dir().join(format!("gantry-bgcode-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let binary = dir.join("part.bgcode");
-        std::fs::write(&binary, b"GCDE\x01\x00\x00\x00rest").expect("write");
-        let err = open_gcode(&binary).expect_err("binary G-code is refused");
+        let read_all = |path: &Path| -> anyhow::Result<String> {
+            let mut file = open_gcode(path)?;
+            let mut text = String::new();
+            file.text(path)?.read_to_string(&mut text)?;
+            Ok(text)
+        };
+        let damaged = dir.join("part.bgcode");
+        std::fs::write(&damaged, b"GCDE\x01\x00\x00\x00rest").expect("write");
+        let err = read_all(&damaged).expect_err("a damaged binary G-code is refused");
         assert!(
-            err.to_string()
-                .contains("binary G-code (.bgcode) is not supported"),
-            "{err}"
+            format!("{err:#}").contains("cannot read binary G-code"),
+            "{err:#}"
         );
+        // One stored G-code block (CRC-32 checked).
+        let mut block = vec![1, 0, 0, 0, 6, 0, 0, 0, 0, 0];
+        block.extend_from_slice(b"G1 X1\n");
+        let crc = gantry_core::proto::crc::crc32(&block);
+        let mut file = b"GCDE\x01\x00\x00\x00\x01\x00".to_vec();
+        file.extend_from_slice(&block);
+        file.extend_from_slice(&crc.to_le_bytes());
+        let binary = dir.join("named-as-text.gcode");
+        std::fs::write(&binary, &file).expect("write");
+        assert_eq!(read_all(&binary).expect("decodes"), "G1 X1\n");
         let text = dir.join("part.gcode");
         std::fs::write(&text, b"G1 X1\n").expect("write");
-        let mut read = String::new();
-        open_gcode(&text)
-            .expect("text opens")
-            .read_to_string(&mut read)
-            .expect("read");
-        assert_eq!(read, "G1 X1\n", "read from the first byte");
+        assert_eq!(
+            read_all(&text).expect("reads"),
+            "G1 X1\n",
+            "read from the first byte"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

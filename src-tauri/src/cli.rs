@@ -1,6 +1,5 @@
 //! The command line: no subcommand opens the desktop window; each subcommand is a headless job.
 //!
-//! Later issues add `discover`, `remote` and `print`.
 
 use std::path::PathBuf;
 
@@ -25,7 +24,7 @@ pub enum Command {
     /// Open the 3D digital twin of a G-code file (its own window), or render it to a PNG.
     Twin(TwinArgs),
     /// Run core's local API server without a window; prints its endpoint as one JSON line.
-    Serve,
+    Serve(crate::serve::ServeArgs),
     /// Klipper's batch mode: printer.cfg + G-code → the MCU command stream, as klippy -o writes it.
     Batch(BatchArgs),
     /// Plan a G-code file with the real planner: print time, layers, filament, top speed.
@@ -38,6 +37,12 @@ pub enum Command {
     Connect(crate::connect::ConnectArgs),
     /// Print a G-code file on a printer's MCU with Gantry as the Klipper host (headless).
     Print(crate::print::PrintArgs),
+    /// Find printers: mDNS advertisements (Moonraker, OctoPrint, PrusaLink, Gantry) and USB
+    /// serial boards.
+    Discover(crate::discover::DiscoverArgs),
+    /// Control a remote printer (Moonraker, OctoPrint, PrusaLink): status, gcode, upload, print,
+    /// pause, resume, cancel, …
+    Remote(crate::remote::RemoteArgs),
     /// Print Gantry's version.
     Version(VersionArgs),
 }
@@ -391,6 +396,28 @@ mod tests {
             ])
             .is_ok()
         );
+    }
+
+    #[test]
+    fn remote_and_discover_parse() {
+        let cli = Cli::try_parse_from([
+            "gantry",
+            "remote",
+            "http://octopi.local",
+            "--api-key",
+            "K",
+            "gcode",
+            "G28",
+        ])
+        .expect("valid");
+        assert!(matches!(cli.command, Some(Command::Remote(_))));
+        assert!(Cli::try_parse_from(["gantry", "remote", "10.0.0.5", "print", "a.gcode"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["gantry", "remote", "10.0.0.5", "--user", "u", "status"]).is_err(),
+            "--user needs --password"
+        );
+        assert!(Cli::try_parse_from(["gantry", "discover", "--timeout", "1.5", "--json"]).is_ok());
+        assert!(Cli::try_parse_from(["gantry", "discover", "--timeout", "-1"]).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use gantry_core::mcu::{self, ConfigOutcome, McuEvent, McuTarget};
+use gantry_core::mcu::{self, ConfigOutcome, McuEvent};
 use gantry_core::motion::printer::{HeaterSensor, Printer};
 use gantry_core::proto::dictionary::Constant;
 use gantry_core::proto::session::SessionEvent;
@@ -43,7 +43,7 @@ pub struct ConnectArgs {
 pub fn run(args: &ConnectArgs) -> anyhow::Result<()> {
     let config = gantry_core::printer_config::load(&args.config)
         .with_context(|| format!("cannot load {}", args.config.display()))?;
-    let target = mcu_target(&config, &args.mcu, &args.config)?;
+    let target = gantry_core::live::connect::mcu_target(&config, &args.mcu, &args.config)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     writeln!(
         std::io::stdout(),
@@ -86,37 +86,6 @@ pub fn run(args: &ConnectArgs) -> anyhow::Result<()> {
         watched
     })?;
     Ok(())
-}
-
-/// Where MCU `mcu` (`mcu` or the NAME of `[mcu NAME]`) of printer.cfg `path` is connected: its
-/// `serial:` (a port, or `tcp:HOST:PORT`) and `baud:`.
-///
-/// # Errors
-/// No such section or no `serial:`; a `baud:` that is not an integer.
-pub(crate) fn mcu_target(
-    config: &gantry_core::motion::config::Config,
-    mcu: &str,
-    path: &std::path::Path,
-) -> anyhow::Result<McuTarget> {
-    let section = if mcu == "mcu" {
-        "mcu".to_owned()
-    } else {
-        format!("mcu {mcu}")
-    };
-    let Some(serial) = config.get_str(&section, "serial") else {
-        bail!(
-            "{}: section [{section}] has no 'serial' option (the port of the board)",
-            path.display()
-        );
-    };
-    let baud = match config.get_str(&section, "baud") {
-        Some(b) => b
-            .trim()
-            .parse()
-            .with_context(|| format!("option 'baud' in section '{section}' must be an integer"))?,
-        None => 250_000,
-    };
-    Ok(McuTarget::from_serial_option(serial, baud))
 }
 
 /// Prints what the start-up found, in klippy's words.
@@ -178,7 +147,7 @@ fn report_connect(
             info.measured_freq_hz
         )
     } else {
-        "frequency still settling".to_owned()
+        format!("frequency still settling ({ppm:+.0} ppm)")
     };
     writeln!(
         out,

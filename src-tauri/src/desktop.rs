@@ -3,14 +3,20 @@
 //!
 //! Start-up order matters: the API server binds first (a free port on 127.0.0.1, a fresh token), so
 //! the window's content security policy can name exactly that origin in `connect-src` — the web
-//! UI can reach core's WebSocket and nothing else on the network. Shutdown is explicit: when the
-//! last window closes, twin processes are ended, the server stops, and its task is awaited.
+//! UI can reach core's WebSocket and nothing else on the network. The built-in simulated printer
+//! (`gantry sim` with Gantry as its Klipper host) starts in the background and joins the fleet
+//! as `sim` when it is ready. Shutdown is explicit: when the last window closes, twin processes
+//! are ended, the server stops and its task is awaited, then the simulated printer stops.
+
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use gantry_core::api::ApiServer;
+use gantry_core::api::methods::Context;
 use tauri::utils::config::Csp;
 
 use crate::commands;
+use crate::sim_printer::SimPrinter;
 
 /// The content security policy for a window whose API server listens on `port`.
 pub fn content_security_policy(port: u16) -> String {
@@ -34,9 +40,21 @@ pub fn run() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     tauri::async_runtime::set(runtime.handle().clone());
 
+    let api_context = Arc::new(Context::default());
     let server = runtime
         .block_on(ApiServer::bind_localhost())
-        .context("cannot start the API server")?;
+        .context("cannot start the API server")?
+        .with_context(Arc::clone(&api_context));
+    let sim_context = Arc::clone(&api_context);
+    let sim_task = runtime.spawn(async move {
+        match SimPrinter::start(&sim_context.fleet).await {
+            Ok(sim) => Some(sim),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "the simulated printer did not start");
+                None
+            }
+        }
+    });
     let endpoint = server.endpoint();
     let port = server.local_addr().port();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -72,6 +90,9 @@ pub fn run() -> anyhow::Result<()> {
     runtime
         .block_on(server_task)
         .context("the API server task failed")?;
+    if let Ok(Some(sim)) = runtime.block_on(sim_task) {
+        sim.stop(&api_context.fleet);
+    }
     if code == 0 {
         Ok(())
     } else {

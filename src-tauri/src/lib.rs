@@ -15,10 +15,13 @@ pub mod cli;
 pub mod commands;
 pub mod connect;
 pub mod desktop;
+pub mod discover;
 pub mod parsedump;
 pub mod print;
+pub mod remote;
 pub mod serve;
 pub mod sim;
+pub mod sim_printer;
 
 /// Runs the app as the command line asks and returns the process's exit code.
 pub fn main() -> ExitCode {
@@ -27,13 +30,15 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         None => desktop::run(),
         Some(cli::Command::Twin(args)) => gantry_twin::run(args.into_options()),
-        Some(cli::Command::Serve) => serve::run(),
+        Some(cli::Command::Serve(args)) => serve::run(&args),
         Some(cli::Command::Batch(args)) => batch::run_batch(&args),
         Some(cli::Command::Estimate(args)) => batch::run_estimate(&args),
         Some(cli::Command::Parsedump(args)) => parsedump::run(&args.dict, &args.serial),
         Some(cli::Command::Sim(args)) => sim::run(&args),
         Some(cli::Command::Connect(args)) => connect::run(&args),
         Some(cli::Command::Print(args)) => print::run(&args),
+        Some(cli::Command::Discover(args)) => discover::run(&args),
+        Some(cli::Command::Remote(args)) => remote::run(&args),
         Some(cli::Command::Version(args)) => cli::print_version(args.json),
     };
     match result {

@@ -2,23 +2,45 @@
 //!
 //! It prints its endpoint (`{"ws_url": …, "token": …}`) as one JSON line on standard output, so a
 //! browser page, a script or a test can connect, then serves until interrupted (Ctrl-C or SIGTERM)
-//! and shuts down cleanly.
+//! and shuts down cleanly. With `--sim` it first starts the built-in simulated printer
+//! (`gantry sim` with Gantry as its Klipper host) and serves it as printer `sim`.
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use anyhow::Context as _;
+use clap::Args;
 use gantry_core::api::ApiServer;
+use gantry_core::api::methods::Context;
+
+use crate::sim_printer::SimPrinter;
+
+/// Arguments of `gantry serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Also run the built-in simulated printer (`gantry sim`) and serve it as printer `sim`.
+    #[arg(long)]
+    pub sim: bool,
+}
 
 /// Runs the API server until the process is asked to stop.
 ///
 /// # Errors
-/// When the runtime or the server cannot start, or standard output is closed.
-pub fn run() -> anyhow::Result<()> {
+/// When the runtime, the server or the simulated printer cannot start, or standard output is
+/// closed.
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let context = Arc::new(Context::default());
+        let sim = if args.sim {
+            Some(SimPrinter::start(&context.fleet).await?)
+        } else {
+            None
+        };
         let server = ApiServer::bind_localhost()
             .await
-            .context("cannot start the API server")?;
+            .context("cannot start the API server")?
+            .with_context(Arc::clone(&context));
         let endpoint = serde_json::to_string(&server.endpoint())?;
         {
             let mut out = std::io::stdout().lock();
@@ -26,6 +48,11 @@ pub fn run() -> anyhow::Result<()> {
             out.flush().context("cannot write to standard output")?;
         }
         server.run(stop_signal()).await;
+        if let Some(sim) = sim {
+            tokio::task::spawn_blocking(move || sim.stop(&context.fleet))
+                .await
+                .context("stopping the simulated printer")?;
+        }
         Ok(())
     })
 }

@@ -238,6 +238,7 @@ fn json(r: &Report) -> serde_json::Value {
         "fault": r.fault.as_ref().map(ToString::to_string),
         "shutdown": r.shutdown(),
         "shutdown_clock": r.shutdown_clock,
+        "fault_command": r.fault_command,
         "stream_problems": r.stream_problems,
     })
 }

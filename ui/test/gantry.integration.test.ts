@@ -1,7 +1,7 @@
 // Integration test against the real Gantry core: spawns `$GANTRY_BIN serve`, reads the endpoint line
 // it prints, and talks to it with the UI's own client. Skipped unless GANTRY_BIN is set (the project's
 // test runner sets it to the built `gantry` binary).
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
@@ -13,7 +13,10 @@ import {
   RpcError,
   TransportError,
   connectUrl,
+  gcodeScript,
+  listFleet,
   listPrinters,
+  subscribeObjects,
   serverInfo,
   type Endpoint,
   type WebSocketConstructor,
@@ -170,3 +173,110 @@ describe.skipIf(!process.env.GANTRY_BIN)("against the real Gantry core (GANTRY_B
     expect(await handshakeStatus(other)).toBe(404);
   });
 });
+
+describe.skipIf(!process.env.GANTRY_BIN)(
+  "the built-in simulated printer (GANTRY_BIN serve --sim): gantry sim with Gantry as its host",
+  () => {
+    let child: ChildProcess;
+    let client: RpcClient;
+    let stderrText = "";
+    let dataDir = "";
+    const deltas: Record<string, Record<string, unknown>>[] = [];
+    const responses: string[] = [];
+
+    beforeAll(async () => {
+      const { mkdtempSync } = await import("node:fs");
+      const { tmpdir } = await import("node:os");
+      dataDir = mkdtempSync(resolve(tmpdir(), "gantry-ui-sim-"));
+      child = spawn(gantryBin(), ["serve", "--sim"], {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, GANTRY_DATA_DIR: dataDir },
+      });
+      child.stderr!.on("data", (chunk: Buffer) => {
+        stderrText = (stderrText + chunk.toString()).slice(-8000);
+      });
+      const ep = await startServe(child, () => stderrText);
+      client = new RpcClient(connectUrl(ep), NodeWebSocket);
+      client.onNotification((method, params) => {
+        const p = params as unknown[];
+        if (method === "notify_status_update") deltas.push(p[0] as Record<string, Record<string, unknown>>);
+        if (method === "notify_gcode_response") responses.push(p[0] as string);
+      });
+      await client.opened;
+    }, STARTUP_MS + 5_000);
+
+    afterAll(async () => {
+      client?.close();
+      if (child && child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise<void>((r) => child.once("exit", () => r()));
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      const { rmSync } = await import("node:fs");
+      if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+    });
+
+    it("serves the sim printer, homes it and reports it live", async () => {
+      const { printers } = await listFleet(client);
+      expect(printers).toEqual([
+        expect.objectContaining({ id: "sim", kind: "local", state: "ready" }),
+      ]);
+      const { objects } = await client.call<{ objects: string[] }>("printer.objects.list", {
+        printer: "sim",
+      });
+      expect(objects).toEqual(expect.arrayContaining(["toolhead", "extruder", "heater_bed", "print_stats"]));
+      const sub = await subscribeObjects(client, "sim", {
+        toolhead: ["homed_axes", "position"],
+        motion_report: null,
+        extruder: null,
+      });
+      expect(sub.status.toolhead).toMatchObject({ homed_axes: "" });
+      expect(typeof sub.status.extruder?.temperature).toBe("number");
+      await gcodeScript(client, "sim", "G28\nG1 X40 Y30 Z5 F6000\nM400");
+      const query = await client.call<{ status: Record<string, Record<string, unknown>> }>(
+        "printer.objects.query",
+        { printer: "sim", objects: { toolhead: ["homed_axes", "position"] } },
+      );
+      expect(query.status.toolhead).toMatchObject({ homed_axes: "xyz", position: [40, 30, 5, 0] });
+      // The live position (where the MCU's steppers are, 20 updates a second) reaches the end.
+      await vi.waitFor(
+        () => {
+          const last = deltas
+            .map((d) => d.motion_report?.live_position as number[] | undefined)
+            .filter((p) => p !== undefined)
+            .at(-1);
+          expect(last).toBeDefined();
+          [40, 30, 5].forEach((v, i) => expect(last![i]).toBeCloseTo(v, 6));
+        },
+        { timeout: 5_000 },
+      );
+      const err = await rejection(gcodeScript(client, "sim", "G1 X999"));
+      expect(err).toBeInstanceOf(RpcError);
+      expect((err as RpcError).message).toContain("Move out of range");
+      await vi.waitFor(() => expect(responses.some((r) => r.startsWith("!! Move out of range"))).toBe(true));
+    }, 120_000);
+
+    it("shuts down on an emergency stop and comes back with FIRMWARE_RESTART", async () => {
+      await client.call("printer.emergency_stop", { printer: "sim" });
+      const state = async () =>
+        (
+          await client.call<{ status: Record<string, Record<string, unknown>> }>(
+            "printer.objects.query",
+            { printer: "sim", objects: { webhooks: null } },
+          )
+        ).status.webhooks;
+      await vi.waitFor(async () => expect((await state())?.state).toBe("shutdown"), { timeout: 5_000 });
+      expect((await state())?.state_message).toBe("Shutdown due to M112 command");
+      const err = await rejection(gcodeScript(client, "sim", "G28"));
+      expect((err as RpcError).message).toContain("FIRMWARE_RESTART");
+      // The sim is reset (its `reset` command), reconnected and configured afresh.
+      await gcodeScript(client, "sim", "FIRMWARE_RESTART");
+      expect((await state())?.state).toBe("ready");
+      await gcodeScript(client, "sim", "G28 X");
+      const { printers } = await listFleet(client);
+      expect(printers[0]).toMatchObject({ id: "sim", state: "ready" });
+    }, 120_000);
+  },
+);

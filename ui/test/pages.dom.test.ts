@@ -3,7 +3,6 @@ import { describe, expect, it, vi } from "vitest";
 import { fireEvent, render, screen, within } from "@testing-library/svelte";
 import Twin from "../src/pages/Twin.svelte";
 import Settings from "../src/pages/Settings.svelte";
-import Dashboard from "../src/pages/Dashboard.svelte";
 import type { RpcCaller, ServerInfo, TwinProcess } from "../src/lib/api";
 import { THEME_STORAGE_KEY } from "../src/lib/theme";
 
@@ -85,14 +84,5 @@ describe("Settings page", () => {
     expect(localStorage.getItem(THEME_STORAGE_KEY)).toBe("light");
     expect(document.documentElement.dataset.theme).toBe("light");
     expect((await screen.findByRole("alert")).textContent).toContain("offline");
-  });
-});
-
-describe("Placeholder pages", () => {
-  it("say what they will hold, without fake data", () => {
-    render(Dashboard);
-    expect(screen.getByText("No printer connected")).toBeTruthy();
-    expect(screen.getByText(/live host and remote printer support/)).toBeTruthy();
-    expect(screen.queryByText(/°C/)).toBeNull();
   });
 });

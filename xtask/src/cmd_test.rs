@@ -1,9 +1,11 @@
 //! `cargo xtask test [--quick]`: every check in order, continuing after failures, then a summary
 //! table and, as the very last line, `total: N passed, N failed`.
 //!
-//! Steps: ui build, ui check, cargo fmt, cargo clippy, tauri-driver, Xvfb, cargo test, ui test.
+//! Steps: ui build, ui check, cargo fmt, cargo clippy, tauri-driver, Xvfb, peer servers, cargo
+//! test, ui test.
 //! `--quick` (and non-Linux systems) skip tauri-driver and Xvfb and run cargo test without
-//! `--include-ignored`, so the desktop end-to-end and twin screenshot tests do not run.
+//! `--include-ignored`, so the desktop end-to-end, twin screenshot and remote-printer tests do not
+//! run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -13,6 +15,7 @@ use anyhow::{Result, bail};
 
 use crate::context::Ctx;
 use crate::counts::{self, Counts};
+use crate::peers;
 use crate::process;
 use crate::setup;
 use crate::summary::{self, Kind, Status, StepReport};
@@ -148,7 +151,7 @@ pub(crate) fn test(quick: bool) -> Result<ExitCode> {
     let full = !quick && linux;
     let mut runner = Runner {
         reports: Vec::new(),
-        total_steps: 8,
+        total_steps: 9,
     };
 
     // 1. The UI: built first, because the app embeds ui/dist.
@@ -196,6 +199,16 @@ pub(crate) fn test(quick: bool) -> Result<ExitCode> {
         runner.skip("tauri-driver", skip_reason);
         runner.skip("xvfb", skip_reason);
     }
+    // The real OctoPrint and Moonraker the remote-printer tests start (ignored tests).
+    let mut peer_vars = Vec::new();
+    if full {
+        runner.step("peer servers", Kind::Setup, || {
+            peer_vars = peers::install(&ctx)?;
+            Ok(())
+        });
+    } else {
+        runner.skip("peer servers", skip_reason);
+    }
 
     // 6. Every Rust test; with the environment above, the ignored ones too.
     let mut cmd = ctx.cargo();
@@ -208,6 +221,7 @@ pub(crate) fn test(quick: bool) -> Result<ExitCode> {
         if let Some(driver) = &driver {
             cmd.env("GANTRY_TAURI_DRIVER", driver);
         }
+        cmd.envs(peer_vars.iter().map(|(k, v)| (k, v)));
         if let Some(server) = &xvfb {
             // Windows must open on Xvfb, not on the developer's Wayland session.
             cmd.env("DISPLAY", server.display())

@@ -14,6 +14,7 @@ mod cmd_run;
 mod cmd_test;
 mod context;
 mod counts;
+mod peers;
 mod process;
 mod setup;
 mod summary;
@@ -32,6 +33,7 @@ cargo xtask — Gantry's project automation
 USAGE:
     cargo xtask run [-- GANTRY_ARGS...]
     cargo xtask test [--quick]
+    cargo xtask peers
     cargo xtask help
 
 COMMANDS:
@@ -42,10 +44,15 @@ COMMANDS:
             offscreen (`gantry twin assets/gcode/sample.gcode --screenshot TARGET/gantry-sample.png`).
     test    Run everything, keep going after a failure, print a summary table and, as the last
             line, `total: N passed, N failed`; exits non-zero if anything failed. Steps:
-            ui build, ui check, cargo fmt, cargo clippy, tauri-driver, Xvfb,
+            ui build, ui check, cargo fmt, cargo clippy, tauri-driver, Xvfb, peer servers
+            (OctoPrint and Moonraker from PyPI in ~/.cache/gantry/peers, pinned by xtask/peers/),
             cargo test --workspace -- --include-ignored, ui tests (npm test).
             --quick  skip tauri-driver and Xvfb and run cargo test without --include-ignored
-                     (no desktop end-to-end or twin screenshot test): the inner loop.
+                     (no desktop end-to-end, twin screenshot or remote-printer test): the inner
+                     loop.
+    peers   Install the peer servers the remote-printer tests start (OctoPrint and Moonraker from
+            PyPI, pinned by xtask/peers/*.txt, in ~/.cache/gantry/peers) and print the variables
+            that point the tests at them (`cargo xtask test` does this itself).
     help    Print this text.
 
 SETUP (both commands):
@@ -65,6 +72,7 @@ enum Task {
     Help,
     Run { gantry_args: Vec<OsString> },
     Test { quick: bool },
+    Peers,
 }
 
 /// Parses the arguments after `cargo xtask`.
@@ -105,7 +113,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Task> {
             }
             Ok(Task::Test { quick })
         }
-        _ => bail!("unknown command {command:?}; known: run, test, help"),
+        Some("peers") => Ok(Task::Peers),
+        _ => bail!("unknown command {command:?}; known: run, test, peers, help"),
     }
 }
 
@@ -124,6 +133,14 @@ fn main() -> ExitCode {
         }
         Task::Run { gantry_args } => cmd_run::run(&gantry_args),
         Task::Test { quick } => cmd_test::test(quick),
+        Task::Peers => context::Ctx::new()
+            .and_then(|ctx| peers::install(&ctx))
+            .map(|vars| {
+                for (name, path) in vars {
+                    println!("export {name}={}", path.display());
+                }
+                ExitCode::SUCCESS
+            }),
     };
     match result {
         Ok(code) => code,
@@ -148,6 +165,7 @@ mod tests {
     fn parses_commands() {
         assert_eq!(parse(&[]), Some(Task::Help));
         assert_eq!(parse(&["help"]), Some(Task::Help));
+        assert_eq!(parse(&["peers"]), Some(Task::Peers));
         assert_eq!(parse(&["test"]), Some(Task::Test { quick: false }));
         assert_eq!(
             parse(&["test", "--quick"]),

@@ -39,6 +39,12 @@ pub(crate) const PACKAGES: &[&str] = &[
     "libgles2",
     // `kill`, which the end-to-end tests use to stop tauri-driver and `gantry sim` by signal.
     "procps",
+    // The peer servers (OctoPrint, Moonraker) in Python virtual environments: venv, headers and a
+    // compiler for netifaces, libsodium for Moonraker's libnacl; `ip netns` for the mDNS test.
+    "python3-venv",
+    "python3-dev",
+    "libsodium23",
+    "iproute2",
 ];
 
 /// Oldest Node.js (major, minor) accepted when ui/package.json names none in `engines.node`.

@@ -8,10 +8,16 @@
 //! # Layout
 //! - [`api`]: the local JSON-RPC 2.0 server over a WebSocket on 127.0.0.1, guarded by a per-launch
 //!   token. The web UI and the twin talk to core only through it. Method names follow Moonraker's.
+//! - [`discovery`]: mDNS browsing for Moonraker, OctoPrint, PrusaLink and Gantry hosts, one entry
+//!   per printer, kept current as printers come and go.
 //! - [`mcu`]: a live connection to one MCU — the thread that owns its port, the protocol session,
 //!   and klippy's connect sequence (identify, clock sync, config phase or reuse).
 //! - [`live`]: the live host — the planner driving MCUs in real time ([`live::serial_host`]) or
 //!   the simulated MCU in process on a virtual clock ([`live::virtual_host`]), and print jobs.
+//! - [`model`]: the one printer model — Klipper's status objects, their deltas, the
+//!   [`model::PrinterBackend`] trait every printer (remote or local) implements.
+//! - [`remote`]: Moonraker, OctoPrint and PrusaLink clients (each a `PrinterBackend`) and the
+//!   probe that says which API answers at an address.
 //! - [`printers`]: the printers this machine can reach: serial ports with their USB identity and the
 //!   built-in simulated printer.
 //!
@@ -25,10 +31,15 @@
 //! G-code, the planner) and [`proto`] (Klipper's MCU wire protocol).
 
 pub mod api;
+pub mod discovery;
+pub mod fleet;
 pub mod live;
 pub mod mcu;
+pub mod model;
 pub mod printer_config;
 pub mod printers;
+pub mod remote;
+pub mod store;
 
 pub use gantry_motion as motion;
 pub use gantry_proto as proto;

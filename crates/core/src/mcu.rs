@@ -271,6 +271,17 @@ impl McuHandle {
     }
 }
 
+impl McuHandle {
+    /// Ends the connection and waits for its thread, blocking the caller (a thread outside the
+    /// async runtime, such as a printer's): the port is closed when this returns.
+    pub fn close_blocking(&mut self) {
+        let _ = self.requests.send(Request::Close);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl Drop for McuHandle {
     fn drop(&mut self) {
         // A handle dropped without `close` still stops its thread; nobody waits for it then.
@@ -512,11 +523,28 @@ pub async fn connect(
     build_config: &mut ConfigBuilder<'_>,
     timeout: Duration,
 ) -> Result<Connected, McuError> {
+    connect_with(name, target, build_config, timeout, false).await
+}
+
+/// [`connect`], and with `firmware_restart` klippy's FIRMWARE_RESTART: the MCU is sent `reset`
+/// first whatever state it is in (shut down included, when its dictionary has the command),
+/// then connected and configured afresh.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_with(
+    name: &str,
+    target: &McuTarget,
+    build_config: &mut ConfigBuilder<'_>,
+    timeout: Duration,
+    firmware_restart: bool,
+) -> Result<Connected, McuError> {
     let attempt = async {
         let mut reset_done = false;
         loop {
             let (handle, mut events) = open_retrying(name, target, reset_done).await?;
-            match run_sequence(&handle, &mut events, build_config, !reset_done).await? {
+            let force = firmware_restart && !reset_done;
+            match run_sequence(&handle, &mut events, build_config, !reset_done, force).await? {
                 Sequence::Done(info) => {
                     return Ok(Connected {
                         handle,
@@ -569,6 +597,7 @@ async fn run_sequence(
     events: &mut mpsc::UnboundedReceiver<McuEvent>,
     build_config: &mut ConfigBuilder<'_>,
     may_reset: bool,
+    force_reset: bool,
 ) -> Result<Sequence, McuError> {
     let name = handle.name().to_owned();
     let ended = |why: String| McuError::Ended {
@@ -618,6 +647,12 @@ async fn run_sequence(
                 let (Some(dict), Some(cmds)) = (dictionary.as_ref(), config_cmds.as_ref()) else {
                     continue;
                 };
+                if force_reset && may_reset && dict.command("reset").is_some() {
+                    tracing::info!(mcu = %name, "firmware restart: resetting the MCU");
+                    handle.send_text("reset")?;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return Ok(Sequence::ResetSent);
+                }
                 match decide(state, config_crc(cmds), sent_config) {
                     Step::Shutdown => {
                         return Err(McuError::Shutdown {

@@ -4,7 +4,10 @@
 //! Ports come from the operating system's enumeration (`serialport`, udev on Linux); nothing is
 //! opened or probed, so listing never disturbs a running print. A VID:PID table names what a USB
 //! serial device usually is — Klipper firmware announces itself as 1d50:614e — so the user can tell
-//! a printer board from a phone charger.
+//! a printer board from a phone charger. On Linux each port also gets its stable
+//! `/dev/serial/by-id/…` name (udev's link, such as
+//! `usb-Klipper_stm32f446xx_33002D000750534E4E313020-if00`), which survives replugging where
+//! `/dev/ttyACM0` does not. No port is opened and no baud rate is tried.
 
 use serde::Serialize;
 
@@ -74,6 +77,9 @@ pub struct PrinterEntry {
     /// How the port is attached (serial only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port_type: Option<PortType>,
+    /// The port's stable `/dev/serial/by-id/…` path, where udev made one (Linux).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_id: Option<String>,
     /// USB identity; null when the entry is not a USB port.
     pub usb: Option<UsbIdentity>,
     /// What this VID:PID usually is, from [`board_hint`]; null when unknown.
@@ -93,6 +99,7 @@ pub fn simulated() -> PrinterEntry {
         config: Some(SIMULATED_CONFIG_NAME.to_owned()),
         port: None,
         port_type: None,
+        by_id: None,
         usb: None,
         board: None,
     }
@@ -111,8 +118,35 @@ pub fn list() -> Vec<PrinterEntry> {
         }
     };
     ports.sort_by(|a, b| a.port_name.cmp(&b.port_name));
+    let by_id = by_id_links(std::path::Path::new(BY_ID_DIR));
     std::iter::once(simulated())
-        .chain(ports.into_iter().map(from_port))
+        .chain(ports.into_iter().map(|info| {
+            let mut entry = from_port(info);
+            if let Some(port) = &entry.port {
+                entry.by_id = by_id.get(std::path::Path::new(port)).cloned();
+            }
+            entry
+        }))
+        .collect()
+}
+
+/// Where udev keeps stable serial port names.
+pub const BY_ID_DIR: &str = "/dev/serial/by-id";
+
+/// The links in a by-id directory, keyed by the device each resolves to (`/dev/ttyACM0` →
+/// `/dev/serial/by-id/usb-Klipper_…`). A missing directory (no USB serial device, or not Linux)
+/// gives an empty map.
+pub fn by_id_links(dir: &std::path::Path) -> std::collections::HashMap<std::path::PathBuf, String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return std::collections::HashMap::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let link = e.path();
+            let target = std::fs::canonicalize(&link).ok()?;
+            Some((target, link.to_string_lossy().into_owned()))
+        })
         .collect()
 }
 
@@ -156,6 +190,7 @@ fn from_port(info: serialport::SerialPortInfo) -> PrinterEntry {
         config: None,
         port: Some(info.port_name),
         port_type: Some(port_type),
+        by_id: None,
         usb,
         board,
     }
@@ -179,6 +214,13 @@ pub fn board_hint(vid: u16, pid: u16) -> Option<&'static str> {
         (0x2e8a, 0x0003) => Some("RP2040 in BOOTSEL mode"),
         (0x2e8a, 0x000a) => Some("RP2040 USB serial"),
         (0x1eaf, 0x0004) => Some("Maple USB serial (STM32F1)"),
+        (0x1a86, 0x5523) => Some("CH341 USB-serial adapter"),
+        (0x0403, 0x6010 | 0x6011 | 0x6014) => Some("FTDI multi-port/high-speed USB-serial adapter"),
+        (0x10c4, 0xea70) => Some("Silicon Labs CP2105 USB-serial adapter"),
+        (0x1d50, 0x60ec) => Some("Duet (RepRapFirmware)"),
+        (0x1d50, 0x6015) => Some("Smoothieboard"),
+        (0x2c99, 0x0002) => Some("Prusa i3 MK3/MK3S (Einsy RAMBo)"),
+        (0x27b1, 0x0001) => Some("Ultimaker board"),
         _ => None,
     };
     exact.or(match vid {
@@ -198,7 +240,11 @@ mod tests {
     fn klipper_and_common_bridges_are_recognised() {
         assert_eq!(board_hint(0x1d50, 0x614e), Some("Klipper firmware (USB)"));
         assert_eq!(board_hint(0x1a86, 0x7523), Some("CH340 USB-serial adapter"));
-        assert_eq!(board_hint(0x2c99, 0x0002), Some("Prusa Research printer"));
+        assert_eq!(
+            board_hint(0x2c99, 0x0002),
+            Some("Prusa i3 MK3/MK3S (Einsy RAMBo)")
+        );
+        assert_eq!(board_hint(0x2c99, 0x000d), Some("Prusa Research printer"));
         assert_eq!(board_hint(0xdead, 0xbeef), None);
     }
 
@@ -225,6 +271,26 @@ mod tests {
                 "board": "Klipper firmware (USB)"
             })
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn by_id_links_map_devices_to_stable_names() {
+        let dir = std::env::temp_dir().join(format!("gantry-by-id-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("by-id")).expect("dir");
+        let dev = dir.join("ttyACM7");
+        std::fs::write(&dev, b"").expect("device stand-in");
+        let link = dir.join("by-id/usb-Klipper_rp2040_E66198F1CF801D27-if00");
+        std::os::unix::fs::symlink("../ttyACM7", &link).expect("symlink");
+        let map = by_id_links(&dir.join("by-id"));
+        let canonical = std::fs::canonicalize(&dev).expect("canonical");
+        assert_eq!(
+            map.get(&canonical),
+            Some(&link.to_string_lossy().into_owned())
+        );
+        assert!(by_id_links(&dir.join("missing")).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -115,6 +115,8 @@ fn run_case(dir: &Path, dict: &Dictionary, stream: bool, copies: usize) -> Resul
     drop(one);
     let config = Config::parse(&cfg_text, "printer.cfg").map_err(|e| e.to_string())?;
     let mut printer = Printer::new(&config, &[("mcu", dict)]).map_err(|e| e.to_string())?;
+    // As `gantry batch`: nothing reads positions back.
+    printer.keep_motion_history(false);
     let t1 = Instant::now();
     if !stream {
         printer.run_batch(&gcode).map_err(|e| e.to_string())?;

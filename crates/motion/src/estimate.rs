@@ -5,22 +5,85 @@
 //! taken as homed (slicer files usually home inside a start macro of the printer's). The
 //! committed moves then give the print time, per-layer times, filament used and the highest
 //! speed reached.
+//!
+//! # Layers
+//! Layers are counted the way the file's slicer counts them when it marks them: each
+//! layer-change comment ([`is_layer_change_comment`]: `;LAYER_CHANGE` of PrusaSlicer,
+//! SuperSlicer and OrcaSlicer, `;LAYER:n` of Cura and ideaMaker, `; CHANGE_LAYER` of
+//! BambuStudio, `; layer n, Z = z` of Simplify3D) begins a layer, which lasts from the first
+//! move after it to the first move after the next one (a spiral-vase file thus has one layer per
+//! turn, as its slicer numbers them). Files without such comments are counted by the Z of their
+//! extruding moves: a move that extrudes at one height begins a layer when its Z differs from
+//! the layer's by more than 1 µm; moves that rise while they extrude (spiral vase, non-planar
+//! paths such as FullControl's) make one layer per full turn of the path — the heading of the
+//! extruding moves is followed, and a layer ends where it has turned through 360° — so that a
+//! vase is not counted a layer per Z step. A layer's Z is the highest at which it extrudes.
+//!
+//! # The end of the file
+//! A last line without a line end is not run, as in Klipper, whose SD-card print
+//! (virtual_sdcard) and batch mode both drop it ([`Printer::finish_batch`]); the estimate names
+//! it in [`Estimate::unterminated_line`].
 
 use crate::config::Config;
+use std::collections::VecDeque;
+
 use crate::printer::{BATCH_READ_SIZE, Printer, PrinterError, Response};
 use crate::toolhead::{MoveError, PlannedMove};
 
-/// One layer: the Z at which it extrudes and how long it takes.
+/// One layer: the Z at which it extrudes and how long it takes (see the module docs).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct LayerTime {
     /// Layer number from 0.
     pub layer: usize,
-    /// Z height, mm.
+    /// The highest Z at which it extrudes (the toolhead's Z at its start when it does not
+    /// extrude), mm.
     pub z_mm: f64,
-    /// Time from this layer's first extruding move to the next layer's, s.
+    /// Time from this layer's start to the next layer's (the end of the print for the last), s.
     pub time_s: f64,
-    /// G-code line of its first extruding move.
+    /// G-code line where it begins: its layer-change comment, or its first extruding move.
     pub first_line: u32,
+}
+
+/// How the layers of an [`Estimate`] were found (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerRule {
+    /// From the slicer's layer-change comments.
+    Comments,
+    /// From the Z of the extruding moves (no layer-change comments in the file).
+    #[default]
+    ZHeights,
+}
+
+/// Whether `line` is a slicer's layer-change comment: `;LAYER_CHANGE` (PrusaSlicer,
+/// SuperSlicer, OrcaSlicer), `;LAYER:n` (Cura, ideaMaker; negative for Cura's raft),
+/// `; CHANGE_LAYER` (BambuStudio) or `; layer n, Z = z` (Simplify3D).
+#[inline]
+pub fn is_layer_change_comment(line: &str) -> bool {
+    let b = line.as_bytes();
+    // Every line of the file comes here: most are rejected by their first two bytes.
+    if b.first() != Some(&b';') {
+        return false;
+    }
+    match b.get(1) {
+        Some(b'L') => {}
+        Some(b' ') if matches!(b.get(2), Some(b'C' | b'l')) => {}
+        _ => return false,
+    }
+    let line = line.trim_end();
+    if line == ";LAYER_CHANGE" || line == "; CHANGE_LAYER" {
+        return true;
+    }
+    if let Some(n) = line.strip_prefix(";LAYER:") {
+        let n = n.strip_prefix('-').unwrap_or(n);
+        return !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit());
+    }
+    if let Some(rest) = line.strip_prefix("; layer ")
+        && let Some((n, _)) = rest.split_once(", Z = ")
+    {
+        return !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit());
+    }
+    false
 }
 
 /// What `gantry estimate` reports.
@@ -34,6 +97,8 @@ pub struct Estimate {
     pub klipper_print_time_s: f64,
     /// Per layer.
     pub layers: Vec<LayerTime>,
+    /// How the layers were found.
+    pub layer_rule: LayerRule,
     /// Net filament pushed (extrusions minus retractions), mm.
     pub filament_mm: f64,
     /// Filament volume, mm³ (from the extruder's filament_diameter).
@@ -49,6 +114,9 @@ pub struct Estimate {
     pub messages: Vec<(u32, String)>,
     /// The texts that came more often than that, each with how many times it came in all.
     pub repeated_messages: Vec<(String, u64)>,
+    /// A last line without a line end, which was not run (Klipper does not run it either):
+    /// its number and text.
+    pub unterminated_line: Option<(u32, String)>,
 }
 
 /// Why an estimate could not be made.
@@ -115,6 +183,7 @@ impl Estimator {
     /// A config the planner cannot use.
     pub fn new(config: &Config, assume_homed: bool) -> Result<Self, EstimateError> {
         let mut printer = Printer::for_planning(config)?;
+        printer.layer_marks = Some(Vec::new());
         if assume_homed {
             printer.assume_homed()?;
         }
@@ -179,6 +248,7 @@ impl Estimator {
             .summary
             .finish(filament_area, lines, &printer.responses);
         est.klipper_print_time_s = printer.end_print_time;
+        est.unterminated_line = printer.unterminated_line.take();
         est.repeated_messages = printer
             .repeated_responses()
             .map(|r| (r.text.clone(), r.count))
@@ -196,14 +266,23 @@ struct Summary {
     end: f64,
     filament_mm: f64,
     max_speed: f64,
-    layers: Vec<LayerTime>,
-    layer_start: f64,
     moves: usize,
+    /// Layers by the Z of the extruding moves.
+    by_z: ZLayers,
+    /// Layers by the file's layer-change comments.
+    by_comment: CommentLayers,
 }
 
+/// Two heights closer than this are the same, mm.
+const SAME_Z_MM: f64 = 1e-6;
+
 impl Summary {
-    /// Consumes the moves the planner has recorded so far (keeping the buffer for reuse).
+    /// Consumes the moves the planner has recorded so far (keeping the buffer for reuse), and
+    /// the layer-change comments read so far.
     fn take(&mut self, printer: &mut Printer) {
+        if let Some(marks) = printer.layer_marks.as_mut() {
+            self.by_comment.pending.extend(marks.drain(..));
+        }
         if let Some(rec) = printer.toolhead.record.as_mut() {
             for m in rec.iter() {
                 self.add(m);
@@ -227,34 +306,26 @@ impl Summary {
             self.max_speed = self.max_speed.max(m.v[1]);
         }
         let extruding = de > 0.0 && moves_xyz;
-        if !extruding {
-            return;
-        }
-        let z = m.start_pos[2];
-        let new_layer = self.layers.last().is_none_or(|l| (l.z_mm - z).abs() > 1e-6);
-        if new_layer {
-            if let Some(last) = self.layers.last_mut() {
-                last.time_s = m.print_time - self.layer_start;
-            }
-            self.layer_start = m.print_time;
-            self.layers.push(LayerTime {
-                layer: self.layers.len(),
-                z_mm: z,
-                time_s: 0.0,
-                first_line: m.line,
-            });
+        if self.by_comment.seen() {
+            // Comment layers win over heights (see `finish`): heights are no longer needed.
+            self.by_comment.add(m, extruding);
+        } else if extruding {
+            self.by_z.add(m);
         }
     }
 
-    fn finish(mut self, filament_area: f64, lines: u32, responses: &[Response]) -> Estimate {
+    fn finish(self, filament_area: f64, lines: u32, responses: &[Response]) -> Estimate {
         let end = if self.moves == 0 { 0.0 } else { self.end };
-        if let Some(last) = self.layers.last_mut() {
-            last.time_s = end - self.layer_start;
-        }
+        let (layers, layer_rule) = if self.by_comment.seen() {
+            (self.by_comment.finish(end), LayerRule::Comments)
+        } else {
+            (self.by_z.finish(end), LayerRule::ZHeights)
+        };
         Estimate {
             print_time_s: end - self.start.unwrap_or(0.0),
             klipper_print_time_s: 0.0,
-            layers: self.layers,
+            layers,
+            layer_rule,
             filament_mm: self.filament_mm,
             filament_mm3: self.filament_mm * filament_area,
             max_speed_mm_s: self.max_speed,
@@ -262,7 +333,161 @@ impl Summary {
             lines,
             messages: responses.iter().map(|r| (r.line, r.text.clone())).collect(),
             repeated_messages: Vec::new(),
+            unterminated_line: None,
         }
+    }
+}
+
+/// Ends the last of `layers` at `time` (its start was `start`).
+fn close_layer(layers: &mut [LayerTime], start: f64, time: f64) {
+    if let Some(last) = layers.last_mut() {
+        last.time_s = time - start;
+    }
+}
+
+/// Layers from layer-change comments: each comment begins a layer at the first move after it.
+#[derive(Default)]
+struct CommentLayers {
+    /// Lines of the comments no move has come after yet, in order.
+    pending: VecDeque<u32>,
+    layers: Vec<LayerTime>,
+    /// When the current layer began, s.
+    start: f64,
+    /// The current layer has extruded.
+    extruded: bool,
+}
+
+impl CommentLayers {
+    fn seen(&self) -> bool {
+        !self.layers.is_empty() || !self.pending.is_empty()
+    }
+
+    fn begin(&mut self, line: u32, time: f64, z: f64) {
+        close_layer(&mut self.layers, self.start, time);
+        self.start = time;
+        self.extruded = false;
+        self.layers.push(LayerTime {
+            layer: self.layers.len(),
+            z_mm: z,
+            time_s: 0.0,
+            first_line: line,
+        });
+    }
+
+    fn add(&mut self, m: &PlannedMove, extruding: bool) {
+        while let Some(&line) = self.pending.front()
+            && line < m.line
+        {
+            self.pending.pop_front();
+            self.begin(line, m.print_time, m.start_pos[2]);
+        }
+        if extruding && let Some(layer) = self.layers.last_mut() {
+            let top = m.start_pos[2].max(m.end_pos[2]);
+            layer.z_mm = if self.extruded {
+                layer.z_mm.max(top)
+            } else {
+                top
+            };
+            self.extruded = true;
+        }
+    }
+
+    fn finish(mut self, end: f64) -> Vec<LayerTime> {
+        // Comments after the last move begin layers without moves.
+        let z = self.layers.last().map_or(0.0, |l| l.z_mm);
+        while let Some(line) = self.pending.pop_front() {
+            self.begin(line, end, z);
+        }
+        close_layer(&mut self.layers, self.start, end);
+        self.layers
+    }
+}
+
+/// Layers from the Z of the extruding moves (see the module docs).
+#[derive(Default)]
+struct ZLayers {
+    layers: Vec<LayerTime>,
+    /// When the current layer began, s.
+    start: f64,
+    /// The current layer rises as it extrudes: how far its path has turned.
+    spiral: Option<Spiral>,
+}
+
+/// A layer whose extrusion rises: the path's heading and how far it has turned, radians.
+#[derive(Clone, Copy)]
+struct Spiral {
+    heading: Option<f64>,
+    turned: f64,
+}
+
+impl ZLayers {
+    fn begin(&mut self, m: &PlannedMove, z: f64) {
+        close_layer(&mut self.layers, self.start, m.print_time);
+        self.start = m.print_time;
+        self.layers.push(LayerTime {
+            layer: self.layers.len(),
+            z_mm: z,
+            time_s: 0.0,
+            first_line: m.line,
+        });
+    }
+
+    /// An extruding move.
+    fn add(&mut self, m: &PlannedMove) {
+        let (z0, z1) = (m.start_pos[2], m.end_pos[2]);
+        // The path's heading, needed only while a layer rises (atan2 is not cheap).
+        let heading = || {
+            let (dx, dy) = (m.end_pos[0] - m.start_pos[0], m.end_pos[1] - m.start_pos[1]);
+            (dx != 0.0 || dy != 0.0).then(|| dy.atan2(dx))
+        };
+        let rising = z1 != z0;
+        let top = self.layers.last().map_or(f64::NAN, |l| l.z_mm);
+        match &mut self.spiral {
+            // Rising on, or level at the top the spiral has reached: the same spiral.
+            Some(sp) if rising || (z0 - top).abs() <= SAME_Z_MM => {
+                let heading = heading();
+                if let (Some(h), Some(prev)) = (heading, sp.heading) {
+                    let mut turn = h - prev;
+                    if turn > std::f64::consts::PI {
+                        turn -= std::f64::consts::TAU;
+                    } else if turn <= -std::f64::consts::PI {
+                        turn += std::f64::consts::TAU;
+                    }
+                    sp.turned += turn;
+                }
+                if heading.is_some() {
+                    sp.heading = heading;
+                }
+                if sp.turned.abs() >= std::f64::consts::TAU {
+                    let next = Spiral {
+                        heading: sp.heading,
+                        turned: sp.turned - std::f64::consts::TAU.copysign(sp.turned),
+                    };
+                    self.begin(m, z0.max(z1));
+                    self.spiral = Some(next);
+                } else if let Some(last) = self.layers.last_mut() {
+                    last.z_mm = last.z_mm.max(z0.max(z1));
+                }
+            }
+            _ if rising => {
+                self.begin(m, z0.max(z1));
+                self.spiral = Some(Spiral {
+                    heading: heading(),
+                    turned: 0.0,
+                });
+            }
+            spiral => {
+                if spiral.is_some() || self.layers.is_empty() || (z0 - top).abs() > SAME_Z_MM {
+                    *spiral = None;
+                    self.begin(m, z0);
+                }
+            }
+        }
+    }
+
+    fn finish(mut self, end: f64) -> Vec<LayerTime> {
+        close_layer(&mut self.layers, self.start, end);
+        self.layers
     }
 }
 
@@ -362,7 +587,9 @@ mod tests {
             let cut = est.finish().expect("estimate");
             assert_eq!(cut, whole, "pieces of {piece}");
         }
-        assert_eq!(whole.lines, 2003);
+        // The last line has no line end: not run, as in Klipper, and named.
+        assert_eq!(whole.lines, 2002);
+        assert_eq!(whole.unterminated_line, Some((2003, "G1 X5 Y5".to_owned())));
     }
 
     #[test]

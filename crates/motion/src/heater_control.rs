@@ -55,6 +55,8 @@ pub const MAX_MAINTHREAD_TIME_S: f64 = 5.0;
 pub const QUELL_STALE_TIME_S: f64 = 7.0;
 /// PWM changes smaller than this fraction of `max_power` are not sent (MIN_PWM_CHANGE_RATIO).
 pub const MIN_PWM_CHANGE_RATIO: f64 = 0.05;
+/// The oldest last reading with which [`Heater::keepalive`] still re-sends a PWM value, s.
+pub const KEEPALIVE_MAX_STALE_S: f64 = 1.5;
 /// PID control is settled within this distance of the target, °C (PID_SETTLE_DELTA).
 pub const PID_SETTLE_DELTA_C: f64 = 1.0;
 /// … and with the temperature changing slower than this, °C/s (PID_SETTLE_SLOPE).
@@ -459,6 +461,11 @@ impl Heater {
         Ok(())
     }
 
+    /// Whether a temperature report has come (before the first, the temperature reads 0).
+    pub fn has_reading(&self) -> bool {
+        self.last_read_time.is_some()
+    }
+
     /// The target, °C (0: off).
     pub fn target(&self) -> f64 {
         self.target_c
@@ -528,6 +535,41 @@ impl Heater {
         Some(PwmCommand {
             print_time: pwm_time,
             value,
+        })
+    }
+
+    /// A refresh of the heater's unchanged PWM value when the temperature reports that would have
+    /// refreshed it were lost on the wire (Gantry's addition; Klipper refreshes only from
+    /// reports). `now` is host time, `est_print_time` the MCU's print time now.
+    ///
+    /// Reports come every `pwm_delay_s`; the one due after `next_pwm_time` re-sends the value
+    /// before the pin's max_duration ([`MAX_HEAT_TIME_S`]) runs out, with `pwm_delay_s` of
+    /// margin for each of three reports. On a noisy link three lost reports in a row shut the
+    /// MCU down although host and heater are fine. So when the MCU's clock is past
+    /// `next_pwm_time` by a report period and a little, and no report refreshed the value, the
+    /// host re-sends it — but only while its last reading is at most
+    /// [`KEEPALIVE_MAX_STALE_S`] old, so a heater whose reports stopped for good is still cut
+    /// by the MCU, and never when the value is 0, the heater is off or shut down, or the main
+    /// loop's watchdog has expired.
+    pub fn keepalive(&mut self, now: f64, est_print_time: f64) -> Option<PwmCommand> {
+        let fresh = self
+            .last_read_time
+            .is_some_and(|t| now - t <= KEEPALIVE_MAX_STALE_S);
+        let due = est_print_time >= self.next_pwm_time + self.config.pwm_delay_s * 1.2;
+        if !due
+            || !fresh
+            || self.last_pwm_value <= 0.0
+            || self.target_c <= 0.0
+            || self.shut_down
+            || now > self.mainthread_deadline
+        {
+            return None;
+        }
+        let pwm_time = est_print_time + self.config.pwm_delay_s;
+        self.next_pwm_time = pwm_time + MAX_HEAT_TIME_S - (3.0 * self.config.pwm_delay_s + 0.001);
+        Some(PwmCommand {
+            print_time: pwm_time,
+            value: self.last_pwm_value,
         })
     }
 
@@ -807,6 +849,51 @@ mod tests {
 
     fn extruder() -> Heater {
         Heater::new(heater_config(EXTRUDER, "extruder").expect("valid config"))
+    }
+
+    #[test]
+    fn keepalive_resends_a_value_whose_refreshing_reports_were_lost() {
+        let mut h = extruder();
+        h.set_target(200.0).expect("in range");
+        let _ = h.stats(HOST_OFFSET_S);
+        // Reports until a PWM value goes out (0.3 s after its sample): the PID's derivative
+        // of the first jump from 0 °C holds it at 0 for a few seconds.
+        let (t0, first) = (0..100)
+            .find_map(|i| {
+                let t = f64::from(i) * REPORT_TIME;
+                let _ = h.stats(HOST_OFFSET_S + t);
+                h.temperature_update(HOST_OFFSET_S + t, t, 150.0)
+                    .map(|c| (t, c))
+            })
+            .expect("a value");
+        assert!(first.value > 0.0);
+        let due = first.print_time + MAX_HEAT_TIME_S - 3.0 * REPORT_TIME;
+        assert_eq!(
+            h.keepalive(HOST_OFFSET_S + t0 + 1.0, t0 + 1.0),
+            None,
+            "not due yet"
+        );
+        // Due, but the last reading is 2 s old: the MCU is left to cut the heater.
+        assert_eq!(
+            h.keepalive(HOST_OFFSET_S + t0 + 2.0, due + 0.5),
+            None,
+            "too stale"
+        );
+        // A fresh reading that changed little, then its successors lost: the keepalive sends
+        // the same value before the pin's max_duration runs out.
+        let _ = h.stats(HOST_OFFSET_S + t0 + 1.5);
+        let _ = h.temperature_update(HOST_OFFSET_S + t0 + 1.5, t0 + 1.5, 150.0);
+        let last = h.get_status().power;
+        let c = h
+            .keepalive(HOST_OFFSET_S + t0 + 2.2, due + REPORT_TIME * 1.2)
+            .expect("a refresh");
+        assert!(c.print_time < first.print_time + MAX_HEAT_TIME_S, "{c:?}");
+        assert_eq!(c.value, last);
+        // Once: the next is a max_duration later.
+        assert_eq!(h.keepalive(HOST_OFFSET_S + t0 + 2.3, due + 0.5), None);
+        // Never for a heater that is off.
+        h.set_target(0.0).expect("off");
+        assert_eq!(h.keepalive(HOST_OFFSET_S + t0 + 2.4, due + 5.0), None);
     }
 
     fn bang_bang() -> Heater {

@@ -515,7 +515,16 @@ fn search_steps(
     position: impl Fn(f64) -> f64,
 ) -> Result<(), StepCompressError> {
     let mut search = Search::new(*commanded_pos, sc.step_dir(), range);
-    while !search.iterate(&position, sc)? {}
+    let mut error = None;
+    let progress = loop {
+        let p = search.iterate(&position, sc, &mut error);
+        if p != Progress::Searching {
+            break p;
+        }
+    };
+    if progress == Progress::Failed {
+        return finished(progress, error);
+    }
     *commanded_pos = search.commanded_pos();
     Ok(())
 }
@@ -595,13 +604,20 @@ impl Search {
     }
 
     /// One guess: evaluates the position there and submits a step when it lands on the
-    /// target. Returns whether the search is over (the range is exhausted).
+    /// target. Returns whether the search goes on, is over (the range is exhausted) or failed
+    /// (the compressor refused a step: the error is left in `error`). A small status rather
+    /// than a `Result` carrying the error: the loops that call this test it every guess.
     #[inline(always)]
+    #[expect(
+        clippy::neg_cmp_op_on_partial_ord,
+        reason = "a negated comparison is how NaN takes the fallback here, and compiles to less"
+    )]
     fn iterate(
         &mut self,
         position: &impl Fn(f64) -> f64,
         sc: &mut StepCompress,
-    ) -> Result<bool, StepCompressError> {
+        error: &mut Option<StepCompressError>,
+    ) -> Progress {
         // Secant guess from the last two points.
         let cur_dist = self.cur_p - self.target;
         let old_dist = self.old_p - self.target;
@@ -613,7 +629,7 @@ impl Search {
                 next_time = (self.low_time + self.high_time) * 0.5;
                 self.check_oscillate = false;
             } else if self.cur_t >= self.end {
-                return Ok(true);
+                return Progress::RangeDone;
             } else {
                 next_time = self.high_time;
                 self.high_time = (2.0 * self.high_time - self.last_time).min(self.end);
@@ -651,26 +667,64 @@ impl Search {
                 self.low_time = self.cur_t;
             }
             if !self.have_bracket || self.high_time - self.low_time > 0.000_000_001 {
-                if !self.is_dir_change && rel_dist >= -self.half_step {
-                    // The stepper reached the last step's position for good.
-                    sc.commit()?;
+                // Once the stepper reached the last step's position for good, that step is
+                // final.
+                if !self.is_dir_change
+                    && rel_dist >= -self.half_step
+                    && let Err(e) = sc.commit()
+                {
+                    *error = Some(e);
+                    return Progress::Failed;
                 }
-                return Ok(false);
+                return Progress::Searching;
             }
         }
-        sc.append(self.sdir, self.print_time, self.cur_t)?;
+        if let Err(e) = sc.append(self.sdir, self.print_time, self.cur_t) {
+            *error = Some(e);
+            return Progress::Failed;
+        }
         self.target = self.step_on();
-        let mut seek = (1.5 * (self.cur_t - self.last_time)).max(0.000_000_001);
+        // Comparisons rather than f64::max/min, which compile to less, with the same results:
+        // a NaN seek becomes the floor, and a NaN window end the range's end (never NaN).
+        let mut seek = 1.5 * (self.cur_t - self.last_time);
+        if !(seek >= 0.000_000_001) {
+            seek = 0.000_000_001;
+        }
         if self.is_dir_change && seek > SEEK_TIME_RESET {
             seek = SEEK_TIME_RESET;
         }
         self.last_time = self.cur_t;
         self.low_time = self.cur_t;
-        self.high_time = (self.cur_t + seek).min(self.end);
+        let high_time = self.cur_t + seek;
+        self.high_time = if high_time <= self.end {
+            high_time
+        } else {
+            self.end
+        };
         self.is_dir_change = false;
         self.have_bracket = false;
         self.check_oscillate = false;
-        Ok(false)
+        Progress::Searching
+    }
+}
+
+/// Where a [`Search`] stands after a guess.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    /// More guesses to make.
+    Searching,
+    /// The range is exhausted.
+    RangeDone,
+    /// The compressor refused a step.
+    Failed,
+}
+
+/// A finished search's outcome: its error if it failed (a failed search always left one).
+#[inline]
+fn finished(progress: Progress, error: Option<StepCompressError>) -> Result<(), StepCompressError> {
+    match (progress, error) {
+        (Progress::Failed, Some(e)) => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -758,9 +812,20 @@ impl<'a> Lane<'a> {
 
     /// Runs the lane's remaining searches alone.
     fn run_alone(&mut self) -> StepResult {
+        let mut error = None;
         while self.active {
             let position = self.position;
-            while !self.search.iterate(&|t| position.at(t), self.sc)? {}
+            let mut search = self.search;
+            let progress = loop {
+                let p = search.iterate(&|t| position.at(t), self.sc, &mut error);
+                if p != Progress::Searching {
+                    break p;
+                }
+            };
+            self.search = search;
+            if progress == Progress::Failed {
+                return finished(progress, error);
+            }
             self.finish_search();
         }
         Ok(())
@@ -775,34 +840,38 @@ type StepResult = Result<(), StepCompressError>;
 fn run_pair(a: &mut Lane<'_>, b: &mut Lane<'_>) -> (Option<StepResult>, Option<StepResult>) {
     loop {
         let (pa, pb) = (a.position, b.position);
+        let (mut error_a, mut error_b) = (None, None);
+        // The searches as locals while they run (kept in registers, not in the lanes).
+        let (mut search_a, mut search_b) = (a.search, b.search);
         // One guess each per turn until one of the searches ends its range.
         let (done_a, done_b) = loop {
-            let done_a = a.search.iterate(&|t| pa.at(t), a.sc);
-            let done_b = b.search.iterate(&|t| pb.at(t), b.sc);
-            if !matches!((&done_a, &done_b), (Ok(false), Ok(false))) {
+            let done_a = search_a.iterate(&|t| pa.at(t), a.sc, &mut error_a);
+            let done_b = search_b.iterate(&|t| pb.at(t), b.sc, &mut error_b);
+            if done_a != Progress::Searching || done_b != Progress::Searching {
                 break (done_a, done_b);
             }
         };
+        (a.search, b.search) = (search_a, search_b);
         let mut out = (None, None);
         match done_a {
-            Err(e) => out.0 = Some(Err(e)),
-            Ok(true) => {
+            Progress::Failed => out.0 = Some(finished(done_a, error_a)),
+            Progress::RangeDone => {
                 a.finish_search();
                 if !a.active {
                     out.0 = Some(Ok(()));
                 }
             }
-            Ok(false) => {}
+            Progress::Searching => {}
         }
         match done_b {
-            Err(e) => out.1 = Some(Err(e)),
-            Ok(true) => {
+            Progress::Failed => out.1 = Some(finished(done_b, error_b)),
+            Progress::RangeDone => {
                 b.finish_search();
                 if !b.active {
                     out.1 = Some(Ok(()));
                 }
             }
-            Ok(false) => {}
+            Progress::Searching => {}
         }
         if out.0.is_some() || out.1.is_some() {
             return out;

@@ -7,7 +7,7 @@
 //! step times per stepper ([`itersolve`], with [`shaper`] and [`extruder`] pressure advance) →
 //! `queue_step` compression ([`stepcompress`]) → Klipper message blocks ([`output`]).
 //! [`steptrace`] expands and compares step streams (the oracle check); [`toolpath`] and
-//! [`gcode`] serve the twin. [`thermistor`] converts heater sensor readings to temperatures and
+//! [`gcode`] serve the twin; [`bgcode`] decodes Prusa's binary G-code into G-code text. [`thermistor`] converts heater sensor readings to temperatures and
 //! back (the ADC limits a heater's `query_analog_in` sends).
 //!
 //! # Invariants
@@ -17,6 +17,7 @@
 
 pub mod arcs;
 pub mod batch_reader;
+pub mod bgcode;
 pub mod config;
 pub mod estimate;
 pub mod extruder;

@@ -17,15 +17,20 @@ mod gcode_state;
 mod heaters;
 mod input_shaper;
 mod live;
+mod print_stats;
 mod responses;
 mod status;
+mod temperature;
 
 pub use config_report::{
     ConfigNotice, KLIPPER_MODULES, KNOWN_UNUSED, NoticeKind, PLANNER_SECTIONS, config_report,
     unknown_modules,
 };
 pub use heaters::{AnalogInQuery, HeaterSensor};
-pub use live::{LiveEvent, LiveHost};
+pub use live::{LiveEvent, LiveHost, ObserverFn, ResponseSink};
+/// A status object's value (what `[gcode_macro]` templates read; serializes as JSON).
+pub use minijinja::Value as StatusValue;
+pub use print_stats::{JobDirective, PauseResume, PrintState, PrintStats};
 pub use responses::{RESPONSES_KEPT_PER_TEXT, RepeatedResponse};
 
 use gantry_proto::dictionary::Dictionary;
@@ -187,6 +192,7 @@ enum ConfigCallback {
         slot: usize,
         pin: String,
         value: u8,
+        default_value: u8,
         max_duration_ticks: u64,
         cycle_ticks: Option<u64>,
     },
@@ -232,6 +238,7 @@ impl PrinterMcu {
                     slot,
                     pin,
                     value,
+                    default_value,
                     max_duration_ticks,
                     cycle_ticks,
                 } => {
@@ -239,7 +246,7 @@ impl PrinterMcu {
                     self.deferred_oids[*slot] = oid;
                     self.config_cmds.push(format!(
                         "config_digital_out oid={oid} pin={pin} value={value} \
-                         default_value={value} max_duration={max_duration_ticks}"
+                         default_value={default_value} max_duration={max_duration_ticks}"
                     ));
                     if let Some(cycle) = cycle_ticks {
                         self.config_cmds.push(format!(
@@ -407,6 +414,12 @@ pub struct Printer {
     current_line: u32,
     partial_line: Vec<u8>,
     line_no: u32,
+    /// A last line of batch input without a line end, which Klipper does not run (see
+    /// [`Printer::finish_batch`]): its number and text.
+    pub unterminated_line: Option<(u32, String)>,
+    /// When `Some`, the numbers of the batch input's layer-change comments
+    /// ([`crate::estimate::is_layer_change_comment`]) are recorded here (for `estimate`).
+    pub layer_marks: Option<Vec<u32>>,
     /// Heater targets by section name, °C (set by M104/M140; batch mode cannot heat).
     pub heater_targets: Vec<(String, f64)>,
     /// Heaters' sensors in creation order (see [`Printer::heater_sensor`]).
@@ -415,6 +428,12 @@ pub struct Printer {
     heater_sensor_slots: Vec<usize>,
     /// Sensor types known so far (filled while the printer is built).
     sensor_types: heaters::SensorRegistry,
+    /// The sensors of `[temperature_sensor]` and `[temperature_fan]` sections, and the
+    /// deferred slots of their analog inputs.
+    sensors: Vec<HeaterSensor>,
+    sensor_slots: Vec<usize>,
+    /// `[temperature_fan]` settings.
+    temperature_fans: Vec<temperature::TemperatureFan>,
     extruder_pa: Vec<(f64, f64)>,
     input_shaper: Option<input_shaper::InputShaperState>,
     saved_states: Vec<gcode_state::SavedState>,
@@ -447,6 +466,15 @@ pub struct Printer {
     heater_checks: Vec<(crate::heater_control::VerifyHeater, f64)>,
     /// The reactor of a live printer (`None`: batch mode).
     live: Option<Box<live::LiveState>>,
+    /// The current job (`print_stats`).
+    print_stats: print_stats::PrintStats,
+    /// `PAUSE` / `RESUME` (`pause_resume`).
+    pause_resume: print_stats::PauseResume,
+    /// `display_status`: the M117 message and the M73 progress (0..1).
+    display_message: String,
+    display_progress: Option<f64>,
+    /// The error of the last line run (see [`Printer::line_error`]).
+    line_error: Option<String>,
 }
 
 const HOMING_START_DELAY: f64 = 0.001;
@@ -486,6 +514,7 @@ impl Printer {
         let mut p = Self::build(config, None)?;
         p.toolhead.step_generation = false;
         p.toolhead.record = Some(Vec::new());
+        p.keep_motion_history(false);
         Ok(p)
     }
 
@@ -594,15 +623,25 @@ impl Printer {
             current_line: 0,
             partial_line: Vec::new(),
             line_no: 0,
+            unterminated_line: None,
+            layer_marks: None,
             heater_targets: Vec::new(),
             heater_sensors: Vec::new(),
             heater_sensor_slots: Vec::new(),
             sensor_types: heaters::SensorRegistry::default(),
+            sensors: Vec::new(),
+            sensor_slots: Vec::new(),
+            temperature_fans: Vec::new(),
             extruder_pa: Vec::new(),
             input_shaper: None,
             saved_states: Vec::new(),
             firmware_retraction: None,
             exclude_object: None,
+            print_stats: print_stats::PrintStats::default(),
+            pause_resume: print_stats::PauseResume::default(),
+            display_message: String::new(),
+            display_progress: None,
+            line_error: None,
             end_print_time: 0.0,
             heater_outputs: Vec::new(),
             heater_temps: Vec::new(),
@@ -644,6 +683,8 @@ impl Printer {
                     p.build_heater(&cfg, "heater_bed")?;
                 }
                 "fan" => p.build_fan(&cfg)?,
+                n if n.starts_with("temperature_sensor ") => p.build_temperature_sensor(&cfg, n)?,
+                n if n.starts_with("temperature_fan ") => p.build_temperature_fan(&cfg, n)?,
                 n if n.split_whitespace().next() == Some("heater_generic")
                     && n.split_whitespace().nth(1).is_some() =>
                 {
@@ -658,7 +699,8 @@ impl Printer {
         for m in &mut p.mcus {
             m.finalize_config()?;
         }
-        for (h, &slot) in p.heater_sensors.iter_mut().zip(&p.heater_sensor_slots) {
+        let sensors = p.heater_sensors.iter_mut().zip(&p.heater_sensor_slots);
+        for (h, &slot) in sensors.chain(p.sensors.iter_mut().zip(&p.sensor_slots)) {
             let m = &p.mcus[h.mcu];
             h.oid = m.deferred_oids[slot];
             h.query = m
@@ -703,6 +745,14 @@ impl Printer {
         }
         if cfg.has("exclude_object") {
             p.exclude_object = Some(exclude_object::ExcludeObject::default());
+        }
+        if cfg.has("pause_resume") {
+            p.pause_resume.recover_velocity = cfg.getfloat(
+                "pause_resume",
+                "recover_velocity",
+                Some(50.0),
+                FloatBounds::NONE,
+            )?;
         }
         // The step budget: the MCU's move queue less the slots outputs reserve (klippy uses 500
         // moves in batch mode, where no MCU answers get_config).
@@ -893,7 +943,8 @@ impl Printer {
         Ok(idx)
     }
 
-    /// A digital (or software-PWM) output; its oid is known after the config callbacks run.
+    /// A digital (or software-PWM) output that starts and shuts down off; its oid is known
+    /// after the config callbacks run.
     fn add_digital_out_with(
         &mut self,
         mi: usize,
@@ -901,14 +952,45 @@ impl Printer {
         max_duration_ticks: u64,
         cycle_ticks: Option<u64>,
     ) -> usize {
+        let off = pin.invert;
+        self.add_output(mi, pin, max_duration_ticks, cycle_ticks, (off, off))
+    }
+
+    /// A software-PWM output with its start and shutdown pin levels (after inversion).
+    fn add_pwm_out(
+        &mut self,
+        mi: usize,
+        pin: &PinDesc,
+        max_duration_ticks: u64,
+        cycle_ticks: u64,
+        start: bool,
+        shutdown: bool,
+    ) -> usize {
+        self.add_output(
+            mi,
+            pin,
+            max_duration_ticks,
+            Some(cycle_ticks),
+            (start, shutdown),
+        )
+    }
+
+    fn add_output(
+        &mut self,
+        mi: usize,
+        pin: &PinDesc,
+        max_duration_ticks: u64,
+        cycle_ticks: Option<u64>,
+        (start, shutdown): (bool, bool),
+    ) -> usize {
         let mcu = &mut self.mcus[mi];
         mcu.reserved_move_slots += 1;
-        let value = u8::from(pin.invert);
         let pin_name = pin.pin.clone();
         let slot = mcu.add_deferred(|slot| ConfigCallback::DigitalOut {
             slot,
             pin: pin_name,
-            value,
+            value: u8::from(start),
+            default_value: u8::from(shutdown),
             max_duration_ticks,
             cycle_ticks,
         });
@@ -1391,6 +1473,13 @@ impl Printer {
     /// [`RESPONSES_KEPT_PER_TEXT`] times this exact text comes, then only counted (see
     /// [`Printer::repeated_responses`]).
     fn respond(&mut self, text: std::fmt::Arguments<'_>) {
+        if let Some(sink) = self.live.as_mut().and_then(|l| l.response_sink.as_mut()) {
+            sink(&Response {
+                line: self.current_line,
+                text: text.to_string(),
+            });
+            return;
+        }
         if let Some(text) = self.response_counts.record(text) {
             self.responses.push(Response {
                 line: self.current_line,
@@ -1412,6 +1501,7 @@ impl Printer {
     /// Only internal errors (step generation); command errors become responses as in Klipper.
     pub fn run_line(&mut self, line: &str, line_no: u32) -> Result<(), MoveError> {
         self.current_line = line_no;
+        self.line_error = None;
         let Some(cmd) = Command::parse(line) else {
             return Ok(());
         };
@@ -1421,16 +1511,24 @@ impl Printer {
                 self.respond_error(&msg);
                 // gcode:command_error → gcode_move resets its position.
                 self.reset_last_position();
+                self.line_error = Some(msg);
                 Ok(())
             }
             Err(CommandError::Move(MoveError::StepCompress(e))) => Err(MoveError::StepCompress(e)),
             Err(CommandError::Move(MoveError::Halted(why))) => Err(MoveError::Halted(why)),
             Err(CommandError::Move(e)) => {
-                self.respond_error(&e.to_string());
+                let msg = e.to_string();
+                self.respond_error(&msg);
                 self.reset_last_position();
+                self.line_error = Some(msg);
                 Ok(())
             }
         }
+    }
+
+    /// The error of the last line run, if its command failed (the text of its `!!` response).
+    pub fn line_error(&self) -> Option<&str> {
+        self.line_error.as_deref()
     }
 
     /// Runs a G-code script from inside a command (Klipper's `run_script_from_command`): line
@@ -1564,7 +1662,43 @@ impl Printer {
             b"G20" => Err(CommandError::User(
                 "Machine does not support G20 (inches) command".into(),
             )),
-            b"G21" | b"M110" | b"M117" | b"M73" | b"M105" | b"M115" | b"M21" => Ok(()),
+            b"M117" => {
+                // display_status: the rest of the line is the message; none clears it.
+                self.display_message = Self::rawparams(cmd).trim().to_owned();
+                Ok(())
+            }
+            b"M73" => {
+                if let Some(p) = cmd.get_float("P", None)? {
+                    self.display_progress = Some((p / 100.0).clamp(0.0, 1.0));
+                }
+                Ok(())
+            }
+            b"M114" => {
+                // gcode_move's M114: the G-code position, raw.
+                let p = self.gcode_position();
+                self.respond(format_args!(
+                    "X:{:.3} Y:{:.3} Z:{:.3} E:{:.3}",
+                    p[0], p[1], p[2], p[3]
+                ));
+                Ok(())
+            }
+            b"M105" => {
+                // heaters' M105: the temperatures as Marlin-style hosts read them (a batch run
+                // has no sensors to report).
+                if let Ok(now) = self.host_time() {
+                    let line = self.temperature_line(now);
+                    self.respond(format_args!("{line}"));
+                }
+                Ok(())
+            }
+            b"M115" => {
+                self.respond(format_args!(
+                    "FIRMWARE_NAME:Klipper FIRMWARE_VERSION:gantry-{}",
+                    env!("CARGO_PKG_VERSION")
+                ));
+                Ok(())
+            }
+            b"G21" | b"M110" | b"M21" => Ok(()),
             b"G28" => self.cmd_g28(cmd),
             b"G90" => {
                 self.gcode.absolute_coord = true;
@@ -1589,6 +1723,9 @@ impl Printer {
             b"M140" => self.cmd_set_temp(cmd, "heater_bed", false),
             b"M190" => self.cmd_set_temp(cmd, "heater_bed", true),
             b"SET_HEATER_TEMPERATURE" => self.cmd_set_heater_temperature(cmd),
+            b"SET_TEMPERATURE_FAN_TARGET" if !self.temperature_fans.is_empty() => {
+                self.cmd_set_temperature_fan_target(cmd)
+            }
             b"TEMPERATURE_WAIT" => self.cmd_temperature_wait(cmd),
             b"M106" => {
                 let s = cmd.get_float("S", Some(255.0))?.unwrap_or(255.0);
@@ -1660,6 +1797,21 @@ impl Printer {
                 if let Some(plane) = crate::arcs::ArcPlane::from_command(cmd.name()) {
                     self.arc_plane = plane;
                 }
+                Ok(())
+            }
+            b"PAUSE" => self.cmd_pause(),
+            b"RESUME" => self.cmd_resume(cmd),
+            b"CLEAR_PAUSE" => {
+                self.cmd_clear_pause();
+                Ok(())
+            }
+            b"CANCEL_PRINT" => {
+                self.cmd_cancel_print();
+                Ok(())
+            }
+            b"TURN_OFF_HEATERS" => self.cmd_turn_off_heaters(),
+            b"M112" if self.live.is_some() => {
+                self.emergency_stop()?;
                 Ok(())
             }
             b"SAVE_GCODE_STATE" => self.cmd_save_gcode_state(cmd),
@@ -2332,8 +2484,14 @@ impl Printer {
     }
 
     /// One complete line of batch input.
+    #[inline(always)]
     fn run_batch_line(&mut self, line: &str) -> Result<(), MoveError> {
         self.line_no += 1;
+        if let Some(marks) = &mut self.layer_marks
+            && crate::estimate::is_layer_change_comment(line)
+        {
+            marks.push(self.line_no);
+        }
         self.run_line(line, self.line_no)?;
         self.apply_enable_events();
         Ok(())
@@ -2359,15 +2517,23 @@ impl Printer {
         self.finish_batch()
     }
 
-    /// End of batch input: runs a last unterminated line, then Klipper's exit sequence.
+    /// End of batch input: Klipper's exit sequence.
+    ///
+    /// A last line without a line end is not run: klippy's batch reader (gcode.py
+    /// `_process_data`) keeps the text after the last `'\n'` as a partial line and exits at
+    /// the end of the file without running it, and so does an SD-card print
+    /// (virtual_sdcard.py's `work_handler`). When that text holds a command, it is kept in
+    /// [`Printer::unterminated_line`] so that callers can say that it did not run.
     ///
     /// # Errors
     /// Internal step generation errors.
     pub fn finish_batch(&mut self) -> Result<(), MoveError> {
         if !self.partial_line.is_empty() {
-            let line = std::mem::take(&mut self.partial_line);
-            self.line_no += 1;
-            self.run_line(&String::from_utf8_lossy(&line), self.line_no)?;
+            let text = String::from_utf8_lossy(&self.partial_line).into_owned();
+            self.partial_line.clear();
+            if Command::parse(&text).is_some() {
+                self.unterminated_line = Some((self.line_no + 1, text));
+            }
         }
         self.end_print_time = self.toolhead.get_last_move_time()?;
         // klippy's exit ("gcode:request_restart"): the motors are switched off (the fan's
@@ -2398,6 +2564,16 @@ impl Printer {
             pos[..3].copy_from_slice(&[0.0, 0.0, d.max_z.min(d.home_position[2])]);
         }
         self.set_position(pos, &[0, 1, 2])
+    }
+
+    /// Whether the trapezoid queues keep their finished segments (the motion history behind
+    /// position queries and motion reports); on by default, off for planning only. A batch run
+    /// that reads no positions back can switch it off: the output stays the same.
+    pub fn keep_motion_history(&mut self, keep: bool) {
+        self.toolhead.trapq.set_keep_history(keep);
+        for e in &mut self.toolhead.extruders {
+            e.trapq.set_keep_history(keep);
+        }
     }
 
     /// G-code lines read so far.

@@ -235,6 +235,20 @@ struct Window {
     latest: i32,
 }
 
+impl Window {
+    /// The window of a step requested `point` ticks after the last emitted step, the step
+    /// before it at `previous` (0 for the first queued step): at most `max_error` early, and
+    /// never earlier than halfway from the previous step.
+    #[inline(always)]
+    fn of(point: u32, previous: u32, max_error: u32) -> Self {
+        let slack = (point.wrapping_sub(previous) / 2).min(max_error);
+        Self {
+            earliest: point.wrapping_sub(slack) as i32,
+            latest: point as i32,
+        }
+    }
+}
+
 /// Klipper's step compressor for one stepper (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct StepCompress {
@@ -246,6 +260,8 @@ pub struct StepCompress {
     mcu_time_offset: f64,
     /// MCU ticks per second.
     mcu_freq: f64,
+    /// `mcu_freq` is finite and positive (checked once, not per step).
+    freq_ok: bool,
     /// Print time of `last_step_clock` minus half a tick (so that truncation rounds to nearest).
     last_step_print_time: f64,
     /// Clock of the last step sent (or of the last reset).
@@ -280,6 +296,7 @@ impl StepCompress {
             invert_dir,
             mcu_time_offset: 0.0,
             mcu_freq: 0.0,
+            freq_ok: false,
             last_step_print_time: 0.0,
             last_step_clock: 0,
             sent_dir: None,
@@ -309,6 +326,7 @@ impl StepCompress {
     pub fn set_time(&mut self, time_offset: f64, mcu_freq: f64) {
         self.mcu_time_offset = time_offset;
         self.mcu_freq = mcu_freq;
+        self.freq_ok = mcu_freq.is_finite() && mcu_freq > 0.0;
         self.update_last_step_print_time();
     }
 
@@ -351,13 +369,17 @@ impl StepCompress {
     /// `print_time + step_time` seconds. The clock is the nearest tick:
     /// `last_step_clock + trunc((step_time + print_time − last_step_print_time)·mcu_freq)`.
     #[inline]
+    #[expect(
+        clippy::neg_cmp_op_on_partial_ord,
+        reason = "the negated comparison also rejects NaN, in one test"
+    )]
     pub fn append(
         &mut self,
         sdir: bool,
         print_time: f64,
         step_time: f64,
     ) -> Result<(), StepCompressError> {
-        if !(self.mcu_freq.is_finite() && self.mcu_freq > 0.0) {
+        if !self.freq_ok {
             return Err(StepCompressError::NoFrequency {
                 mcu_freq: self.mcu_freq,
             });
@@ -370,11 +392,15 @@ impl StepCompress {
             step_time,
             last_step_clock: self.last_step_clock,
         };
-        // 2^63: far beyond any real clock, and exactly representable.
-        if !ticks.is_finite() || ticks >= 9_223_372_036_854_775_808.0 {
+        // 2^63: far beyond any real clock, and exactly representable. (NaN and +∞ fail here;
+        // −∞ is caught with the steps in the past.)
+        if !(ticks < 9_223_372_036_854_775_808.0) {
             return Err(out_of_range());
         }
         if ticks <= -1.0 {
+            if ticks == f64::NEG_INFINITY {
+                return Err(out_of_range());
+            }
             return Err(StepCompressError::StepInPast {
                 step_clock: self.last_step_clock.saturating_sub((-ticks) as u64),
                 last_step_clock: self.last_step_clock,
@@ -737,11 +763,7 @@ impl StepCompress {
         } else {
             0
         };
-        let slack = (point.wrapping_sub(previous) / 2).min(self.max_error);
-        Window {
-            earliest: point.wrapping_sub(slack) as i32,
-            latest: point as i32,
-        }
+        Window::of(point, previous, self.max_error)
     }
 
     /// Searches the `queue_step` that covers the most queued steps from `queue_pos` on.
@@ -757,6 +779,7 @@ impl StepCompress {
     fn best_triple(&self) -> Triple {
         let start = self.queue_pos;
         let available = (self.queue_next - start).min(MAX_COUNT);
+        let base = self.last_step_clock as u32;
         let first = self.window(start);
         // Interval bounds implied by the steps every candidate must cover (tightened as the
         // bisection learns which side each failure came from).
@@ -776,27 +799,40 @@ impl StepCompress {
             let mut hi = outer_max;
             let mut interval = hi;
             let mut tried: i32 = 1; // steps covered so far + the one being tried
-            let missed = loop {
-                tried += 1;
-                let offset = (tried - 1) as usize;
-                if offset >= available {
-                    // Every queued step fits: nothing longer can exist.
-                    return Triple::from_search(interval, tried - 1, add);
+            let mut tried_triangle: i32 = 0; // triangle(tried)
+            // The queued steps after the first, walked in order: each window comes from the
+            // step's clock and the previous one's (as `window` computes it).
+            let mut previous = first.latest as u32;
+            let missed = 'scan: {
+                for &clock in &self.queue[start + 1..start + available] {
+                    tried += 1;
+                    // triangle(n) = triangle(n − 1) + n − 1 while n(n − 1) fits an i32;
+                    // beyond, the product wraps as in Klipper's C and the formula must be used.
+                    tried_triangle = if tried <= TRIANGLE_EXACT_MAX {
+                        tried_triangle + (tried - 1)
+                    } else {
+                        triangle(tried)
+                    };
+                    let point = clock.wrapping_sub(base);
+                    let window = Window::of(point, previous, self.max_error);
+                    previous = point;
+                    let from_add = add.wrapping_mul(tried_triangle);
+                    let need_min = window.earliest.wrapping_sub(from_add);
+                    let need_max = window.latest.wrapping_sub(from_add);
+                    // `tried` ≥ 2 here: the divisions by a positive count.
+                    if lo.wrapping_mul(tried) < need_min {
+                        lo = div_ceil_by_count(need_min, tried as u32);
+                    }
+                    if hi.wrapping_mul(tried) > need_max {
+                        hi = div_floor_by_count(need_max, tried as u32);
+                    }
+                    if lo > hi {
+                        break 'scan window;
+                    }
+                    interval = hi;
                 }
-                let window = self.window(start + offset);
-                let from_add = add.wrapping_mul(triangle(tried));
-                let need_min = window.earliest.wrapping_sub(from_add);
-                let need_max = window.latest.wrapping_sub(from_add);
-                if lo.wrapping_mul(tried) < need_min {
-                    lo = div_ceil(need_min, tried);
-                }
-                if hi.wrapping_mul(tried) > need_max {
-                    hi = div_floor(need_max, tried);
-                }
-                if lo > hi {
-                    break window;
-                }
-                interval = hi;
+                // Every queued step fits: nothing longer can exist.
+                return Triple::from_search(interval, tried, add);
             };
 
             let count = tried - 1;
@@ -888,8 +924,13 @@ impl StepCompress {
         }
         let mut step_interval = interval;
         let mut offset: u32 = 0;
-        for step in 0..u32::from(count) {
-            let window = self.window(self.queue_pos + step as usize);
+        let base = last_step_clock as u32;
+        let mut previous = 0;
+        let steps = &self.queue[self.queue_pos..self.queue_pos + usize::from(count)];
+        for (step, &clock) in (0_u32..).zip(steps) {
+            let point = clock.wrapping_sub(base);
+            let window = Window::of(point, previous, self.max_error);
+            previous = point;
             offset = offset.wrapping_add(step_interval);
             if offset < window.earliest as u32 || offset > window.latest as u32 {
                 return Err(StepCompressError::StepOutsideWindow {
@@ -919,10 +960,44 @@ impl StepCompress {
     }
 }
 
+/// The largest `n` whose `n(n−1)` fits an `i32` (so that `triangle` is exact).
+const TRIANGLE_EXACT_MAX: i32 = 46_341;
+
 /// `n(n−1)/2` in wrapping 32-bit arithmetic (the `add` multiplier of the n-th step).
 #[inline]
 fn triangle(n: i32) -> i32 {
     n.wrapping_mul(n.wrapping_sub(1)) / 2
+}
+
+/// `m / d` truncated toward zero, as `i32` division by a positive `d` (never overflows, so
+/// no checks for zero or −1 divisors are needed).
+#[inline(always)]
+fn div_trunc_by_count(m: i32, d: u32) -> i32 {
+    if m >= 0 {
+        (m as u32 / d) as i32
+    } else {
+        ((m.unsigned_abs() / d) as i32).wrapping_neg()
+    }
+}
+
+/// [`div_ceil`] for a positive divisor, with the same wrapping.
+#[inline(always)]
+fn div_ceil_by_count(n: i32, d: u32) -> i32 {
+    if n >= 0 {
+        div_trunc_by_count(n.wrapping_add(d as i32).wrapping_sub(1), d)
+    } else {
+        div_trunc_by_count(n, d)
+    }
+}
+
+/// [`div_floor`] for a positive divisor, with the same wrapping.
+#[inline(always)]
+fn div_floor_by_count(n: i32, d: u32) -> i32 {
+    if n >= 0 {
+        (n as u32 / d) as i32
+    } else {
+        div_trunc_by_count(n.wrapping_sub(d as i32).wrapping_add(1), d)
+    }
 }
 
 /// Division rounding toward +∞ for a positive divisor (wrapping; 0 for a zero divisor).

@@ -564,6 +564,11 @@ impl Toolhead {
         self.est_print_time = est;
     }
 
+    /// The MCU's print time as last estimated (0 in batch mode).
+    pub fn est_print_time(&self) -> f64 {
+        self.est_print_time
+    }
+
     /// The kinematic flush delay: how far step generation must trail the trapq, s.
     pub fn kin_flush_delay(&self) -> f64 {
         self.flush.kin_flush_delay

@@ -117,6 +117,9 @@ pub struct TrapQ {
     history: VecDeque<TrapMove>,
     /// Whether the tail sentinel must be recomputed.
     tail_stale: bool,
+    /// Whether finished segments go to the history (a planner that reads no positions back,
+    /// such as `estimate`'s, keeps none).
+    keep_history: bool,
 }
 
 impl Default for TrapQ {
@@ -141,7 +144,14 @@ impl TrapQ {
             moves: VecDeque::from([head, tail]),
             history: VecDeque::new(),
             tail_stale: false,
+            keep_history: true,
         }
+    }
+
+    /// Whether finished segments are kept in the history (position queries, motion reports);
+    /// on by default.
+    pub fn set_keep_history(&mut self, keep: bool) {
+        self.keep_history = keep;
     }
 
     /// Number of entries including both sentinels (indices `0..len()`).
@@ -279,7 +289,7 @@ impl TrapQ {
             if m.end_time() > print_time {
                 break;
             }
-            if m.is_moving() {
+            if m.is_moving() && self.keep_history {
                 self.history.push_front(m);
             }
             done += 1;
@@ -460,6 +470,19 @@ mod tests {
             1,
             "the newest history entry is always kept"
         );
+    }
+
+    #[test]
+    fn a_queue_without_history_still_finalizes() {
+        let mut q = q_with_one_move();
+        q.set_keep_history(false);
+        q.finalize_moves(0.65, 0.0);
+        assert_eq!(q.len(), 4, "the same segments leave the queue");
+        assert!(q.history.is_empty());
+        assert!(q.position_at(0.55).is_none());
+        q.finalize_moves(NEVER_TIME, 0.0);
+        assert!(q.is_empty());
+        assert!(q.history.is_empty());
     }
 
     #[test]

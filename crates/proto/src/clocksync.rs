@@ -11,6 +11,13 @@
 //! clock. The MCU's 32-bit clock wraps (every 23.9 s at 180 MHz), so replies are extended to 64
 //! bits against the last known clock.
 //!
+//! Gantry's additions, for a host that is a busy desktop rather than a quiet board computer
+//! (klippy's regression over its eight start-up samples came out 25–93 % low under load, measured
+//! over a pty): a sample whose round trip is over twice the recent shortest (+2 ms) was delayed and
+//! is left out (at most three in a row); while the regression is young, a sample with under half
+//! the seed's round trip becomes the new seed; and the slope is pulled towards CLOCK_FREQ while the
+//! samples span little time, and never strays 2 % from it.
+//!
 //! Time domains: host time (`_s`, the host's monotonic seconds), MCU clock (ticks, 64-bit here),
 //! print time (seconds; for the primary MCU, print time 0 is MCU clock 0).
 
@@ -24,6 +31,21 @@ pub const TRANSMIT_EXTRA_S: f64 = 0.001;
 pub const QUERY_PERIOD_S: f64 = 0.9839;
 /// Unanswered queries after which the MCU counts as lost.
 pub const MAX_QUERIES_PENDING: u32 = 4;
+/// How many recent round trips the delayed-sample test looks at.
+const RTT_WINDOW: usize = 8;
+/// A sample whose round trip exceeds this many times the recent shortest (plus
+/// [`DELAYED_MARGIN_S`]) was delayed on the way (a busy host or MCU) and is left out.
+const DELAYED_FACTOR: f64 = 2.0;
+const DELAYED_MARGIN_S: f64 = 0.002;
+/// At most this many samples in a row are left out as delayed (the estimate must not go stale).
+const MAX_DELAYED_IN_A_ROW: u32 = 3;
+/// While fewer samples than this are in the regression, one whose round trip is under half the
+/// seed's replaces the seed.
+const RESEED_SAMPLES: u32 = 8;
+/// The prior on the frequency: CLOCK_FREQ with the weight of this much time variance, s².
+const FREQ_PRIOR_WEIGHT_S2: f64 = 0.01;
+/// No MCU oscillator is this far from its CLOCK_FREQ; a regression beyond it is bent by noise.
+const FREQ_MAX_DEVIATION: f64 = 0.02;
 
 /// A linear map from host time to MCU clock.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,6 +94,14 @@ pub struct ClockSync {
     min_half_rtt_s: f64,
     min_rtt_time_s: f64,
     queries_pending: u32,
+    /// Round trip of the sample the regression was seeded with, s.
+    seed_rtt_s: f64,
+    /// The last round trips, s (oldest first).
+    recent_rtts: std::collections::VecDeque<f64>,
+    /// Samples in the regression since the seed.
+    regression_samples: u32,
+    /// Samples left out as delayed in a row.
+    delayed_in_a_row: u32,
 }
 
 impl ClockSync {
@@ -101,12 +131,22 @@ impl ClockSync {
             min_half_rtt_s: 999_999_999.9,
             min_rtt_time_s: 0.0,
             queries_pending: 0,
+            seed_rtt_s: f64::INFINITY,
+            recent_rtts: std::collections::VecDeque::with_capacity(RTT_WINDOW),
+            regression_samples: 0,
+            delayed_in_a_row: 0,
         }
     }
 
-    /// Seeds the regression from `uptime` (the 64-bit clock `high << 32 | clock`) and the host
-    /// time its request was sent.
-    pub fn handle_uptime(&mut self, clock64: u64, sent_time_s: f64) {
+    /// Seeds the regression from `uptime` (the 64-bit clock `high << 32 | clock`), the host
+    /// time its request was sent and the time the answer came.
+    pub fn handle_uptime(&mut self, clock64: u64, sent_time_s: f64, receive_time_s: f64) {
+        self.seed(clock64, sent_time_s, receive_time_s - sent_time_s);
+    }
+
+    fn seed(&mut self, clock64: u64, sent_time_s: f64, rtt_s: f64) {
+        self.seed_rtt_s = rtt_s.max(0.0);
+        self.regression_samples = 0;
         self.last_clock = clock64;
         #[allow(clippy::cast_precision_loss)]
         let clock = clock64 as f64;
@@ -157,6 +197,33 @@ impl ClockSync {
             self.min_rtt_time_s = sent_s;
         }
 
+        // Gantry's additions to klippy's regression, for a host that is not a quiet board
+        // computer: a sample whose round trip was long was delayed on the way, and its clock
+        // could have been read anywhere in it — left out (three at most in a row); and a sample
+        // far tighter than the seed replaces a seed taken while the host was busy.
+        let rtt_s = (receive_time_s - sent_s).max(0.0);
+        let recent_min_s = self
+            .recent_rtts
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        if self.recent_rtts.len() == RTT_WINDOW {
+            self.recent_rtts.pop_front();
+        }
+        self.recent_rtts.push_back(rtt_s);
+        if self.regression_samples < RESEED_SAMPLES && rtt_s < 0.5 * self.seed_rtt_s {
+            self.seed(self.last_clock, sent_s, rtt_s);
+            return;
+        }
+        if rtt_s > DELAYED_FACTOR * recent_min_s + DELAYED_MARGIN_S
+            && self.delayed_in_a_row < MAX_DELAYED_IN_A_ROW
+        {
+            self.delayed_in_a_row += 1;
+            return;
+        }
+        self.delayed_in_a_row = 0;
+        self.regression_samples += 1;
+
         let expected = (sent_s - self.time_avg_s) * self.estimate.freq_hz + self.clock_avg;
         let diff2 = (clock - expected).powi(2);
         if diff2 > 25.0 * self.prediction_variance && diff2 > (0.0005 * self.mcu_freq_hz).powi(2) {
@@ -177,11 +244,16 @@ impl ClockSync {
         self.clock_avg += DECAY * dc;
         self.clock_covariance = (1.0 - DECAY) * (self.clock_covariance + dt * dc * DECAY);
 
-        let freq_hz = if self.time_variance > 0.0 {
-            self.clock_covariance / self.time_variance
-        } else {
-            self.mcu_freq_hz
-        };
+        // The regression's slope, pulled towards CLOCK_FREQ while the samples span little time
+        // (a prior worth FREQ_PRIOR_WEIGHT_S2 of time variance), and kept within
+        // FREQ_MAX_DEVIATION of it.
+        let nominal = self.mcu_freq_hz;
+        let freq_hz = ((self.clock_covariance + FREQ_PRIOR_WEIGHT_S2 * nominal)
+            / (self.time_variance + FREQ_PRIOR_WEIGHT_S2))
+            .clamp(
+                nominal * (1.0 - FREQ_MAX_DEVIATION),
+                nominal * (1.0 + FREQ_MAX_DEVIATION),
+            );
         let sigma = self.prediction_variance.sqrt();
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let transmit_clock = (self.clock_avg - 3.0 * sigma).max(0.0) as u64;
@@ -280,7 +352,7 @@ mod tests {
             boot_s: 3.7,
         };
         let mut sync = ClockSync::new(nominal_hz);
-        sync.handle_uptime(mcu.clock64(0.0), 0.0);
+        sync.handle_uptime(mcu.clock64(0.0), 0.0, 0.0);
         let mut t = 0.05;
         let mut last_read_s = 0.0;
         for i in 0..samples {
@@ -296,6 +368,45 @@ mod tests {
             t += if i < 8 { 0.05 } else { QUERY_PERIOD_S };
         }
         (sync, mcu, last_read_s)
+    }
+
+    /// Regression: on a busy desktop the `uptime` answer came 300 ms late and some start-up
+    /// samples 20–40 ms late; klippy's regression over those eight samples made the frequency
+    /// 25–93 % low (measured over a pty under load), every timed command went out late and the
+    /// MCU shut down with "Timer too close" within seconds.
+    #[test]
+    fn a_busy_start_up_does_not_bend_the_estimate() {
+        let mcu = Mcu {
+            freq_hz: 16_000_000.0 * (1.0 + 40e-6),
+            boot_s: 1.2,
+        };
+        let mut sync = ClockSync::new(16_000_000.0);
+        // The MCU read its clock 0.3 s after the request was sent (the host or the MCU was busy).
+        sync.handle_uptime(mcu.clock64(0.3), 0.0, 0.3005);
+        let mut t = 0.35;
+        for i in 0..8_u32 {
+            let delay = if i % 2 == 1 {
+                0.02 + 0.02 * jitter(i)
+            } else {
+                0.0
+            };
+            let rtt = 0.0004 + delay;
+            sync.query_sent();
+            sync.handle_clock(mcu.clock64(t + delay + 0.0002) as u32, Some(t), t + rtt);
+            t += 0.05;
+        }
+        let est = sync.estimate();
+        let off = est.freq_hz / mcu.freq_hz - 1.0;
+        assert!(off.abs() < 0.005, "frequency off by {:.3} %", off * 100.0);
+        // Half a second on, where the first commands are scheduled, the prediction holds.
+        let now = t + 0.5;
+        #[allow(clippy::cast_precision_loss)]
+        let truth = mcu.clock64(now) as f64;
+        let error_ms = (est.clock_at(now) - truth) / mcu.freq_hz * 1e3;
+        assert!(
+            error_ms.abs() < 2.0,
+            "clock prediction off by {error_ms:.2} ms"
+        );
     }
 
     #[test]

@@ -47,6 +47,8 @@ const QUERY_RETRY_S: f64 = 0.100;
 const QUERY_RETRIES: u32 = 5;
 /// Ready commands due within this long of the transmit estimate go out at once.
 const DUE_WINDOW_S: f64 = 0.100;
+/// The same while the link is losing blocks.
+const LOSSY_DUE_WINDOW_S: f64 = 0.500;
 /// The identify download's budget (klippy allows 5 s a connect attempt).
 const IDENTIFY_BUDGET_S: f64 = 5.0;
 
@@ -447,7 +449,7 @@ impl HostSession {
         }
         let due_clock = self.sync.as_ref().map_or(0, |s| {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let window = (DUE_WINDOW_S * s.transmit_estimate().freq_hz) as u64;
+            let window = (self.due_window_s(now_s) * s.transmit_estimate().freq_hz) as u64;
             ack_clock.saturating_add(window)
         });
         let mut due = self
@@ -458,7 +460,7 @@ impl HostSession {
         // untimed commands and queries — `get_clock` above all — never queue behind seconds of
         // steps.
         while !self.ready.is_empty()
-            && (due || self.ready_bytes >= block::PAYLOAD_MAX)
+            && (due || self.ready_bytes >= self.link.payload_limit())
             && self.link.unsent_bytes() < 2 * block::PAYLOAD_MAX
         {
             let Some(Reverse((_, _, message))) = self.ready.pop() else {
@@ -471,6 +473,17 @@ impl HostSession {
                 .ready
                 .peek()
                 .is_some_and(|Reverse((req, _, _))| *req <= due_clock);
+        }
+    }
+
+    /// How long before its `req_clock` a ready command goes out even if it does not fill a
+    /// block: Klipper's 100 ms, or [`LOSSY_DUE_WINDOW_S`] while the link loses blocks (a
+    /// command may need several retransmissions, each a round trip or a timeout).
+    fn due_window_s(&self, now_s: f64) -> f64 {
+        if self.link.is_lossy(now_s) {
+            LOSSY_DUE_WINDOW_S
+        } else {
+            DUE_WINDOW_S
         }
     }
 
@@ -580,7 +593,7 @@ impl HostSession {
                 self.answered("uptime");
                 let clock64 = (u64::from(u32_at(0)) << 32) | u64::from(u32_at(1));
                 if let Some(sync) = self.sync.as_mut() {
-                    sync.handle_uptime(clock64, sent);
+                    sync.handle_uptime(clock64, sent, receive_time_s);
                 }
                 self.phase = Phase::StartupClock { samples: 0 };
                 self.next_clock_query_s = receive_time_s;

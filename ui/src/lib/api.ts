@@ -559,3 +559,206 @@ export async function pickGcodeFile(): Promise<string | null> {
   );
   return picked ?? null;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Printers served by core (the fleet) and their Moonraker-style methods
+// ---------------------------------------------------------------------------------------------
+
+/** Klippy's state as `webhooks.state` names it. */
+export type KlippyState = "startup" | "ready" | "error" | "shutdown" | "disconnected";
+
+/** One printer core controls (`printers.fleet`). */
+export interface FleetPrinter {
+  id: string;
+  name: string;
+  address: string;
+  kind: "moonraker" | "octoprint" | "prusalink" | "local";
+  state: KlippyState | null;
+  state_message: string | null;
+}
+
+/** Klipper's status objects: object name → fields (docs/api.md, Klipper's Status_Reference). */
+export type StatusObjects = Record<string, Record<string, unknown>>;
+
+/** `printer.objects.query` / `subscribe` parameter: object → null (all fields) or field names. */
+export type ObjectQuery = Record<string, string[] | null>;
+
+/** `printer.objects.subscribe` / `query` result. */
+export interface StatusResult {
+  eventtime: number;
+  status: StatusObjects;
+}
+
+/** One file in a printer's G-code folder (`server.files.list`). */
+export interface GcodeFile {
+  path: string;
+  size: number;
+  modified: number;
+  permissions: string;
+}
+
+/** `server.files.metadata` result. */
+export interface FileMetadata {
+  filename: string;
+  size: number | null;
+  modified: number | null;
+  slicer: string | null;
+  slicer_version: string | null;
+  estimated_time: number | null;
+  filament_total: number | null;
+  layer_height: number | null;
+  object_height: number | null;
+}
+
+/** One job of `server.history.list`. */
+export interface HistoryJob {
+  job_id: string;
+  filename: string;
+  status: string;
+  start_time: number;
+  end_time: number | null;
+  print_duration: number;
+  total_duration: number;
+  filament_used: number;
+}
+
+/** One heater's series in `server.temperature_store`. */
+export interface TemperatureSeries {
+  temperatures: number[];
+  targets: number[];
+  powers: number[];
+}
+
+/** Adds the printer id to a method's params. */
+function forPrinter(printer: string | null, params: Record<string, unknown> = {}) {
+  return printer === null ? params : { ...params, printer };
+}
+
+/** `printers.fleet`: the printers core controls now. */
+export function listFleet(rpc: RpcCaller): Promise<{ printers: FleetPrinter[] }> {
+  return rpc.call<{ printers: FleetPrinter[] }>("printers.fleet");
+}
+
+/** `printer.objects.subscribe`: the status now; deltas follow as `notify_status_update`. */
+export function subscribeObjects(
+  rpc: RpcCaller,
+  printer: string | null,
+  objects: ObjectQuery,
+): Promise<StatusResult> {
+  return rpc.call<StatusResult>("printer.objects.subscribe", forPrinter(printer, { objects }));
+}
+
+/** `printer.objects.list` */
+export function listObjects(rpc: RpcCaller, printer: string | null): Promise<{ objects: string[] }> {
+  return rpc.call("printer.objects.list", forPrinter(printer));
+}
+
+/** `printer.gcode.script`: resolves when the printer has run it (M109 waits for heat). */
+export function gcodeScript(rpc: RpcCaller, printer: string | null, script: string): Promise<string> {
+  return rpc.call<string>("printer.gcode.script", forPrinter(printer, { script }), {
+    timeoutMs: 60 * 60 * 1000,
+  });
+}
+
+/** `printer.print.start` */
+export function printStart(rpc: RpcCaller, printer: string | null, filename: string): Promise<string> {
+  return rpc.call<string>("printer.print.start", forPrinter(printer, { filename }), {
+    timeoutMs: 60_000,
+  });
+}
+
+/** `printer.print.pause` / `resume` / `cancel` */
+export function printControl(
+  rpc: RpcCaller,
+  printer: string | null,
+  action: "pause" | "resume" | "cancel",
+): Promise<string> {
+  return rpc.call<string>(`printer.print.${action}`, forPrinter(printer), { timeoutMs: 60_000 });
+}
+
+/** `printer.emergency_stop` */
+export function emergencyStop(rpc: RpcCaller, printer: string | null): Promise<string> {
+  return rpc.call<string>("printer.emergency_stop", forPrinter(printer));
+}
+
+/** `server.files.list` */
+export function listFiles(rpc: RpcCaller, printer: string | null): Promise<GcodeFile[]> {
+  return rpc.call<GcodeFile[]>("server.files.list", forPrinter(printer, { root: "gcodes" }));
+}
+
+/** `server.files.metadata`: the printer's own estimate of the file (planner on Gantry's host). */
+export function fileMetadata(
+  rpc: RpcCaller,
+  printer: string | null,
+  filename: string,
+): Promise<FileMetadata> {
+  return rpc.call<FileMetadata>("server.files.metadata", forPrinter(printer, { filename }), {
+    timeoutMs: 120_000,
+  });
+}
+
+/** Bytes → base64, in chunks (large files would overflow `String.fromCharCode(...bytes)`). */
+export function toBase64(bytes: Uint8Array): string {
+  let binary = "";
+  const chunk = 0x8000;
+  for (let i = 0; i < bytes.length; i += chunk) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + chunk));
+  }
+  return btoa(binary);
+}
+
+/** `server.files.upload` (Gantry's form: the content as base64 over the WebSocket). */
+export function uploadFile(
+  rpc: RpcCaller,
+  printer: string | null,
+  filename: string,
+  content: Uint8Array,
+  print = false,
+): Promise<{ item: { path: string; size: number } }> {
+  return rpc.call(
+    "server.files.upload",
+    forPrinter(printer, { filename, content_base64: toBase64(content), print }),
+    { timeoutMs: 10 * 60_000 },
+  );
+}
+
+/** `server.files.delete_file` */
+export function deleteFile(rpc: RpcCaller, printer: string | null, path: string): Promise<unknown> {
+  return rpc.call("server.files.delete_file", forPrinter(printer, { path: `gcodes/${path}` }));
+}
+
+/** `server.history.list` */
+export function listHistory(
+  rpc: RpcCaller,
+  printer: string | null,
+  limit = 50,
+): Promise<{ count: number; jobs: HistoryJob[] }> {
+  return rpc.call("server.history.list", forPrinter(printer, { limit }));
+}
+
+/** `server.temperature_store`: the heaters' last 20 minutes, one sample a second. */
+export function temperatureStore(
+  rpc: RpcCaller,
+  printer: string | null,
+): Promise<Record<string, TemperatureSeries>> {
+  return rpc.call("server.temperature_store", forPrinter(printer));
+}
+
+/** Notifications core sends about a printer: the method and the printer id (last param). */
+export interface PrinterNotification {
+  method: string;
+  printer: string | null;
+  params: unknown[];
+}
+
+/** Splits a notification's params into its own and the printer id core appends. */
+export function printerNotification(method: string, params: unknown): PrinterNotification | null {
+  if (!method.startsWith("notify_") || !Array.isArray(params)) return null;
+  const last = params[params.length - 1];
+  const printer = typeof last === "string" && method !== "notify_gcode_response" ? last : null;
+  if (method === "notify_gcode_response") {
+    const id = params.length >= 2 && typeof params[1] === "string" ? params[1] : null;
+    return { method, printer: id, params: params.slice(0, 1) };
+  }
+  return { method, printer, params: printer === null ? params : params.slice(0, -1) };
+}

@@ -11,12 +11,18 @@ export interface ClientSource {
 }
 
 /** Opens a client; the default finds the endpoint and opens a WebSocket (api.ts). */
-export type Connector = () => Promise<Pick<RpcClient, "call" | "closed" | "close">>;
+export type Connector = () => Promise<
+  Pick<RpcClient, "call" | "closed" | "close"> & Partial<Pick<RpcClient, "onNotification">>
+>;
+
+type NotificationListener = (method: string, params: unknown) => void;
 
 export class Connection implements ClientSource {
   state = $state<ConnectionState>({ status: "connecting" });
-  private client: Pick<RpcClient, "call" | "closed" | "close"> | null = null;
+  private client: Awaited<ReturnType<Connector>> | null = null;
   private attempt: Promise<RpcCaller> | null = null;
+  private readonly listeners = new Set<NotificationListener>();
+  private readonly connectedListeners = new Set<() => void>();
 
   constructor(private readonly connector: Connector = () => defaultConnect()) {}
 
@@ -33,6 +39,18 @@ export class Connection implements ClientSource {
     return this.ready();
   }
 
+  /** Hears every server notification, on this client and the ones after a reconnect. */
+  onNotification(listener: NotificationListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Called after each (re)connection, e.g. to subscribe again. */
+  onConnected(listener: () => void): () => void {
+    this.connectedListeners.add(listener);
+    return () => this.connectedListeners.delete(listener);
+  }
+
   /** Closes the current client (used when the page goes away). */
   dispose(): void {
     this.client?.close();
@@ -46,6 +64,12 @@ export class Connection implements ClientSource {
         this.client = client;
         this.attempt = null;
         this.state = { status: "connected" };
+        client.onNotification?.((method, params) => {
+          for (const l of this.listeners) l(method, params);
+        });
+        queueMicrotask(() => {
+          for (const l of this.connectedListeners) l();
+        });
         void client.closed.then((info) => {
           if (this.client !== client) return;
           this.client = null;

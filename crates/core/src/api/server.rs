@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::{Message as WsMessage, protocol::CloseFrame};
 
+use super::methods::{Connection, Context};
 use super::rpc::{self, Incoming, Message};
 use super::{Token, methods};
 
@@ -72,6 +73,7 @@ pub struct ApiServer {
     local_addr: SocketAddr,
     token: Token,
     handshake_timeout: Duration,
+    context: Arc<Context>,
 }
 
 impl ApiServer {
@@ -100,6 +102,7 @@ impl ApiServer {
             local_addr,
             token,
             handshake_timeout: HANDSHAKE_TIMEOUT,
+            context: Arc::new(Context::default()),
         })
     }
 
@@ -123,6 +126,13 @@ impl ApiServer {
         }
     }
 
+    /// Serves the printers of `context` (the default: none).
+    #[must_use]
+    pub fn with_context(mut self, context: Arc<Context>) -> Self {
+        self.context = context;
+        self
+    }
+
     /// Serves until `shutdown` resolves, then closes every connection and waits for them.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -139,8 +149,9 @@ impl ApiServer {
                         let token = self.token.clone();
                         let stop = stop_rx.clone();
                         let timeout = self.handshake_timeout;
+                        let context = Arc::clone(&self.context);
                         connections.spawn(async move {
-                            if let Err(e) = serve_connection(stream, token, stop, timeout).await {
+                            if let Err(e) = serve_connection(stream, token, stop, timeout, context).await {
                                 tracing::debug!(%peer, error = %e, "API connection ended");
                             }
                             drop(slot);
@@ -220,6 +231,7 @@ async fn serve_connection(
     token: Token,
     mut stop: watch::Receiver<bool>,
     handshake_timeout: Duration,
+    context: Arc<Context>,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     // The error type is tungstenite's `Callback` contract, large or not.
     #[allow(clippy::result_large_err)]
@@ -237,8 +249,13 @@ async fn serve_connection(
                 "the WebSocket handshake took too long",
             ))
         })??;
+    let (notify_tx, mut notify_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut conn = Connection::new(context, notify_tx);
     loop {
         tokio::select! {
+            Some(note) = notify_rx.recv() => {
+                ws.send(WsMessage::text(note.to_string())).await?;
+            }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     let frame = CloseFrame { code: 1001.into(), reason: "server shutting down".into() };
@@ -250,7 +267,7 @@ async fn serve_connection(
                 None => return Ok(()),
                 Some(Err(e)) => return Err(e),
                 Some(Ok(WsMessage::Text(text))) => {
-                    if let Some(reply) = answer(text.as_str()).await {
+                    if let Some(reply) = answer(&mut conn, text.as_str()).await {
                         ws.send(WsMessage::text(reply.to_string())).await?;
                     }
                 }
@@ -266,13 +283,13 @@ async fn serve_connection(
 }
 
 /// Answers one text message; `None` when it held only notifications.
-pub async fn answer(text: &str) -> Option<Value> {
+pub async fn answer(conn: &mut Connection, text: &str) -> Option<Value> {
     match rpc::parse(text) {
-        Message::Single(incoming) => answer_one(incoming).await,
+        Message::Single(incoming) => answer_one(conn, incoming).await,
         Message::Batch(items) => {
             let mut replies = Vec::with_capacity(items.len());
             for item in items {
-                if let Some(reply) = answer_one(item).await {
+                if let Some(reply) = answer_one(conn, item).await {
                     replies.push(reply);
                 }
             }
@@ -281,11 +298,11 @@ pub async fn answer(text: &str) -> Option<Value> {
     }
 }
 
-async fn answer_one(incoming: Incoming) -> Option<Value> {
+async fn answer_one(conn: &mut Connection, incoming: Incoming) -> Option<Value> {
     match incoming {
         Incoming::Invalid { id, error } => Some(rpc::error(id, &error)),
         Incoming::Call(req) => {
-            let outcome = methods::call(&req.method, &req.params).await;
+            let outcome = methods::call(conn, &req.method, &req.params).await;
             let id = req.id?;
             Some(match outcome {
                 Ok(result) => rpc::result(id, result),
@@ -328,7 +345,10 @@ mod tests {
 
     #[tokio::test]
     async fn batches_answer_calls_and_skip_notifications() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut conn = Connection::new(Arc::new(Context::default()), tx);
         let reply = answer(
+            &mut conn,
             r#"[{"jsonrpc":"2.0","method":"server.info","id":1},
                 {"jsonrpc":"2.0","method":"server.info"},
                 {"jsonrpc":"2.0","method":"nope","id":2}]"#,
@@ -340,7 +360,7 @@ mod tests {
         assert_eq!(replies[0]["id"], 1);
         assert_eq!(replies[1]["error"]["code"], json!(rpc::METHOD_NOT_FOUND));
         assert!(
-            answer(r#"{"jsonrpc":"2.0","method":"server.info"}"#)
+            answer(&mut conn, r#"{"jsonrpc":"2.0","method":"server.info"}"#)
                 .await
                 .is_none()
         );

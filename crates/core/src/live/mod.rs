@@ -9,9 +9,15 @@
 //!   real time.
 //!
 //! and [`job`], which prints a G-code file through either: progress by file position, the
-//! printer's responses, the end state.
+//! printer's responses, the end state. [`connect`] runs klippy's start-up for a printer.cfg
+//! and puts the planner live on the MCU; [`local`] serves such a printer as a
+//! [`crate::model::PrinterBackend`] from its own thread (status objects, console, files,
+//! jobs, history).
 
+pub mod connect;
+pub mod history;
 pub mod job;
+pub mod local;
 pub mod serial_host;
 pub mod virtual_host;
 

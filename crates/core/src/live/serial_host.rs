@@ -52,14 +52,17 @@ impl SerialHost {
             forwarder,
         }
     }
+}
 
-    /// The connection, to close it when the printer is done.
-    pub fn into_handle(mut self) -> McuHandle {
+impl Drop for SerialHost {
+    fn drop(&mut self) {
+        // The printer (and its thread) let go of the MCU: the port is closed before this
+        // returns, so a reconnection (FIRMWARE_RESTART) can open it again at once.
+        self.handle.close_blocking();
+        // The forwarder ends once the connection thread dropped its sender.
         if let Some(f) = self.forwarder.take() {
-            // The forwarder ends when the connection thread drops its sender (on close).
-            drop(f);
+            let _ = f.join();
         }
-        self.handle
     }
 }
 

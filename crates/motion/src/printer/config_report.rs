@@ -197,12 +197,16 @@ pub const PLANNER_SECTIONS: &[&str] = &[
     "heater_generic",
     "input_shaper",
     "printer",
+    "temperature_fan",
+    "temperature_sensor",
     "thermistor",
 ];
 
 /// Valid Klipper options of the planner's sections that the planner leaves unread, as
 /// `(kind, options)`. A kind is a section's module, or `heater` for every heater (`extruder`,
-/// `extruder1`, …, `heater_bed`, `heater_generic NAME`) and `stepper_` for every rail. Klipper
+/// `extruder1`, …, `heater_bed`, `heater_generic NAME`), `sensor` for every section with a
+/// temperature sensor (the heaters, `temperature_sensor`, `temperature_fan`) and `stepper_` for
+/// every rail. Klipper
 /// reads some of these only in some setups (a PID gain only with `control: pid`), so accepting
 /// them always may let a misplaced one pass; a misspelt one is still reported. An entry leaves
 /// this list when the planner starts reading the option.
@@ -239,6 +243,11 @@ pub const KNOWN_UNUSED: &[(&str, &[&str])] = &[
             "min_temp",
             "pwm_cycle_time",
             "sensor_type",
+        ],
+    ),
+    (
+        "sensor",
+        &[
             // The sensor's own options, read by Klipper's sensor modules: SPI and I2C buses
             // (bus.py), thermocouple and RTD amplifiers (spi_temperature.py), temperature_mcu,
             // temperature_host, ds18b20, temperature_combined and the I2C sensors.
@@ -287,6 +296,19 @@ pub const KNOWN_UNUSED: &[(&str, &[&str])] = &[
     ),
     // A generic heater's M105 letter (Klipper gives the bed `B` and extruders `T0`, … itself).
     ("heater_generic", &["gcode_id"]),
+    // Temperature fans drive their fan with software PWM, like `[fan]`; M105 letters.
+    (
+        "temperature_fan",
+        &[
+            "enable_pin",
+            "gcode_id",
+            "hardware_pwm",
+            "tachometer_pin",
+            "tachometer_poll_interval",
+            "tachometer_ppr",
+        ],
+    ),
+    ("temperature_sensor", &["gcode_id"]),
     // The endstop of a rail's second and further steppers (`[stepper_z1]`): batch homing
     // waits for no endstop, and the planner configures only the rail's first one.
     ("stepper_", &["endstop_pin"]),
@@ -398,9 +420,11 @@ fn known_unused(section: &str, option: &str) -> bool {
     let kinds: &[&str] = if is_rail(module) {
         &["stepper_"]
     } else if is_extruder(module) || module == "heater_bed" {
-        &["heater"]
+        &["heater", "sensor"]
     } else if module == "heater_generic" {
-        &["heater", "heater_generic"]
+        &["heater", "sensor", "heater_generic"]
+    } else if module == "temperature_sensor" || module == "temperature_fan" {
+        &["sensor", module]
     } else {
         &[module]
     };
@@ -625,7 +649,7 @@ mod tests {
         );
         for (kind, options) in KNOWN_UNUSED {
             assert!(
-                ["heater", "stepper_"].contains(kind) || PLANNER_SECTIONS.contains(kind),
+                ["heater", "sensor", "stepper_"].contains(kind) || PLANNER_SECTIONS.contains(kind),
                 "{kind}"
             );
             assert!(options.iter().all(|o| *o == o.to_lowercase()), "{kind}");
@@ -647,5 +671,8 @@ mod tests {
         assert!(known_unused("heater_generic chamber", "gcode_id"));
         assert!(!known_unused("extruder", "gcode_id"));
         assert!(known_unused("stepper_z1", "endstop_pin"));
+        assert!(known_unused("temperature_sensor mcu", "sensor_mcu"));
+        assert!(known_unused("temperature_fan board", "tachometer_pin"));
+        assert!(!known_unused("temperature_sensor x", "tachometer_pin"));
     }
 }

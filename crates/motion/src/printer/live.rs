@@ -18,6 +18,8 @@
 //! moves, timeout extensions, the stepper positions read back, over-travel accounted).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{CommandError, Printer};
 use crate::toolhead::{BUFFER_TIME_HIGH, McuCommand, McuMessage, MoveError, QueueState};
@@ -25,10 +27,22 @@ use crate::trapq::Coord;
 
 /// Klipper's PRIMING_CMD_TIME: the look-ahead is committed when input pauses this long, s.
 const PRIMING_CMD_TIME: f64 = 0.100;
+/// The least time ahead of the MCU's clock an output change is scheduled (Klipper's
+/// PIN_MIN_TIME), s.
+const PIN_MIN_TIME: f64 = 0.100;
+/// How often a homing wait looks at its trsyncs' reports, s.
+const TRSYNC_KEEPALIVE_CHECK_S: f64 = 0.025;
+/// How many report periods after the last report the host still extends a trsync, s.
+const TRSYNC_KEEPALIVE_REPORTS: u64 = 4;
+/// How often the reactor offers the heaters a keepalive (see `Heater::keepalive`), s.
+const HEATER_KEEPALIVE_CHECK_S: f64 = 0.1;
 /// A drip move's steps are sent no more than this ahead of the MCU, s (Klipper's DRIP_TIME).
 const DRIP_TIME: f64 = 0.100;
 /// How long an MCU query may take before the printer gives up, s.
 const QUERY_TIMEOUT: f64 = 5.0;
+/// How often a query is asked again without an answer, and the first delay (doubling).
+const QUERY_RETRIES: u32 = 5;
+const QUERY_RETRY_DELAY: f64 = 0.050;
 /// trsync's reasons (mcu.py).
 const REASON_ENDSTOP_HIT: i64 = 1;
 const REASON_HOST_REQUEST: i64 = 2;
@@ -105,6 +119,10 @@ struct Trsync {
     expire_clock: u64,
     expire_ticks: u64,
     min_extend_ticks: u64,
+    /// The MCU's report period, ticks.
+    report_ticks: u64,
+    /// The clock of the last `trsync_state` report (the start clock before the first).
+    last_report_clock: u64,
     /// End of the homing move: past it the host triggers the trsync itself.
     home_end_clock: Option<u64>,
 }
@@ -126,6 +144,23 @@ pub(super) struct LiveState {
     halted: Option<String>,
     /// Responses to MCU messages that arrived for nobody (counted, for diagnostics).
     pub(super) unhandled: u64,
+    /// Raised by another thread for an emergency stop.
+    emergency: Arc<AtomicBool>,
+    /// Called from the reactor every period (see [`Printer::set_live_observer`]).
+    observer: Option<Observer>,
+    /// Gets every response as it is made (see [`Printer::set_response_sink`]).
+    pub(super) response_sink: Option<ResponseSink>,
+}
+
+/// A function the reactor calls with the printer and the host time.
+pub type ObserverFn = Box<dyn FnMut(&Printer, f64) + Send>;
+/// A function that gets each response as it is made.
+pub type ResponseSink = Box<dyn FnMut(&super::Response) + Send>;
+
+struct Observer {
+    period_s: f64,
+    next: f64,
+    f: ObserverFn,
 }
 
 impl std::fmt::Debug for LiveState {
@@ -165,18 +200,25 @@ impl Printer {
             trsyncs: Vec::new(),
             halted: None,
             unhandled: 0,
+            emergency: Arc::new(AtomicBool::new(false)),
+            observer: None,
+            response_sink: None,
         });
         let now = live.host.monotonic();
         let est = live.host.estimated_print_time(now);
         self.live = Some(live);
         self.toolhead.set_est_print_time(est);
         self.queue_live_startup(est);
+        // klippy sends the start-up commands as soon as it built them (mcu.py's
+        // `_send_config`): their clocks are a few hundred milliseconds ahead, so they must not
+        // wait for the first command's transmission.
+        let _ = self.live_transmit();
     }
 
     /// The start-up commands (klippy's `is_init` config commands, sent after every connect)
     /// at live clocks: batch mode queued them for print time 0; a live MCU gets its analog
     /// queries at klippy's query slot (the whole print second 1.5 s ahead + oid · 10 ms) and
-    /// its PWM start values 200 ms ahead.
+    /// its PWM start values 200 ms ahead (every later command of an output comes after them).
     fn queue_live_startup(&mut self, est: f64) {
         for mi in 0..self.mcus.len() {
             self.toolhead.mcus[mi].out.clear();
@@ -339,6 +381,7 @@ impl Printer {
 
     /// Waits for the next event or timer, at most until `until`, and handles what arrived.
     fn reactor_wait(&mut self, until: f64) -> Result<(), MoveError> {
+        let has_heaters = !self.heaters.is_empty();
         let live = self.live_mut()?;
         let mut wake = until;
         if !live.drip_active
@@ -349,6 +392,17 @@ impl Printer {
         if let Some(w) = live.priming_wake {
             wake = wake.min(w);
         }
+        if has_heaters {
+            // The heaters' keepalive looks at the clock this often.
+            wake = wake.min(live.host.monotonic() + HEATER_KEEPALIVE_CHECK_S);
+        }
+        if let Some(obs) = &live.observer {
+            wake = wake.min(obs.next);
+        }
+        if live.trsyncs.iter().any(|t| t.done.is_none()) {
+            // And a homing move's trsync keepalive this often.
+            wake = wake.min(live.host.monotonic() + TRSYNC_KEEPALIVE_CHECK_S);
+        }
         if let Some(event) = live.host.wait(wake) {
             self.handle_live_event(event)?;
         }
@@ -357,6 +411,9 @@ impl Printer {
 
     /// Runs the timers due at host time `now` and transmits what is queued.
     fn reactor_step(&mut self, now: f64) -> Result<(), MoveError> {
+        if self.live_mut()?.emergency.swap(false, Ordering::Relaxed) {
+            self.emergency_stop()?;
+        }
         if let Some(why) = self.halted() {
             return Err(MoveError::Halted(why.to_owned()));
         }
@@ -374,6 +431,20 @@ impl Printer {
             let next = self.toolhead.flush_handler_live(est)?;
             self.apply_enable_events();
             self.live_mut()?.flush_wake = next.map(|delay| now + delay);
+        }
+        if !self.live_mut()?.trsyncs.is_empty() {
+            self.trsync_keepalive(now)?;
+        }
+        for index in 0..self.heaters.len() {
+            if let Some(c) = self.heaters[index].keepalive(now, est) {
+                self.set_heater_pwm(index, c.print_time, c.value);
+            }
+        }
+        let live = self.live_mut()?;
+        if let Some(mut obs) = live.observer.take_if(|o| now >= o.next) {
+            obs.next = now + obs.period_s;
+            (obs.f)(self, now);
+            self.live_mut()?.observer = Some(obs);
         }
         self.live_transmit()
     }
@@ -458,7 +529,12 @@ impl Printer {
         };
         self.live_mut()?.responses.retain(|r| !matches(r));
         self.live_send_now(mcu, text.clone())?;
-        let deadline = self.now()? + QUERY_TIMEOUT;
+        let start = self.now()?;
+        let deadline = start + QUERY_TIMEOUT;
+        // serialhdl.py's send_with_response: asked again while no answer came, with a
+        // doubling delay, QUERY_RETRIES times (these queries are all safe to repeat).
+        let (mut retries, mut retry_delay) = (QUERY_RETRIES, QUERY_RETRY_DELAY);
+        let mut retry_at = start + retry_delay;
         loop {
             let live = self.live_mut()?;
             if let Some(pos) = live.responses.iter().position(matches)
@@ -472,8 +548,19 @@ impl Printer {
                     "Timeout on wait for '{response}' response to '{text}'"
                 )));
             }
+            if retries > 0 && now >= retry_at {
+                retries -= 1;
+                retry_delay *= 2.0;
+                retry_at = now + retry_delay;
+                self.live_send_now(mcu, text.clone())?;
+            }
             self.reactor_step(now)?;
-            self.reactor_wait(deadline)?;
+            let wake = if retries > 0 {
+                retry_at.min(deadline)
+            } else {
+                deadline
+            };
+            self.reactor_wait(wake)?;
         }
     }
 
@@ -553,7 +640,11 @@ impl Printer {
             heater.temperature_update(receive_time, read_print_time, temp.unwrap_or(f64::NAN));
         let (current, target) = heater.get_temp(receive_time);
         if let Some(c) = command {
-            self.set_heater_pwm(index, c.print_time, c.value);
+            // Klipper queues the value a report period after the sample. A report that arrived
+            // late (a damaged block before it held the link up) would put that in the past:
+            // the value goes out PIN_MIN_TIME ahead of the MCU's clock instead.
+            let earliest = self.est_print_time_at(receive_time)? + PIN_MIN_TIME;
+            self.set_heater_pwm(index, c.print_time.max(earliest), c.value);
         }
         let (check, next) = &mut self.heater_checks[index];
         if receive_time >= *next {
@@ -583,6 +674,77 @@ impl Printer {
         );
     }
 
+    /// Has `f` called from the reactor every `period_s` of host time with the printer and the
+    /// time — also while a command waits (homing, M109, M400) — so a caller can publish the
+    /// printer's status live. The caller's function must not block.
+    ///
+    /// # Errors
+    /// [`MoveError::Halted`] when the printer is not live.
+    pub fn set_live_observer(&mut self, period_s: f64, f: ObserverFn) -> Result<(), MoveError> {
+        let now = self.now()?;
+        self.live_mut()?.observer = Some(Observer {
+            period_s,
+            next: now,
+            f,
+        });
+        Ok(())
+    }
+
+    /// Runs the observer now (a halted printer's reactor no longer does: this reports the
+    /// halt). Does nothing without an observer or a live host.
+    pub fn live_observe_now(&mut self) {
+        let Ok(now) = self.now() else {
+            return;
+        };
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        if let Some(mut obs) = live.observer.take() {
+            obs.next = now + obs.period_s;
+            (obs.f)(self, now);
+            if let Some(live) = self.live.as_mut() {
+                live.observer = Some(obs);
+            }
+        }
+    }
+
+    /// Has `sink` get every response (`//` info, `!!` errors, M105 temperatures) as it is made,
+    /// before the line that made it ends. A live printer with a sink keeps no copy in
+    /// [`Printer::responses`]: a printer that runs for days must not grow.
+    ///
+    /// # Errors
+    /// [`MoveError::Halted`] when the printer is not live.
+    pub fn set_response_sink(&mut self, sink: ResponseSink) -> Result<(), MoveError> {
+        self.live_mut()?.response_sink = Some(sink);
+        Ok(())
+    }
+
+    /// The MCU's print time now, as the host estimates it (also kept for the status objects).
+    ///
+    /// # Errors
+    /// [`MoveError::Halted`] when the printer is not live.
+    pub fn live_estimated_print_time(&mut self) -> Result<f64, MoveError> {
+        let now = self.now()?;
+        self.est_print_time_at(now)
+    }
+
+    /// M112 (or the UI's emergency stop): klippy's `invoke_shutdown` with its message.
+    ///
+    /// # Errors
+    /// [`MoveError::Halted`] when the printer is not live.
+    pub fn emergency_stop(&mut self) -> Result<(), MoveError> {
+        self.invoke_shutdown("Shutdown due to M112 command".into())
+    }
+
+    /// A flag another thread may raise to stop the printer at once (the UI's emergency stop
+    /// while a command waits: homing, M109); the reactor checks it at every step.
+    ///
+    /// # Errors
+    /// [`MoveError::Halted`] when the printer is not live.
+    pub fn emergency_flag(&mut self) -> Result<Arc<AtomicBool>, MoveError> {
+        Ok(Arc::clone(&self.live_mut()?.emergency))
+    }
+
     /// klippy's `invoke_shutdown`: every MCU is told to stop (`emergency_stop`: heaters off,
     /// steppers stop) and the printer halts with `msg`.
     fn invoke_shutdown(&mut self, msg: String) -> Result<(), MoveError> {
@@ -597,7 +759,7 @@ impl Printer {
     }
 
     /// The temperatures as M105 reports them (`B:60.0 /60.0 T0:200.0 /200.0`).
-    fn temperature_line(&self, eventtime: f64) -> String {
+    pub(super) fn temperature_line(&self, eventtime: f64) -> String {
         let mut parts: Vec<(String, f64, f64)> = self
             .heater_outputs
             .iter()
@@ -667,6 +829,25 @@ impl Printer {
         Some((h.last_temp(), h.target()))
     }
 
+    /// Every heater's (name, temperature °C, target °C, power 0–1), in config order — those
+    /// whose sensor has reported (before that there is no temperature to give).
+    pub fn heater_statuses(&self) -> Vec<(&str, f64, f64, f64)> {
+        self.heater_outputs
+            .iter()
+            .zip(&self.heaters)
+            .filter(|(_, h)| h.has_reading())
+            .map(|((name, _, _), h)| (name.as_str(), h.last_temp(), h.target(), h.power()))
+            .collect()
+    }
+
+    /// The live host's time now, s (its monotonic clock).
+    ///
+    /// # Errors
+    /// [`MoveError::Halted`] when the printer is not live.
+    pub fn host_time(&mut self) -> Result<f64, MoveError> {
+        self.now()
+    }
+
     // ---- homing ------------------------------------------------------------------------
 
     /// A homing move on a live printer (homing.py's `HomingMove.homing_move` with mcu.py's
@@ -714,6 +895,8 @@ impl Printer {
                 expire_clock,
                 expire_ticks,
                 min_extend_ticks,
+                report_ticks,
+                last_report_clock: clock,
                 home_end_clock: None,
             });
             // One command queue in klippy: the same request clock keeps them in order.
@@ -993,6 +1176,7 @@ impl Printer {
             return Ok(());
         }
         let t = &mut live.trsyncs[i];
+        t.last_report_clock = t.last_report_clock.max(clock);
         if let Some(end) = t.home_end_clock
             && clock >= end
         {
@@ -1005,10 +1189,60 @@ impl Printer {
             t.expire_clock = expire;
             let text = format!("trsync_set_timeout oid={} clock={expire}", t.oid);
             let msg = McuMessage {
-                req_clock: expire,
+                // At once: klippy asks for it by the expiry, so the session would hold it until
+                // 100 ms before, which a retransmission or two can miss. An extension sent
+                // early is harmless.
+                req_clock: 0,
                 min_clock: 0,
                 command: McuCommand::Text(text),
             };
+            live.host.transmit(mcu, vec![msg]);
+        }
+        Ok(())
+    }
+
+    /// Extends a homing trsync's timeout when its reports stopped coming for a little while
+    /// (Gantry's addition). Klipper extends it only from each `trsync_state` report, so three
+    /// lost reports in a row (a damaged link) end a homing move with "Communication timeout
+    /// during homing" although host and MCU are fine. Here the host also extends it from its
+    /// own estimate of the MCU's clock between reports (at most once a report period on top of
+    /// the reports' own extensions, so either keeps the move alive) — but only for
+    /// [`TRSYNC_KEEPALIVE_REPORTS`] report periods after the last report heard, so an MCU whose
+    /// reports stopped for good still times out, a little later than in Klipper.
+    fn trsync_keepalive(&mut self, now: f64) -> Result<(), MoveError> {
+        let est = self.est_print_time_at(now)?;
+        let clocks: Vec<u64> = self
+            .toolhead
+            .mcus
+            .iter()
+            .map(|q| q.print_time_to_clock(est))
+            .collect();
+        let live = self.live_mut()?;
+        let mut out = Vec::new();
+        for t in live.trsyncs.iter_mut().filter(|t| t.done.is_none()) {
+            let Some(&clock) = clocks.get(t.mcu) else {
+                continue;
+            };
+            let since = clock.saturating_sub(t.last_report_clock);
+            let overdue = since * 2 >= t.report_ticks;
+            let stale = since > t.report_ticks * TRSYNC_KEEPALIVE_REPORTS;
+            let expire = clock + t.expire_ticks;
+            if overdue && !stale && expire >= t.expire_clock + t.min_extend_ticks {
+                t.expire_clock = expire;
+                out.push((
+                    t.mcu,
+                    McuMessage {
+                        req_clock: 0,
+                        min_clock: 0,
+                        command: McuCommand::Text(format!(
+                            "trsync_set_timeout oid={} clock={expire}",
+                            t.oid
+                        )),
+                    },
+                ));
+            }
+        }
+        for (mcu, msg) in out {
             live.host.transmit(mcu, vec![msg]);
         }
         Ok(())

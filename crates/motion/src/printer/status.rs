@@ -52,7 +52,10 @@ impl PrinterStatus<'_> {
             ("axis_maximum".into(), coord(max[0], max[1], max[2], 0.0)),
             ("position".into(), coord(pos[0], pos[1], pos[2], pos[3])),
             ("print_time".into(), Value::from(th.print_time)),
-            ("estimated_print_time".into(), Value::from(0.0)),
+            (
+                "estimated_print_time".into(),
+                Value::from(th.est_print_time()),
+            ),
             ("extruder".into(), Value::from("extruder")),
             ("max_velocity".into(), Value::from(th.max_velocity)),
             ("max_accel".into(), Value::from(th.max_accel)),
@@ -91,10 +94,19 @@ impl PrinterStatus<'_> {
             .iter()
             .find(|(n, _)| n == name)?
             .1;
+        // A live heater reads its sensor; in batch mode nothing reports (0 °C, as Klipper).
+        let live = self
+            .printer
+            .heater_outputs
+            .iter()
+            .position(|(n, _, _)| n == name)
+            .and_then(|i| self.printer.heaters.get(i))
+            .map(crate::heater_control::Heater::get_status);
+        let (temperature, power) = live.map_or((0.0, 0.0), |h| (h.temperature, h.power));
         let mut entries = vec![
-            ("temperature".into(), Value::from(0.0)),
+            ("temperature".into(), Value::from(temperature)),
             ("target".into(), Value::from(target)),
-            ("power".into(), Value::from(0.0)),
+            ("power".into(), Value::from(power)),
         ];
         if let Some(ei) = self
             .printer
@@ -146,6 +158,45 @@ impl PrinterStatus<'_> {
         ])
     }
 
+    /// motion_report.py's status: where the toolhead and the extruder are at the MCU's
+    /// estimated print time (the move the MCU executes now, from the trapq and its history),
+    /// and how fast they move.
+    fn motion_report(&self) -> Value {
+        let th = &self.printer.toolhead;
+        let print_time = th.est_print_time();
+        let (xyz, velocity) = trapq_position(&th.trapq, print_time)
+            .map_or(([0.0; 3], 0.0), |(c, v)| ([c.x, c.y, c.z], v));
+        let (e, e_velocity) = th
+            .extruders
+            .first()
+            .and_then(|ex| trapq_position(&ex.trapq, print_time))
+            .map_or((0.0, 0.0), |(c, v)| (c.x, v));
+        dict_value(vec![
+            ("live_position".into(), coord(xyz[0], xyz[1], xyz[2], e)),
+            ("live_velocity".into(), Value::from(velocity)),
+            ("live_extruder_velocity".into(), Value::from(e_velocity)),
+        ])
+    }
+
+    /// display_status.py's status: the M117 message and the M73 progress (the job runner
+    /// supplies the file progress when no M73 came).
+    fn display_status(&self) -> Value {
+        dict_value(vec![
+            (
+                "progress".into(),
+                Value::from(self.printer.display_progress.unwrap_or(0.0)),
+            ),
+            (
+                "message".into(),
+                if self.printer.display_message.is_empty() {
+                    Value::from(())
+                } else {
+                    Value::from(self.printer.display_message.as_str())
+                },
+            ),
+        ])
+    }
+
     fn exclude_object(&self) -> Option<Value> {
         let ex = self.printer.exclude_object.as_ref()?;
         let objects = ex
@@ -193,10 +244,18 @@ impl PrinterStatus<'_> {
 
 impl StatusProvider for PrinterStatus<'_> {
     fn object_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = ["toolhead", "gcode_move", "configfile", "print_stats"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let mut names: Vec<String> = [
+            "toolhead",
+            "gcode_move",
+            "configfile",
+            "print_stats",
+            "pause_resume",
+            "motion_report",
+            "display_status",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
         names.extend(self.printer.heater_targets.iter().map(|(n, _)| n.clone()));
         if self.printer.fan_queue.is_some() {
             names.push("fan".into());
@@ -219,10 +278,23 @@ impl StatusProvider for PrinterStatus<'_> {
             "gcode_move" => Some(self.gcode_move()),
             "configfile" => Some(self.configfile()),
             "exclude_object" => self.exclude_object(),
-            "print_stats" => Some(dict_value(vec![
-                ("state".into(), Value::from("printing")),
-                ("filename".into(), Value::from("")),
-            ])),
+            "motion_report" => Some(self.motion_report()),
+            "display_status" => Some(self.display_status()),
+            "print_stats" => {
+                let ps = &self.printer.print_stats;
+                Some(dict_value(vec![
+                    ("filename".into(), Value::from(ps.filename.as_str())),
+                    ("total_duration".into(), Value::from(ps.total_duration_s())),
+                    ("print_duration".into(), Value::from(ps.print_duration_s())),
+                    ("filament_used".into(), Value::from(ps.filament_used_mm)),
+                    ("state".into(), Value::from(ps.state.as_str())),
+                    ("message".into(), Value::from(ps.message.as_str())),
+                ]))
+            }
+            "pause_resume" => Some(dict_value(vec![(
+                "is_paused".into(),
+                Value::from(self.printer.pause_resume.is_paused),
+            )])),
             "fan" if self.printer.fan_queue.is_some() => {
                 let speed = self
                     .printer
@@ -242,5 +314,34 @@ impl StatusProvider for PrinterStatus<'_> {
             }
             other => self.heater(other),
         }
+    }
+}
+
+/// The position and speed along the move at `print_time` in `trapq` (Klipper's
+/// `get_trapq_position`: the newest segment that starts before it, clamped to its end).
+fn trapq_position(
+    trapq: &crate::trapq::TrapQ,
+    print_time: f64,
+) -> Option<(crate::trapq::Coord, f64)> {
+    let m = trapq.extract_old(0.0, print_time, 1).into_iter().next()?;
+    let move_time = (print_time - m.print_time).clamp(0.0, m.move_t);
+    Some((
+        m.coord(move_time),
+        m.start_v + 2.0 * m.half_accel * move_time,
+    ))
+}
+
+impl Printer {
+    /// The names of the printer's status objects (Klipper's `printer.objects.list`; macros'
+    /// `gcode_macro` objects are not listed).
+    pub fn status_object_names(&self) -> Vec<String> {
+        PrinterStatus { printer: self }.object_names()
+    }
+
+    /// One status object as Klipper's `get_status` gives it, or `None` for an unknown name.
+    /// Live printers report their sensors and the MCU's estimated print time as of the last
+    /// reactor step.
+    pub fn status_object(&self, name: &str) -> Option<Value> {
+        PrinterStatus { printer: self }.get_status(name)
     }
 }

@@ -1,0 +1,200 @@
+//! `gantry print` against `gantry sim --pty` in real time, as a user meets it: the host connects
+//! and configures the board, homes on its endstops, heats with Klipper's PID on the sim's thermal
+//! model (M109 waits), prints, turns the heaters off, and the sim's carriages end where the G-code
+//! said. And the safety net: a host killed mid-print (kill -9) leaves the MCU to cut the heater
+//! itself once its max_duration passes without a refresh, with Klipper's shutdown message.
+
+#![cfg(unix)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed if the test ends before it does.
+struct Proc(Option<Child>);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn gantry() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gantry"))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Starts `gantry sim --pty DIR/tty --report DIR/report.json` and waits for its pty.
+fn start_sim(dir: &Path) -> (Proc, PathBuf) {
+    let tty = dir.join("tty");
+    let sim = Proc(Some(
+        gantry()
+            .args(["sim", "--pty"])
+            .arg(&tty)
+            .arg("--report")
+            .arg(dir.join("report.json"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gantry sim starts"),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::symlink_metadata(&tty).is_err() {
+        assert!(Instant::now() < deadline, "no pty link within 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (sim, tty)
+}
+
+/// `gantry sim --example-config` with its `serial:` at `tty`.
+fn write_config(dir: &Path, tty: &Path) -> PathBuf {
+    let out = gantry()
+        .args(["sim", "--example-config"])
+        .output()
+        .expect("gantry sim --example-config runs");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("UTF-8").replace(
+        "serial: /tmp/gantry-sim",
+        &format!("serial: {}", tty.display()),
+    );
+    let path = dir.join("printer.cfg");
+    std::fs::write(&path, text).expect("write printer.cfg");
+    path
+}
+
+/// Ends the sim with SIGTERM (it writes its report) and reads the report.
+fn stop_sim(mut sim: Proc, dir: &Path) -> serde_json::Value {
+    let mut child = sim.0.take().expect("running");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = child.wait().expect("the sim exits");
+    assert!(status.success(), "gantry sim exited with {status}");
+    let text = std::fs::read_to_string(dir.join("report.json")).expect("the report was written");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+fn carriage(report: &serde_json::Value, axis: &str) -> f64 {
+    report["carriages"]
+        .as_array()
+        .expect("carriages")
+        .iter()
+        .find(|c| c["axis"] == axis)
+        .and_then(|c| c["position_mm"].as_f64())
+        .unwrap_or_else(|| panic!("no {axis} carriage in {report}"))
+}
+
+fn heater<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["heaters"]
+        .as_array()
+        .expect("heaters")
+        .iter()
+        .find(|h| h["name"] == name)
+        .unwrap_or_else(|| panic!("no heater {name} in {report}"))
+}
+
+#[test]
+fn gantry_print_homes_heats_and_prints_on_the_simulated_board() {
+    let dir = temp_dir("live-print");
+    let (sim, tty) = start_sim(&dir);
+    let config = write_config(&dir, &tty);
+    let gcode = dir.join("square.gcode");
+    std::fs::write(
+        &gcode,
+        "G28\nM140 S30\nM109 S50\nG90\nM83\nG1 Z0.3 F600\nG1 X60 Y60 F6000\n\
+         G1 X100 Y60 E1.6 F3000\nG1 X100 Y100 E1.6\nG1 X60 Y100 E1.6\nG1 X60 Y60 E1.6\n\
+         G1 Z5 F600\nG1 X30 Y140 F6000\n",
+    )
+    .expect("write the G-code");
+    let out = gantry()
+        .args(["print", "--no-history", "--timeout", "20", "--config"])
+        .arg(&config)
+        .arg(&gcode)
+        .output()
+        .expect("gantry print runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "gantry print failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("Configured MCU 'mcu'"), "{stdout}");
+    assert!(stdout.contains("Done: 13 lines"), "{stdout}");
+    assert!(stdout.contains("6.4 mm of filament"), "{stdout}");
+    let report = stop_sim(sim, &dir);
+    assert_eq!(report["shutdown"], serde_json::Value::Null, "{report}");
+    // Where the last move put the toolhead, to the step.
+    assert!((carriage(&report, "x") - 30.0).abs() < 1e-9, "{report}");
+    assert!((carriage(&report, "y") - 140.0).abs() < 1e-9, "{report}");
+    assert!((carriage(&report, "z") - 5.0).abs() < 1e-9, "{report}");
+    // M109 held the hotend at its target; at the end the heaters were turned off.
+    let hotend = heater(&report, "extruder");
+    assert!(
+        hotend["temperature_c"].as_f64().expect("°C") > 45.0,
+        "{hotend}"
+    );
+    assert_eq!(hotend["duty"], 0.0, "{hotend}");
+}
+
+#[test]
+fn a_host_killed_mid_print_leaves_the_mcu_to_cut_the_heater() {
+    let dir = temp_dir("live-kill");
+    let (sim, tty) = start_sim(&dir);
+    let config = write_config(&dir, &tty);
+    let gcode = dir.join("heat.gcode");
+    // Heat and hold: the heater is on (PWM refreshed by the host) when the host dies.
+    std::fs::write(&gcode, "M104 S120\nG4 P60000\n").expect("write the G-code");
+    let mut host = Proc(Some(
+        gantry()
+            .args(["print", "--no-history", "--timeout", "20", "--config"])
+            .arg(&config)
+            .arg(&gcode)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gantry print starts"),
+    ));
+    let stdout = host
+        .0
+        .as_mut()
+        .and_then(|c| c.stdout.take())
+        .expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let connected = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("Configured MCU 'mcu'"));
+    assert!(connected, "gantry print did not connect");
+    // Heating for a while, then kill -9 the host.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut child = host.0.take().expect("running");
+    child.kill().expect("SIGKILL the host");
+    let _ = child.wait();
+    // The heater pin's max_duration (3 s) runs out without a refresh: the MCU shuts down and
+    // turns the heater off by itself.
+    std::thread::sleep(Duration::from_secs(5));
+    let report = stop_sim(sim, &dir);
+    assert_eq!(
+        report["shutdown"], "Missed scheduling of next digital out event",
+        "{report}"
+    );
+    let hotend = heater(&report, "extruder");
+    assert_eq!(hotend["duty"], 0.0, "{hotend}");
+    assert!(
+        hotend["temperature_c"].as_f64().expect("°C") > 30.0,
+        "it was heating: {hotend}"
+    );
+}
