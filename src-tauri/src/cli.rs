@@ -107,6 +107,22 @@ pub struct TwinArgs {
         requires = "live_sim"
     )]
     pub sim_speed: f64,
+    /// Follow a printer served by Gantry's API (`gantry serve` prints its ws_url and token): its
+    /// live nozzle, and its job's file as the ghost when this machine can read it. FILE, if
+    /// given, is the ghost until a job names another.
+    #[arg(long, value_name = "WS_URL", conflicts_with = "live_sim")]
+    pub live: Option<String>,
+    /// With --live: the API's per-launch token.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "GANTRY_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// With --live: the fleet id of the printer to follow (default: the API's first printer).
+    #[arg(long, value_name = "ID", requires = "live")]
+    pub printer: Option<String>,
 }
 
 impl TwinArgs {
@@ -129,6 +145,11 @@ impl TwinArgs {
             budget: self.budget,
             live_sim: self.live_sim,
             sim_speed: self.sim_speed,
+            live: self.live.map(|url| gantry_twin::feed::FeedTarget {
+                url,
+                token: self.token,
+                printer: self.printer,
+            }),
         }
     }
 }
@@ -433,6 +454,39 @@ mod tests {
                 ..
             }))
         ));
+    }
+
+    #[test]
+    fn twin_live_takes_the_url_token_and_printer() {
+        let cli = Cli::try_parse_from([
+            "gantry",
+            "twin",
+            "--live",
+            "ws://127.0.0.1:7125/websocket",
+            "--token",
+            "T",
+            "--printer",
+            "sim",
+        ])
+        .expect("valid");
+        let Some(Command::Twin(args)) = cli.command else {
+            panic!("twin");
+        };
+        let live = args.into_options().live.expect("live");
+        assert_eq!(live.connect_url(), "ws://127.0.0.1:7125/websocket?token=T");
+        assert_eq!(live.printer.as_deref(), Some("sim"));
+        assert!(Cli::try_parse_from(["gantry", "twin", "--printer", "sim"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "gantry",
+                "twin",
+                "--live",
+                "ws://x",
+                "--live-sim",
+                "a.gcode"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

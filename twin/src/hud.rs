@@ -435,10 +435,7 @@ fn texts(
             info_line.push_str(&format!(" · loaded in {:.2} s", t.as_secs_f64()));
         }
         if let Some(live) = &live {
-            info_line.push_str(&format!(
-                "\nlive: the simulated MCU at {}× · {}",
-                live.speed, live.message
-            ));
+            info_line.push_str(&format!("\nlive: {} · {}", live.source, live.message));
         } else if state.planned {
             info_line.push_str(&format!(
                 " · print time {}",
@@ -468,7 +465,8 @@ fn texts(
     let layer = state
         .meta
         .as_ref()
-        .map(|m| (current_layer(m, s.line), m.layers.len()));
+        .map(|m| (current_layer(m, s.line), m.layers.len()))
+        .filter(|(_, n)| *n > 0);
     if line_cache.0 != s.line {
         line_cache.0 = s.line;
         line_cache.1 = state
@@ -477,6 +475,14 @@ fn texts(
             .unwrap_or_default();
     }
     let mut status = match &live {
+        Some(l) if l.stepper_mm.is_empty() => format!(
+            "LIVE  {}  ·  nozzle {}",
+            clock(l.time),
+            l.position_mm.map_or_else(
+                || "—".to_owned(),
+                |p| format!("X{:.2} Y{:.2} Z{:.2}", p[0], p[1], p[2])
+            )
+        ),
         Some(l) => format!(
             "LIVE  {}  ·  steppers {}",
             clock(l.time),

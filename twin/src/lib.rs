@@ -1,6 +1,7 @@
 //! gantry-twin: the Bevy digital twin — a G-code toolpath as lit beads coloured by feature,
 //! speed, layer or flow, replayed on the planner's clock inside a model of the printer, with a
-//! HUD, a teaching mode for projectors and a live feed from the simulated MCU.
+//! HUD, a teaching mode for projectors and live feeds: a printer served by core's API, or the
+//! simulated MCU in process.
 //!
 //! The twin runs as its own process (`gantry twin FILE`), with its own window and event loop:
 //! Tauri's and winit's event loops cannot share a process portably (both want the main thread on
@@ -15,7 +16,8 @@
 //! One plugin per file: [`scene`] (bed, volume, axes, light), [`ribbons`] (the toolpath renderer),
 //! [`toolpath`] (what the ribbons draw each frame, level of detail), [`loader`] (background
 //! loading and planning), [`playback`], [`printer_model`], [`camera`], [`hud`], [`teach`],
-//! [`live`] (the simulated MCU's steppers) and [`capture`] (offscreen render, screenshot, bench).
+//! [`live`] (the simulated MCU's steppers), [`feed`] (a printer served by core's API: its live
+//! nozzle and its job's file) and [`capture`] (offscreen render, screenshot, bench).
 //! Pure modules beside them: [`toolpath_data`] (the GPU format), [`lod`], [`timeline`]
 //! (positions over time from the planner), [`machine`] (kinematics), [`explain`], [`lines`].
 
@@ -30,6 +32,7 @@ use gantry_core::motion::toolpath::ToolpathOptions;
 pub mod camera;
 pub mod capture;
 pub mod explain;
+pub mod feed;
 pub mod hud;
 pub mod lines;
 pub mod live;
@@ -91,6 +94,8 @@ pub struct TwinOptions {
     pub live_sim: Option<PathBuf>,
     /// Virtual seconds per real second for `live_sim`.
     pub sim_speed: f64,
+    /// Follow a printer served by core's API (the job's file, when readable, is the ghost).
+    pub live: Option<feed::FeedTarget>,
 }
 
 impl Default for TwinOptions {
@@ -112,6 +117,7 @@ impl Default for TwinOptions {
             budget: None,
             live_sim: None,
             sim_speed: 1.0,
+            live: None,
         }
     }
 }
@@ -229,6 +235,11 @@ pub fn run(options: TwinOptions) -> anyhow::Result<()> {
     let machine = machine::Machine::from_config(&config)?;
     let gcode = options.gcode.as_ref().or(options.live_sim.as_ref());
     let (source_name, source) = match gcode {
+        // Following a printer without a file: nothing to draw until its job's file is known.
+        None if options.live.is_some() => (
+            "no file yet".to_owned(),
+            loader::GcodeSource::Memory(Arc::from(&b""[..])),
+        ),
         Some(path) => {
             std::fs::metadata(path)
                 .with_context(|| format!("cannot read G-code file {}", path.display()))?;
@@ -291,7 +302,10 @@ pub fn run(options: TwinOptions) -> anyhow::Result<()> {
             ..default()
         });
     let mut playback = playback::Playback::default();
-    if let Some(jump) = options.at.filter(|_| options.live_sim.is_none()) {
+    if let Some(jump) = options
+        .at
+        .filter(|_| options.live_sim.is_none() && options.live.is_none())
+    {
         playback.jump(jump);
     }
     if let Some(speed) = options.play {
@@ -305,7 +319,17 @@ pub fn run(options: TwinOptions) -> anyhow::Result<()> {
         app.insert_resource(StartLayer(n));
         app.add_systems(Update, apply_start_layer);
     }
-    let live = options.live_sim.is_some();
+    let live = options.live_sim.is_some() || options.live.is_some();
+    if let Some(target) = options.live.clone() {
+        let ghost = options.gcode.clone();
+        feed::start(
+            &mut app,
+            target,
+            config.clone(),
+            reader_options(&machine),
+            ghost,
+        )?;
+    }
     if let Some(file) = &options.live_sim {
         // In live mode `--at 60s` means: show the printer after 60 s of (virtual) time.
         let after = match options.at {
@@ -362,6 +386,9 @@ pub fn scene_ready(world: &World) -> bool {
     if world
         .get_resource::<live::LiveState>()
         .is_some_and(|l| !l.ready())
+        || world
+            .get_resource::<feed::LiveFeed>()
+            .is_some_and(|f| !f.settled())
     {
         return false;
     }

@@ -79,11 +79,29 @@ pub struct LiveState {
     pub done: bool,
     /// Virtual seconds per real second.
     pub speed: f64,
+    /// What the feed comes from, for the HUD ("the simulated MCU at 10×").
+    pub source: String,
     /// A screenshot waits for this much virtual time (`--at 60s`).
     pub show_after_s: f64,
 }
 
 impl LiveState {
+    /// The state of a feed from elsewhere (see [`crate::feed`]): no simulated steppers here.
+    pub fn remote(source: String) -> Self {
+        Self {
+            shared: Arc::default(),
+            position_mm: None,
+            stepper_mm: Vec::new(),
+            time: 0.0,
+            line: 0,
+            message: "connecting…".into(),
+            done: false,
+            speed: 1.0,
+            source,
+            show_after_s: 0.0,
+        }
+    }
+
     /// Whether a reading arrived, as late as a screenshot asked for.
     pub fn ready(&self) -> bool {
         self.position_mm.is_some() && (self.time >= self.show_after_s || self.done)
@@ -225,6 +243,7 @@ pub fn start(
         message: "connecting to the simulated MCU…".into(),
         done: false,
         speed,
+        source: format!("the simulated MCU at {speed}×"),
         show_after_s,
     })
     .add_systems(Update, read_live.after(crate::playback::PlaybackSystems));

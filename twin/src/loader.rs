@@ -89,6 +89,18 @@ impl LineIndex {
         Some(String::from_utf8_lossy(line).trim_end().to_owned())
     }
 
+    /// A line at or after the one holding byte `offset` (at most [`LINE_INDEX_STRIDE`] lines
+    /// later); `u32::MAX` past the last indexed line.
+    pub fn line_at_offset(&self, offset: u64) -> u32 {
+        let k = self.offsets.partition_point(|&o| o <= offset);
+        if k >= self.offsets.len() {
+            return u32::MAX;
+        }
+        u32::try_from(k)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(LINE_INDEX_STRIDE)
+    }
+
     fn add_block(&mut self, block: &[u8], offset: u64, lines_before: &mut u32) {
         if self.offsets.is_empty() {
             self.offsets.push(0);
@@ -174,6 +186,8 @@ pub struct LoadState {
     pub error: Option<String>,
     /// Planning failed (the toolpath is still shown).
     pub plan_error: Option<String>,
+    /// Which load this is: 0 at start, one more for each file shown instead (see [`replace`]).
+    pub generation: u32,
     rx: Option<std::sync::Mutex<Receiver<LoadMsg>>>,
 }
 
@@ -219,6 +233,38 @@ pub fn start(
     options: ToolpathOptions,
     plan: bool,
 ) {
+    let (state, job) = new_load(source_name, source, config, options, plan, 0);
+    app.insert_resource(state)
+        .insert_resource(PendingLoad(Some(job)))
+        .add_systems(First, begin.after(crate::ribbons::ShareDevice))
+        .add_systems(PreUpdate, receive);
+}
+
+/// Shows another file instead (the live feed's job): the drawn toolpath is dropped and `source`
+/// loads as [`start`] loads, without planning. A load still running sends into the void and ends.
+pub fn replace(
+    commands: &mut Commands,
+    ribbon_pages: &mut RibbonPages,
+    generation: u32,
+    source_name: String,
+    source: GcodeSource,
+    config: Config,
+    options: ToolpathOptions,
+) {
+    ribbon_pages.pages.clear();
+    let (state, job) = new_load(source_name, source, config, options, false, generation);
+    commands.insert_resource(state);
+    commands.insert_resource(PendingLoad(Some(job)));
+}
+
+fn new_load(
+    source_name: String,
+    source: GcodeSource,
+    config: Config,
+    options: ToolpathOptions,
+    plan: bool,
+    generation: u32,
+) -> (LoadState, LoadJob) {
     let (tx, rx) = channel();
     let file_bytes = match &source {
         GcodeSource::File(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
@@ -244,6 +290,7 @@ pub fn start(
         responses: Vec::new(),
         error: None,
         plan_error: None,
+        generation,
         rx: Some(std::sync::Mutex::new(rx)),
     };
     let job = LoadJob {
@@ -252,10 +299,7 @@ pub fn start(
         config: plan.then_some(config),
         tx,
     };
-    app.insert_resource(state)
-        .insert_resource(PendingLoad(Some(job)))
-        .add_systems(First, begin.after(crate::ribbons::ShareDevice))
-        .add_systems(PreUpdate, receive);
+    (state, job)
 }
 
 /// What the loader thread needs, until it starts.

@@ -229,13 +229,18 @@ pub fn plugin(app: &mut App) {
         );
 }
 
-fn update_levels(state: Res<LoadState>, mut levels: ResMut<HeightLevels>, mut done: Local<bool>) {
-    if *done {
+/// The layers, once a load has its toolpath (again after the file shown is replaced).
+fn update_levels(
+    state: Res<LoadState>,
+    mut levels: ResMut<HeightLevels>,
+    mut done: Local<Option<u32>>,
+) {
+    if *done == Some(state.generation) {
         return;
     }
     if let Some(meta) = &state.meta {
         *levels = HeightLevels::from_meta(meta);
-        *done = true;
+        *done = Some(state.generation);
     }
 }
 
@@ -259,11 +264,11 @@ pub fn build_frame(
     cut: Res<NozzleCut>,
     cameras: Query<(&Camera, &GlobalTransform, &Frustum), With<Camera3d>>,
     mut frame: ResMut<RibbonFrame>,
-    mut typical_layer: Local<Option<f32>>,
+    mut typical_layer: Local<Option<(u32, f32)>>,
 ) {
     let meta = state.meta.as_deref();
-    if typical_layer.is_none() && meta.is_some() {
-        *typical_layer = Some(typical_layer_mm(meta));
+    if typical_layer.is_none_or(|(g, _)| g != state.generation) && meta.is_some() {
+        *typical_layer = Some((state.generation, typical_layer_mm(meta)));
     }
     let mut p = RibbonParams::default();
     for f in Feature::ALL {
@@ -404,7 +409,7 @@ pub fn build_frame(
         lods,
         &views,
         settings.max_error_px,
-        typical_layer.unwrap_or(0.2),
+        typical_layer.map_or(0.2, |(_, h)| h),
         settings.budget,
     );
     let page_segments = PAGE_SEGMENTS as u32;
