@@ -458,3 +458,120 @@ fn live_sim_colours_what_the_sims_steppers_printed() {
         limit.y
     );
 }
+
+/// `gantry serve --sim` in its own data folder, stopped with SIGTERM (so it stops its sim).
+struct Served {
+    child: std::process::Child,
+    ws_url: String,
+    token: String,
+}
+
+impl Served {
+    fn start(name: &str) -> Self {
+        use std::io::BufRead as _;
+        let data = out_dir().join(format!("{name}-data"));
+        let _ = std::fs::remove_dir_all(&data);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["serve", "--sim"])
+            .env("GANTRY_DATA_DIR", &data)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("gantry serve --sim starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("its endpoint");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+        Self {
+            child,
+            ws_url: v["ws_url"].as_str().expect("ws_url").to_owned(),
+            token: v["token"].as_str().expect("token").to_owned(),
+        }
+    }
+
+    /// Runs `script` through the API (`printer.gcode.script`), waiting for its answer.
+    fn gcode(&self, script: &str) {
+        use futures_util::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::Message;
+        let url = format!("{}?token={}", self.ws_url, self.token);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url)
+                .await
+                .expect("connects");
+            let request = serde_json::json!({"jsonrpc": "2.0", "id": 1,
+                "method": "printer.gcode.script", "params": {"script": script}});
+            ws.send(Message::text(request.to_string()))
+                .await
+                .expect("send");
+            loop {
+                let msg = tokio::time::timeout(std::time::Duration::from_secs(60), ws.next())
+                    .await
+                    .expect("an answer within 60 s")
+                    .expect("open")
+                    .expect("a frame");
+                if let Message::Text(t) = msg {
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("JSON");
+                    if v["id"] == 1 {
+                        assert_eq!(v["result"], "ok", "{script}: {v}");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe); cargo xtask test runs it"]
+fn live_feed_draws_the_nozzle_where_the_served_printer_is() {
+    // The app's printer (`gantry serve --sim`: the simulated MCU with Gantry as its host) homes
+    // and moves through the API; the twin, following it, draws the nozzle tip there.
+    let served = Served::start("live-feed");
+    served.gcode("G28\nG1 X50 Y60 Z10 F6000\nM400");
+    let out = out_dir().join("live-feed.png");
+    let _ = std::fs::remove_file(&out);
+    let size = format!("{}x{}", SIZE.0, SIZE.1);
+    let status = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args([
+            "twin",
+            "--live",
+            &served.ws_url,
+            "--no-hud",
+            "--size",
+            &size,
+        ])
+        .env("GANTRY_API_TOKEN", &served.token)
+        .arg("--screenshot")
+        .arg(&out)
+        .status()
+        .expect("gantry twin runs");
+    assert!(
+        status.success(),
+        "gantry twin --live --screenshot failed ({status})"
+    );
+    let pic = read_png(&out);
+    let tip = region(&pic, is_tip);
+    assert!(tip.count >= 4, "no nozzle tip in the picture: {tip:?}");
+    let orbit = Orbit::preset(&scene(), Preset::Iso, None);
+    // A bed-slinger's nozzle stays over the middle of Y; the bed carries Y.
+    let expect = project(&orbit, SIZE, [50.0, 110.0, 10.0]).expect("in view");
+    let (cx, cy) = tip.centre();
+    let off = ((cx - f64::from(expect.x)).powi(2) + (cy - f64::from(expect.y)).powi(2)).sqrt();
+    assert!(
+        off <= 4.0,
+        "the tip is drawn at ({cx:.1}, {cy:.1}); X50 Z10 projects to {expect:?}"
+    );
+}
