@@ -1,11 +1,16 @@
-//! Offscreen rendering for `gantry twin --screenshot`: no window, no display server.
+//! Offscreen rendering for `gantry twin --screenshot` and `--bench`: no window, no display server.
 //!
 //! The camera renders into an image. Software Vulkan (Mesa's lavapipe) compiles render pipelines
 //! slowly, and a frame drawn before its pipelines exist is silently empty, so the capture waits:
-//! a probe in the render world counts the pipeline cache's waiting pipelines each frame, and the
-//! screenshot is taken only once at least one pipeline exists and none has been waiting for
-//! [`STABLE_FRAMES`] frames in a row. A pipeline that fails to compile, or a render that is not
-//! ready after [`READY_TIMEOUT`], fails the run with a message instead of saving a blank picture.
+//! until the scene is complete ([`crate::scene_ready`]: the toolpath on the GPU, the planner
+//! done when playback needs it), then until a probe in the render world sees at least one
+//! pipeline and none waiting for [`STABLE_FRAMES`] frames in a row. A pipeline that fails to
+//! compile, or a render that is not ready after [`READY_TIMEOUT`], fails the run with a message
+//! instead of saving a blank picture.
+//!
+//! `--bench` then renders [`BENCH_FRAMES`] frames with the camera turning a little each frame;
+//! the render world waits for the device after each frame, so a frame's time is the whole of
+//! its CPU and GPU work. It prints one JSON object ([`BenchReport`]).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,11 +35,18 @@ pub const STABLE_FRAMES: u32 = 3;
 /// How long to wait for the render to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Where to save the capture and how big it is.
+/// Frames rendered for `--bench` after the first.
+pub const BENCH_FRAMES: usize = 9;
+
+/// Where to save the capture, how big it is, and whether to benchmark.
 #[derive(Resource, Debug, Clone)]
-struct CaptureRequest {
-    path: PathBuf,
-    size: (u32, u32),
+pub struct CaptureRequest {
+    /// The PNG to write (none: benchmark only).
+    pub path: Option<PathBuf>,
+    /// Image size, px.
+    pub size: (u32, u32),
+    /// Measure and print a [`BenchReport`].
+    pub bench: bool,
 }
 
 /// The image the camera renders into.
@@ -46,6 +58,8 @@ struct CaptureTarget(Handle<Image>);
 pub enum CaptureOutcome {
     /// Waiting for the pipelines.
     Waiting,
+    /// Frames are being timed for `--bench`.
+    Benchmarking,
     /// The screenshot was requested and is on its way.
     Requested,
     /// The PNG was written.
@@ -89,9 +103,9 @@ struct ProbeReading {
 #[derive(Resource, Debug, Default, Clone)]
 struct PipelineProbe(Arc<Mutex<ProbeReading>>);
 
-/// Sets `app` up to render offscreen at `size` and save one frame to `path`; the returned handle
-/// tells how it went once the app has exited.
-pub fn configure_headless(app: &mut App, path: PathBuf, size: (u32, u32)) -> CaptureStatus {
+/// Sets `app` up to render offscreen and save one frame or benchmark; the returned handle tells
+/// how it went once the app has exited.
+pub fn configure_headless(app: &mut App, request: CaptureRequest) -> CaptureStatus {
     let status = CaptureStatus(Arc::new(Mutex::new(CaptureOutcome::Waiting)));
     app.add_plugins(
         DefaultPlugins
@@ -109,19 +123,114 @@ pub fn configure_headless(app: &mut App, path: PathBuf, size: (u32, u32)) -> Cap
             .disable::<LogPlugin>(),
     )
     .add_plugins(ScheduleRunnerPlugin::run_loop(Duration::from_millis(1)))
-    .insert_resource(CaptureRequest { path, size })
+    .insert_resource(request)
     .insert_resource(status.clone())
+    .init_resource::<SceneReady>()
+    .init_resource::<PlannerDone>()
+    .init_resource::<Bench>()
     .add_systems(Startup, render_to_image.after(camera::spawn_camera))
-    .add_systems(Update, capture_when_ready);
+    .add_systems(First, check_scene)
+    .add_systems(Update, (capture_when_ready, bench_frames).chain());
 
     let probe = PipelineProbe::default();
-    app.insert_resource(probe.clone());
+    let timing = FrameTiming::default();
+    app.insert_resource(probe.clone())
+        .insert_resource(timing.clone());
     if let Some(render_app) = app.get_sub_app_mut(RenderApp) {
         render_app
             .insert_resource(probe)
-            .add_systems(Render, probe_pipelines.in_set(RenderSystems::Cleanup));
+            .insert_resource(timing)
+            .add_systems(
+                Render,
+                (probe_pipelines, wait_for_device)
+                    .chain()
+                    .in_set(RenderSystems::Cleanup),
+            );
     }
     status
+}
+
+/// Whether the scene is complete (see [`crate::scene_ready`]), updated every frame.
+#[derive(Resource, Debug, Default, Clone, Copy)]
+struct SceneReady(bool);
+
+/// Whether the planner finished (or there is none), updated every frame.
+#[derive(Resource, Debug, Default, Clone, Copy)]
+struct PlannerDone(bool);
+
+fn check_scene(world: &mut World) {
+    let ready = crate::scene_ready(world);
+    world.resource_mut::<SceneReady>().0 = ready;
+    let planned = world.get_resource::<crate::live::LiveState>().is_some()
+        || world
+            .get_resource::<crate::loader::LoadState>()
+            .is_none_or(|s| s.planned);
+    world.resource_mut::<PlannerDone>().0 = planned;
+}
+
+/// When each rendered frame finished on the device, shared by the render world (writes).
+#[derive(Resource, Debug, Default, Clone)]
+struct FrameTiming(Arc<Mutex<Vec<std::time::Instant>>>);
+
+fn wait_for_device(device: Res<bevy::render::renderer::RenderDevice>, timing: Res<FrameTiming>) {
+    // Offscreen frames are not paced by a display: wait for the device so that each frame's
+    // time is its whole cost, and frames never pile up in the queue.
+    let _ = device.poll(bevy::render::render_resource::PollType::wait_indefinitely());
+    timing
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(std::time::Instant::now());
+}
+
+/// What `--bench` prints.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    /// Size of the G-code file, bytes.
+    pub file_bytes: u64,
+    /// Segments of the toolpath.
+    pub segments: u64,
+    /// G-code lines.
+    pub lines: u32,
+    /// From the start of reading to the last page of points (level 0) on the GPU, s.
+    pub load_s: f64,
+    /// Parsing alone (file to pages in memory), s.
+    pub parse_s: f64,
+    /// Points, G-code lines and chunks held for level 0, per segment.
+    pub bytes_per_segment: f64,
+    /// The levels of detail, per segment of level 0.
+    pub lod_bytes_per_segment: f64,
+    /// When the levels of detail were ready, s from the start.
+    pub lod_ready_s: f64,
+    /// When the planner had timed the whole file, s from the start.
+    pub plan_s: f64,
+    /// Moves the planner committed.
+    pub moves: usize,
+    /// The planner's timeline, bytes per move.
+    pub timeline_bytes_per_move: f64,
+    /// From the start to the first frame with the whole toolpath drawn, s.
+    pub first_frame_s: f64,
+    /// Median frame time after the first, ms.
+    pub frame_ms_median: f64,
+    /// Slowest frame after the first, ms.
+    pub frame_ms_max: f64,
+    /// Segments drawn in the last frame (after level of detail).
+    pub segments_drawn: u64,
+    /// The segment budget per frame.
+    pub budget: u64,
+    /// Image size, px.
+    pub size: (u32, u32),
+    /// The graphics adapter.
+    pub adapter: String,
+}
+
+/// The benchmark's progress.
+#[derive(Resource, Debug, Default)]
+struct Bench {
+    /// Frame-finish times recorded before the first measured frame.
+    skip: usize,
+    /// Frame-finish times recorded when the scene became ready: the next is the first full frame.
+    ready_at: Option<usize>,
 }
 
 fn render_to_image(
@@ -166,12 +275,18 @@ fn pipeline_failure(state: &CachedPipelineState) -> Option<String> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn capture_when_ready(
     mut commands: Commands,
     probe: Res<PipelineProbe>,
     target: Option<Res<CaptureTarget>>,
     time: Res<Time<Real>>,
     status: Res<CaptureStatus>,
+    scene: Res<SceneReady>,
+    request: Res<CaptureRequest>,
+    timing: Res<FrameTiming>,
+    mut bench: ResMut<Bench>,
+    planned: Res<PlannerDone>,
     mut stable: Local<u32>,
     mut exit: MessageWriter<AppExit>,
 ) {
@@ -200,7 +315,7 @@ fn capture_when_ready(
         exit.write(AppExit::error());
         return;
     }
-    *stable = if reading.frames >= 2 && reading.pipelines > 0 && reading.waiting == 0 {
+    *stable = if scene.0 && reading.frames >= 2 && reading.pipelines > 0 && reading.waiting == 0 {
         *stable + 1
     } else {
         0
@@ -210,15 +325,141 @@ fn capture_when_ready(
         return;
     }
     bevy::log::info!(
-        "render ready after {:.1} s and {} frames ({} pipelines); capturing",
+        "render ready after {:.1} s and {} frames ({} pipelines)",
         time.elapsed_secs(),
         reading.frames,
         reading.pipelines
     );
+    if request.bench {
+        bench.ready_at.get_or_insert_with(|| {
+            timing
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
+        });
+        // Frames are timed once the planner is done too, so that they are the renderer's alone.
+        if !planned.0 {
+            return;
+        }
+        status.set(CaptureOutcome::Benchmarking);
+        bench.skip = timing
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        return;
+    }
     status.set(CaptureOutcome::Requested);
     commands
         .spawn(Screenshot::image(target.0.clone()))
         .observe(finish_capture);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_frames(
+    mut commands: Commands,
+    status: Res<CaptureStatus>,
+    bench: Res<Bench>,
+    timing: Res<FrameTiming>,
+    request: Res<CaptureRequest>,
+    target: Option<Res<CaptureTarget>>,
+    state: Res<crate::loader::LoadState>,
+    upload: Res<crate::ribbons::UploadStatus>,
+    settings: Res<crate::toolpath::ViewSettings>,
+    mut cameras: Query<&mut crate::camera::Orbit>,
+    mut exit: MessageWriter<AppExit>,
+) {
+    if status.get() != CaptureOutcome::Benchmarking {
+        return;
+    }
+    // Turn the camera a little each frame, as a user orbiting the print.
+    for mut o in &mut cameras {
+        o.yaw += 0.03;
+    }
+    let times = timing
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    // Frames finished since the measurement began: the first is the first full frame.
+    let done = &times[bench.skip.min(times.len())..];
+    if done.len() < BENCH_FRAMES + 1 {
+        return;
+    }
+    let mut frame_ms: Vec<f64> = done
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).as_secs_f64() * 1000.0)
+        .collect();
+    frame_ms.sort_by(f64::total_cmp);
+    let reading = upload.get();
+    let meta = state.meta.as_deref();
+    let segments = meta.map_or(0, |m| m.segments);
+    let level0 = state.loaded().map_or(0, |l| l.resident_bytes());
+    let lod_bytes = state.lods.as_ref().map_or(0, |l| l.resident_bytes());
+    #[allow(clippy::cast_precision_loss)]
+    let per = |b: usize| {
+        if segments == 0 {
+            0.0
+        } else {
+            b as f64 / segments as f64
+        }
+    };
+    let since = |t: Option<std::time::Instant>| {
+        t.map_or(0.0, |t| t.duration_since(state.started).as_secs_f64())
+    };
+    let report = BenchReport {
+        file_bytes: state.file_bytes,
+        segments,
+        lines: meta.map_or(0, |m| m.lines_read),
+        // Level-0 pages in GPU buffers (made by the loader thread; else by the renderer).
+        load_s: since(state.on_gpu.or_else(|| {
+            reading
+                .uploaded_at
+                .get(state.pages.len().saturating_sub(1))
+                .copied()
+        })),
+        parse_s: state.parse_time.map_or(0.0, |d| d.as_secs_f64()),
+        bytes_per_segment: per(level0),
+        lod_bytes_per_segment: per(lod_bytes),
+        lod_ready_s: state.lod_time.map_or(0.0, |d| d.as_secs_f64()),
+        plan_s: state.plan_time.map_or(0.0, |d| d.as_secs_f64()),
+        moves: state.timeline.moves().len(),
+        #[allow(clippy::cast_precision_loss)]
+        timeline_bytes_per_move: state.timeline.resident_bytes() as f64
+            / state.timeline.moves().len().max(1) as f64,
+        // The first frame drawn once the toolpath, its levels of detail and the pipelines
+        // were ready (the planner may still be running then).
+        first_frame_s: since(bench.ready_at.and_then(|i| times.get(i)).copied()),
+        frame_ms_median: frame_ms[frame_ms.len() / 2],
+        frame_ms_max: frame_ms.last().copied().unwrap_or(0.0),
+        segments_drawn: reading.drawn_segments,
+        budget: settings.budget,
+        size: request.size,
+        adapter: reading.adapter.unwrap_or_default(),
+    };
+    match serde_json::to_string(&report) {
+        Ok(json) => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = writeln!(out, "{json}").and_then(|()| out.flush()) {
+                bevy::log::error!("cannot write the benchmark: {e}");
+            }
+        }
+        Err(e) => bevy::log::error!("cannot write the benchmark: {e}"),
+    }
+    match (&request.path, target) {
+        (Some(_), Some(target)) => {
+            status.set(CaptureOutcome::Requested);
+            commands
+                .spawn(Screenshot::image(target.0.clone()))
+                .observe(finish_capture);
+        }
+        _ => {
+            status.set(CaptureOutcome::Saved);
+            exit.write(AppExit::Success);
+        }
+    }
 }
 
 fn finish_capture(
@@ -227,9 +468,14 @@ fn finish_capture(
     status: Res<CaptureStatus>,
     mut exit: MessageWriter<AppExit>,
 ) {
-    match write_png(&captured.image, &request.path) {
+    let Some(path) = &request.path else {
+        status.set(CaptureOutcome::Saved);
+        exit.write(AppExit::Success);
+        return;
+    };
+    match write_png(&captured.image, path) {
         Ok(()) => {
-            bevy::log::info!("saved {}", request.path.display());
+            bevy::log::info!("saved {}", path.display());
             status.set(CaptureOutcome::Saved);
             exit.write(AppExit::Success);
         }

@@ -7,6 +7,17 @@ import type { RpcCaller, ServerInfo, TwinProcess } from "../src/lib/api";
 import { THEME_STORAGE_KEY } from "../src/lib/theme";
 
 describe("Twin page", () => {
+  it("starts a live twin that follows the printer", async () => {
+    const openTwin = vi.fn(async (_path: string | null, _live?: boolean) => ({
+      pid: 99,
+      path: "the printer's job",
+    }));
+    render(Twin, { openTwin, pickGcodeFile: async () => null, desktop: true });
+    await fireEvent.click(screen.getByRole("button", { name: /Follow the printer live/ }));
+    await within(screen.getByTestId("twin-result")).findByText("99");
+    expect(openTwin).toHaveBeenCalledWith(null, true);
+  });
+
   it("opens the sample print and shows the process id", async () => {
     const openTwin = vi.fn(async (path: string | null): Promise<TwinProcess> => ({
       pid: 4242,

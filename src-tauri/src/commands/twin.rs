@@ -1,4 +1,6 @@
-//! `twin_open`: starts `gantry twin FILE` as its own process.
+//! `twin_open`: starts `gantry twin FILE` as its own process; with `live`, the twin follows the
+//! app's printer through core's API (`--live URL`, the token in `GANTRY_API_TOKEN`: an
+//! environment is private to the user, a command line is not).
 //!
 //! Each twin owns its window and event loop (Tauri's and Bevy's loops cannot share a process on
 //! every platform). The shell keeps the child handles, reaps the ones that ended, and ends the rest
@@ -8,9 +10,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, PoisonError};
 
+use gantry_core::api::Endpoint;
 use serde::Serialize;
 
 use super::CommandError;
+use super::api::ApiState;
 
 /// The twin processes this app started.
 #[derive(Debug, Default)]
@@ -43,16 +47,22 @@ pub struct TwinStarted {
     pub path: String,
 }
 
-/// Starts the twin for `path`, or for the bundled sample when `path` is null.
+/// Starts the twin for `path`, or for the bundled sample when `path` is null; with `live`, it
+/// follows the app's printer (its job's file as the ghost, else `path`).
 #[tauri::command]
 pub fn twin_open(
     path: Option<String>,
+    live: Option<bool>,
     state: tauri::State<'_, TwinProcesses>,
+    api: tauri::State<'_, ApiState>,
 ) -> Result<TwinStarted, CommandError> {
-    let shown = path
-        .clone()
-        .unwrap_or_else(|| gantry_twin::SAMPLE_NAME.to_owned());
-    let child = spawn_twin(path.map(PathBuf::from))?;
+    let live = live.unwrap_or(false);
+    let shown = match (&path, live) {
+        (Some(p), _) => p.clone(),
+        (None, true) => "the printer's job".to_owned(),
+        (None, false) => gantry_twin::SAMPLE_NAME.to_owned(),
+    };
+    let child = spawn_twin(path.map(PathBuf::from), live.then_some(&api.endpoint))?;
     let info = TwinStarted {
         pid: child.id(),
         path: shown,
@@ -61,11 +71,11 @@ pub fn twin_open(
     Ok(info)
 }
 
-/// Spawns `<this executable> twin [FILE]`.
+/// Spawns `<this executable> twin [FILE]`, following the printer served at `live`.
 ///
 /// # Errors
 /// When the file does not exist or the process cannot be started.
-pub fn spawn_twin(path: Option<PathBuf>) -> Result<Child, CommandError> {
+pub fn spawn_twin(path: Option<PathBuf>, live: Option<&Endpoint>) -> Result<Child, CommandError> {
     let exe = std::env::current_exe().map_err(|e| {
         CommandError::new(
             "spawn_failed",
@@ -74,6 +84,11 @@ pub fn spawn_twin(path: Option<PathBuf>) -> Result<Child, CommandError> {
     })?;
     let mut command = Command::new(exe);
     command.arg("twin").stdin(Stdio::null());
+    if let Some(endpoint) = live {
+        command
+            .args(["--live", &endpoint.ws_url])
+            .env("GANTRY_API_TOKEN", &endpoint.token);
+    }
     if let Some(path) = &path {
         if !path.is_file() {
             return Err(CommandError::new(

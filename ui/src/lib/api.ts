@@ -537,10 +537,11 @@ export function listPrinters(rpc: RpcCaller): Promise<PrinterList> {
 
 const DESKTOP_ONLY = "needs the Gantry desktop app (this page is running in a plain browser)";
 
-/** Starts the digital twin on a G-code file, or on the bundled sample print when `path` is null. */
-export async function openTwin(path: string | null): Promise<TwinProcess> {
+/** Starts the digital twin on a G-code file, or on the bundled sample print when `path` is null;
+ *  with `live`, the twin follows the app's printer (its job's file as the ghost). */
+export async function openTwin(path: string | null, live = false): Promise<TwinProcess> {
   if (!inTauri()) throw new Error(`Opening the twin ${DESKTOP_ONLY}`);
-  return shell(() => invoke<TwinProcess>("twin_open", { path }));
+  return shell(() => invoke<TwinProcess>("twin_open", { path, live }));
 }
 
 /** The G-code extensions the file chooser offers. */

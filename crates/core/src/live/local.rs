@@ -115,6 +115,9 @@ struct Shared {
     emergency: Mutex<Option<Arc<AtomicBool>>>,
     /// The MCU's firmware, as klippy prints it.
     firmware: Mutex<String>,
+    /// The G-code folder: a job's `virtual_sdcard.file_path` is its absolute path, as
+    /// Klipper's is (the twin reads the job's file from there).
+    gcodes_dir: PathBuf,
 }
 
 /// Connects the printer again from scratch, blocking: `true` resets the MCU first (klippy's
@@ -184,7 +187,10 @@ impl LocalPrinter {
             source,
         })?;
         let hub = Arc::new(StatusHub::new());
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            gcodes_dir: setup.gcodes_dir.clone(),
+            ..Shared::default()
+        });
         *lock(&shared.firmware) = setup.firmware.clone();
         let history = history.map(Arc::new);
         let mut printer = printer;
@@ -617,7 +623,7 @@ fn print(
 ) {
     let (hub, shared) = (&host.hub, &host.shared);
     *lock(&shared.sdcard) = SdcardState {
-        file_path: Some(filename.to_owned()),
+        file_path: Some(shared.gcodes_dir.join(filename).display().to_string()),
         file_position: 0,
         file_size: gcode.len(),
         is_active: true,

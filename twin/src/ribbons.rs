@@ -1,0 +1,596 @@
+//! The toolpath renderer: every segment one quad, drawn as a lit bead (ribbon) in the 3D opaque
+//! pass, straight from the loader's pages. The main world says what to draw each frame
+//! ([`RibbonFrame`]: ranges of segments and a few uniform variants); this plugin owns the GPU
+//! side: one storage buffer per page, the pipeline, the uniforms and the draw calls.
+//!
+//! A segment costs 16 bytes of GPU memory (its end point; its start is the point before it).
+//! The vertex shader pulls the two points from the page by `vertex_index / 6` (two triangles
+//! per segment, no vertex or index buffer), so a draw range is `draw(6·first..6·(first +
+//! count))`: hiding layers, the unprinted part of a playback or far-away detail costs nothing
+//! on the GPU — it is not drawn. (Instancing would be the textbook way; Mesa's software Vulkan
+//! runs instances one by one, about 25 µs per segment against a few µs pulled.) See
+//! `shaders/ribbons.wgsl` for the bead's shape and shading.
+//!
+//! The item sits in Bevy's `Opaque3d` phase as a non-mesh binned item (Bevy's
+//! `custom_phase_item` pattern), so it shares the camera's depth buffer, MSAA and target with
+//! the rest of the scene.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use bevy::asset::{embedded_asset, load_embedded_asset};
+use bevy::camera::visibility::{self, NoFrustumCulling, VisibilityClass};
+use bevy::core_pipeline::core_3d::{
+    CORE_3D_DEPTH_FORMAT, Opaque3d, Opaque3dBatchSetKey, Opaque3dBinKey,
+};
+use bevy::ecs::query::ROQueryItem;
+use bevy::ecs::system::SystemParamItem;
+use bevy::ecs::system::lifetimeless::{Read, SRes};
+use bevy::prelude::*;
+use bevy::render::camera::{DirtySpecializations, PendingQueues};
+use bevy::render::extract_component::{ExtractComponent, ExtractComponentPlugin};
+use bevy::render::extract_resource::{ExtractResource, ExtractResourcePlugin};
+use bevy::render::mesh::allocator::MeshSlabs;
+use bevy::render::render_phase::{
+    AddRenderCommand, BinnedRenderPhaseType, DrawFunctions, InputUniformIndex, PhaseItem,
+    RenderCommand, RenderCommandResult, SetItemPipeline, TrackedRenderPass, ViewBinnedRenderPhases,
+};
+use bevy::render::render_resource::binding_types::{
+    storage_buffer_read_only_sized, uniform_buffer,
+};
+use bevy::render::render_resource::{
+    BindGroup, BindGroupEntries, BindGroupLayoutDescriptor, BindGroupLayoutEntries, Buffer,
+    BufferInitDescriptor, BufferUsages, Canonical, ColorTargetState, ColorWrites, CompareFunction,
+    DepthStencilState, DynamicUniformBuffer, FragmentState, PipelineCache, PrimitiveState,
+    PrimitiveTopology, RenderPipeline, RenderPipelineDescriptor, ShaderStages, ShaderType,
+    Specializer, SpecializerKey, TextureFormat, Variants, VertexState,
+};
+use bevy::render::renderer::{RenderDevice, RenderQueue};
+use bevy::render::view::{ExtractedView, RenderVisibleEntities};
+use bevy::render::{Render, RenderApp, RenderStartup, RenderSystems};
+
+use crate::toolpath_data::{GpuPoint, Page};
+
+/// Bytes per point (and per segment).
+pub const POINT_BYTES: u64 = std::mem::size_of::<GpuPoint>() as u64;
+
+/// The uniform block of `ribbons.wgsl`, less the view (filled in per view).
+#[derive(Clone, Copy, Debug, ShaderType)]
+pub struct RibbonParams {
+    /// The view's projection × view matrix (set per view).
+    pub clip_from_world: Mat4,
+    /// The camera's position in Bevy coordinates (set per view).
+    pub camera_pos: Vec4,
+    /// Width px, height px, `clip_from_view[1][1]` (set per view), minimum bead half-width px.
+    pub viewport: Vec4,
+    /// Lowest and highest Z drawn, the highlighted layer's bottom and top (printer mm).
+    pub z_window: Vec4,
+    /// Where the segment at `modes.x` ends instead (the nozzle), printer mm.
+    pub cut_point: Vec4,
+    /// Cut segment (`u32::MAX`: none), colour mode, flags ([`FLAG_TRAVEL`] …), unused.
+    pub modes: UVec4,
+    /// Speed range and flow range of the colour ramp.
+    pub ranges: Vec4,
+    /// Z range of the layer colours, height scale (merged layers), travel half-width px.
+    pub z_range: Vec4,
+    /// Feature colours (linear RGB), by `Feature::index`.
+    pub palette: [Vec4; 16],
+    /// The colour ramp for speed, layer and flow (linear RGB), five stops.
+    pub ramp: [Vec4; 5],
+    /// Travel moves (linear RGB).
+    pub travel_color: Vec4,
+    /// The unprinted part of a playback (linear RGB).
+    pub ghost_color: Vec4,
+    /// Added to every point, printer mm (the moving bed of a bed-slinger).
+    pub offset: Vec4,
+}
+
+impl Default for RibbonParams {
+    fn default() -> Self {
+        Self {
+            clip_from_world: Mat4::IDENTITY,
+            camera_pos: Vec4::ZERO,
+            viewport: Vec4::new(1.0, 1.0, 1.0, 0.35),
+            z_window: Vec4::new(f32::MIN, f32::MAX, 0.0, 0.0),
+            cut_point: Vec4::ZERO,
+            modes: UVec4::new(u32::MAX, 0, 0, 0),
+            ranges: Vec4::new(0.0, 1.0, 0.0, 1.0),
+            z_range: Vec4::new(0.0, 1.0, 1.0, 0.6),
+            palette: [Vec4::ONE; 16],
+            ramp: [Vec4::ONE; 5],
+            travel_color: Vec4::ONE,
+            ghost_color: Vec4::splat(0.3),
+            offset: Vec4::ZERO,
+        }
+    }
+}
+
+/// Travel moves are drawn.
+pub const FLAG_TRAVEL: u32 = 1;
+/// Everything in the draw is drawn as the ghost.
+pub const FLAG_GHOST_ALL: u32 = 2;
+/// Segments after the cut are drawn as the ghost instead of hidden.
+pub const FLAG_GHOST_AFTER_CUT: u32 = 4;
+/// Segments outside the highlighted layer are dimmed.
+pub const FLAG_HIGHLIGHT: u32 = 8;
+
+/// What changes between the draws of one frame.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Variant {
+    /// Segment cut at the nozzle (`u32::MAX`: none).
+    pub cut_index: u32,
+    /// Bead height multiplier (merged layers).
+    pub height_scale: f32,
+    /// Extra flags ([`FLAG_GHOST_ALL`]).
+    pub flags: u32,
+}
+
+/// One draw call: `count` segments from `first` of page `page`, with uniform variant `variant`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrawRange {
+    /// Index into [`RibbonPages::pages`].
+    pub page: u32,
+    /// First segment (instance) in the page.
+    pub first: u32,
+    /// Segments.
+    pub count: u32,
+    /// Index into [`RibbonFrame::variants`].
+    pub variant: u32,
+}
+
+/// A page of points and, once made, its GPU buffer.
+#[derive(Clone, Debug)]
+pub struct RibbonPage {
+    /// The points.
+    pub points: Page,
+    /// The storage buffer holding them (made by the loader thread when it could).
+    pub buffer: Option<Buffer>,
+}
+
+/// Every page of points the GPU should hold (level 0 and levels of detail), main world.
+#[derive(Resource, Clone, Debug, Default)]
+pub struct RibbonPages {
+    /// The pages; indices are stable (pages are only appended).
+    pub pages: Vec<RibbonPage>,
+}
+
+/// The GPU device, for threads that make buffers themselves (the loader makes each page's
+/// buffer as soon as the page is full, whatever the frame rate): set once the renderer has it.
+#[derive(Resource, Clone, Default)]
+pub struct SharedDevice(pub Arc<std::sync::OnceLock<RenderDevice>>);
+
+impl std::fmt::Debug for SharedDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SharedDevice")
+            .field(&self.0.get().is_some())
+            .finish()
+    }
+}
+
+/// A storage buffer holding `points`.
+pub fn page_buffer(device: &RenderDevice, points: &[GpuPoint]) -> Buffer {
+    device.create_buffer_with_data(&BufferInitDescriptor {
+        label: Some("toolpath page"),
+        contents: bytemuck::cast_slice(points),
+        usage: BufferUsages::STORAGE,
+    })
+}
+
+/// The system that fills [`SharedDevice`].
+#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ShareDevice;
+
+fn share_device(device: Option<Res<RenderDevice>>, shared: Res<SharedDevice>) {
+    if let Some(device) = device
+        && shared.0.get().is_none()
+    {
+        let _ = shared.0.set(device.clone());
+    }
+}
+
+impl ExtractResource for RibbonPages {
+    type Source = RibbonPages;
+    fn extract_resource(source: &Self::Source) -> Self {
+        source.clone()
+    }
+}
+
+/// What to draw this frame, main world.
+#[derive(Resource, Clone, Debug, Default)]
+pub struct RibbonFrame {
+    /// Everything but the view.
+    pub params: RibbonParams,
+    /// Uniform variants the draws refer to.
+    pub variants: Vec<Variant>,
+    /// The draw calls, in order.
+    pub draws: Vec<DrawRange>,
+}
+
+impl ExtractResource for RibbonFrame {
+    type Source = RibbonFrame;
+    fn extract_resource(source: &Self::Source) -> Self {
+        source.clone()
+    }
+}
+
+/// How far the upload of pages has come, shared by the render world (writes) and the main world.
+#[derive(Resource, Clone, Debug, Default)]
+pub struct UploadStatus(pub Arc<Mutex<UploadReading>>);
+
+/// See [`UploadStatus`].
+#[derive(Clone, Debug, Default)]
+pub struct UploadReading {
+    /// Pages on the GPU.
+    pub pages: usize,
+    /// Bytes on the GPU.
+    pub bytes: u64,
+    /// When the last page was created on the GPU.
+    pub last_upload: Option<Instant>,
+    /// When each page was created on the GPU, by page index.
+    pub uploaded_at: Vec<Instant>,
+    /// The adapter's name and type, once known.
+    pub adapter: Option<String>,
+    /// Segments drawn in the last frame rendered.
+    pub drawn_segments: u64,
+}
+
+impl UploadStatus {
+    /// The reading now.
+    pub fn get(&self) -> UploadReading {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The entity whose presence in a view makes the ribbons draw there.
+#[derive(Component, Clone, Copy, Debug, Default, ExtractComponent)]
+#[require(VisibilityClass)]
+#[component(on_add = visibility::add_visibility_class::<RibbonEntity>)]
+pub struct RibbonEntity;
+
+/// Adds the renderer.
+pub fn plugin(app: &mut App) {
+    embedded_asset!(app, "shaders/ribbons.wgsl");
+    let status = UploadStatus::default();
+    app.init_resource::<RibbonPages>()
+        .init_resource::<RibbonFrame>()
+        .init_resource::<SharedDevice>()
+        .add_systems(First, share_device.in_set(ShareDevice))
+        .insert_resource(status.clone())
+        .add_plugins((
+            ExtractComponentPlugin::<RibbonEntity>::default(),
+            ExtractResourcePlugin::<RibbonPages>::default(),
+            ExtractResourcePlugin::<RibbonFrame>::default(),
+        ))
+        .add_systems(Startup, spawn_ribbon_entity);
+    let Some(render_app) = app.get_sub_app_mut(RenderApp) else {
+        return;
+    };
+    render_app
+        .insert_resource(status)
+        .init_resource::<RibbonBuffers>()
+        .init_resource::<RibbonUniforms>()
+        .init_resource::<PendingRibbonQueues>()
+        .add_render_command::<Opaque3d, DrawRibbonCommands>()
+        .add_systems(RenderStartup, init_pipeline)
+        .add_systems(
+            Render,
+            (
+                upload_pages.in_set(RenderSystems::PrepareResources),
+                prepare_uniforms.in_set(RenderSystems::PrepareResources),
+                prepare_bind_group.in_set(RenderSystems::PrepareBindGroups),
+                queue_ribbons.in_set(RenderSystems::Queue),
+            ),
+        );
+}
+
+fn spawn_ribbon_entity(mut commands: Commands) {
+    commands.spawn((
+        Name::new("Toolpath ribbons"),
+        RibbonEntity,
+        Visibility::default(),
+        Transform::default(),
+        NoFrustumCulling,
+    ));
+}
+
+/// The GPU buffers of the pages and their bind groups (uniforms + page), render world.
+#[derive(Resource, Default)]
+struct RibbonBuffers {
+    buffers: Vec<Buffer>,
+    groups: Vec<BindGroup>,
+    /// The uniform buffer the groups were made with.
+    uniform_buffer: Option<bevy::render::render_resource::BufferId>,
+}
+
+fn upload_pages(
+    pages: Option<Res<RibbonPages>>,
+    mut buffers: ResMut<RibbonBuffers>,
+    device: Res<RenderDevice>,
+    status: Res<UploadStatus>,
+    adapter: Res<bevy::render::renderer::RenderAdapterInfo>,
+) {
+    let Some(pages) = pages else { return };
+    if buffers.buffers.len() >= pages.pages.len() {
+        return;
+    }
+    for page in &pages.pages[buffers.buffers.len()..] {
+        let buffer = page
+            .buffer
+            .clone()
+            .unwrap_or_else(|| page_buffer(&device, &page.points));
+        buffers.buffers.push(buffer);
+        let mut s = status.0.lock().unwrap_or_else(PoisonError::into_inner);
+        s.pages += 1;
+        s.bytes += page.points.len() as u64 * POINT_BYTES;
+        s.last_upload = Some(Instant::now());
+        s.uploaded_at.push(Instant::now());
+        if s.adapter.is_none() {
+            s.adapter = Some(format!("{} ({:?})", adapter.name, adapter.device_type));
+        }
+    }
+}
+
+/// The uniform variants of every view, render world.
+#[derive(Resource, Default)]
+struct RibbonUniforms {
+    buffer: DynamicUniformBuffer<RibbonParams>,
+}
+
+/// The dynamic offsets of a view's uniform variants.
+#[derive(Component, Clone, Debug, Default)]
+struct RibbonViewOffsets(Vec<u32>);
+
+fn prepare_uniforms(
+    mut commands: Commands,
+    frame: Option<Res<RibbonFrame>>,
+    mut uniforms: ResMut<RibbonUniforms>,
+    views: Query<(Entity, &ExtractedView)>,
+    device: Res<RenderDevice>,
+    queue: Res<RenderQueue>,
+    status: Res<UploadStatus>,
+) {
+    let Some(frame) = frame else { return };
+    uniforms.buffer.clear();
+    for (entity, view) in &views {
+        let clip_from_world = view
+            .clip_from_world
+            .unwrap_or_else(|| view.clip_from_view * view.world_from_view.to_matrix().inverse());
+        let mut offsets = Vec::with_capacity(frame.variants.len());
+        for v in &frame.variants {
+            let mut p = frame.params;
+            p.clip_from_world = clip_from_world;
+            p.camera_pos = view.world_from_view.translation().extend(1.0);
+            #[allow(clippy::cast_precision_loss)]
+            {
+                p.viewport.x = view.viewport.z as f32;
+                p.viewport.y = view.viewport.w as f32;
+            }
+            p.viewport.z = view.clip_from_view.col(1).y;
+            p.modes.x = v.cut_index;
+            p.modes.z |= v.flags;
+            p.z_range.z = v.height_scale;
+            offsets.push(uniforms.buffer.push(&p));
+        }
+        commands.entity(entity).insert(RibbonViewOffsets(offsets));
+    }
+    uniforms.buffer.write_buffer(&device, &queue);
+    let drawn = frame.draws.iter().map(|d| u64::from(d.count)).sum();
+    status
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .drawn_segments = drawn;
+}
+
+fn prepare_bind_group(
+    uniforms: Res<RibbonUniforms>,
+    mut buffers: ResMut<RibbonBuffers>,
+    pipeline: Option<Res<RibbonPipeline>>,
+    cache: Res<PipelineCache>,
+    device: Res<RenderDevice>,
+) {
+    let Some(pipeline) = pipeline else { return };
+    let (Some(uniform), Some(binding)) = (uniforms.buffer.buffer(), uniforms.buffer.binding())
+    else {
+        return;
+    };
+    // A bind group per page; all again when the uniform buffer was reallocated.
+    if buffers.uniform_buffer != Some(uniform.id()) {
+        buffers.groups.clear();
+        buffers.uniform_buffer = Some(uniform.id());
+    }
+    let layout = cache.get_bind_group_layout(&pipeline.layout);
+    let buffers = &mut *buffers;
+    for page in &buffers.buffers[buffers.groups.len()..] {
+        buffers.groups.push(device.create_bind_group(
+            "toolpath ribbons",
+            &layout,
+            &BindGroupEntries::sequential((binding.clone(), page.as_entire_binding())),
+        ));
+    }
+}
+
+/// The pipeline and its variants (by MSAA and target format), render world.
+#[derive(Resource)]
+struct RibbonPipeline {
+    layout: BindGroupLayoutDescriptor,
+    variants: Variants<RenderPipeline, RibbonSpecializer>,
+}
+
+struct RibbonSpecializer;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, SpecializerKey)]
+struct RibbonKey {
+    samples: u32,
+    format: TextureFormat,
+}
+
+impl Specializer<RenderPipeline> for RibbonSpecializer {
+    type Key = RibbonKey;
+
+    fn specialize(
+        &self,
+        key: Self::Key,
+        descriptor: &mut RenderPipelineDescriptor,
+    ) -> Result<Canonical<Self::Key>, BevyError> {
+        descriptor.multisample.count = key.samples;
+        if let Some(fragment) = descriptor.fragment.as_mut() {
+            fragment.targets = vec![Some(ColorTargetState {
+                format: key.format,
+                blend: None,
+                write_mask: ColorWrites::ALL,
+            })];
+        }
+        Ok(key)
+    }
+}
+
+fn init_pipeline(mut commands: Commands, asset_server: Res<AssetServer>) {
+    let shader = load_embedded_asset!(asset_server.as_ref(), "shaders/ribbons.wgsl");
+    let layout = BindGroupLayoutDescriptor::new(
+        "toolpath ribbons",
+        &BindGroupLayoutEntries::sequential(
+            ShaderStages::VERTEX,
+            (
+                uniform_buffer::<RibbonParams>(true),
+                storage_buffer_read_only_sized(false, std::num::NonZeroU64::new(POINT_BYTES)),
+            ),
+        ),
+    );
+    let descriptor = RenderPipelineDescriptor {
+        label: Some("toolpath ribbons".into()),
+        layout: vec![layout.clone()],
+        vertex: VertexState {
+            shader: shader.clone(),
+            ..default()
+        },
+        fragment: Some(FragmentState {
+            shader,
+            ..default()
+        }),
+        primitive: PrimitiveState {
+            topology: PrimitiveTopology::TriangleList,
+            cull_mode: None,
+            ..default()
+        },
+        depth_stencil: Some(DepthStencilState {
+            format: CORE_3D_DEPTH_FORMAT,
+            depth_write_enabled: Some(true),
+            depth_compare: Some(CompareFunction::GreaterEqual),
+            stencil: default(),
+            bias: default(),
+        }),
+        ..default()
+    };
+    commands.insert_resource(RibbonPipeline {
+        layout,
+        variants: Variants::new(RibbonSpecializer, descriptor),
+    });
+}
+
+/// Entities that could not be queued yet (required by [`DirtySpecializations`]).
+#[derive(Default, Deref, DerefMut, Resource)]
+struct PendingRibbonQueues(PendingQueues);
+
+#[allow(clippy::too_many_arguments)]
+fn queue_ribbons(
+    cache: Res<PipelineCache>,
+    pipeline: Option<ResMut<RibbonPipeline>>,
+    mut phases: ResMut<ViewBinnedRenderPhases<Opaque3d>>,
+    draw_functions: Res<DrawFunctions<Opaque3d>>,
+    views: Query<(&ExtractedView, &RenderVisibleEntities, &Msaa)>,
+    dirty: Res<DirtySpecializations>,
+    mut pending: ResMut<PendingRibbonQueues>,
+) {
+    let Some(mut pipeline) = pipeline else { return };
+    let draw = draw_functions.read().id::<DrawRibbonCommands>();
+    for (view, visible, msaa) in &views {
+        let Some(phase) = phases.get_mut(&view.retained_view_entity) else {
+            continue;
+        };
+        let Some(entities) = visible.get::<RibbonEntity>() else {
+            continue;
+        };
+        let view_pending = pending.prepare_for_new_frame(view.retained_view_entity);
+        for &main_entity in dirty.iter_to_dequeue(view.retained_view_entity, entities) {
+            phase.remove(main_entity);
+        }
+        for (render_entity, main_entity) in dirty.iter_to_queue(
+            view.retained_view_entity,
+            entities,
+            &view_pending.prev_frame,
+        ) {
+            let key = RibbonKey {
+                samples: msaa.samples(),
+                format: view.target_format,
+            };
+            let Ok(pipeline_id) = pipeline.variants.specialize(&cache, key) else {
+                continue;
+            };
+            phase.add(
+                Opaque3dBatchSetKey {
+                    draw_function: draw,
+                    pipeline: pipeline_id,
+                    material_bind_group_index: None,
+                    lightmap_slab: None,
+                    slabs: MeshSlabs::default(),
+                },
+                Opaque3dBinKey {
+                    asset_id: AssetId::<Mesh>::invalid().untyped(),
+                },
+                (*render_entity, *main_entity),
+                InputUniformIndex::default(),
+                BinnedRenderPhaseType::NonMesh,
+            );
+        }
+    }
+}
+
+type DrawRibbonCommands = (SetItemPipeline, DrawRibbons);
+
+struct DrawRibbons;
+
+impl<P: PhaseItem> RenderCommand<P> for DrawRibbons {
+    type Param = (SRes<RibbonBuffers>, SRes<RibbonUniforms>, SRes<RibbonFrame>);
+    type ViewQuery = Option<Read<RibbonViewOffsets>>;
+    type ItemQuery = ();
+
+    fn render<'w>(
+        _: &P,
+        offsets: ROQueryItem<'w, '_, Self::ViewQuery>,
+        _: Option<ROQueryItem<'w, '_, Self::ItemQuery>>,
+        (buffers, uniforms, frame): SystemParamItem<'w, '_, Self::Param>,
+        pass: &mut TrackedRenderPass<'w>,
+    ) -> RenderCommandResult {
+        let (buffers, uniforms, frame) = (
+            buffers.into_inner(),
+            uniforms.into_inner(),
+            frame.into_inner(),
+        );
+        let _ = uniforms;
+        let Some(offsets) = offsets else {
+            return RenderCommandResult::Skip;
+        };
+        let mut bound = (u32::MAX, u32::MAX);
+        for d in &frame.draws {
+            if d.count == 0 {
+                continue;
+            }
+            let Some(group) = buffers.groups.get(d.page as usize) else {
+                continue;
+            };
+            let Some(&offset) = offsets.0.get(d.variant as usize) else {
+                continue;
+            };
+            if (d.page, d.variant) != bound {
+                pass.set_bind_group(0, group, &[offset]);
+                bound = (d.page, d.variant);
+            }
+            pass.draw(6 * d.first..6 * (d.first + d.count), 0..1);
+        }
+        RenderCommandResult::Success
+    }
+}
