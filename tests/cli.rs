@@ -63,11 +63,29 @@ fn twin_reports_a_bad_printer_config_with_its_place() {
     let dir = std::env::temp_dir().join(format!("gantry-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let cfg = dir.join("printer.cfg");
-    std::fs::write(
-        &cfg,
-        "[printer]\nkinematics: cartesian\n[stepper_x]\nposition_max: wide\n",
-    )
-    .expect("write");
+    // The simulated board's config, one value broken: the twin builds the whole printer (as
+    // klippy does), so the rest must be complete for the stepper's error to be the first.
+    let (ok, example, _) = gantry(&["sim", "--example-config"]);
+    assert!(ok, "the example config");
+    let mut section = String::new();
+    let mut broken_line = 0;
+    let text: Vec<String> = example
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            if line.starts_with('[') {
+                section = line.to_owned();
+            }
+            if section == "[stepper_x]" && line.starts_with("position_max") {
+                broken_line = i + 1;
+                "position_max: wide".to_owned()
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    assert!(broken_line > 0, "stepper_x has a position_max: {example}");
+    std::fs::write(&cfg, text.join("\n")).expect("write");
     let (ok, _, stderr) = gantry(&[
         "twin",
         "--config",
@@ -76,12 +94,10 @@ fn twin_reports_a_bad_printer_config_with_its_place() {
         "/tmp/never.png",
     ]);
     assert!(!ok);
-    assert!(
-        stderr.contains(
-            "printer.cfg:4: Unable to parse option 'position_max' in section 'stepper_x'"
-        ),
-        "unclear error: {stderr}"
+    let expected = format!(
+        "printer.cfg:{broken_line}: Unable to parse option 'position_max' in section 'stepper_x'"
     );
+    assert!(stderr.contains(&expected), "unclear error: {stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -100,13 +100,15 @@ describe("endpoint()", () => {
 describe("shell commands", () => {
   const inDesktop = () => vi.stubGlobal("window", { __TAURI_INTERNALS__: {} });
 
-  it("opens the twin with twin_open { path }", async () => {
+  it("opens the twin with twin_open { path, live }", async () => {
     inDesktop();
     invokeMock.mockResolvedValue({ pid: 99, path: "sample" });
     await expect(openTwin(null)).resolves.toEqual({ pid: 99, path: "sample" });
-    expect(invokeMock).toHaveBeenLastCalledWith("twin_open", { path: null });
+    expect(invokeMock).toHaveBeenLastCalledWith("twin_open", { path: null, live: false });
     await openTwin("/tmp/a.gcode");
-    expect(invokeMock).toHaveBeenLastCalledWith("twin_open", { path: "/tmp/a.gcode" });
+    expect(invokeMock).toHaveBeenLastCalledWith("twin_open", { path: "/tmp/a.gcode", live: false });
+    await openTwin(null, true);
+    expect(invokeMock).toHaveBeenLastCalledWith("twin_open", { path: null, live: true });
   });
 
   it("turns a command's { kind, message } rejection into a ShellError", async () => {

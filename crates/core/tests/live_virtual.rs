@@ -640,3 +640,32 @@ fn a_failing_command_in_the_file_stops_the_print_as_klipper_does() {
         "line 2",
     );
 }
+
+/// Regression: a stepper's first enable waited for the heaters' start values (its `min_clock`
+/// was their clock, ~0.2 s ahead), so it reached the MCU only ~50 ms before it was due — and
+/// late on a loaded desktop ("Timer too close"). An output with nothing queued before its first
+/// command may go out at once.
+#[test]
+fn a_first_stepper_enable_is_not_held_behind_other_outputs() {
+    let (mut printer, host) = live_printer(VirtualOptions::default());
+    for (i, line) in ["SET_KINEMATIC_POSITION X=100 Y=100 Z=10", "G1 Z10.3 F600"]
+        .iter()
+        .enumerate()
+    {
+        printer
+            .live_run_line(line, u32::try_from(i + 1).expect("few lines"))
+            .expect("runs");
+    }
+    printer.live_wait_moves().expect("the moves end");
+    let sent = host.recent_messages();
+    let enable = sent
+        .iter()
+        .find(|m| m.contains("queue_digital_out") && !m.contains(" req=0 "))
+        .unwrap_or_else(|| panic!("the Z stepper is enabled: {sent:#?}"));
+    assert!(
+        enable.contains(" min=0 "),
+        "the first enable has nothing to wait for: {enable}"
+    );
+    let report = host.with_sim(|s| s.report());
+    assert!(report.fault.is_none(), "sim fault: {:?}", report.fault);
+}
