@@ -14,6 +14,8 @@
 
 #[path = "../crates/core/tests/support/peers.rs"]
 mod peers;
+#[path = "support/webdriver.rs"]
+mod webdriver;
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -25,178 +27,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-/// tauri-driver with WebKitWebDriver and the app in its own process group, ended on drop.
-struct Driver {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        {
-            let group = format!("-{}", self.child.id());
-            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn start_driver(data_dir: &std::path::Path) -> Driver {
-    let driver = std::env::var("GANTRY_TAURI_DRIVER")
-        .expect("GANTRY_TAURI_DRIVER must name the tauri-driver binary (cargo xtask test sets it)");
-    assert!(
-        std::env::var_os("DISPLAY").is_some(),
-        "DISPLAY must be set (cargo xtask test starts Xvfb)"
-    );
-    let (port, native) = (free_port(), free_port());
-    let mut command = Command::new(driver);
-    #[cfg(unix)]
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let child = command
-        .args([
-            "--port",
-            &port.to_string(),
-            "--native-port",
-            &native.to_string(),
-        ])
-        // The app inherits these through WebKitWebDriver: no mDNS, its own data folder.
-        .env("GANTRY_MDNS", "off")
-        .env("GANTRY_DATA_DIR", data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("tauri-driver starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ureq::get(&format!("{base}/status")).call().is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "tauri-driver did not answer within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Driver { child, base }
-}
-
-/// One WebDriver session on the app.
-struct Session(String);
-
-impl Session {
-    fn post(&self, path: &str, body: &Value) -> Value {
-        let url = format!("{}{path}", self.0);
-        let mut resp = ureq::post(&url)
-            .send_json(body)
-            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        resp.body_mut().read_json().expect("JSON")
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let url = format!("{}{path}", self.0);
-        let mut resp = ureq::get(&url)
-            .call()
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        resp.body_mut().read_json().expect("JSON")
-    }
-
-    fn find(&self, css: &str) -> Option<String> {
-        ureq::post(&format!("{}/element", self.0))
-            .send_json(json!({"using": "css selector", "value": css}))
-            .ok()
-            .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
-            .and_then(|v| v["value"][ELEMENT_KEY].as_str().map(str::to_owned))
-    }
-
-    /// Polls for an element until `timeout`.
-    fn wait(&self, css: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(id) = self.find(css) {
-                return id;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no element {css} within {timeout:?}; the page reads:\n{}",
-                self.page_text()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn text(&self, element: &str) -> String {
-        self.get(&format!("/element/{element}/text"))["value"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
-    }
-
-    /// Polls an element's text until `check` holds; returns the text.
-    fn wait_text(&self, css: &str, timeout: Duration, check: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(id) = self.find(css) {
-                let text = self.text(&id);
-                if check(&text) {
-                    return text;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{css} reads {text:?} after {timeout:?}"
-                );
-            } else {
-                assert!(
-                    Instant::now() < deadline,
-                    "no element {css} within {timeout:?}"
-                );
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    fn page_text(&self) -> String {
-        self.find("body").map(|b| self.text(&b)).unwrap_or_default()
-    }
-
-    fn click(&self, css: &str) {
-        let id = self.wait(css, Duration::from_secs(10));
-        self.post(&format!("/element/{id}/click"), &json!({}));
-    }
-
-    fn type_into(&self, css: &str, text: &str) {
-        let id = self.wait(css, Duration::from_secs(10));
-        self.post(&format!("/element/{id}/clear"), &json!({}));
-        self.post(&format!("/element/{id}/value"), &json!({ "text": text }));
-    }
-
-    fn script(&self, script: &str) -> Value {
-        self.post("/execute/sync", &json!({ "script": script, "args": [] }))["value"].clone()
-    }
-
-    fn screenshot(&self, name: &str) -> PathBuf {
-        let shot = self.get("/screenshot");
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(shot["value"].as_str().expect("base64"))
-            .expect("valid base64");
-        assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
-        let dir = std::env::var_os("GANTRY_SHOTS_DIR")
-            .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from);
-        std::fs::create_dir_all(&dir).expect("the screenshot folder");
-        let out = dir.join(name);
-        std::fs::write(&out, png).expect("save the screenshot");
-        out
-    }
-}
 
 /// An MJPEG camera on loopback, as mjpg-streamer serves one: `?action=stream` is a
 /// `multipart/x-mixed-replace` stream of JPEG frames, `?action=snapshot` one frame.
@@ -336,22 +166,8 @@ fn printers_page_and_dashboard_against_a_real_octoprint() {
         op
     });
     let data = peers::TempDir::new("printers-e2e");
-    let driver = start_driver(data.path());
-    let app = PathBuf::from(env!("CARGO_BIN_EXE_gantry"));
-    let created = ureq::post(&format!("{}/session", driver.base))
-        .send_json(json!({"capabilities": {"alwaysMatch": {
-            "browserName": "wry",
-            "tauri:options": {"application": app}
-        }}}))
-        .expect("a session")
-        .body_mut()
-        .read_json::<Value>()
-        .expect("JSON");
-    let id = created["value"]["sessionId"]
-        .as_str()
-        .expect("a session id")
-        .to_owned();
-    let s = Session(format!("{}/session/{id}", driver.base));
+    let driver = webdriver::start_driver(Some(data.path()));
+    let s = driver.open_app(&PathBuf::from(env!("CARGO_BIN_EXE_gantry")));
     let long = Duration::from_secs(60);
 
     // The Printers page, with Gantry's simulated printer in the fleet.
@@ -490,7 +306,7 @@ fn printers_page_and_dashboard_against_a_real_octoprint() {
         long,
     );
 
-    let _ = ureq::delete(&s.0).call();
+    s.close();
     drop(driver);
     drop(op);
     drop(camera);

@@ -14,7 +14,7 @@ import {
   printerTestId,
 } from "../src/lib/format";
 import type { Printer } from "../src/lib/api";
-import { setTemperatureGcode } from "../src/lib/status";
+import { heaters, setTemperatureGcode } from "../src/lib/status";
 
 describe("normalizeUsbId", () => {
   it("keeps 4 lower-case hex digits", () => {
@@ -138,5 +138,28 @@ describe("heater targets as G-code", () => {
     expect(setTemperatureGcode("heater_generic chamber", 40)).toBe(
       "SET_HEATER_TEMPERATURE HEATER=chamber TARGET=40",
     );
+  });
+});
+
+describe("heaters", () => {
+  it("lists heater objects with a temperature, hotends first, the bed last", () => {
+    const list = heaters({
+      heater_bed: { temperature: 60.2, target: 60 },
+      extruder: { temperature: 25, target: 0, power: 0 },
+      toolhead: { position: [0, 0, 0, 0] },
+    });
+    expect(list.map((h) => [h.name, h.label, h.temperature])).toEqual([
+      ["extruder", "Hotend", 25],
+      ["heater_bed", "Bed", 60.2],
+    ]);
+    expect(list[1].power).toBeNull();
+  });
+
+  // Regression: the Dashboard subscribes to `heater_bed` on every printer; one without a bed
+  // (or one whose server has not reported yet) answers with an empty object, not a 0 °C heater.
+  it("leaves out heater objects the printer has not reported", () => {
+    expect(heaters({ extruder: { temperature: 21 }, heater_bed: {} }).map((h) => h.name)).toEqual([
+      "extruder",
+    ]);
   });
 });

@@ -119,7 +119,22 @@ export class PrinterStore {
     const { objects } = await listObjects(client, id);
     const query: ObjectQuery = {};
     for (const name of objects) query[name] = null;
-    for (const name of ["webhooks", "virtual_sdcard", "display_status", "idle_timeout"]) {
+    // Klipper's usual objects too, listed or not yet: a remote printer's objects appear as its
+    // server reports them (OctoPrint's temperatures come with its first push), and a
+    // subscription made before then must still carry them.
+    for (const name of [
+      "webhooks",
+      "virtual_sdcard",
+      "display_status",
+      "idle_timeout",
+      "print_stats",
+      "toolhead",
+      "motion_report",
+      "gcode_move",
+      "fan",
+      "extruder",
+      "heater_bed",
+    ]) {
       query[name] = null;
     }
     const result = await subscribeObjects(client, id, query);

@@ -49,9 +49,11 @@ export function heaterLabel(name: string): string {
   return name.replace(/^heater_generic /, "");
 }
 
+/** The heaters the printer reports: heater objects with a temperature (an object subscribed to
+ * before the printer reported it is empty). */
 export function heaters(status: StatusObjects): Heater[] {
   return Object.keys(status)
-    .filter(isHeaterObject)
+    .filter((name) => isHeaterObject(name) && num(status, name, "temperature") !== null)
     .sort((a, b) => (a === "heater_bed" ? 1 : b === "heater_bed" ? -1 : a.localeCompare(b)))
     .map((name) => ({
       name,

@@ -195,6 +195,8 @@ impl LocalPrinter {
         let history = history.map(Arc::new);
         let mut printer = printer;
         attach(&mut printer, &hub, &shared, history.as_ref()).map_err(|_| LocalError::NotLive)?;
+        // The status objects are there before the first query (not a period later).
+        printer.live_observe_now();
 
         let (tx, rx) = mpsc::channel();
         let host = Host {
@@ -561,6 +563,9 @@ fn restart(printer: &mut Option<Printer>, host: &Host, firmware: bool) -> Result
                 return Err(why);
             }
             *lock(&host.shared.firmware) = version;
+            // The status objects at once, so a query right after the restart sees the printer
+            // ready (`attach` starts the hub afresh; the observer would publish 50 ms later).
+            p.live_observe_now();
             *printer = Some(p);
             tracing::info!("{what}: the printer is ready");
             Ok(())
