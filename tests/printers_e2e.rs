@@ -20,13 +20,11 @@ mod webdriver;
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// An MJPEG camera on loopback, as mjpg-streamer serves one: `?action=stream` is a
 /// `multipart/x-mixed-replace` stream of JPEG frames, `?action=snapshot` one frame.

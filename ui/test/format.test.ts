@@ -152,7 +152,7 @@ describe("heaters", () => {
       ["extruder", "Hotend", 25],
       ["heater_bed", "Bed", 60.2],
     ]);
-    expect(list[1].power).toBeNull();
+    expect(list.at(1)?.power).toBeNull();
   });
 
   // Regression: the Dashboard subscribes to `heater_bed` on every printer; one without a bed
