@@ -473,7 +473,7 @@ fn run_port(
                  the host is starved (a busy desktop, or the USB/serial path) and past about \
                  {:.1} s the MCU stops with \"Timer too close\" — close busy programs",
                 age * 1e3,
-                gantry_motion::toolhead::LIVE_EXTRA_LEAD_S + 0.45
+                gantry_motion::toolhead::LIVE_MIN_STEP_LEAD_S
             );
         }
         // Publish clock synchronisation after each new sample (about once a second).

@@ -121,56 +121,8 @@ impl fmt::Display for KlippyState {
     }
 }
 
-/// `print_stats.state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PrintState {
-    /// No job.
-    Standby,
-    /// A job is running.
-    Printing,
-    /// A job is paused.
-    Paused,
-    /// The last job finished.
-    Complete,
-    /// The last job was cancelled.
-    Cancelled,
-    /// The last job stopped on an error.
-    Error,
-}
-
-impl PrintState {
-    /// Klipper's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Standby => "standby",
-            Self::Printing => "printing",
-            Self::Paused => "paused",
-            Self::Complete => "complete",
-            Self::Cancelled => "cancelled",
-            Self::Error => "error",
-        }
-    }
-
-    /// Parses Klipper's spelling; anything else is `None`.
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "standby" => Self::Standby,
-            "printing" => Self::Printing,
-            "paused" => Self::Paused,
-            "complete" => Self::Complete,
-            "cancelled" => Self::Cancelled,
-            "error" => Self::Error,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for PrintState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// `print_stats.state`: the planner's type, shared by every backend.
+pub use gantry_motion::printer::PrintState;
 
 /// A heater's reading, from an `extruder*`, `heater_bed` or `heater_generic` object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

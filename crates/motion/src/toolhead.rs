@@ -45,6 +45,9 @@ pub const LIVE_EXTRA_LEAD_S: f64 = 0.5;
 /// The input-throttling horizon of a live host (klippy's `BUFFER_TIME_HIGH` plus
 /// [`LIVE_EXTRA_LEAD_S`]): steps generated up to 1.2 s ahead need moves queued beyond that.
 pub const LIVE_BUFFER_TIME_HIGH: f64 = BUFFER_TIME_HIGH + LIVE_EXTRA_LEAD_S;
+/// The least a live host keeps generated steps ahead of the MCU while stepping, s: a stall of
+/// the host or its serial path longer than this makes the MCU stop ("Timer too close").
+pub const LIVE_MIN_STEP_LEAD_S: f64 = BGFLUSH_SG_LOW_TIME + LIVE_EXTRA_LEAD_S;
 /// Maximum step compression error, s (Klipper's MAX_STEPCOMPRESS_ERROR).
 pub const MAX_STEPCOMPRESS_ERROR: f64 = 0.000_025;
 

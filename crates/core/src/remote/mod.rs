@@ -137,6 +137,33 @@ impl Default for RemoteOptions {
     }
 }
 
+/// A backend's connection task, stopped by raising the backend's shutdown signal.
+pub(crate) struct BackendTask(std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>);
+
+impl BackendTask {
+    pub(crate) fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        Self(std::sync::Mutex::new(Some(task)))
+    }
+
+    /// Raises `shutdown` and waits for the task: it sees the signal at its next await; one
+    /// stuck in a request is aborted after 2 s. Later calls return at once.
+    pub(crate) async fn stop(&self, shutdown: &tokio::sync::watch::Sender<bool>) {
+        let _ = shutdown.send(true);
+        let task = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(mut task) = task
+            && tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
 /// Resolves once `shutdown` holds `true` (at once if it already does; a lost sender counts as
 /// shutdown).
 pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {

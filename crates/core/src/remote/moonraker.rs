@@ -31,7 +31,6 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::model::{
@@ -658,7 +657,7 @@ async fn run(inner: Arc<Inner>, first: Socket) {
 /// A Moonraker printer. Dropping it closes the connection.
 pub struct Moonraker {
     inner: Arc<Inner>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: super::BackendTask,
 }
 
 impl std::fmt::Debug for Moonraker {
@@ -706,27 +705,13 @@ impl Moonraker {
             tokio::time::timeout(options.request_timeout, first_pass.wait_for(|done| *done)).await;
         Ok(Self {
             inner,
-            task: Mutex::new(Some(task)),
+            task: super::BackendTask::new(task),
         })
     }
 
     /// Closes the connection and waits for its task.
     pub async fn shutdown(&self) {
-        let _ = self.inner.shutdown.send(true);
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(mut task) = task {
-            // The task sees the signal at its next await; one stuck in a request is aborted.
-            if tokio::time::timeout(Duration::from_secs(2), &mut task)
-                .await
-                .is_err()
-            {
-                task.abort();
-            }
-        }
+        self.task.stop(&self.inner.shutdown).await;
     }
 
     /// A JSON-RPC call with Moonraker's method name, over the websocket.

@@ -23,7 +23,6 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::model::{
@@ -360,7 +359,7 @@ async fn run(inner: Arc<Inner>) {
 /// An OctoPrint server. Dropping it closes the push socket.
 pub struct OctoPrint {
     inner: Arc<Inner>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: super::BackendTask,
 }
 
 impl std::fmt::Debug for OctoPrint {
@@ -413,27 +412,13 @@ impl OctoPrint {
         let task = tokio::spawn(run(Arc::clone(&inner)));
         Ok(Self {
             inner,
-            task: Mutex::new(Some(task)),
+            task: super::BackendTask::new(task),
         })
     }
 
     /// Closes the push socket and waits for its task.
     pub async fn shutdown(&self) {
-        let _ = self.inner.shutdown.send(true);
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(mut task) = task {
-            // The task sees the signal at its next await; one stuck in a request is aborted.
-            if tokio::time::timeout(Duration::from_secs(2), &mut task)
-                .await
-                .is_err()
-            {
-                task.abort();
-            }
-        }
+        self.task.stop(&self.inner.shutdown).await;
     }
 
     /// Connects OctoPrint to its printer (`POST /api/connection`), on `port` (`None`: OctoPrint's

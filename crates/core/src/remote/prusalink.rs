@@ -22,7 +22,6 @@ use md5::{Digest as _, Md5};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::model::{
     BackendKind, FileEntry, FileMetadata, HistoryJob, KlippyState, LinkState, PrintState,
@@ -380,7 +379,7 @@ async fn run(inner: Arc<Inner>) {
 /// A PrusaLink printer. Dropping it stops the polling.
 pub struct PrusaLink {
     inner: Arc<Inner>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: super::BackendTask,
 }
 
 impl std::fmt::Debug for PrusaLink {
@@ -415,27 +414,13 @@ impl PrusaLink {
         let task = tokio::spawn(run(Arc::clone(&inner)));
         Ok(Self {
             inner,
-            task: Mutex::new(Some(task)),
+            task: super::BackendTask::new(task),
         })
     }
 
     /// Stops polling and waits for the task.
     pub async fn shutdown(&self) {
-        let _ = self.inner.shutdown.send(true);
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(mut task) = task {
-            // The task sees the signal at its next await; one stuck in a request is aborted.
-            if tokio::time::timeout(Duration::from_secs(2), &mut task)
-                .await
-                .is_err()
-            {
-                task.abort();
-            }
-        }
+        self.task.stop(&self.inner.shutdown).await;
     }
 
     /// The first storage's path (`usb`, `local`), where uploads go.

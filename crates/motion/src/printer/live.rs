@@ -229,10 +229,7 @@ impl Printer {
                 .startup_cmds
                 .iter()
                 .map(|cmd| {
-                    let oid = cmd
-                        .split_whitespace()
-                        .find_map(|w| w.strip_prefix("oid="))
-                        .and_then(|v| v.parse::<u8>().ok());
+                    let oid = command_oid(cmd);
                     if cmd.starts_with("query_analog_in ")
                         && let Some(q) = self
                             .heater_sensors
@@ -265,11 +262,7 @@ impl Printer {
             let started: Vec<u8> = cmds
                 .iter()
                 .filter(|c| c.starts_with("queue_digital_out "))
-                .filter_map(|c| {
-                    c.split_whitespace()
-                        .find_map(|w| w.strip_prefix("oid="))
-                        .and_then(|v| v.parse::<u8>().ok())
-                })
+                .filter_map(|c| command_oid(c))
                 .collect();
             for cmd in cmds {
                 self.toolhead.send(mi, 0, 0, cmd);
@@ -1371,4 +1364,11 @@ impl Printer {
         self.toolhead.stepper_homing_end(si, clock, pos)?;
         self.live_transmit()
     }
+}
+
+/// The `oid=` of an MCU command's text, if it has one.
+fn command_oid(cmd: &str) -> Option<u8> {
+    cmd.split_whitespace()
+        .find_map(|w| w.strip_prefix("oid="))
+        .and_then(|v| v.parse().ok())
 }

@@ -12,8 +12,12 @@
 
 use super::{Command, CommandError, Printer};
 
-/// Klipper's `print_stats.state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Klipper's `print_stats.state` (its spelling in JSON too). The one type for it: core's printer
+/// model uses it for remote printers as well.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum PrintState {
     /// No job.
     #[default]
@@ -41,6 +45,25 @@ impl PrintState {
             Self::Cancelled => "cancelled",
             Self::Error => "error",
         }
+    }
+
+    /// Parses Klipper's spelling; anything else is `None`.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "standby" => Self::Standby,
+            "printing" => Self::Printing,
+            "paused" => Self::Paused,
+            "complete" => Self::Complete,
+            "cancelled" => Self::Cancelled,
+            "error" => Self::Error,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for PrintState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
