@@ -37,13 +37,19 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// Starts `gantry sim --pty DIR/tty --report DIR/report.json` and waits for its pty.
 fn start_sim(dir: &Path) -> (Proc, PathBuf) {
-    let tty = dir.join("tty");
+    start_named_sim(dir, "")
+}
+
+/// Starts `gantry sim --pty DIR/{name}tty --report DIR/{name}report.json` and waits for its
+/// pty.
+fn start_named_sim(dir: &Path, name: &str) -> (Proc, PathBuf) {
+    let tty = dir.join(format!("{name}tty"));
     let sim = Proc(Some(
         gantry()
             .args(["sim", "--pty"])
             .arg(&tty)
             .arg("--report")
-            .arg(dir.join("report.json"))
+            .arg(dir.join(format!("{name}report.json")))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -74,7 +80,12 @@ fn write_config(dir: &Path, tty: &Path) -> PathBuf {
 }
 
 /// Ends the sim with SIGTERM (it writes its report) and reads the report.
-fn stop_sim(mut sim: Proc, dir: &Path) -> serde_json::Value {
+fn stop_sim(sim: Proc, dir: &Path) -> serde_json::Value {
+    stop_named_sim(sim, dir, "")
+}
+
+/// [`stop_sim`] for [`start_named_sim`]'s sim.
+fn stop_named_sim(mut sim: Proc, dir: &Path, name: &str) -> serde_json::Value {
     let mut child = sim.0.take().expect("running");
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -83,7 +94,8 @@ fn stop_sim(mut sim: Proc, dir: &Path) -> serde_json::Value {
     assert!(killed.success());
     let status = child.wait().expect("the sim exits");
     assert!(status.success(), "gantry sim exited with {status}");
-    let text = std::fs::read_to_string(dir.join("report.json")).expect("the report was written");
+    let text = std::fs::read_to_string(dir.join(format!("{name}report.json")))
+        .expect("the report was written");
     serde_json::from_str(&text).expect("JSON")
 }
 
@@ -147,6 +159,73 @@ fn gantry_print_homes_heats_and_prints_on_the_simulated_board() {
         "{hotend}"
     );
     assert_eq!(hotend["duty"], 0.0, "{hotend}");
+}
+
+/// A printer with two boards, each a `gantry sim` behind its own pty: the mainboard (X, Y, Z,
+/// bed) and a toolboard (extruder, hotend, fan). `gantry print` connects and configures both,
+/// homes, heats the toolboard's hotend, prints with the toolboard's extruder in step with the
+/// mainboard's axes, and both boards end where the G-code said, without a shutdown.
+#[test]
+fn gantry_print_drives_a_mainboard_and_a_toolboard() {
+    let dir = temp_dir("live-print-toolboard");
+    let (main, main_tty) = start_named_sim(&dir, "main-");
+    let (tool, tool_tty) = start_named_sim(&dir, "tool-");
+    let text = include_str!("fixtures/toolboard.cfg")
+        .replace(
+            "serial: gantry-sim-toolboard",
+            &format!("serial: {}", tool_tty.display()),
+        )
+        .replace(
+            "serial: gantry-sim\n",
+            &format!("serial: {}\n", main_tty.display()),
+        );
+    let config = dir.join("printer.cfg");
+    std::fs::write(&config, text).expect("write printer.cfg");
+    let gcode = dir.join("square.gcode");
+    std::fs::write(
+        &gcode,
+        "G28\nM109 S50\nG90\nM83\nG1 Z0.3 F600\nG1 X60 Y60 F6000\n\
+         G1 X100 Y60 E1.6 F3000\nG1 X100 Y100 E1.6\nG1 X60 Y100 E1.6\nG1 X60 Y60 E1.6\n\
+         G1 Z5 F600\nG1 X30 Y140 F6000\n",
+    )
+    .expect("write the G-code");
+    let out = gantry()
+        .args(["print", "--no-history", "--timeout", "20", "--config"])
+        .arg(&config)
+        .arg(&gcode)
+        .output()
+        .expect("gantry print runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "gantry print failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("Configured MCU 'toolboard'"), "{stdout}");
+    assert!(stdout.contains("6.4 mm of filament"), "{stdout}");
+    let main = stop_named_sim(main, &dir, "main-");
+    let tool = stop_named_sim(tool, &dir, "tool-");
+    for report in [&main, &tool] {
+        assert_eq!(report["shutdown"], serde_json::Value::Null, "{report}");
+    }
+    assert!((carriage(&main, "x") - 30.0).abs() < 1e-9, "{main}");
+    assert!((carriage(&main, "y") - 140.0).abs() < 1e-9, "{main}");
+    assert!((carriage(&main, "z") - 5.0).abs() < 1e-9, "{main}");
+    // 6.4 mm of filament at 3200 / 33.5 steps per mm, on the toolboard's extruder.
+    let e = carriage(&tool, "e");
+    assert!((e - 6.4).abs() < 0.011, "extruder at {e} mm: {tool}");
+    // The hotend is the toolboard's: heated, then off at the end; the mainboard's is untouched.
+    let hotend = heater(&tool, "extruder");
+    assert!(
+        hotend["temperature_c"].as_f64().expect("°C") > 45.0,
+        "{hotend}"
+    );
+    assert_eq!(hotend["duty"], 0.0, "{hotend}");
+    let unused = heater(&main, "extruder");
+    assert!(
+        unused["temperature_c"].as_f64().expect("°C") < 30.0,
+        "{unused}"
+    );
 }
 
 #[test]

@@ -50,6 +50,13 @@ pub fn run(args: &PrintArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let mut out = std::io::stdout();
     writeln!(out, "mcu 'mcu': Starting connect ({target})")?;
+    for name in gantry_core::motion::printer::mcu_names(&config)
+        .iter()
+        .skip(1)
+    {
+        let t = gantry_core::live::connect::mcu_target(&config, name, &args.config)?;
+        writeln!(out, "mcu '{name}': Starting connect ({t})")?;
+    }
     let live = runtime.block_on(gantry_core::live::connect::connect(
         &config,
         &args.config,
@@ -64,6 +71,9 @@ pub fn run(args: &PrintArgs) -> anyhow::Result<()> {
         args.file.display(),
         gcode.len()
     )?;
+    for (name, info) in &live.secondaries {
+        writeln!(out, "Configured MCU '{name}' ({} moves)", info.move_count)?;
+    }
     let mut printer = live.printer;
     // The history keeps the config as the user wrote it (includes not expanded).
     let config_text = std::fs::read_to_string(&args.config).unwrap_or_default();

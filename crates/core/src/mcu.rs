@@ -19,8 +19,8 @@
 
 use std::io::{self, Read as _, Write as _};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -214,6 +214,11 @@ impl McuHandle {
             .map(|sync| sync.print_time_to_clock(print_time_s))
     }
 
+    /// The clock synchronisation as the connection thread last updated it.
+    pub fn clock_sync(&self) -> Option<ClockSync> {
+        self.clock.borrow().clone()
+    }
+
     /// Widens a 32-bit clock from the MCU (as in `analog_in_state`) to 64 bits.
     pub fn clock32_to_clock64(&self, clock32: u32) -> Option<u64> {
         self.clock
@@ -343,6 +348,13 @@ fn open_port(target: &McuTarget) -> io::Result<Box<dyn Port>> {
     }
 }
 
+/// The host's time base: every connection measures host time from this instant, so the clock
+/// estimates of a printer's MCUs share one time line (klippy's reactor clock).
+pub fn host_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
 /// Opens `target` and starts the connection thread for MCU `name`.
 ///
 /// # Errors
@@ -365,7 +377,7 @@ pub async fn open(
     let (req_tx, req_rx) = std_mpsc::channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (clock_tx, clock_rx) = watch::channel(None);
-    let epoch = Instant::now();
+    let epoch = host_epoch();
     let thread_name = format!("mcu {name}");
     let mcu_name = name.to_owned();
     let thread = std::thread::Builder::new()
@@ -561,30 +573,108 @@ pub async fn connect_with(
     timeout: Duration,
     firmware_restart: bool,
 ) -> Result<Connected, McuError> {
-    let attempt = async {
-        let mut reset_done = false;
-        loop {
-            let (handle, mut events) = open_retrying(name, target, reset_done).await?;
-            let force = firmware_restart && !reset_done;
-            match run_sequence(&handle, &mut events, build_config, !reset_done, force).await? {
-                Sequence::Done(info) => {
-                    return Ok(Connected {
-                        handle,
-                        events,
-                        info,
-                    });
-                }
-                Sequence::ResetSent => {
-                    handle.close().await;
-                    reset_done = true;
-                }
-            }
-        }
-    };
+    let attempt = connect_loop(name, target, build_config, firmware_restart, false);
     match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r,
         Err(_) => Err(McuError::Timeout {
             name: name.to_owned(),
+            seconds: timeout.as_secs(),
+        }),
+    }
+}
+
+/// The connect sequence until the MCU is configured, reconnecting once after a reset.
+async fn connect_loop(
+    name: &str,
+    target: &McuTarget,
+    build_config: &mut ConfigBuilder<'_>,
+    firmware_restart: bool,
+    mut reset_done: bool,
+) -> Result<Connected, McuError> {
+    loop {
+        let (handle, mut events) = open_retrying(name, target, reset_done).await?;
+        let force = firmware_restart && !reset_done;
+        match run_sequence(&handle, &mut events, build_config, !reset_done, force).await? {
+            Sequence::Done(info) => {
+                return Ok(Connected {
+                    handle,
+                    events,
+                    info,
+                });
+            }
+            Sequence::ResetSent => {
+                handle.close().await;
+                reset_done = true;
+            }
+        }
+    }
+}
+
+/// The config phases of a printer's MCUs, built together once every dictionary is known (pins
+/// and oids of all MCUs come from one printer.cfg): one command list per MCU, in order.
+pub type PrinterConfigBuilder<'a> =
+    dyn FnOnce(&[Arc<Dictionary>]) -> Result<Vec<Vec<String>>, String> + Send + 'a;
+
+/// Connects every MCU of a printer (`(name, port)`, the primary first) as klippy does: each is
+/// opened and identified, then `build_config` makes all config phases from the dictionaries,
+/// then each MCU is configured (or reused, or reset and configured, as [`connect_with`]).
+///
+/// # Errors
+/// As [`connect_with`], for the first MCU that fails; a board whose firmware changed across a
+/// reset.
+pub async fn connect_all(
+    mcus: &[(String, McuTarget)],
+    build_config: Box<PrinterConfigBuilder<'_>>,
+    timeout: Duration,
+    firmware_restart: bool,
+) -> Result<Vec<Connected>, McuError> {
+    let first = mcus.first().map_or("mcu", |(n, _)| n.as_str()).to_owned();
+    let attempt = async {
+        let mut opened = Vec::with_capacity(mcus.len());
+        for (name, target) in mcus {
+            let (handle, mut events) = open(name, target).await?;
+            let dict = wait_identified(&handle, &mut events).await?;
+            opened.push((handle, events, dict));
+        }
+        let dicts: Vec<Arc<Dictionary>> = opened.iter().map(|o| Arc::clone(&o.2)).collect();
+        let all_cmds = build_config(&dicts).map_err(|why| McuError::Ended {
+            name: first.clone(),
+            why,
+        })?;
+        let mut connected = Vec::with_capacity(mcus.len());
+        for (((handle, mut events, dict), cmds), (name, target)) in
+            opened.into_iter().zip(all_cmds).zip(mcus)
+        {
+            check_encodes(name, &dict, &cmds)?;
+            match finish_sequence(&handle, &mut events, &dict, &cmds, true, firmware_restart)
+                .await?
+            {
+                Sequence::Done(info) => connected.push(Connected {
+                    handle,
+                    events,
+                    info,
+                }),
+                Sequence::ResetSent => {
+                    handle.close().await;
+                    // The board restarts: connected again with the same config phase, as long
+                    // as it comes back with the same firmware.
+                    let mut again = |d: &Dictionary| -> Result<Vec<String>, String> {
+                        if d.version == dict.version && d.build_versions == dict.build_versions {
+                            Ok(cmds.clone())
+                        } else {
+                            Err("the MCU came back from its reset with other firmware".into())
+                        }
+                    };
+                    connected.push(connect_loop(name, target, &mut again, false, true).await?);
+                }
+            }
+        }
+        Ok(connected)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(McuError::Timeout {
+            name: first,
             seconds: timeout.as_secs(),
         }),
     }
@@ -622,12 +712,75 @@ async fn run_sequence(
     force_reset: bool,
 ) -> Result<Sequence, McuError> {
     let name = handle.name().to_owned();
+    let dict = wait_identified(handle, events).await?;
+    let cmds = build_config(&dict).map_err(|why| McuError::Ended {
+        name: name.clone(),
+        why,
+    })?;
+    check_encodes(&name, &dict, &cmds)?;
+    finish_sequence(handle, events, &dict, &cmds, may_reset, force_reset).await
+}
+
+/// Waits for the MCU's dictionary: the first step of the connect sequence (clock
+/// synchronisation starts after it; its events wait in the channel).
+async fn wait_identified(
+    handle: &McuHandle,
+    events: &mut mpsc::UnboundedReceiver<McuEvent>,
+) -> Result<Arc<Dictionary>, McuError> {
+    let name = handle.name().to_owned();
+    loop {
+        let Some(event) = events.recv().await else {
+            return Err(McuError::Closed(name));
+        };
+        match event {
+            McuEvent::Disconnected { why } | McuEvent::Session(SessionEvent::Lost { why }) => {
+                return Err(McuError::Ended { name, why });
+            }
+            McuEvent::Session(SessionEvent::Identified(dict)) => {
+                tracing::info!(
+                    mcu = %name,
+                    version = dict.version.as_deref().unwrap_or("?"),
+                    "dictionary loaded"
+                );
+                return Ok(dict);
+            }
+            McuEvent::Session(SessionEvent::Shutdown { reason, .. }) => {
+                return Err(McuError::Shutdown { name, reason });
+            }
+            McuEvent::Session(_) => {}
+        }
+    }
+}
+
+/// Every config command must encode with the MCU's dictionary before any is sent.
+fn check_encodes(name: &str, dict: &Dictionary, cmds: &[String]) -> Result<(), McuError> {
+    for c in cmds {
+        dict.encode_text(c).map_err(|e| McuError::Command {
+            name: name.to_owned(),
+            source: SessionError::Encode {
+                text: c.clone(),
+                source: e,
+            },
+        })?;
+    }
+    Ok(())
+}
+
+/// The connect sequence after identify: clock synchronisation, `get_config`, and the config
+/// phase `cmds`, its reuse, or a reset (see the module doc).
+async fn finish_sequence(
+    handle: &McuHandle,
+    events: &mut mpsc::UnboundedReceiver<McuEvent>,
+    dict: &Arc<Dictionary>,
+    cmds: &[String],
+    may_reset: bool,
+    force_reset: bool,
+) -> Result<Sequence, McuError> {
+    let name = handle.name().to_owned();
     let ended = |why: String| McuError::Ended {
         name: name.clone(),
         why,
     };
-    let mut dictionary = None;
-    let mut config_cmds: Option<Vec<String>> = None;
     let mut sent_config = false;
     let mut measured_freq_hz = 0.0;
     let mut uptime_clock = 0;
@@ -640,35 +793,12 @@ async fn run_sequence(
             McuEvent::Session(e) => e,
         };
         match event {
-            SessionEvent::Identified(dict) => {
-                tracing::info!(
-                    mcu = %name,
-                    version = dict.version.as_deref().unwrap_or("?"),
-                    "dictionary loaded"
-                );
-                let cmds = build_config(&dict).map_err(&ended)?;
-                // Every config command must encode with this dictionary before any is sent.
-                for c in &cmds {
-                    dict.encode_text(c).map_err(|e| McuError::Command {
-                        name: name.clone(),
-                        source: SessionError::Encode {
-                            text: c.clone(),
-                            source: e,
-                        },
-                    })?;
-                }
-                config_cmds = Some(cmds);
-                dictionary = Some(dict);
-            }
             SessionEvent::ClockSynced { freq_hz, clock } => {
                 measured_freq_hz = freq_hz;
                 uptime_clock = clock;
                 handle.query_config()?;
             }
             SessionEvent::Config(state) => {
-                let (Some(dict), Some(cmds)) = (dictionary.as_ref(), config_cmds.as_ref()) else {
-                    continue;
-                };
                 if force_reset && may_reset && dict.command("reset").is_some() {
                     tracing::info!(mcu = %name, "firmware restart: resetting the MCU");
                     handle.send_text("reset")?;
@@ -713,7 +843,9 @@ async fn run_sequence(
                 return Err(McuError::Shutdown { name, reason });
             }
             SessionEvent::Lost { why } => return Err(ended(why)),
-            SessionEvent::Starting | SessionEvent::Response { .. } => {}
+            SessionEvent::Identified(_)
+            | SessionEvent::Starting
+            | SessionEvent::Response { .. } => {}
         }
     }
 }

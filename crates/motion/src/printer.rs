@@ -27,7 +27,7 @@ pub use config_report::{
     unknown_modules,
 };
 pub use heaters::{AnalogInQuery, HeaterSensor};
-pub use live::{LiveEvent, LiveHost, ObserverFn, ResponseSink};
+pub use live::{CLOCK_CALIBRATE_PERIOD_S, LiveEvent, LiveHost, ObserverFn, ResponseSink};
 /// A status object's value (what `[gcode_macro]` templates read; serializes as JSON).
 pub use minijinja::Value as StatusValue;
 pub use print_stats::{JobDirective, PauseResume, PrintState, PrintStats};
@@ -504,6 +504,18 @@ fn z_limits(cfg: &Cfg<'_>, max_velocity: f64, max_accel: f64) -> Result<(f64, f6
     Ok((v, a))
 }
 
+/// The MCUs of `config` in the order [`Printer::new`] takes their dictionaries: `mcu`, then
+/// each `[mcu NAME]` in file order.
+pub fn mcu_names(config: &Config) -> Vec<String> {
+    let mut names = vec!["mcu".to_owned()];
+    for s in config.sections() {
+        if let Some(n) = s.name().strip_prefix("mcu ") {
+            names.push(n.trim().to_owned());
+        }
+    }
+    names
+}
+
 impl Printer {
     /// A printer for planning only (estimates, the twin's timing): no dictionaries, no pin checks,
     /// no step generation. MCU clocks are taken as 16 MHz.
@@ -518,6 +530,25 @@ impl Printer {
         Ok(p)
     }
 
+    /// Why this printer cannot be driven live as configured, if it cannot: a homing rail whose
+    /// steppers are on another MCU than its endstop (Klipper coordinates such a move with a
+    /// trsync on every MCU involved; Gantry's live host does not yet).
+    pub fn live_limitation(&self) -> Option<String> {
+        for rail in &self.rails {
+            let endstop_mcu = rail.endstop.0;
+            for &si in &rail.steppers {
+                let s = &self.toolhead.steppers[si];
+                if s.mcu != endstop_mcu {
+                    return Some(format!(
+                        "homing across MCUs is not supported live yet: [{}] is on MCU '{}' but its endstop is on MCU '{}'",
+                        s.name, self.mcus[s.mcu].name, self.mcus[endstop_mcu].name
+                    ));
+                }
+            }
+        }
+        None
+    }
+
     /// Builds the printer from `config` with one dictionary per MCU name (`mcu`, `extruder_board`).
     ///
     /// # Errors
@@ -529,13 +560,7 @@ impl Printer {
     fn build(config: &Config, dicts: Option<&[(&str, &Dictionary)]>) -> Result<Self, PrinterError> {
         let cfg = Cfg { config };
         let mut mcus = Vec::new();
-        let mut mcu_names = vec!["mcu".to_owned()];
-        for s in config.sections() {
-            if let Some(n) = s.name().strip_prefix("mcu ") {
-                mcu_names.push(n.trim().to_owned());
-            }
-        }
-        for name in &mcu_names {
+        for name in &mcu_names(config) {
             let Some(dicts) = dicts else {
                 mcus.push(PrinterMcu {
                     name: name.clone(),

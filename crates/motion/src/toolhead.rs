@@ -270,10 +270,13 @@ pub enum McuCommand {
 /// Per-MCU output: time conversion and the move-queue budget.
 #[derive(Debug)]
 pub struct McuQueue {
-    /// CLOCK_FREQ, Hz.
+    /// CLOCK_FREQ, Hz (durations: [`McuQueue::seconds_to_clock`]).
     pub freq: f64,
-    /// Print time of clock 0 (batch: 0).
+    /// Print time of clock 0 (batch and the primary MCU: 0).
     pub time_offset: f64,
+    /// Ticks per second of print time (CLOCK_FREQ but for a live secondary MCU, whose
+    /// conversion the host re-aims: see [`McuQueue::set_clock_conversion`]).
+    pub clock_freq: f64,
     /// Move-queue slots for step commands: the clocks at which each slot frees up (a heap).
     move_clocks: Vec<u64>,
     /// Messages ready for transmission, in order.
@@ -286,6 +289,7 @@ impl McuQueue {
         Self {
             freq,
             time_offset: 0.0,
+            clock_freq: freq,
             move_clocks: vec![0; move_count.max(1)],
             out: Vec::new(),
         }
@@ -300,14 +304,28 @@ impl McuQueue {
 
     /// Print time → MCU clock (Klipper's `print_time_to_clock`: truncating).
     pub fn print_time_to_clock(&self, print_time: f64) -> u64 {
-        let c = (print_time - self.time_offset) * self.freq;
+        let c = (print_time - self.time_offset) * self.clock_freq;
         if c <= 0.0 { 0 } else { c as u64 }
+    }
+
+    /// MCU clock → print time (Klipper's `clock_to_print_time`).
+    pub fn clock_to_print_time(&self, clock: u64) -> f64 {
+        clock as f64 / self.clock_freq + self.time_offset
     }
 
     /// Time → clock rounded (Klipper's `clock_from_time` for step flushing).
     pub fn clock_from_time(&self, time: f64) -> u64 {
-        let c = (time - self.time_offset) * self.freq + 0.5;
+        let c = (time - self.time_offset) * self.clock_freq + 0.5;
         if c <= 0.0 { 0 } else { c as u64 }
+    }
+
+    /// Sets the print time → clock line `clock = (print_time − time_offset) · clock_freq` (a
+    /// live secondary MCU's, re-aimed by the host about once a second).
+    pub fn set_clock_conversion(&mut self, time_offset: f64, clock_freq: f64) {
+        if clock_freq.is_finite() && clock_freq > 0.0 && time_offset.is_finite() {
+            self.time_offset = time_offset;
+            self.clock_freq = clock_freq;
+        }
     }
 
     /// Seconds → ticks (Klipper's `seconds_to_clock`).

@@ -317,6 +317,91 @@ impl ClockSync {
     }
 }
 
+/// How far past the later of the toolhead's print time and the primary's present a secondary
+/// MCU's conversion is aimed, s (klippy: 4 s).
+pub const SECONDARY_SYNC_AHEAD_S: f64 = 4.0;
+
+/// A secondary MCU's print time: its clock mapped onto the primary MCU's print time.
+///
+/// Print time is the primary MCU's clock in seconds. A secondary MCU (a toolboard, a second
+/// mainboard) runs its own crystal, booted at another moment, so its clock is converted with an
+/// adjustable line `clock = (print_time − offset) · freq` that the host re-aims about once a
+/// second (klippy's `SecondarySync.calibrate_clock`): the line keeps its value at
+/// `sync1 = max(print time, primary's present)` — so commands already queued keep their clocks —
+/// and passes through the secondary's estimated clock at the host time when the primary reaches
+/// `sync2`, at least [`SECONDARY_SYNC_AHEAD_S`] later. Both MCUs' crystal errors and drift are
+/// absorbed this way; steps on the two boards stay together within the clock estimates' error.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SecondarySync {
+    /// Print time of this MCU's clock 0, s.
+    pub offset_s: f64,
+    /// This MCU's ticks per second of print time.
+    pub freq_hz: f64,
+    /// The last `sync2` aimed at (never aimed earlier again), print time s.
+    last_sync_print_time: f64,
+}
+
+impl SecondarySync {
+    /// The conversion right after the secondary `local` synchronised its clock at host time
+    /// `time_s`: its present print time equals the primary's, then it is calibrated once.
+    pub fn connect(main: &ClockSync, local: &ClockSync, time_s: f64) -> Self {
+        let main_print_time = main.estimated_print_time(time_s);
+        let local_print_time = local.estimated_print_time(time_s);
+        let mut sync = Self {
+            offset_s: main_print_time - local_print_time,
+            freq_hz: local.mcu_freq_hz(),
+            last_sync_print_time: 0.0,
+        };
+        sync.calibrate(main, local, 0.0, time_s);
+        sync
+    }
+
+    /// Re-aims the conversion at host time `time_s` with the toolhead at `print_time` (see the
+    /// type's doc); returns the new `(offset_s, freq_hz)`.
+    pub fn calibrate(
+        &mut self,
+        main: &ClockSync,
+        local: &ClockSync,
+        print_time: f64,
+        time_s: f64,
+    ) -> (f64, f64) {
+        let main_est = main.estimate();
+        let main_freq = main.mcu_freq_hz();
+        let est_print_time = main_est.clock_at(time_s) / main_freq;
+        let sync1_print_time = print_time.max(est_print_time);
+        let sync2_print_time = (sync1_print_time + SECONDARY_SYNC_AHEAD_S)
+            .max(self.last_sync_print_time)
+            .max(print_time + 2.5 * (print_time - est_print_time));
+        // The host time at which the primary reaches sync2 (its estimate inverted).
+        let sync2_time_s =
+            main_est.time_s + (sync2_print_time * main_freq - main_est.clock) / main_est.freq_hz;
+        #[allow(clippy::cast_precision_loss)]
+        let sync1_clock = self.print_time_to_clock(sync1_print_time) as f64;
+        let sync2_clock = local.estimate().clock_at(sync2_time_s).floor();
+        let freq_hz = (sync2_clock - sync1_clock) / (sync2_print_time - sync1_print_time);
+        if freq_hz.is_finite() && freq_hz > 0.0 {
+            self.freq_hz = freq_hz;
+            self.offset_s = sync1_print_time - sync1_clock / freq_hz;
+            self.last_sync_print_time = sync2_print_time;
+        }
+        (self.offset_s, self.freq_hz)
+    }
+
+    /// This MCU's clock at a print time, rounded down.
+    pub fn print_time_to_clock(&self, print_time: f64) -> u64 {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let clock = ((print_time - self.offset_s) * self.freq_hz).max(0.0) as u64;
+        clock
+    }
+
+    /// The print time of this MCU's clock.
+    pub fn clock_to_print_time(&self, clock: u64) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let clock = clock as f64;
+        clock / self.freq_hz + self.offset_s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,5 +569,66 @@ mod tests {
         assert_eq!(sync.print_time_to_clock(1.5), 24_000_000);
         assert!((sync.clock_to_print_time(24_000_000) - 1.5).abs() < 1e-12);
         assert_eq!(sync.print_time_to_clock(-1.0), 0);
+    }
+
+    /// A synchronised `ClockSync` for `mcu` after `seconds` of queries (quiet link).
+    fn synced(mcu: &Mcu, nominal_hz: f64, seconds: f64) -> ClockSync {
+        let mut sync = ClockSync::new(nominal_hz);
+        sync.handle_uptime(mcu.clock64(0.0), 0.0, 0.0);
+        let mut t = 0.05;
+        let mut i = 0;
+        while t < seconds {
+            let rtt = 0.0003 + 0.0005 * jitter(i);
+            sync.query_sent();
+            sync.handle_clock(mcu.clock64(t + rtt / 2.0) as u32, Some(t), t + rtt);
+            t += if i < 8 { 0.05 } else { QUERY_PERIOD_S };
+            i += 1;
+        }
+        sync
+    }
+
+    /// A toolboard at 64 MHz, 120 ppm fast, booted 41 s before a 180 MHz mainboard 30 ppm
+    /// slow: for print times from now to 4 s ahead, the secondary's clock for a print time is
+    /// within 20 µs of its true clock at the host time the primary reaches that print time, and
+    /// re-aiming never moves a clock the toolhead already used.
+    #[test]
+    fn a_secondary_mcus_clock_follows_the_primarys_print_time() {
+        let main = Mcu {
+            freq_hz: 180e6 * (1.0 - 30e-6),
+            boot_s: 2.5,
+        };
+        let tool = Mcu {
+            freq_hz: 64e6 * (1.0 + 120e-6),
+            boot_s: 43.5,
+        };
+        let main_sync = synced(&main, 180e6, 120.0);
+        let tool_sync = synced(&tool, 64e6, 120.0);
+        let now = 120.0;
+        let mut sec = SecondarySync::connect(&main_sync, &tool_sync, now);
+        let mut print_time = main_sync.estimated_print_time(now) + 0.5;
+        for step in 0..30 {
+            let now = now + f64::from(step);
+            let before = sec.print_time_to_clock(print_time);
+            sec.calibrate(&main_sync, &tool_sync, print_time, now);
+            let after = sec.print_time_to_clock(print_time);
+            assert!(before.abs_diff(after) <= 1, "re-aiming moved a used clock");
+            for k in 0..=8 {
+                let pt = print_time + f64::from(k) * 0.5;
+                // The host time at which the primary's clock reaches `pt`.
+                let host_s = pt * 180e6 / main.freq_hz - main.boot_s;
+                #[allow(clippy::cast_precision_loss)]
+                let truth = tool.clock64(host_s) as f64;
+                #[allow(clippy::cast_precision_loss)]
+                let got = sec.print_time_to_clock(pt) as f64;
+                let error_us = (got - truth) / tool.freq_hz * 1e6;
+                assert!(
+                    error_us.abs() < 20.0,
+                    "step {step}, {k}: off by {error_us:.1} µs"
+                );
+            }
+            print_time += 1.0;
+        }
+        let back = sec.clock_to_print_time(sec.print_time_to_clock(print_time));
+        assert!((back - print_time).abs() < 1e-7);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_motion::config::Config;
-use gantry_motion::printer::Printer;
+use gantry_motion::printer::{Printer, mcu_names};
 use gantry_proto::Dictionary;
 
 use super::serial_host::SerialHost;
@@ -39,8 +39,10 @@ pub enum ConnectError {
 pub struct LivePrinter {
     /// The planner, live: run lines with [`Printer::live_run_line`].
     pub printer: Printer,
-    /// What the start-up learned about the MCU.
+    /// What the start-up learned about the primary MCU.
     pub info: McuInfo,
+    /// The other MCUs (`[mcu NAME]`) by name, in printer.cfg's order.
+    pub secondaries: Vec<(String, McuInfo)>,
 }
 
 impl LivePrinter {
@@ -86,15 +88,17 @@ pub fn mcu_target(config: &Config, mcu: &str, path: &Path) -> Result<McuTarget, 
     Ok(McuTarget::from_serial_option(serial, baud))
 }
 
-/// Connects the printer of `config` (read from `path`) on `target` — by default its `[mcu]`
-/// port (see [`mcu_target`]) — and puts the planner live on it.
+/// Connects the printer of `config` (read from `path`) and puts the planner live on its MCUs:
+/// the primary on `target` — by default its `[mcu]` port — and every `[mcu NAME]` on its own
+/// port (see [`mcu_target`]); klippy's order: all identified, then all configured.
 ///
 /// # Errors
-/// A printer with several MCUs (not supported yet), a config the MCU's dictionary cannot run,
-/// an MCU that does not answer within `timeout` or refuses the configuration.
+/// A config the MCUs' dictionaries cannot run (or the live host cannot: see
+/// [`Printer::live_limitation`]), an MCU that does not answer within `timeout` or refuses the
+/// configuration.
 ///
-/// With `firmware_restart`, the MCU is reset first (klippy's FIRMWARE_RESTART: a shut-down MCU
-/// comes back this way).
+/// With `firmware_restart`, every MCU is reset first (klippy's FIRMWARE_RESTART: a shut-down
+/// MCU comes back this way).
 pub async fn connect(
     config: &Config,
     path: &Path,
@@ -102,36 +106,71 @@ pub async fn connect(
     timeout: Duration,
     firmware_restart: bool,
 ) -> Result<LivePrinter, ConnectError> {
-    if config.sections().any(|s| s.name().starts_with("mcu ")) {
-        return Err(ConnectError::Config {
-            path: path.display().to_string(),
-            message: "printers with several MCUs cannot be driven live yet".into(),
-        });
+    let names = mcu_names(config);
+    let mut targets = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let t = match (i, &target) {
+            (0, Some(t)) => t.clone(),
+            _ => mcu_target(config, name, path)?,
+        };
+        targets.push((name.clone(), t));
     }
-    let target = match target {
-        Some(t) => t,
-        None => mcu_target(config, "mcu", path)?,
+    let config_error = |message: String| ConnectError::Config {
+        path: path.display().to_string(),
+        message,
     };
-    let mut built = None;
+    let built: std::sync::Mutex<Option<Printer>> = std::sync::Mutex::new(None);
     let connected = {
-        let mut build = |dict: &Dictionary| -> Result<Vec<String>, String> {
-            let printer = Printer::new(config, &[("mcu", dict)])
-                .map_err(|e| format!("printer.cfg not usable with this MCU: {e}"))?;
-            let cmds = printer.mcus[0].config_phase();
-            built = Some(printer);
+        let names = &names;
+        let built = &built;
+        let build = move |dicts: &[Arc<Dictionary>]| -> Result<Vec<Vec<String>>, String> {
+            let pairs: Vec<(&str, &Dictionary)> = names
+                .iter()
+                .map(String::as_str)
+                .zip(dicts.iter().map(|d| &**d))
+                .collect();
+            let printer = Printer::new(config, &pairs)
+                .map_err(|e| format!("printer.cfg not usable with these MCUs: {e}"))?;
+            if let Some(why) = printer.live_limitation() {
+                return Err(why);
+            }
+            let cmds = printer.mcus.iter().map(|m| m.config_phase()).collect();
+            *built
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(printer);
             Ok(cmds)
         };
-        mcu::connect_with("mcu", &target, &mut build, timeout, firmware_restart).await?
+        match mcu::connect_all(&targets, Box::new(build), timeout, firmware_restart).await {
+            Ok(c) => c,
+            Err(McuError::Ended { why, .. }) if built.lock().is_ok_and(|b| b.is_none()) => {
+                // The printer could not be built from the dictionaries: a config problem.
+                return Err(config_error(why));
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
-    let Some(mut printer) = built else {
+    let Some(mut printer) = built
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    else {
         return Err(ConnectError::NoConfig("mcu".into()));
     };
-    let info = connected.info;
-    let host = SerialHost::new(
-        connected.handle,
-        Arc::clone(&info.dictionary),
-        connected.events,
-    );
-    printer.start_live(Box::new(host), &[usize::from(info.move_count)]);
-    Ok(LivePrinter { printer, info })
+    let move_counts: Vec<usize> = connected
+        .iter()
+        .map(|c| usize::from(c.info.move_count))
+        .collect();
+    let mut links = Vec::with_capacity(connected.len());
+    let mut infos = Vec::with_capacity(connected.len());
+    for (c, name) in connected.into_iter().zip(&names) {
+        links.push((c.handle, Arc::clone(&c.info.dictionary), c.events));
+        infos.push((name.clone(), c.info));
+    }
+    let host = SerialHost::with_mcus(links);
+    printer.start_live(Box::new(host), &move_counts);
+    let (_, info) = infos.remove(0);
+    Ok(LivePrinter {
+        printer,
+        info,
+        secondaries: infos,
+    })
 }

@@ -63,7 +63,25 @@ pub trait LiveHost: Send {
     fn transmit(&mut self, mcu: usize, messages: Vec<McuMessage>);
     /// Waits until host time `until` or until something arrives, whichever is first.
     fn wait(&mut self, until: f64) -> Option<LiveEvent>;
+    /// MCU `mcu`'s print time → clock line at host time `eventtime` with the toolhead at
+    /// `print_time` (klippy's `calibrate_clock`), as `(time offset s, ticks per print-time
+    /// second)`; `None` where the conversion is fixed (the primary MCU: `(0, CLOCK_FREQ)`).
+    /// The printer asks for every secondary MCU when it goes live and then every
+    /// [`CLOCK_CALIBRATE_PERIOD_S`].
+    fn calibrate_clock(
+        &mut self,
+        mcu: usize,
+        print_time: f64,
+        eventtime: f64,
+    ) -> Option<(f64, f64)> {
+        let _ = (mcu, print_time, eventtime);
+        None
+    }
 }
+
+/// How often a live printer re-aims its secondary MCUs' clock conversions, s (klippy's stats
+/// timer, which runs `check_active` → `calibrate_clock`).
+pub const CLOCK_CALIBRATE_PERIOD_S: f64 = 1.0;
 
 /// What arrives from the MCUs.
 #[derive(Clone, Debug, PartialEq)]
@@ -146,6 +164,9 @@ pub(super) struct LiveState {
     pub(super) unhandled: u64,
     /// Raised by another thread for an emergency stop.
     emergency: Arc<AtomicBool>,
+    /// When the secondary MCUs' clock conversions are re-aimed next (host time); `None` with
+    /// one MCU.
+    calibrate_wake: Option<f64>,
     /// Called from the reactor every period (see [`Printer::set_live_observer`]).
     observer: Option<Observer>,
     /// Gets every response as it is made (see [`Printer::set_response_sink`]).
@@ -201,6 +222,7 @@ impl Printer {
             halted: None,
             unhandled: 0,
             emergency: Arc::new(AtomicBool::new(false)),
+            calibrate_wake: None,
             observer: None,
             response_sink: None,
         });
@@ -208,6 +230,7 @@ impl Printer {
         let est = live.host.estimated_print_time(now);
         self.live = Some(live);
         self.toolhead.set_est_print_time(est);
+        self.calibrate_secondary_clocks(now);
         self.queue_live_startup(est);
         // klippy sends the start-up commands as soon as it built them (mcu.py's
         // `_send_config`): their clocks are a few hundred milliseconds ahead, so they must not
@@ -405,6 +428,9 @@ impl Printer {
         if let Some(obs) = &live.observer {
             wake = wake.min(obs.next);
         }
+        if let Some(w) = live.calibrate_wake {
+            wake = wake.min(w);
+        }
         if live.trsyncs.iter().any(|t| t.done.is_none()) {
             // And a homing move's trsync keepalive this often.
             wake = wake.min(live.host.monotonic() + TRSYNC_KEEPALIVE_CHECK_S);
@@ -441,6 +467,9 @@ impl Printer {
         if !self.live_mut()?.trsyncs.is_empty() {
             self.trsync_keepalive(now)?;
         }
+        if self.live_mut()?.calibrate_wake.is_some_and(|w| w <= now) {
+            self.calibrate_secondary_clocks(now);
+        }
         for index in 0..self.heaters.len() {
             if let Some(c) = self.heaters[index].keepalive(now, est) {
                 self.set_heater_pwm(index, c.print_time, c.value);
@@ -453,6 +482,27 @@ impl Printer {
             self.live_mut()?.observer = Some(obs);
         }
         self.live_transmit()
+    }
+
+    /// Re-aims every secondary MCU's print time → clock line (klippy's `check_active` from its
+    /// stats timer): its move queue's conversion and its steppers' step compression.
+    fn calibrate_secondary_clocks(&mut self, now: f64) {
+        let print_time = self.toolhead.print_time;
+        let Some(live) = self.live.as_deref_mut() else {
+            return;
+        };
+        let mut any = false;
+        for mi in 1..self.toolhead.mcus.len() {
+            let Some((offset, freq)) = live.host.calibrate_clock(mi, print_time, now) else {
+                continue;
+            };
+            any = true;
+            self.toolhead.mcus[mi].set_clock_conversion(offset, freq);
+            for s in self.toolhead.steppers.iter_mut().filter(|s| s.mcu == mi) {
+                s.sc.set_time(offset, freq);
+            }
+        }
+        live.calibrate_wake = any.then_some(now + CLOCK_CALIBRATE_PERIOD_S);
     }
 
     /// Hands every MCU's queued messages to the host.
@@ -510,11 +560,13 @@ impl Printer {
                 for h in &mut self.heaters {
                     h.shutdown();
                 }
+                self.stop_other_mcus(mcu);
                 self.live_mut()?.halted.get_or_insert(msg);
             }
             LiveEvent::Disconnected { mcu, why } => {
                 let name = self.mcus.get(mcu).map_or("mcu", |m| m.name.as_str());
                 let msg = format!("Lost communication with MCU '{name}': {why}");
+                self.stop_other_mcus(mcu);
                 self.live_mut()?.halted.get_or_insert(msg);
             }
         }
@@ -618,7 +670,7 @@ impl Printer {
         };
         let read_clock = next_clock.saturating_sub(query.rest_ticks);
         let q = &self.toolhead.mcus[mcu];
-        let read_time = read_clock as f64 / q.freq + q.time_offset;
+        let read_time = q.clock_to_print_time(read_clock);
         let temp = self.heater_sensors[index].temperature_of_report(value);
         self.heater_report(index, read_time, temp, receive_time)?;
         Ok(true)
@@ -749,6 +801,18 @@ impl Printer {
     /// [`MoveError::Halted`] when the printer is not live.
     pub fn emergency_flag(&mut self) -> Result<Arc<AtomicBool>, MoveError> {
         Ok(Arc::clone(&self.live_mut()?.emergency))
+    }
+
+    /// When MCU `failed` shut down or was lost, the printer's other MCUs are told to stop too
+    /// (klippy's shutdown of the whole printer): a toolboard's shutdown must not leave the
+    /// mainboard's steppers and bed heater running. Once per halt.
+    fn stop_other_mcus(&mut self, failed: usize) {
+        if self.halted().is_some() {
+            return;
+        }
+        for mi in (0..self.mcus.len()).filter(|&mi| mi != failed) {
+            let _ = self.live_send_now(mi, "emergency_stop".into());
+        }
     }
 
     /// klippy's `invoke_shutdown`: every MCU is told to stop (`emergency_stop`: heaters off,
@@ -1339,7 +1403,7 @@ impl Printer {
             .clock32_to_clock64(mi, (next_clock32 & 0xffff_ffff) as u32);
         let q = &self.toolhead.mcus[mi];
         let clock = next_clock.saturating_sub(rest_ticks);
-        Ok(Some(clock as f64 / q.freq + q.time_offset))
+        Ok(Some(q.clock_to_print_time(clock)))
     }
 
     /// MCU_stepper.note_homing_end: the compressor restarts and the stepper's position is read
