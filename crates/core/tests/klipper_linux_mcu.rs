@@ -6,8 +6,8 @@
 //! compressed dictionary), clock synchronisation, the config phase for a printer.cfg the Linux
 //! MCU runs without hardware (`kinematics: none`, so `allocate_oids count=0` and
 //! `finalize_config`, whose CRC must equal the one klippy sent in the captured session of
-//! shared/oracle/live), reuse of that configuration by CRC on a second connect, and
-//! FIRMWARE_RESTART — the Linux MCU has no `reset`, only `config_reset` (re-executes itself, and
+//! shared/oracle/live), reuse of that configuration by CRC on a second connect, a restart on a
+//! CRC mismatch, and FIRMWARE_RESTART — the Linux MCU has no `reset`, only `config_reset` (re-executes itself, and
 //! only when shut down), so the host sends `emergency_stop` then `config_reset` as klippy does —
 //! both on a running MCU and on one shut down by M112.
 //!
@@ -148,6 +148,21 @@ fn config_phase(config: &Config, dict: &Dictionary) -> Vec<String> {
         .mcus[0]
         .config_phase()
 }
+
+/// Whether the firmware process behind `uptime_clock` (its clock at start-up sync) started less
+/// than `elapsed` ago. Klipper's Linux MCU starts its 32-bit clock less than one second before it
+/// wraps (src/linux/timer.c counts from the whole second after start-up), so a process that
+/// started within `elapsed` reads at most 2^32 + `elapsed` × CLOCK_FREQ; one older than
+/// `elapsed` + 1 s reads more.
+fn started_within(uptime_clock: u64, elapsed: Duration) -> bool {
+    #[allow(clippy::cast_precision_loss, reason = "ticks of a few minutes' uptime")]
+    let since_wrap_s = (uptime_clock as f64 - 4_294_967_296.0) / LINUX_CLOCK_FREQ;
+    since_wrap_s <= elapsed.as_secs_f64()
+}
+
+/// How long the firmware runs before a restart is asked, so that a restart shows in its clock
+/// ([`started_within`]) however long the connect takes (up to this minus one second).
+const AGE_BEFORE_RESTART: Duration = Duration::from_secs(3);
 
 /// Print time advances at one second per host second, within `tolerance_s` over `window`.
 fn assert_print_time_rate(
@@ -311,12 +326,43 @@ async fn identify_config_reuse_and_firmware_restart_on_klippers_linux_mcu() {
         (clock_s - now_print_time).abs() < 0.01,
         "print time {now_print_time} s is the MCU clock {clock} / CLOCK_FREQ"
     );
-    let uptime_before_restart = clock;
     connected.handle.close().await;
     firmware.assert_running("after the reuse");
 
+    // 2b. Another configuration (the same commands with another CRC, as after a printer.cfg
+    // edit): klippy's CRC mismatch, which restarts the MCU (emergency_stop + config_reset) and
+    // configures it afresh.
+    let mut build_other = |d: &Dictionary| -> Result<Vec<String>, String> {
+        let mut phase = config_phase(&config, d);
+        phase.pop();
+        phase.push("finalize_config crc=1".into());
+        Ok(phase)
+    };
+    let started = Instant::now();
+    let other = mcu::connect_with("mcu", &target, &mut build_other, TIMEOUT, false)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "connect with another config: {e}\nklipper.elf: {}",
+                firmware.stderr_text()
+            )
+        });
+    eprintln!(
+        "CRC mismatch -> config_reset -> configured: {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    assert_eq!(other.info.outcome, ConfigOutcome::Configured);
+    assert!(
+        started_within(other.info.uptime_clock, started.elapsed()),
+        "the CRC mismatch restarted the firmware (uptime {} ticks)",
+        other.info.uptime_clock
+    );
+    other.handle.close().await;
+    firmware.assert_running("after the CRC mismatch's config_reset");
+
     // 3. FIRMWARE_RESTART on a running, configured MCU: emergency_stop + config_reset; the
     // process re-executes itself (a fresh clock) and gets the config phase again.
+    std::thread::sleep(AGE_BEFORE_RESTART);
     let started = Instant::now();
     let restarted = connect(&config, &cfg_path, None, TIMEOUT, true)
         .await
@@ -333,8 +379,8 @@ async fn identify_config_reuse_and_firmware_restart_on_klippers_linux_mcu() {
     );
     assert_eq!(restarted.info.outcome, ConfigOutcome::Configured);
     assert!(
-        restarted.info.uptime_clock < uptime_before_restart,
-        "config_reset restarted the firmware: uptime {} ticks after, {uptime_before_restart} before",
+        started_within(restarted.info.uptime_clock, started.elapsed()),
+        "config_reset restarted the firmware (uptime {} ticks)",
         restarted.info.uptime_clock
     );
     firmware.assert_running("after config_reset (it re-executes itself in place)");
@@ -356,6 +402,7 @@ async fn identify_config_reuse_and_firmware_restart_on_klippers_linux_mcu() {
             live.info.outcome
         ),
     }
+    std::thread::sleep(AGE_BEFORE_RESTART);
     let started = Instant::now();
     let recovered = connect(&config, &cfg_path, None, TIMEOUT, true)
         .await
@@ -370,6 +417,11 @@ async fn identify_config_reuse_and_firmware_restart_on_klippers_linux_mcu() {
         started.elapsed().as_secs_f64() * 1e3
     );
     assert_eq!(recovered.info.outcome, ConfigOutcome::Configured);
+    assert!(
+        started_within(recovered.info.uptime_clock, started.elapsed()),
+        "config_reset restarted the shut-down firmware (uptime {} ticks)",
+        recovered.info.uptime_clock
+    );
     drop(recovered);
     firmware.assert_running("at the end");
 }
