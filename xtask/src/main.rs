@@ -14,6 +14,7 @@ mod cmd_run;
 mod cmd_test;
 mod context;
 mod counts;
+mod klipper;
 mod peers;
 mod process;
 mod setup;
@@ -34,6 +35,7 @@ USAGE:
     cargo xtask run [-- GANTRY_ARGS...]
     cargo xtask test [--quick]
     cargo xtask peers
+    cargo xtask klipper-mcu
     cargo xtask help
 
 COMMANDS:
@@ -53,6 +55,13 @@ COMMANDS:
     peers   Install the peer servers the remote-printer tests start (OctoPrint and Moonraker from
             PyPI, pinned by xtask/peers/*.txt, in ~/.cache/gantry/peers) and print the variables
             that point the tests at them (`cargo xtask test` does this itself).
+    klipper-mcu
+            The check against real Klipper firmware (not run by CI): build Klipper's Linux-process
+            MCU (src/linux) from KLIPPER_SRC, or else from a shallow clone of
+            https://github.com/Klipper3d/klipper in ~/.cache/gantry/klipper, out of tree in
+            TARGET/klipper-linux-mcu (needs make, gcc, python3); print the path of klipper.elf;
+            run crates/core/tests/klipper_linux_mcu.rs against it (identify, clock sync, config,
+            reuse by CRC, FIRMWARE_RESTART).
     help    Print this text.
 
 SETUP (both commands):
@@ -61,6 +70,7 @@ SETUP (both commands):
     ui/node_modules is missing or stale, then `npm run build` (Vite -> ui/dist).
 
 ENVIRONMENT:
+    KLIPPER_SRC       klipper-mcu: a Klipper checkout to build the Linux MCU from (not written to)
     CI=true           when CARGO_TARGET_DIR is unset, build into ~/.cache/gantry/ci-target
                       (outside the checkout, so fresh clones on the same machine build incrementally)
     CARGO_TARGET_DIR  honoured (absolute, or relative to the workspace root)
@@ -73,6 +83,7 @@ enum Task {
     Run { gantry_args: Vec<OsString> },
     Test { quick: bool },
     Peers,
+    KlipperMcu,
 }
 
 /// Parses the arguments after `cargo xtask`.
@@ -114,7 +125,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Task> {
             Ok(Task::Test { quick })
         }
         Some("peers") => Ok(Task::Peers),
-        _ => bail!("unknown command {command:?}; known: run, test, peers, help"),
+        Some("klipper-mcu") => Ok(Task::KlipperMcu),
+        _ => bail!("unknown command {command:?}; known: run, test, peers, klipper-mcu, help"),
     }
 }
 
@@ -141,6 +153,7 @@ fn main() -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }),
+        Task::KlipperMcu => klipper::run(),
     };
     match result {
         Ok(code) => code,
@@ -166,6 +179,7 @@ mod tests {
         assert_eq!(parse(&[]), Some(Task::Help));
         assert_eq!(parse(&["help"]), Some(Task::Help));
         assert_eq!(parse(&["peers"]), Some(Task::Peers));
+        assert_eq!(parse(&["klipper-mcu"]), Some(Task::KlipperMcu));
         assert_eq!(parse(&["test"]), Some(Task::Test { quick: false }));
         assert_eq!(
             parse(&["test", "--quick"]),

@@ -184,6 +184,37 @@ pub(crate) fn system_packages() -> Result<()> {
     apt_install(&missing)
 }
 
+/// Installs what of `packages` is missing for `purpose` (a command's name): with apt-get when
+/// root on Debian/Ubuntu; otherwise prints the one command to run and fails. On other systems it
+/// only says what is needed.
+pub(crate) fn ensure_packages(purpose: &str, packages: &[&str]) -> Result<()> {
+    if !is_debian() {
+        println!(
+            "==> {purpose}: not Debian/Ubuntu, so packages are not checked; it needs your \
+             distribution's equivalents of: {}",
+            packages.join(" ")
+        );
+        return Ok(());
+    }
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !is_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        println!(
+            "sudo apt-get install -y --no-install-recommends {}",
+            missing.join(" ")
+        );
+        return Err(Reported.into());
+    }
+    println!("==> {purpose}: installing {}", missing.join(" "));
+    apt_install(&missing)
+}
+
 /// Node and npm versions, if both run.
 fn node_versions() -> (Option<String>, Option<String>) {
     let node = probe(Command::new("node").arg("--version"));

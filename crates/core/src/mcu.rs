@@ -14,8 +14,9 @@
 //! [`connect`] runs Klipper's connect sequence on top (mcu.py `_connect`): wait for the dictionary
 //! and clock synchronisation; `get_config`; a shut-down MCU is an error naming its reason (the
 //! user restarts the firmware); an MCU configured with the same CRC is reused; one configured
-//! with another CRC is reset when its dictionary has `reset`, otherwise it is an error; an
-//! unconfigured one gets the config phase, and must then report itself configured.
+//! with another CRC is restarted when its dictionary allows it ([`RestartCommand`]), otherwise it
+//! is an error; an unconfigured one gets the config phase, and must then report itself
+//! configured.
 
 use std::io::{self, Read as _, Write as _};
 use std::net::TcpStream;
@@ -140,6 +141,16 @@ pub enum McuError {
     /// The connection thread is gone.
     #[error("the connection to MCU '{0}' is closed")]
     Closed(String),
+    /// FIRMWARE_RESTART was asked of an MCU whose dictionary has neither `reset` nor
+    /// `config_reset`.
+    #[error(
+        "MCU '{name}' cannot be restarted from the host (its firmware has neither 'reset' nor \
+         'config_reset'): power-cycle the board or press its reset button, then connect again"
+    )]
+    NoRestart {
+        /// The MCU's name in printer.cfg.
+        name: String,
+    },
 }
 
 enum Request {
@@ -423,7 +434,10 @@ fn run_port(
     loop {
         loop {
             match requests.try_recv() {
-                Ok(Request::Close) | Err(std_mpsc::TryRecvError::Disconnected) => return,
+                Ok(Request::Close) | Err(std_mpsc::TryRecvError::Disconnected) => {
+                    flush_on_close(port.as_mut(), &mut session, &now);
+                    return;
+                }
                 Ok(Request::Text(text)) => {
                     if let Err(e) = session.send_text(&text) {
                         tracing::warn!(mcu = name, "command not sent: {e}");
@@ -505,6 +519,40 @@ fn run_port(
     }
 }
 
+/// How long a closing connection keeps sending what it was handed and waiting for the MCU's
+/// acknowledgement, s.
+const CLOSE_FLUSH_S: f64 = 0.1;
+
+/// Sends the commands handed to the connection before it was closed — an M112's
+/// `emergency_stop` just before the printer lets go of the MCU — and waits (at most
+/// [`CLOSE_FLUSH_S`]) for the MCU to acknowledge them; a port that fails ends it at once.
+fn flush_on_close(port: &mut dyn Port, session: &mut HostSession, now: &dyn Fn() -> f64) {
+    let deadline = now() + CLOSE_FLUSH_S;
+    let mut buf = [0_u8; 4096];
+    let mut out = Vec::new();
+    loop {
+        out.clear();
+        session.poll_transmit(now(), &mut out);
+        if !out.is_empty() && port.write_all_bytes(&out).is_err() {
+            return;
+        }
+        if session.pending() == 0 || session.is_lost() || now() >= deadline {
+            return;
+        }
+        match port.read_some(&mut buf) {
+            Ok(n) => session.handle_input(&buf[..n], now()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// How [`connect`] found the MCU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigOutcome {
@@ -545,12 +593,13 @@ pub struct Connected {
 }
 
 /// Opens `target` and runs klippy's connect sequence (see the module doc). An MCU running another
-/// configuration is sent `reset` (when its dictionary has it) and connected again: the port is
-/// reopened, as a USB board re-enumerates after a reset.
+/// configuration is restarted (`reset`, or `emergency_stop` + `config_reset`: see
+/// [`RestartCommand`]) and connected again: the port is reopened, as a USB board re-enumerates
+/// after a reset and Klipper's Linux MCU makes a new pseudo-terminal.
 ///
 /// # Errors
-/// Shutdown, CRC mismatch without `reset` (or again after one), a config the dictionary refuses,
-/// a port that fails or does not open, or no progress within `timeout`.
+/// Shutdown, CRC mismatch without a restart command (or again after one), a config the
+/// dictionary refuses, a port that fails or does not open, or no progress within `timeout`.
 pub async fn connect(
     name: &str,
     target: &McuTarget,
@@ -560,12 +609,13 @@ pub async fn connect(
     connect_with(name, target, build_config, timeout, false).await
 }
 
-/// [`connect`], and with `firmware_restart` klippy's FIRMWARE_RESTART: the MCU is sent `reset`
-/// first whatever state it is in (shut down included, when its dictionary has the command),
-/// then connected and configured afresh.
+/// [`connect`], and with `firmware_restart` klippy's FIRMWARE_RESTART: the MCU is restarted
+/// first whatever state it is in (shut down included) with the command its dictionary has
+/// ([`RestartCommand`]), then connected and configured afresh.
 ///
 /// # Errors
-/// As [`connect`].
+/// As [`connect`]; with `firmware_restart`, also [`McuError::NoRestart`] when the dictionary has
+/// neither `reset` nor `config_reset` (the board is restarted by hand: power or its button).
 pub async fn connect_with(
     name: &str,
     target: &McuTarget,
@@ -594,15 +644,21 @@ async fn connect_loop(
     loop {
         let (handle, mut events) = open_retrying(name, target, reset_done).await?;
         let force = firmware_restart && !reset_done;
-        match run_sequence(&handle, &mut events, build_config, !reset_done, force).await? {
-            Sequence::Done(info) => {
+        match run_sequence(&handle, &mut events, build_config, !reset_done, force).await {
+            Err(e) => {
+                // The port is closed before the error is returned, so the caller may open it
+                // again at once (a serial port is opened exclusively).
+                handle.close().await;
+                return Err(e);
+            }
+            Ok(Sequence::Done(info)) => {
                 return Ok(Connected {
                     handle,
                     events,
                     info,
                 });
             }
-            Sequence::ResetSent => {
+            Ok(Sequence::ResetSent) => {
                 handle.close().await;
                 reset_done = true;
             }
@@ -629,55 +685,85 @@ pub async fn connect_all(
     firmware_restart: bool,
 ) -> Result<Vec<Connected>, McuError> {
     let first = mcus.first().map_or("mcu", |(n, _)| n.as_str()).to_owned();
-    let attempt = async {
-        let mut opened = Vec::with_capacity(mcus.len());
-        for (name, target) in mcus {
-            let (handle, mut events) = open(name, target).await?;
-            let dict = wait_identified(&handle, &mut events).await?;
-            opened.push((handle, events, dict));
-        }
-        let dicts: Vec<Arc<Dictionary>> = opened.iter().map(|o| Arc::clone(&o.2)).collect();
-        let all_cmds = build_config(&dicts).map_err(|why| McuError::Ended {
-            name: first.clone(),
-            why,
-        })?;
-        let mut connected = Vec::with_capacity(mcus.len());
-        for (((handle, mut events, dict), cmds), (name, target)) in
-            opened.into_iter().zip(all_cmds).zip(mcus)
-        {
-            check_encodes(name, &dict, &cmds)?;
-            match finish_sequence(&handle, &mut events, &dict, &cmds, true, firmware_restart)
-                .await?
-            {
-                Sequence::Done(info) => connected.push(Connected {
-                    handle,
-                    events,
-                    info,
-                }),
-                Sequence::ResetSent => {
-                    handle.close().await;
-                    // The board restarts: connected again with the same config phase, as long
-                    // as it comes back with the same firmware.
-                    let mut again = |d: &Dictionary| -> Result<Vec<String>, String> {
-                        if d.version == dict.version && d.build_versions == dict.build_versions {
-                            Ok(cmds.clone())
-                        } else {
-                            Err("the MCU came back from its reset with other firmware".into())
-                        }
-                    };
-                    connected.push(connect_loop(name, target, &mut again, false, true).await?);
-                }
-            }
-        }
-        Ok(connected)
-    };
-    match tokio::time::timeout(timeout, attempt).await {
+    let mut opened = Vec::with_capacity(mcus.len());
+    let mut connected = Vec::with_capacity(mcus.len());
+    let attempt = connect_all_steps(
+        mcus,
+        build_config,
+        firmware_restart,
+        &mut opened,
+        &mut connected,
+    );
+    let result = match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r,
         Err(_) => Err(McuError::Timeout {
             name: first,
             seconds: timeout.as_secs(),
         }),
+    };
+    match result {
+        Ok(()) => Ok(connected),
+        Err(e) => {
+            // Every port is closed before the error is returned (see `connect_loop`).
+            for (handle, _) in opened {
+                handle.close().await;
+            }
+            for c in connected {
+                c.handle.close().await;
+            }
+            Err(e)
+        }
     }
+}
+
+/// [`connect_all`]'s sequence; the ports it opened stay in `opened` until configured (then in
+/// `connected`), so that a failure or a timeout can close them.
+async fn connect_all_steps(
+    mcus: &[(String, McuTarget)],
+    build_config: Box<PrinterConfigBuilder<'_>>,
+    firmware_restart: bool,
+    opened: &mut Vec<(McuHandle, mpsc::UnboundedReceiver<McuEvent>)>,
+    connected: &mut Vec<Connected>,
+) -> Result<(), McuError> {
+    let mut dicts = Vec::with_capacity(mcus.len());
+    for (name, target) in mcus {
+        let (handle, mut events) = open(name, target).await?;
+        let dict = wait_identified(&handle, &mut events).await;
+        opened.push((handle, events));
+        dicts.push(dict?);
+    }
+    let all_cmds = build_config(&dicts).map_err(|why| McuError::Ended {
+        name: mcus.first().map_or("mcu", |(n, _)| n.as_str()).to_owned(),
+        why,
+    })?;
+    for ((dict, cmds), (name, target)) in dicts.iter().zip(all_cmds).zip(mcus) {
+        check_encodes(name, dict, &cmds)?;
+        // The MCUs are configured in order: this one is the first still only opened.
+        let (handle, events) = &mut opened[0];
+        let sequence = finish_sequence(handle, events, dict, &cmds, true, firmware_restart).await?;
+        let (handle, events) = opened.remove(0);
+        match sequence {
+            Sequence::Done(info) => connected.push(Connected {
+                handle,
+                events,
+                info,
+            }),
+            Sequence::ResetSent => {
+                handle.close().await;
+                // The board restarts: connected again with the same config phase, as long as it
+                // comes back with the same firmware.
+                let mut again = |d: &Dictionary| -> Result<Vec<String>, String> {
+                    if d.version == dict.version && d.build_versions == dict.build_versions {
+                        Ok(cmds.clone())
+                    } else {
+                        Err("the MCU came back from its restart with other firmware".into())
+                    }
+                };
+                connected.push(connect_loop(name, target, &mut again, false, true).await?);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Opens the port; after a reset, keeps trying every 250 ms while the board comes back.
@@ -799,10 +885,12 @@ async fn finish_sequence(
                 handle.query_config()?;
             }
             SessionEvent::Config(state) => {
-                if force_reset && may_reset && dict.command("reset").is_some() {
-                    tracing::info!(mcu = %name, "firmware restart: resetting the MCU");
-                    handle.send_text("reset")?;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                if force_reset && may_reset {
+                    let Some(restart) = RestartCommand::of(dict) else {
+                        return Err(McuError::NoRestart { name });
+                    };
+                    tracing::info!(mcu = %name, ?restart, "firmware restart");
+                    restart.send(handle).await?;
                     return Ok(Sequence::ResetSent);
                 }
                 match decide(state, config_crc(cmds), sent_config) {
@@ -828,14 +916,18 @@ async fn finish_sequence(
                         sent_config = true;
                         handle.query_config()?;
                     }
-                    Step::Mismatch if may_reset && dict.command("reset").is_some() => {
-                        tracing::warn!(mcu = %name, "MCU runs another configuration: resetting it");
-                        handle.send_text("reset")?;
-                        // Let the command go out before the port closes.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        return Ok(Sequence::ResetSent);
-                    }
-                    Step::Mismatch => return Err(McuError::CrcMismatch { name }),
+                    Step::Mismatch => match RestartCommand::of(dict).filter(|_| may_reset) {
+                        Some(restart) => {
+                            tracing::warn!(
+                                mcu = %name,
+                                ?restart,
+                                "MCU runs another configuration: restarting it"
+                            );
+                            restart.send(handle).await?;
+                            return Ok(Sequence::ResetSent);
+                        }
+                        None => return Err(McuError::CrcMismatch { name }),
+                    },
                     Step::NotYet => handle.query_config()?,
                 }
             }
@@ -849,6 +941,54 @@ async fn finish_sequence(
         }
     }
 }
+
+/// How the host restarts an MCU's firmware (klippy's `_restart_via_command`), by what its
+/// dictionary offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartCommand {
+    /// `reset`: the board reboots (AVR, ARM, the simulator).
+    Reset,
+    /// `emergency_stop`, then `config_reset`, which clears the configuration and is accepted
+    /// only once the MCU is shut down: boards without `reset` — Klipper's Linux-process MCU
+    /// (it re-executes itself, with a new pseudo-terminal behind its symlink) and the PRU.
+    ConfigReset,
+}
+
+impl RestartCommand {
+    /// The restart `dict` allows: `reset` when it has it (klippy prefers it), else
+    /// `config_reset`, else none.
+    pub fn of(dict: &Dictionary) -> Option<Self> {
+        if dict.command("reset").is_some() {
+            Some(Self::Reset)
+        } else if dict.command("config_reset").is_some() && dict.command("emergency_stop").is_some()
+        {
+            Some(Self::ConfigReset)
+        } else {
+            None
+        }
+    }
+
+    /// The commands, in order, with the pause klippy leaves after each (15 ms: the shutdown
+    /// takes effect before `config_reset`, and the last command goes out before the port
+    /// closes; a little longer here for a desktop's serial path).
+    pub fn commands(self) -> &'static [&'static str] {
+        match self {
+            Self::Reset => &["reset"],
+            Self::ConfigReset => &["emergency_stop", "config_reset"],
+        }
+    }
+
+    async fn send(self, handle: &McuHandle) -> Result<(), McuError> {
+        for command in self.commands() {
+            handle.send_text(*command)?;
+            tokio::time::sleep(RESTART_PAUSE).await;
+        }
+        Ok(())
+    }
+}
+
+/// The pause after each restart command.
+const RESTART_PAUSE: Duration = Duration::from_millis(50);
 
 /// The CRC klippy sends in `finalize_config` (the last config command).
 pub(crate) fn config_crc(cmds: &[String]) -> Option<u32> {
@@ -924,6 +1064,87 @@ mod tests {
         ];
         assert_eq!(config_crc(&cmds), Some(1234));
         assert_eq!(config_crc(&[]), None);
+    }
+
+    /// Regression: FIRMWARE_RESTART and a CRC mismatch only knew `reset`, so Klipper's
+    /// Linux-process MCU (`config_reset` only) was silently reused instead of restarted.
+    #[test]
+    fn restarts_with_reset_or_else_emergency_stop_and_config_reset() {
+        let dict = |commands: &[&str]| {
+            let entries: Vec<String> = commands
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("\"{c}\": {}", i + 10))
+                .collect();
+            Dictionary::from_json(&format!(
+                r#"{{"commands": {{{}}}, "responses": {{}}, "config": {{"CLOCK_FREQ": 50000000}}}}"#,
+                entries.join(", ")
+            ))
+            .expect("dictionary")
+        };
+        let linux = dict(&["config_reset", "emergency_stop", "get_config"]);
+        assert_eq!(
+            RestartCommand::of(&linux),
+            Some(RestartCommand::ConfigReset)
+        );
+        assert_eq!(
+            RestartCommand::ConfigReset.commands(),
+            ["emergency_stop", "config_reset"]
+        );
+        let arm = dict(&["reset", "config_reset", "emergency_stop"]);
+        assert_eq!(RestartCommand::of(&arm), Some(RestartCommand::Reset));
+        assert_eq!(RestartCommand::Reset.commands(), ["reset"]);
+        assert_eq!(RestartCommand::of(&dict(&["emergency_stop"])), None);
+        assert_eq!(RestartCommand::of(&dict(&["config_reset"])), None);
+    }
+
+    /// Regression: a command handed to the connection just before `close` (an M112's
+    /// `emergency_stop` as the printer lets go of the MCU) was dropped with the queue, so the
+    /// MCU kept running. Against the simulated MCU on a pty: the next connect finds it shut down,
+    /// and FIRMWARE_RESTART at once after that failed connect brings it back.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_sent_just_before_close_still_reach_the_mcu() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let link = std::env::temp_dir().join(format!("gantry-mcu-close-{}", std::process::id()));
+        let mut pty = gantry_sim::pty::open(&link).expect("pty");
+        let stop = Arc::new(AtomicBool::new(false));
+        let sim_stop = Arc::clone(&stop);
+        let sim = std::thread::spawn(move || {
+            let mut sim = gantry_sim::runtime::SimMcu::new();
+            gantry_sim::pty::run(&mut pty, &mut sim, &sim_stop)
+        });
+        let target = McuTarget::from_serial_option(&link.to_string_lossy(), 250_000);
+        let mut build = |_: &Dictionary| -> Result<Vec<String>, String> {
+            let phase = "allocate_oids count=0";
+            let crc = gantry_proto::crc::crc32(phase.as_bytes());
+            Ok(vec![phase.to_owned(), format!("finalize_config crc={crc}")])
+        };
+        let timeout = Duration::from_secs(20);
+        let first = connect("mcu", &target, &mut build, timeout)
+            .await
+            .expect("the sim connects");
+        assert_eq!(first.info.outcome, ConfigOutcome::Configured);
+        first.handle.send_text("emergency_stop").expect("sent");
+        first.handle.close().await;
+        let again = connect("mcu", &target, &mut build, timeout).await;
+        // Regression: a connect that failed left its port open for a moment (the thread was not
+        // joined), so FIRMWARE_RESTART right after found it busy ("Unable to acquire exclusive
+        // lock on serial port").
+        let restarted = connect_with("mcu", &target, &mut build, timeout, true).await;
+        stop.store(true, Ordering::Relaxed);
+        let _ = sim.join();
+        match again {
+            Err(McuError::Shutdown { .. }) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+            Ok(c) => panic!(
+                "the MCU never got emergency_stop: it is {:?}",
+                c.info.outcome
+            ),
+        }
+        let restarted = restarted.expect("FIRMWARE_RESTART right after the failed connect");
+        assert_eq!(restarted.info.outcome, ConfigOutcome::Configured);
     }
 
     #[test]
