@@ -53,10 +53,10 @@ struct KlipperMcu {
 }
 
 impl KlipperMcu {
-    /// Starts `elf -I DIR/klipper_host_mcu` and waits for the pty symlink it creates.
-    fn start(elf: &Path) -> Self {
+    /// Starts `elf -I DIR/klipper_host_mcu` (DIR named after the test) and waits for the pty symlink it creates.
+    fn start(elf: &Path, test: &str) -> Self {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("klipper-linux-mcu-{}", std::process::id()));
+            .join(format!("klipper-linux-mcu-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let tty = dir.join("klipper_host_mcu");
@@ -200,7 +200,7 @@ async fn identify_config_reuse_and_firmware_restart_on_klippers_linux_mcu() {
         "GANTRY_KLIPPER_MCU={} is not a file",
         elf.display()
     );
-    let mut firmware = KlipperMcu::start(&elf);
+    let mut firmware = KlipperMcu::start(&elf, "restart");
     let (config, cfg_path) = write_config(&firmware.dir, &firmware.tty());
 
     // 1. A fresh MCU: identify, clock sync, the config phase.
@@ -424,4 +424,113 @@ async fn identify_config_reuse_and_firmware_restart_on_klippers_linux_mcu() {
     );
     drop(recovered);
     firmware.assert_running("at the end");
+}
+
+/// The firmware as a printer's second MCU, as a Raspberry Pi's `[mcu host]` next to the
+/// mainboard: the built-in simulated printer's board (the sim, 16 MHz, in this process behind a
+/// pseudo-terminal) is the primary, Klipper's Linux MCU (50 MHz, its own process) the secondary.
+/// Both are identified, configured, kept in clock sync, and a homed print runs to the step with
+/// neither MCU shutting down.
+#[test]
+#[ignore = "needs Klipper's Linux MCU: `cargo xtask klipper-mcu` builds it and runs this test"]
+fn klippers_linux_mcu_as_a_second_mcu_while_printing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use gantry_core::live::job::{self, JobOptions};
+    use gantry_sim::runtime::SimMcu;
+
+    let Some(elf) = std::env::var_os("GANTRY_KLIPPER_MCU").filter(|p| !p.is_empty()) else {
+        eprintln!("skipped: GANTRY_KLIPPER_MCU is not set (see the first test)");
+        return;
+    };
+    let firmware = KlipperMcu::start(Path::new(&elf), "second-mcu");
+    let sim_tty = firmware.dir.join("gantry-sim");
+    let mut pty = gantry_sim::pty::open(&sim_tty).expect("the sim's pty");
+    let stop = Arc::new(AtomicBool::new(false));
+    let sim = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut sim = SimMcu::new();
+            let served = gantry_sim::pty::run(&mut pty, &mut sim, &stop);
+            (sim, served.map_err(|e| e.to_string()))
+        })
+    };
+    let text = gantry_core::printers::SIMULATED_CONFIG
+        .replace(
+            "serial: gantry-sim\n",
+            &format!("serial: {}\n", sim_tty.display()),
+        )
+        .replace(
+            "[printer]\n",
+            &format!(
+                "[mcu host]\nserial: {}\n\n[printer]\n",
+                firmware.tty().display()
+            ),
+        );
+    let path = firmware.dir.join("printer.cfg");
+    std::fs::write(&path, &text).expect("write printer.cfg");
+    let config = Config::parse(&text, "printer.cfg").expect("printer.cfg parses");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut live = runtime
+        .block_on(connect(&config, &path, None, TIMEOUT, false))
+        .unwrap_or_else(|e| panic!("connect: {e}\nklipper.elf: {}", firmware.stderr_text()));
+    let (name, host) = live.secondaries.first().expect("the second MCU");
+    assert_eq!(name, "host");
+    assert_eq!(
+        host.dictionary.config.get("MCU"),
+        Some(&Constant::Str("linux".into()))
+    );
+    let gcode =
+        "G28\nG90\nG1 Z5 F600\nG1 X50 Y60 F6000\nG1 X120 Y100 F3000\nG4 P1500\nG1 X10 Y10 F9000\n";
+    let report = job::run(
+        &mut live.printer,
+        gcode.as_bytes(),
+        JobOptions::default(),
+        |_| {},
+        |_| {},
+    )
+    .unwrap_or_else(|e| panic!("job: {e}\nklipper.elf: {}", firmware.stderr_text()));
+    assert!(
+        report.responses.iter().all(|r| !r.text.starts_with("!!")),
+        "{:?}",
+        report.responses
+    );
+    // The secondary's print time → clock line was aimed from both clock estimates: its slope
+    // is the Linux MCU's 50 MHz as seen against the sim's clock (both count the same host
+    // clock, so within 0.1 %).
+    let q = &live.printer.toolhead.mcus[1];
+    eprintln!(
+        "[mcu host]: {:.1} ticks per print-time second, print time of its clock 0 = {:.3} s",
+        q.clock_freq, q.time_offset
+    );
+    assert!(
+        (q.clock_freq / LINUX_CLOCK_FREQ - 1.0).abs() < 1e-3,
+        "{}",
+        q.clock_freq
+    );
+    live.printer.live_idle(2.0).expect("both MCUs keep running");
+    assert!(
+        live.printer.halted().is_none(),
+        "{:?}",
+        live.printer.halted()
+    );
+    let pos = live.printer.toolhead.commanded_pos;
+    drop(live);
+    stop.store(true, Ordering::Relaxed);
+    let (sim, served) = sim.join().expect("the sim thread");
+    served.expect("the sim served its pty");
+    let r = sim.report();
+    assert!(r.fault.is_none(), "sim fault: {:?}", r.fault);
+    for (axis, want) in [("x", pos[0]), ("y", pos[1]), ("z", pos[2])] {
+        let c = r
+            .carriages
+            .iter()
+            .find(|c| c.axis == axis)
+            .expect("carriage");
+        assert!(
+            (c.position_mm - want).abs() < 1e-9,
+            "{axis}: sim at {} mm, toolhead at {want} mm",
+            c.position_mm
+        );
+    }
 }
