@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use gantry_core::fleet::{Fleet, FleetPrinter};
-use gantry_core::live::history::HistoryRecorder;
-use gantry_core::live::local::{LocalPrinter, LocalSetup, Reconnect};
+use gantry_core::live::board::{self, BoardSetup};
+use gantry_core::live::local::LocalPrinter;
 use gantry_core::mcu::McuTarget;
 use gantry_core::motion::config::Config;
 use gantry_core::printers::{SIMULATED_CONFIG, SIMULATED_CONFIG_NAME};
-use gantry_core::store::{self, Store};
+use gantry_core::store;
 
 /// How long the simulated MCU may take to start and connect.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -116,72 +116,21 @@ fn read_address(stdout: Option<std::process::ChildStdout>) -> anyhow::Result<Str
 async fn connect(fleet: &Fleet, addr: &str) -> anyhow::Result<Arc<LocalPrinter>> {
     let config = Config::parse(SIMULATED_CONFIG, SIMULATED_CONFIG_NAME)
         .context("the built-in printer.cfg does not parse")?;
-    let target = McuTarget::from_serial_option(&format!("tcp:{addr}"), 250_000);
-    let live = gantry_core::live::connect::connect(
-        &config,
-        std::path::Path::new(SIMULATED_CONFIG_NAME),
-        Some(target.clone()),
-        START_TIMEOUT,
-        false,
-    )
+    let printer = board::start(BoardSetup {
+        id: "sim".into(),
+        config,
+        config_path: PathBuf::from(SIMULATED_CONFIG_NAME),
+        config_text: SIMULATED_CONFIG.to_owned(),
+        target: Some(McuTarget::from_serial_option(
+            &format!("tcp:{addr}"),
+            250_000,
+        )),
+        data_dir: data_dir(),
+        gcodes_folder: "sim".into(),
+        timeout: START_TIMEOUT,
+    })
     .await
     .context("cannot connect to the simulated MCU")?;
-    // FIRMWARE_RESTART / RESTART from the console: the same connection again, on this runtime.
-    let runtime = tokio::runtime::Handle::current();
-    let reconnect_config = config.clone();
-    let reconnect: Reconnect = Arc::new(move |firmware_restart| {
-        // A board that was just reset may take a moment to accept a host again: three tries.
-        let mut last = String::new();
-        for attempt in 0..3 {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            match runtime.block_on(gantry_core::live::connect::connect(
-                &reconnect_config,
-                std::path::Path::new(SIMULATED_CONFIG_NAME),
-                Some(target.clone()),
-                START_TIMEOUT,
-                firmware_restart && attempt == 0,
-            )) {
-                Ok(live) => {
-                    let firmware = live.firmware();
-                    return Ok((live.printer, firmware));
-                }
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(last)
-    });
-    let firmware = live.firmware();
-    let data = data_dir();
-    let history = data.as_ref().and_then(|dir| {
-        let opened = std::fs::create_dir_all(dir)
-            .map_err(|e| e.to_string())
-            .and_then(|()| Store::open(dir.join("gantry.db")).map_err(|e| e.to_string()))
-            .and_then(|s| {
-                HistoryRecorder::spawn(s, "sim", "simulated", SIMULATED_CONFIG)
-                    .map_err(|e| e.to_string())
-            });
-        opened
-            .inspect_err(|e| tracing::warn!(error = %e, "job history off"))
-            .ok()
-    });
-    let gcodes_dir = data
-        .unwrap_or_else(std::env::temp_dir)
-        .join("gcodes")
-        .join("sim");
-    let printer = LocalPrinter::start(
-        live.printer,
-        LocalSetup {
-            name: "sim".into(),
-            config,
-            gcodes_dir,
-            firmware,
-        },
-        history,
-        Some(reconnect),
-    )
-    .context("cannot start the simulated printer's host")?;
     fleet
         .add(FleetPrinter {
             id: "sim".into(),

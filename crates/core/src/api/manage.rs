@@ -60,6 +60,9 @@ pub struct ManagerOptions {
     pub remote: RemoteOptions,
     /// How often the USB serial boards are listed again while the finder runs.
     pub usb_poll: Duration,
+    /// Gantry's data folder, for the printers it drives (their G-code folders and job
+    /// history); `None`: no history, files in the system's temporary folder.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ManagerOptions {
@@ -68,6 +71,7 @@ impl Default for ManagerOptions {
             mdns: Some(DiscoveryOptions::default()),
             remote: RemoteOptions::default(),
             usb_poll: Duration::from_secs(2),
+            data_dir: None,
         }
     }
 }
@@ -77,6 +81,8 @@ impl ManagerOptions {
     pub fn from_env() -> Self {
         Self {
             mdns: mdns_setting(std::env::var(MDNS_ENV).ok().as_deref()),
+            data_dir: crate::store::default_database_path()
+                .and_then(|p| p.parent().map(std::path::Path::to_path_buf)),
             ..Self::default()
         }
     }
@@ -850,6 +856,19 @@ fn capitalise(s: &str) -> String {
 
 /// `printers.add`.
 async fn add(ctx: &Context, params: &Params<'_>) -> Result<Value, RpcError> {
+    if let Some(config) = params.opt_str("config")? {
+        if params.opt_str("url")?.is_some() {
+            return Err(RpcError::new(
+                INVALID_PARAMS,
+                "printers.add: give either 'url' (a printer server) or 'config' (a printer.cfg for boards Gantry drives), not both",
+            ));
+        }
+        let name = params
+            .opt_str("name")?
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty());
+        return add_board(ctx, config.trim(), name).await;
+    }
     let text = params.str("url")?;
     let mut url = remote::parse_address(&text)
         .map_err(|e| RpcError::new(INVALID_PARAMS, format!("printers.add: {e}")))?;
@@ -910,6 +929,109 @@ async fn add(ctx: &Context, params: &Params<'_>) -> Result<Value, RpcError> {
     }))
 }
 
+/// How long the boards of a printer.cfg added through `printers.add` may take to connect.
+const BOARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `printers.add` with `config`: Gantry becomes the Klipper host of the boards the printer.cfg
+/// at `path` names (its `[mcu]` and `[mcu NAME]` ports) and serves them as printer
+/// `klipper:PATH`.
+async fn add_board(ctx: &Context, path: &str, name: Option<String>) -> Result<Value, RpcError> {
+    let path = std::path::PathBuf::from(path);
+    if !path.is_absolute() {
+        return Err(RpcError::new(
+            INVALID_PARAMS,
+            format!(
+                "printers.add: give the printer.cfg by its full path, not '{}'",
+                path.display()
+            ),
+        ));
+    }
+    let id = format!("klipper:{}", path.display());
+    if let Some(p) = ctx.fleet.get(Some(&id)) {
+        return Err(RpcError::new(
+            ALREADY_ADDED,
+            format!(
+                "This printer is already in the list, as '{}' ({id})",
+                p.name
+            ),
+        ));
+    }
+    let load_path = path.clone();
+    let (config_text, config) = tokio::task::spawn_blocking(move || {
+        let text = std::fs::read_to_string(&load_path)
+            .map_err(|e| format!("Cannot read {}: {e}", load_path.display()))?;
+        let config =
+            crate::printer_config::load(&load_path).map_err(|e| capitalise(&e.to_string()))?;
+        Ok::<_, String>((text, config))
+    })
+    .await
+    .map_err(|e| RpcError::new(INTERNAL_ERROR, e.to_string()))?
+    .map_err(|e| RpcError::new(INVALID_PARAMS, e))?;
+    let port = config.get_str("mcu", "serial").unwrap_or("?").to_owned();
+    let setup = crate::live::board::BoardSetup {
+        id: id.clone(),
+        config,
+        config_path: path.clone(),
+        config_text,
+        target: None,
+        data_dir: ctx.manager.options.data_dir.clone(),
+        gcodes_folder: board_folder(&path),
+        timeout: BOARD_CONNECT_TIMEOUT,
+    };
+    tracing::info!(config = %path.display(), %port, "adding a printer driven by Gantry");
+    let printer = crate::live::board::start(setup).await.map_err(|e| {
+        RpcError::new(
+            PRINTER_UNAVAILABLE,
+            format!(
+                "Could not start the printer of {}: {e}. Check that the board is plugged in, runs Klipper's firmware, and that no other program (Klipper, a slicer, a terminal) has its port open.",
+                path.display()
+            ),
+        )
+    })?;
+    let file = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    let name = name.unwrap_or_else(|| format!("{file} on {port}"));
+    let entry = FleetPrinter {
+        id: id.clone(),
+        name,
+        address: port,
+        backend: Arc::clone(&printer) as _,
+    };
+    if let Err(e) = ctx.fleet.add(entry) {
+        crate::model::PrinterBackend::close(printer.as_ref()).await;
+        return Err(RpcError::new(ALREADY_ADDED, capitalise(&e.to_string())));
+    }
+    ctx.manager.shared.set_link(&id, Some(LinkState::Connected));
+    let entry = ctx
+        .fleet
+        .list()
+        .into_iter()
+        .find(|e| e.id == id)
+        .ok_or_else(|| RpcError::new(INTERNAL_ERROR, "the printer left the list at once"))?;
+    Ok(json!({
+        "printer": entry_json(&entry, ctx.manager.shared.link(&id).as_ref()),
+    }))
+}
+
+/// A board printer's G-code folder under `gcodes/`: the printer.cfg's folder and file name,
+/// made safe for a file name (`home-me-printer_data-config-printer.cfg`).
+fn board_folder(path: &std::path::Path) -> String {
+    let text = path.display().to_string();
+    let safe: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    safe.trim_matches('-').to_owned()
+}
+
 /// `OctoPrint on octopi`, or `OctoPrint at 10.0.0.5:80` when the server names no host.
 async fn default_name(
     kind: BackendKind,
@@ -941,7 +1063,7 @@ async fn remove(ctx: &Context, id: &str) -> Result<Value, RpcError> {
             format!("No printer '{id}': see printers.fleet for the printers served"),
         ));
     };
-    if printer.backend.kind() == BackendKind::Local {
+    if id == "sim" {
         return Err(RpcError::new(
             FORBIDDEN,
             format!(
@@ -956,7 +1078,7 @@ async fn remove(ctx: &Context, id: &str) -> Result<Value, RpcError> {
         .map_err(|e| RpcError::new(PRINTER_UNAVAILABLE, capitalise(&e.to_string())))?;
     printer.backend.close().await;
     ctx.manager.shared.set_link(id, None);
-    tracing::info!(%id, "removed a remote printer");
+    tracing::info!(%id, "removed a printer");
     Ok(json!({ "removed": id }))
 }
 
@@ -1241,6 +1363,7 @@ mod tests {
         let ctx = Arc::new(Context::new(ManagerOptions {
             mdns: None,
             usb_poll: Duration::from_millis(200),
+            data_dir: None,
             remote: RemoteOptions {
                 connect_timeout: Duration::from_secs(2),
                 request_timeout: Duration::from_secs(2),

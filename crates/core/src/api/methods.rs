@@ -89,14 +89,13 @@ impl Context {
         Self::new(ManagerOptions::from_env())
     }
 
-    /// Stops the printers section's tasks and closes every remote printer (removing it from the
-    /// fleet); Gantry's own printers are left to their owner.
+    /// Stops the printers section's tasks and closes every printer (removing it from the
+    /// fleet): remote ones and the boards Gantry drives.
     pub async fn shutdown(&self) {
         self.manager.shutdown().await;
+        // Every printer closes, boards served here included (their MCUs' ports are closed when
+        // this returns; the built-in simulated printer's owner finds it closed).
         for entry in self.fleet.list() {
-            if entry.kind == model::BackendKind::Local {
-                continue;
-            }
             if let Ok(printer) = self.fleet.remove(&entry.id) {
                 printer.backend.close().await;
             }

@@ -236,22 +236,33 @@ impl LocalPrinter {
     /// A command that waits long (M109 heating, a long M400) cannot be interrupted between
     /// its steps: after [`CLOSE_GRACE`] the printer is stopped as by M112.
     pub fn close(&self) {
+        if let Some(finish) = self.begin_close() {
+            finish();
+        }
+    }
+
+    /// Asks the printer's thread to stop; returns what waits for it (blocking: see
+    /// [`LocalPrinter::close`]), or `None` once closed.
+    fn begin_close(&self) -> Option<impl FnOnce() + Send + 'static> {
         if let Some(tx) = lock(&self.requests).take() {
             drop(tx);
         }
-        if let Some(t) = lock(&self.thread).take() {
+        let thread = lock(&self.thread).take()?;
+        let shared = Arc::clone(&self.shared);
+        let name = self.setup.name.clone();
+        Some(move || {
             let deadline = std::time::Instant::now() + CLOSE_GRACE;
-            while !t.is_finished() && std::time::Instant::now() < deadline {
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            if !t.is_finished()
-                && let Some(flag) = lock(&self.shared.emergency).as_ref()
+            if !thread.is_finished()
+                && let Some(flag) = lock(&shared.emergency).as_ref()
             {
-                tracing::warn!(printer = %self.setup.name, "closing a busy printer: emergency stop");
+                tracing::warn!(printer = %name, "closing a busy printer: emergency stop");
                 flag.store(true, Ordering::Relaxed);
             }
-            let _ = t.join();
-        }
+            let _ = thread.join();
+        })
     }
 
     fn send(&self, request: JobRequest) -> PrinterResult<()> {
@@ -675,6 +686,17 @@ fn print(
 impl PrinterBackend for LocalPrinter {
     fn kind(&self) -> BackendKind {
         BackendKind::Local
+    }
+
+    /// Stops the printer's thread (as [`LocalPrinter::close`], off the async runtime): its
+    /// MCUs' ports are closed when this resolves.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        let finish = self.begin_close();
+        Box::pin(async move {
+            if let Some(finish) = finish {
+                let _ = tokio::task::spawn_blocking(finish).await;
+            }
+        })
     }
 
     fn hub(&self) -> &StatusHub {

@@ -10,10 +10,12 @@
 //!
 //! and [`job`], which prints a G-code file through either: progress by file position, the
 //! printer's responses, the end state. [`connect`] runs klippy's start-up for a printer.cfg
-//! and puts the planner live on the MCU; [`local`] serves such a printer as a
+//! and puts the planner live on the MCU; [`board`] does it for a printer.cfg and serves the
+//! result in the fleet; [`local`] serves such a printer as a
 //! [`crate::model::PrinterBackend`] from its own thread (status objects, console, files,
 //! jobs, history).
 
+pub mod board;
 pub mod connect;
 pub mod history;
 pub mod job;
