@@ -277,3 +277,112 @@ fn a_host_killed_mid_print_leaves_the_mcu_to_cut_the_heater() {
         "it was heating: {hotend}"
     );
 }
+
+/// `gantry serve --printer printer.cfg`: a windowless host for a board (a print farm's), here
+/// `gantry sim` behind a pty. The API serves it as printer `klipper:PATH`, ready, and runs G-code
+/// on it; SIGTERM stops the host cleanly. A printer.cfg that cannot be read stops `serve` at once,
+/// saying why.
+#[test]
+fn gantry_serve_drives_the_boards_of_a_printer_cfg() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let missing = gantry()
+        .args(["serve", "--printer", "/nonexistent/printer.cfg"])
+        .env("GANTRY_MDNS", "off")
+        .output()
+        .expect("gantry serve runs");
+    assert!(!missing.status.success());
+    let why = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        why.contains("Cannot read /nonexistent/printer.cfg"),
+        "{why}"
+    );
+
+    let dir = temp_dir("serve-printer");
+    let (sim, tty) = start_sim(&dir);
+    let config = write_config(&dir, &tty);
+    let mut serve = Proc(Some(
+        gantry()
+            .args(["serve", "--printer"])
+            .arg(&config)
+            .env("GANTRY_MDNS", "off")
+            .env("GANTRY_DATA_DIR", dir.join("data"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("gantry serve starts"),
+    ));
+    let stdout = serve
+        .0
+        .as_mut()
+        .and_then(|c| c.stdout.take())
+        .expect("piped");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the endpoint line");
+    let endpoint: serde_json::Value = serde_json::from_str(&line).expect("JSON endpoint");
+    let url = format!(
+        "{}?token={}",
+        endpoint["ws_url"].as_str().expect("ws_url"),
+        endpoint["token"].as_str().expect("token")
+    );
+    let id = format!("klipper:{}", config.display());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (fleet, position) = runtime.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("connects");
+        let mut next_id = 0;
+        let mut call = async |method: &str, params: serde_json::Value| {
+            next_id += 1;
+            let request = serde_json::json!({"jsonrpc": "2.0", "id": next_id, "method": method, "params": params});
+            ws.send(Message::text(request.to_string())).await.expect("send");
+            loop {
+                let msg = tokio::time::timeout(Duration::from_secs(60), ws.next())
+                    .await
+                    .expect("an answer in time")
+                    .expect("open")
+                    .expect("a frame");
+                if let Message::Text(text) = msg {
+                    let reply: serde_json::Value = serde_json::from_str(text.as_str()).expect("JSON");
+                    if reply["id"] == next_id {
+                        return reply;
+                    }
+                }
+            }
+        };
+        let fleet = call("printers.fleet", serde_json::json!({})).await;
+        let script = serde_json::json!({"printer": id, "script": "G28\nG1 X25 Y35 F6000\nM400"});
+        let done = call("printer.gcode.script", script).await;
+        assert!(done["error"].is_null(), "{done}");
+        let query = serde_json::json!({"printer": id, "objects": {"toolhead": ["position"]}});
+        let position = call("printer.objects.query", query).await;
+        (fleet, position)
+    });
+    let entry = fleet["result"]["printers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["id"] == id.as_str()))
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} not in {fleet}"));
+    assert_eq!(entry["kind"], "local", "{entry}");
+    assert_eq!(entry["state"], "ready", "{entry}");
+    let pos = &position["result"]["status"]["toolhead"]["position"];
+    assert_eq!(
+        (pos[0].as_f64(), pos[1].as_f64()),
+        (Some(25.0), Some(35.0)),
+        "{position}"
+    );
+    let mut child = serve.0.take().expect("running");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = child.wait().expect("serve exits");
+    assert!(status.success(), "gantry serve exited with {status}");
+    let report = stop_sim(sim, &dir);
+    assert_eq!(report["shutdown"], serde_json::Value::Null, "{report}");
+    assert!((carriage(&report, "x") - 25.0).abs() < 1e-9, "{report}");
+}

@@ -3,7 +3,9 @@
 //! It prints its endpoint (`{"ws_url": …, "token": …}`) as one JSON line on standard output, so a
 //! browser page, a script or a test can connect, then serves until interrupted (Ctrl-C or SIGTERM)
 //! and shuts down cleanly. With `--sim` it first starts the built-in simulated printer
-//! (`gantry sim` with Gantry as its Klipper host) and serves it as printer `sim`.
+//! (`gantry sim` with Gantry as its Klipper host) and serves it as printer `sim`; with
+//! `--printer printer.cfg` (repeatable) it becomes the Klipper host of the boards each file names
+//! and serves them (printer `klipper:PATH`) — a print farm's host without a window.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -21,6 +23,10 @@ pub struct ServeArgs {
     /// Also run the built-in simulated printer (`gantry sim`) and serve it as printer `sim`.
     #[arg(long)]
     pub sim: bool,
+    /// Drive the boards of this printer.cfg (its `[mcu] serial:` and every `[mcu NAME]`) and
+    /// serve them as printer `klipper:PATH`; may be given several times.
+    #[arg(long = "printer", value_name = "PRINTER_CFG")]
+    pub printers: Vec<std::path::PathBuf>,
 }
 
 /// Runs the API server until the process is asked to stop.
@@ -37,6 +43,14 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         } else {
             None
         };
+        if let Err(e) = add_boards(&context, &args.printers).await {
+            context.shutdown().await;
+            if let Some(sim) = sim {
+                let fleet_context = Arc::clone(&context);
+                let _ = tokio::task::spawn_blocking(move || sim.stop(&fleet_context.fleet)).await;
+            }
+            return Err(e);
+        }
         let server = ApiServer::bind_localhost()
             .await
             .context("cannot start the API server")?
@@ -57,6 +71,25 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Adds the boards of each printer.cfg to the fleet (core's `printers.add` with `config`).
+async fn add_boards(context: &Arc<Context>, paths: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut conn = gantry_core::api::methods::Connection::new(Arc::clone(context), tx);
+    for path in paths {
+        let full = std::path::absolute(path)
+            .with_context(|| format!("cannot resolve {}", path.display()))?;
+        let params = serde_json::json!({ "config": full.display().to_string() });
+        let added = gantry_core::api::methods::call(&mut conn, "printers.add", &params)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        tracing::info!(id = %added["printer"]["id"], "serving a printer");
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C, or on SIGTERM where there is one.
