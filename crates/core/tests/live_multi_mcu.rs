@@ -12,6 +12,7 @@ use gantry_core::live::virtual_host::{VirtualHost, VirtualMcuOptions, VirtualOpt
 use gantry_core::motion::config::Config;
 use gantry_core::motion::printer::Printer;
 use gantry_sim::runtime::SimMcu;
+use gantry_sim::world::Stuck;
 
 const SAMPLE: &str = include_str!("../../../assets/gcode/sample.gcode");
 
@@ -38,8 +39,12 @@ fn toolboard_config() -> String {
 
 /// Connects the two-board printer on a virtual clock.
 fn live_printer() -> (Printer, VirtualHost) {
-    let text = toolboard_config();
-    let config = Config::parse(&text, "toolboard.cfg").expect("the config parses");
+    live_printer_with(&toolboard_config())
+}
+
+/// Connects a two-board printer of printer.cfg `text` on a virtual clock.
+fn live_printer_with(text: &str) -> (Printer, VirtualHost) {
+    let config = Config::parse(text, "toolboard.cfg").expect("the config parses");
     let host = VirtualHost::with_mcus(
         vec![(SimMcu::new(), MAIN), (SimMcu::new(), TOOLBOARD)],
         VirtualOptions::default(),
@@ -49,7 +54,6 @@ fn live_printer() -> (Printer, VirtualHost) {
         .connect_all(|dicts| {
             let p = Printer::new(&config, &[("mcu", &dicts[0]), ("toolboard", &dicts[1])])
                 .map_err(|e| e.to_string())?;
-            assert!(p.live_limitation().is_none(), "{:?}", p.live_limitation());
             let cmds = p.mcus.iter().map(|m| m.config_phase()).collect();
             built = Some(p);
             Ok(cmds)
@@ -242,16 +246,103 @@ fn a_toolboard_shutdown_stops_the_mainboard_too() {
     assert_eq!(bed.duty, 0.0, "bed heater left on");
 }
 
+/// A Z probe on the toolboard (a Voron's Tap or Klicky on a CAN toolboard) homes the Z stepper
+/// on the mainboard: the probe's trsync on the toolboard fires, the host relays the trigger to
+/// the mainboard's trsync (Klipper's trdispatch), the Z stepper stops, and the position is read
+/// back from both boards — twice (the second, slower approach). The toolboard's sim sees the bed
+/// where the mainboard's Z carriage is.
 #[test]
-fn homing_across_mcus_is_refused_with_the_reason() {
-    // The Z endstop on the toolboard (a probe there), Z's stepper on the mainboard.
+fn a_probe_on_the_toolboard_homes_z_on_the_mainboard() {
     let text = toolboard_config().replace("endstop_pin: ^PC4", "endstop_pin: ^toolboard:PC4");
+    let (mut printer, host) = live_printer_with(&text);
+    let z_rail = printer
+        .rails
+        .iter()
+        .find(|r| r.name == "stepper_z")
+        .expect("z rail");
+    assert_eq!(z_rail.endstop.0, 1, "the Z endstop is the toolboard's");
+    assert_eq!(z_rail.stepper_trsyncs.len(), 1, "a trsync on the mainboard");
+    // The lowest the Z carriage went: how far past the probe's trigger it travelled.
+    let lowest = std::sync::Arc::new(std::sync::Mutex::new(f64::INFINITY));
+    let lowest_seen = std::sync::Arc::clone(&lowest);
+    host.link_worlds(move |sims| {
+        let Some(z) = sims[0]
+            .report()
+            .carriages
+            .iter()
+            .find(|c| c.axis == "z")
+            .map(|c| c.position_mm)
+        else {
+            return;
+        };
+        if let Ok(mut low) = lowest_seen.lock() {
+            *low = low.min(z);
+        }
+        let probe = sims[1]
+            .model_mut()
+            .world_mut()
+            .carriages
+            .iter_mut()
+            .find(|c| c.name == "stepper_z")
+            .and_then(|c| c.endstop.as_mut());
+        if let Some(probe) = probe {
+            probe.stuck = Some(if z <= 0.0 {
+                Stuck::Triggered
+            } else {
+                Stuck::Open
+            });
+        }
+    });
+    let gcode = "G28\nG90\nG1 X30 Y40 Z2 F3000\nM400\n";
+    let report = job::run(
+        &mut printer,
+        gcode.as_bytes(),
+        JobOptions::default(),
+        |_| {},
+        |_| {},
+    )
+    .unwrap_or_else(|e| panic!("job: {e}; recent: {:#?}", host.recent_messages()));
+    let errors: Vec<_> = report
+        .responses
+        .iter()
+        .filter(|r| r.text.starts_with("!!"))
+        .collect();
+    assert!(errors.is_empty(), "errors: {errors:?}");
+    assert_positions_match(&printer, &host);
+    // The mainboard's Z carriage is where the toolhead is: homing stopped it at the probe.
+    let main = host.with_sim_at(0, |s| s.report());
+    let z = main
+        .carriages
+        .iter()
+        .find(|c| c.axis == "z")
+        .expect("z")
+        .position_mm;
+    assert!(
+        (z - 2.0).abs() <= 1.0 / 400.0 + 1e-9,
+        "Z carriage at {z} mm"
+    );
+    // The mainboard's trsync stopped Z within a few milliseconds of the toolboard's trigger (at
+    // 5 mm/s: 0.025 mm in 5 ms), not at the end of the steps already queued.
+    let lowest = *lowest.lock().expect("lowest");
+    assert!(
+        lowest > -0.025,
+        "Z travelled {:.3} mm past the probe",
+        -lowest
+    );
+}
+
+#[test]
+fn a_rail_split_across_mcus_is_refused_as_klipper_refuses_it() {
+    let text = toolboard_config().replace(
+        "[extruder]",
+        "[stepper_z1]\nstep_pin: toolboard:PC0\ndir_pin: toolboard:PC1\nenable_pin: !toolboard:PA5\nmicrosteps: 16\nrotation_distance: 8\n\n[extruder]",
+    );
     let config = Config::parse(&text, "toolboard.cfg").expect("parses");
     let dict = SimMcu::new().dictionary().clone();
-    let printer = Printer::new(&config, &[("mcu", &dict), ("toolboard", &dict)]).expect("planner");
-    let why = printer.live_limitation().expect("refused");
+    let err = Printer::new(&config, &[("mcu", &dict), ("toolboard", &dict)]).expect_err("refused");
     assert!(
-        why.contains("[stepper_z] is on MCU 'mcu' but its endstop is on MCU 'toolboard'"),
-        "{why}"
+        err.to_string()
+            .contains("Multi-mcu homing not supported on multi-mcu shared axis"),
+        "{err}"
     );
 }

@@ -318,6 +318,10 @@ pub struct Rail {
     pub homing_positive_dir: bool,
     /// Endstop oid and its trsync oid, on `mcu`.
     pub endstop: (usize, u8, u8),
+    /// The trsyncs of the rail's steppers on other MCUs than the endstop's, `(mcu, oid)` (a
+    /// probe on a toolboard homing Z steppers on the mainboard): the host triggers them when
+    /// the endstop's fires (Klipper's TriggerDispatch).
+    pub stepper_trsyncs: Vec<(usize, u8)>,
     /// Endstop pin inverted (`!`).
     pub endstop_invert: bool,
 }
@@ -483,6 +487,9 @@ const BATCH_MOVE_COUNT: usize = 500;
 const ENDSTOP_SAMPLE_TIME: f64 = 0.000_015;
 const ENDSTOP_SAMPLE_COUNT: u32 = 4;
 const TRSYNC_SINGLE_MCU_TIMEOUT: f64 = 0.250;
+/// A homing trsync's timeout when the homing move involves several MCUs, s (Klipper's
+/// TRSYNC_TIMEOUT): the host relays the trigger between them.
+const TRSYNC_TIMEOUT: f64 = 0.025;
 const DISABLE_STALL_TIME: f64 = 0.100;
 /// Delay before a PWM output's start value applies, s (Klipper's MCU_pwm).
 const PWM_START_DELAY: f64 = 0.200;
@@ -528,25 +535,6 @@ impl Printer {
         p.toolhead.record = Some(Vec::new());
         p.keep_motion_history(false);
         Ok(p)
-    }
-
-    /// Why this printer cannot be driven live as configured, if it cannot: a homing rail whose
-    /// steppers are on another MCU than its endstop (Klipper coordinates such a move with a
-    /// trsync on every MCU involved; Gantry's live host does not yet).
-    pub fn live_limitation(&self) -> Option<String> {
-        for rail in &self.rails {
-            let endstop_mcu = rail.endstop.0;
-            for &si in &rail.steppers {
-                let s = &self.toolhead.steppers[si];
-                if s.mcu != endstop_mcu {
-                    return Some(format!(
-                        "homing across MCUs is not supported live yet: [{}] is on MCU '{}' but its endstop is on MCU '{}'",
-                        s.name, self.mcus[s.mcu].name, self.mcus[endstop_mcu].name
-                    ));
-                }
-            }
-        }
-        None
     }
 
     /// Builds the printer from `config` with one dictionary per MCU name (`mcu`, `extruder_board`).
@@ -1075,6 +1063,8 @@ impl Printer {
             format!("config_trsync oid={trsync_oid}"),
         ]);
         let stepper = self.add_stepper(cfg, section, kin, Some(TrapqId::Toolhead))?;
+        let mut stepper_trsyncs = Vec::new();
+        self.add_stepper_trsync(emi, stepper, &mut stepper_trsyncs)?;
         let position_endstop = cfg.getfloat(
             section,
             "position_endstop",
@@ -1140,7 +1130,19 @@ impl Printer {
                 break;
             }
             let kin2 = self.toolhead.steppers[stepper].solver.kinematics().clone();
-            steppers.push(self.add_stepper(cfg, &extra, kin2, Some(TrapqId::Toolhead))?);
+            let extra_stepper = self.add_stepper(cfg, &extra, kin2, Some(TrapqId::Toolhead))?;
+            self.add_stepper_trsync(emi, extra_stepper, &mut stepper_trsyncs)?;
+            steppers.push(extra_stepper);
+        }
+        // Klipper's TriggerDispatch: the steppers of one rail on two MCUs cannot stop together.
+        let stepper_mcus: Vec<usize> = steppers
+            .iter()
+            .map(|&si| self.toolhead.steppers[si].mcu)
+            .collect();
+        if stepper_mcus.iter().any(|&m| m != stepper_mcus[0]) {
+            return Err(cfg_err(
+                "Multi-mcu homing not supported on multi-mcu shared axis".to_owned(),
+            ));
         }
         self.rails.push(Rail {
             name: section.to_owned(),
@@ -1154,9 +1156,28 @@ impl Printer {
             homing_retract_dist,
             homing_positive_dir,
             endstop: (emi, es_oid, trsync_oid),
+            stepper_trsyncs,
             endstop_invert: es.invert,
         });
         Ok(self.rails.len() - 1)
+    }
+
+    /// A trsync on stepper `si`'s MCU when that is not the endstop's MCU `emi` (one per MCU,
+    /// created right after the MCU's first stepper of the rail, as Klipper's `add_stepper`).
+    fn add_stepper_trsync(
+        &mut self,
+        emi: usize,
+        si: usize,
+        trsyncs: &mut Vec<(usize, u8)>,
+    ) -> Result<(), PrinterError> {
+        let mi = self.toolhead.steppers[si].mcu;
+        if mi == emi || trsyncs.iter().any(|&(m, _)| m == mi) {
+            return Ok(());
+        }
+        let oid = self.mcus[mi].create_oid();
+        self.mcus[mi].add_ready(vec![format!("config_trsync oid={oid}")]);
+        trsyncs.push((mi, oid));
+        Ok(())
     }
 
     fn build_kinematics(
@@ -2386,35 +2407,56 @@ impl Printer {
             let rest_time = self.endstop_rest_time(ri, movepos, speed);
             let r = self.rails[ri].clone();
             let (mi, es_oid, trsync_oid) = r.endstop;
+            // The endstop's trsync, then one on each other MCU its steppers are on (Klipper's
+            // TriggerDispatch; several MCUs shorten the timeout and stagger the reports).
+            let mut members = vec![(mi, trsync_oid)];
+            members.extend(r.stepper_trsyncs.iter().copied());
+            let timeout = if members.len() > 1 {
+                TRSYNC_TIMEOUT
+            } else {
+                TRSYNC_SINGLE_MCU_TIMEOUT
+            };
+            let count = members.len();
+            for (k, &(tmi, toid)) in members.iter().enumerate() {
+                let q = &self.toolhead.mcus[tmi];
+                let clock = q.print_time_to_clock(print_time);
+                let expire = q.print_time_to_clock(print_time + timeout);
+                let report_ticks = q.seconds_to_clock(timeout * 0.3);
+                #[allow(clippy::cast_precision_loss)]
+                let offset = k as f64 / count as f64;
+                let report_clock = clock + (report_ticks as f64 * offset + 0.5) as u64;
+                self.toolhead.send(
+                    tmi,
+                    clock,
+                    0,
+                    format!(
+                        "trsync_start oid={toid} report_clock={report_clock} report_ticks={report_ticks} expire_reason=4"
+                    ),
+                );
+                for &si in &r.steppers {
+                    let s = &self.toolhead.steppers[si];
+                    if s.mcu != tmi {
+                        continue;
+                    }
+                    let soid = s.oid;
+                    self.toolhead.send(
+                        tmi,
+                        0,
+                        0,
+                        format!("stepper_stop_on_trigger oid={soid} trsync_oid={toid}"),
+                    );
+                }
+                self.toolhead.send(
+                    tmi,
+                    clock,
+                    0,
+                    format!("trsync_set_timeout oid={toid} clock={expire}"),
+                );
+            }
             let q = &self.toolhead.mcus[mi];
             let clock = q.print_time_to_clock(print_time);
             let rest_ticks = q.print_time_to_clock(print_time + rest_time) - clock;
             let sample_ticks = q.seconds_to_clock(ENDSTOP_SAMPLE_TIME);
-            let expire = q.print_time_to_clock(print_time + TRSYNC_SINGLE_MCU_TIMEOUT);
-            let report_ticks = q.seconds_to_clock(TRSYNC_SINGLE_MCU_TIMEOUT * 0.3);
-            self.toolhead.send(
-                mi,
-                clock,
-                0,
-                format!(
-                    "trsync_start oid={trsync_oid} report_clock={clock} report_ticks={report_ticks} expire_reason=4"
-                ),
-            );
-            for &si in &r.steppers {
-                let soid = self.toolhead.steppers[si].oid;
-                self.toolhead.send(
-                    mi,
-                    0,
-                    0,
-                    format!("stepper_stop_on_trigger oid={soid} trsync_oid={trsync_oid}"),
-                );
-            }
-            self.toolhead.send(
-                mi,
-                clock,
-                0,
-                format!("trsync_set_timeout oid={trsync_oid} clock={expire}"),
-            );
             let pin_value = u8::from(!r.endstop_invert);
             self.toolhead.send(
                 mi,

@@ -93,9 +93,8 @@ pub fn mcu_target(config: &Config, mcu: &str, path: &Path) -> Result<McuTarget, 
 /// port (see [`mcu_target`]); klippy's order: all identified, then all configured.
 ///
 /// # Errors
-/// A config the MCUs' dictionaries cannot run (or the live host cannot: see
-/// [`Printer::live_limitation`]), an MCU that does not answer within `timeout` or refuses the
-/// configuration.
+/// A config the MCUs' dictionaries cannot run, an MCU that does not answer within `timeout` or
+/// refuses the configuration.
 ///
 /// With `firmware_restart`, every MCU is reset first (klippy's FIRMWARE_RESTART: a shut-down
 /// MCU comes back this way).
@@ -131,9 +130,6 @@ pub async fn connect(
                 .collect();
             let printer = Printer::new(config, &pairs)
                 .map_err(|e| format!("printer.cfg not usable with these MCUs: {e}"))?;
-            if let Some(why) = printer.live_limitation() {
-                return Err(why);
-            }
             let cmds = printer.mcus.iter().map(|m| m.config_phase()).collect();
             *built
                 .lock()

@@ -129,8 +129,14 @@ impl Link {
     }
 }
 
+/// Couples the sims' worlds after every tick (see [`VirtualHost::link_worlds`]).
+type WorldLink = Box<dyn FnMut(&mut [&mut SimMcu]) + Send>;
+
 struct Inner {
     links: Vec<Link>,
+    /// Physics shared between boards (a probe on the toolboard touching the bed the mainboard
+    /// moves).
+    world_link: Option<WorldLink>,
     now: f64,
     options: VirtualOptions,
     events: VecDeque<LiveEvent>,
@@ -166,6 +172,10 @@ impl Inner {
                     link.session_events.push_back(event);
                 }
             }
+        }
+        if let Some(f) = self.world_link.as_mut() {
+            let mut sims: Vec<&mut SimMcu> = self.links.iter_mut().map(|l| &mut l.sim).collect();
+            f(&mut sims);
         }
         self.now += dt;
     }
@@ -205,6 +215,7 @@ impl VirtualHost {
             .collect();
         let inner = Inner {
             links,
+            world_link: None,
             now: 0.0,
             options,
             events: VecDeque::new(),
@@ -324,6 +335,13 @@ impl VirtualHost {
                 }
             }
         }
+    }
+
+    /// Runs `f` on every sim (the primary first) after each tick: the physics that joins the
+    /// boards' worlds, such as a toolboard's probe that triggers when the mainboard's Z carriage
+    /// reaches the bed.
+    pub fn link_worlds(&self, f: impl FnMut(&mut [&mut SimMcu]) + Send + 'static) {
+        self.lock().world_link = Some(Box::new(f));
     }
 
     /// Runs `f` on the (primary) simulated MCU (to read its report, or to inject a fault).

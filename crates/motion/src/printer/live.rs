@@ -127,11 +127,17 @@ impl LiveEvent {
 /// A response kept for a query: (MCU index, name, parameters, host time it arrived).
 type KeptResponse = (usize, String, Vec<(String, i64)>, f64);
 
-/// A homing move's trsync as the host follows it (trdispatch.c for one MCU).
+/// A homing move's trsync as the host follows it (Klipper's trdispatch.c): one per MCU of an
+/// endstop's homing — the endstop's first, then its steppers' other MCUs, all in one `group`.
 #[derive(Clone, Debug)]
 struct Trsync {
     mcu: usize,
     oid: u8,
+    /// The endstop (rail index) whose homing this trsync serves.
+    group: usize,
+    /// Whether the group has trsyncs on several MCUs (the host relays the trigger, reports
+    /// extend every member's timeout together, and the timeout is [`super::TRSYNC_TIMEOUT`]).
+    multi: bool,
     /// Set once the MCU reported it can no longer trigger: the reason.
     done: Option<i64>,
     expire_clock: u64,
@@ -941,7 +947,8 @@ impl Printer {
             }
         }
         let print_time = self.toolhead.get_last_move_time()?;
-        // Arm every endstop (MCU_endstop.home_start).
+        // Arm every endstop (MCU_endstop.home_start with its TriggerDispatch): a trsync on the
+        // endstop's MCU and on each other MCU its steppers are on.
         let mut armed = Vec::new();
         self.live_mut()?.trsyncs.clear();
         for &ri in rails {
@@ -950,49 +957,72 @@ impl Printer {
                 let r = &self.rails[ri];
                 (rest, r.endstop, r.endstop_invert)
             };
+            let mut members = vec![(mi, trsync_oid)];
+            members.extend(self.rails[ri].stepper_trsyncs.iter().copied());
+            let multi = members.len() > 1;
+            let timeout = if multi {
+                super::TRSYNC_TIMEOUT
+            } else {
+                super::TRSYNC_SINGLE_MCU_TIMEOUT
+            };
+            let count = members.len();
+            for (k, &(tmi, toid)) in members.iter().enumerate() {
+                let q = &self.toolhead.mcus[tmi];
+                let clock = q.print_time_to_clock(print_time);
+                let expire_ticks = q.seconds_to_clock(timeout);
+                let report_ticks = q.seconds_to_clock(timeout * 0.3);
+                let expire_clock = clock + expire_ticks;
+                let min_extend_ticks = (report_ticks as f64 * 0.8 + 0.5) as u64;
+                #[allow(clippy::cast_precision_loss)]
+                let report_offset = k as f64 / count as f64;
+                let report_clock = clock + (report_ticks as f64 * report_offset + 0.5) as u64;
+                self.live_mut()?.trsyncs.push(Trsync {
+                    mcu: tmi,
+                    oid: toid,
+                    group: ri,
+                    multi,
+                    done: None,
+                    expire_clock,
+                    expire_ticks,
+                    min_extend_ticks,
+                    report_ticks,
+                    last_report_clock: clock,
+                    home_end_clock: None,
+                });
+                // One command queue per MCU in klippy: the same request clock keeps them in
+                // order.
+                self.toolhead.send(
+                    tmi,
+                    clock,
+                    0,
+                    format!(
+                        "trsync_start oid={toid} report_clock={report_clock} report_ticks={report_ticks} expire_reason={REASON_COMMS_TIMEOUT}"
+                    ),
+                );
+                for &si in &self.rails[ri].steppers {
+                    let s = &self.toolhead.steppers[si];
+                    if s.mcu != tmi {
+                        continue;
+                    }
+                    let soid = s.oid;
+                    self.toolhead.send(
+                        tmi,
+                        clock,
+                        0,
+                        format!("stepper_stop_on_trigger oid={soid} trsync_oid={toid}"),
+                    );
+                }
+                self.toolhead.send(
+                    tmi,
+                    clock,
+                    0,
+                    format!("trsync_set_timeout oid={toid} clock={expire_clock}"),
+                );
+            }
             let q = &self.toolhead.mcus[mi];
             let clock = q.print_time_to_clock(print_time);
             let rest_ticks = q.print_time_to_clock(print_time + rest_time) - clock;
             let sample_ticks = q.seconds_to_clock(super::ENDSTOP_SAMPLE_TIME);
-            let expire_ticks = q.seconds_to_clock(super::TRSYNC_SINGLE_MCU_TIMEOUT);
-            let report_ticks = q.seconds_to_clock(super::TRSYNC_SINGLE_MCU_TIMEOUT * 0.3);
-            let expire_clock = clock + expire_ticks;
-            let min_extend_ticks = (report_ticks as f64 * 0.8 + 0.5) as u64;
-            self.live_mut()?.trsyncs.push(Trsync {
-                mcu: mi,
-                oid: trsync_oid,
-                done: None,
-                expire_clock,
-                expire_ticks,
-                min_extend_ticks,
-                report_ticks,
-                last_report_clock: clock,
-                home_end_clock: None,
-            });
-            // One command queue in klippy: the same request clock keeps them in order.
-            self.toolhead.send(
-                mi,
-                clock,
-                0,
-                format!(
-                    "trsync_start oid={trsync_oid} report_clock={clock} report_ticks={report_ticks} expire_reason={REASON_COMMS_TIMEOUT}"
-                ),
-            );
-            for &si in &self.rails[ri].steppers {
-                let soid = self.toolhead.steppers[si].oid;
-                self.toolhead.send(
-                    mi,
-                    clock,
-                    0,
-                    format!("stepper_stop_on_trigger oid={soid} trsync_oid={trsync_oid}"),
-                );
-            }
-            self.toolhead.send(
-                mi,
-                clock,
-                0,
-                format!("trsync_set_timeout oid={trsync_oid} clock={expire_clock}"),
-            );
             let pin_value = u8::from(!invert);
             let sample_count = super::ENDSTOP_SAMPLE_COUNT;
             self.toolhead.send(
@@ -1020,7 +1050,7 @@ impl Printer {
         for (ri, mi, es_oid, trsync_oid, rest_ticks) in armed {
             let name = self.rails[ri].name.clone();
             let end_clock = self.toolhead.mcus[mi].print_time_to_clock(move_end);
-            match self.live_home_wait(mi, es_oid, trsync_oid, rest_ticks, end_clock) {
+            match self.live_home_wait(ri, mi, es_oid, trsync_oid, rest_ticks, end_clock) {
                 Ok(Some(t)) => trigger_times.push((ri, t)),
                 Ok(None) => {
                     if error.is_none() {
@@ -1243,7 +1273,45 @@ impl Printer {
         }
         if can_trigger == 0 {
             live.trsyncs[i].done = Some(reason);
+            // trdispatch: the first trsync of a group to stop stops the others at once.
+            let group = live.trsyncs[i].group;
+            let others: Vec<(usize, McuMessage)> = live
+                .trsyncs
+                .iter()
+                .filter(|t| t.group == group && t.done.is_none())
+                .map(|t| {
+                    (
+                        t.mcu,
+                        McuMessage {
+                            req_clock: 0,
+                            min_clock: 0,
+                            command: McuCommand::Text(format!(
+                                "trsync_trigger oid={} reason={REASON_HOST_REQUEST}",
+                                t.oid
+                            )),
+                        },
+                    )
+                })
+                .collect();
+            for (mcu, msg) in others {
+                live.host.transmit(mcu, vec![msg]);
+            }
             return Ok(());
+        }
+        if live.trsyncs[i].multi {
+            live.trsyncs[i].last_report_clock = live.trsyncs[i].last_report_clock.max(clock);
+            if let Some(end) = live.trsyncs[i].home_end_clock
+                && clock >= end
+            {
+                live.trsyncs[i].home_end_clock = None;
+                let text = format!(
+                    "trsync_trigger oid={} reason={REASON_PAST_END_TIME}",
+                    live.trsyncs[i].oid
+                );
+                return self.live_send_now(mcu, text);
+            }
+            let group = live.trsyncs[i].group;
+            return self.extend_trsync_group(group);
         }
         let t = &mut live.trsyncs[i];
         t.last_report_clock = t.last_report_clock.max(clock);
@@ -1271,6 +1339,51 @@ impl Printer {
         Ok(())
     }
 
+    /// trdispatch's timeout extension for a group on several MCUs: every member's timeout runs
+    /// from the oldest report heard from any member (in print time), so an MCU whose reports
+    /// stop lets every member time out together.
+    fn extend_trsync_group(&mut self, group: usize) -> Result<(), MoveError> {
+        let Some(live) = self.live.as_deref_mut() else {
+            return Ok(());
+        };
+        let queues = &self.toolhead.mcus;
+        let oldest = live
+            .trsyncs
+            .iter()
+            .filter(|t| t.group == group)
+            .map(|t| queues[t.mcu].clock_to_print_time(t.last_report_clock))
+            .fold(f64::INFINITY, f64::min);
+        if !oldest.is_finite() {
+            return Ok(());
+        }
+        let mut out = Vec::new();
+        for t in live
+            .trsyncs
+            .iter_mut()
+            .filter(|t| t.group == group && t.done.is_none())
+        {
+            let expire = queues[t.mcu].print_time_to_clock(oldest) + t.expire_ticks;
+            if expire >= t.expire_clock + t.min_extend_ticks {
+                t.expire_clock = expire;
+                out.push((
+                    t.mcu,
+                    McuMessage {
+                        req_clock: 0,
+                        min_clock: 0,
+                        command: McuCommand::Text(format!(
+                            "trsync_set_timeout oid={} clock={expire}",
+                            t.oid
+                        )),
+                    },
+                ));
+            }
+        }
+        for (mcu, msg) in out {
+            live.host.transmit(mcu, vec![msg]);
+        }
+        Ok(())
+    }
+
     /// Extends a homing trsync's timeout when its reports stopped coming for a little while
     /// (Gantry's addition). Klipper extends it only from each `trsync_state` report, so three
     /// lost reports in a row (a damaged link) end a homing move with "Communication timeout
@@ -1289,7 +1402,13 @@ impl Printer {
             .collect();
         let live = self.live_mut()?;
         let mut out = Vec::new();
-        for t in live.trsyncs.iter_mut().filter(|t| t.done.is_none()) {
+        // Groups on several MCUs are extended only from their reports (trdispatch), as in
+        // Klipper: the host relays between them and must not keep one alive alone.
+        for t in live
+            .trsyncs
+            .iter_mut()
+            .filter(|t| t.done.is_none() && !t.multi)
+        {
             let Some(&clock) = clocks.get(t.mcu) else {
                 continue;
             };
@@ -1323,6 +1442,7 @@ impl Printer {
     /// ended without one.
     fn live_home_wait(
         &mut self,
+        ri: usize,
         mi: usize,
         es_oid: u8,
         trsync_oid: u8,
@@ -1337,15 +1457,16 @@ impl Printer {
         {
             t.home_end_clock = Some(end_clock);
         }
-        // Wait for the trsync to finish (trigger, past end, or timeout).
+        // Wait for the trsyncs to finish (trigger, past end, or timeout): the first of the
+        // group to stop ends the wait (the host stops the others).
         let deadline = self.now()? + QUERY_TIMEOUT + 30.0;
         loop {
-            let done = self
-                .live_mut()?
-                .trsyncs
+            let trsyncs = &self.live_mut()?.trsyncs;
+            let done = trsyncs
                 .iter()
-                .find(|t| t.mcu == mi && t.oid == trsync_oid)
-                .is_none_or(|t| t.done.is_some());
+                .filter(|t| t.group == ri)
+                .any(|t| t.done.is_some())
+                || !trsyncs.iter().any(|t| t.group == ri);
             if done {
                 break;
             }
@@ -1364,23 +1485,32 @@ impl Printer {
                 "endstop_home oid={es_oid} clock=0 sample_ticks=0 sample_count=0 rest_ticks=0 pin_value=0 trsync_oid=0 trigger_reason=0"
             ),
         )?;
-        // TriggerDispatch.stop → MCU_trsync.stop: query the final state, then each stepper's
-        // position (note_homing_end).
-        let (params, _) = self.live_query(
-            mi,
-            format!("trsync_trigger oid={trsync_oid} reason={REASON_HOST_REQUEST}"),
-            "trsync_state",
-            trsync_oid,
-        )?;
-        let reason = LiveEvent::param(&params, "trigger_reason");
-        let steppers: Vec<usize> = self
-            .rails
-            .iter()
-            .filter(|r| r.endstop.0 == mi && r.endstop.2 == trsync_oid)
-            .flat_map(|r| r.steppers.clone())
-            .collect();
-        for si in steppers {
-            self.live_stepper_homing_end(si)?;
+        // TriggerDispatch.stop → MCU_trsync.stop for each trsync of the group, the endstop's
+        // first: query its final state, then its steppers' positions (note_homing_end). A
+        // communication timeout on any MCU fails the homing; otherwise the endstop's reason.
+        let mut members = vec![(mi, trsync_oid)];
+        members.extend(self.rails[ri].stepper_trsyncs.iter().copied());
+        let mut reason = 0;
+        for (k, &(tmi, toid)) in members.iter().enumerate() {
+            let (params, _) = self.live_query(
+                tmi,
+                format!("trsync_trigger oid={toid} reason={REASON_HOST_REQUEST}"),
+                "trsync_state",
+                toid,
+            )?;
+            let r = LiveEvent::param(&params, "trigger_reason");
+            if k == 0 || (r >= REASON_COMMS_TIMEOUT && reason < REASON_COMMS_TIMEOUT) {
+                reason = r;
+            }
+            let steppers: Vec<usize> = self.rails[ri]
+                .steppers
+                .iter()
+                .copied()
+                .filter(|&si| self.toolhead.steppers[si].mcu == tmi)
+                .collect();
+            for si in steppers {
+                self.live_stepper_homing_end(si)?;
+            }
         }
         if reason >= REASON_COMMS_TIMEOUT {
             return Err(MoveError::OutOfRange(
