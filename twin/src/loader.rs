@@ -18,7 +18,7 @@ use gantry_core::motion::printer::Response;
 use gantry_core::motion::toolpath::{Reader, ToolpathOptions};
 
 use crate::lod::{self, Lods};
-use crate::ribbons::{RibbonPage, RibbonPages, SharedDevice, page_buffer};
+use crate::ribbons::{RibbonPage, RibbonPages, SharedDevice};
 use crate::timeline::{Planning, TimedMove, Timeline};
 use crate::toolpath_data::{Builder, Chunk, LoadedToolpath, Page, ToolpathMeta};
 
@@ -130,14 +130,9 @@ fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usiz
 /// What the threads send.
 enum LoadMsg {
     Progress(u64),
-    Pages(Vec<(RibbonPage, Vec<Chunk>)>),
+    Pages(Vec<(Page, Vec<Chunk>)>),
     Parsed(Box<ToolpathMeta>, LineIndex),
-    /// Every level-0 page is in a GPU buffer (the time).
-    OnGpu(Instant),
-    Lods(
-        Box<Lods>,
-        Vec<Option<bevy::render::render_resource::Buffer>>,
-    ),
+    Lods(Box<Lods>),
     Moves(Vec<TimedMove>),
     Responses(Vec<Response>),
     Planned,
@@ -160,8 +155,6 @@ pub struct LoadState {
     pub started: Instant,
     /// How long parsing took (file to pages), once done.
     pub parse_time: Option<Duration>,
-    /// When every level-0 page was in a GPU buffer.
-    pub on_gpu: Option<Instant>,
     /// Level-0 chunks so far.
     pub chunks: Vec<Chunk>,
     /// Level-0 pages so far (also in [`RibbonPages`] at the same indices).
@@ -251,7 +244,7 @@ pub fn replace(
     config: Config,
     options: ToolpathOptions,
 ) {
-    ribbon_pages.pages.clear();
+    ribbon_pages.replace();
     let (state, job) = new_load(source_name, source, config, options, false, generation);
     commands.insert_resource(state);
     commands.insert_resource(PendingLoad(Some(job)));
@@ -277,7 +270,6 @@ fn new_load(
         bytes_read: 0,
         started: Instant::now(),
         parse_time: None,
-        on_gpu: None,
         chunks: Vec::new(),
         pages: Vec::new(),
         meta: None,
@@ -315,7 +307,8 @@ struct LoadJob {
 struct PendingLoad(Option<LoadJob>);
 
 /// Starts the loader thread once the renderer has its device (the window's surface comes first
-/// on a desktop): the load is timed from here, and each page goes to the GPU as it fills.
+/// on a desktop): the load is timed from here. Pages go to the GPU from the render world
+/// ([`crate::ribbons`]), before the frame that first draws them.
 fn begin(
     mut pending: ResMut<PendingLoad>,
     device: Res<SharedDevice>,
@@ -327,7 +320,6 @@ fn begin(
     let Some(job) = pending.0.take() else { return };
     state.started = Instant::now();
     let started = state.started;
-    let device = device.clone();
     std::thread::Builder::new()
         .name("twin-loader".into())
         .spawn(move || {
@@ -337,7 +329,7 @@ fn begin(
                 config,
                 tx,
             } = job;
-            load_thread(&source, options, config, &device, &tx, started);
+            load_thread(&source, options, config, &tx, started);
         })
         .map(|_| ())
         .unwrap_or_else(|e| bevy::log::error!("cannot start the loader thread: {e}"));
@@ -347,21 +339,9 @@ fn load_thread(
     source: &GcodeSource,
     options: ToolpathOptions,
     config: Option<Config>,
-    device: &SharedDevice,
     tx: &Sender<LoadMsg>,
     started: Instant,
 ) {
-    // Each full page goes into a GPU buffer here, as soon as the renderer has a device.
-    let gpu = |page: &Page| device.0.get().map(|d| page_buffer(d, page));
-    let pack = |pages: Vec<(Page, Vec<Chunk>)>| -> Vec<(RibbonPage, Vec<Chunk>)> {
-        pages
-            .into_iter()
-            .map(|(p, c)| {
-                let buffer = gpu(&p);
-                (RibbonPage { points: p, buffer }, c)
-            })
-            .collect()
-    };
     let (mut input, _) = match source.open() {
         Ok(x) => x,
         Err(e) => {
@@ -376,7 +356,7 @@ fn load_thread(
     let mut block = vec![0u8; READ_BLOCK];
     let mut offset = 0u64;
     let mut loaded = LoadedToolpath::default();
-    let (mut t_read, mut t_parse, mut t_index, mut t_gpu) = (0.0, 0.0, 0.0, 0.0);
+    let (mut t_read, mut t_parse, mut t_index) = (0.0, 0.0, 0.0);
     loop {
         let t = Instant::now();
         let n = match read_full(&mut input, &mut block) {
@@ -401,14 +381,14 @@ fn load_thread(
                 loaded.pages.push(p.clone());
                 loaded.chunks.extend_from_slice(c);
             }
-            let _ = tx.send(LoadMsg::Pages(pack(pages)));
+            let _ = tx.send(LoadMsg::Pages(pages));
         }
         t_read += (t1 - t).as_secs_f64();
         t_parse += (t2 - t1).as_secs_f64();
         t_index += (t3 - t2).as_secs_f64();
-        t_gpu += t3.elapsed().as_secs_f64();
         let _ = tx.send(LoadMsg::Progress(offset));
     }
+    let t = Instant::now();
     reader.finish(&mut builder);
     let (pages, meta) = builder.finish(reader.lines_read());
     for (p, c) in &pages {
@@ -416,18 +396,14 @@ fn load_thread(
         loaded.chunks.extend_from_slice(c);
     }
     loaded.meta = meta.clone();
-    let packed = pack(pages);
-    let all_on_gpu = packed.iter().all(|(p, _)| p.buffer.is_some());
-    if !packed.is_empty() {
-        let _ = tx.send(LoadMsg::Pages(packed));
-    }
-    if all_on_gpu {
-        let _ = tx.send(LoadMsg::OnGpu(Instant::now()));
+    if !pages.is_empty() {
+        let _ = tx.send(LoadMsg::Pages(pages));
     }
     let _ = tx.send(LoadMsg::Parsed(Box::new(meta), index));
+    let t_finish = t.elapsed().as_secs_f64();
     bevy::log::info!(
         "toolpath: {} segments in {:.3} s (read {t_read:.3} s, parse {t_parse:.3} s, \
-         line index {t_index:.3} s, GPU {t_gpu:.3} s)",
+         line index {t_index:.3} s, finish {t_finish:.3} s)",
         loaded.meta.segments,
         started.elapsed().as_secs_f64()
     );
@@ -447,7 +423,6 @@ fn load_thread(
     let lod_start = Instant::now();
     #[allow(clippy::cast_possible_truncation)]
     let lods = lod::build(&loaded, loaded.pages.len() as u32);
-    let buffers = lods.pages.iter().map(gpu).collect();
     bevy::log::info!(
         "levels of detail: {} segments in {:.3} s",
         (1..=lod::LEVELS.len())
@@ -455,7 +430,7 @@ fn load_thread(
             .sum::<u64>(),
         lod_start.elapsed().as_secs_f64()
     );
-    let _ = tx.send(LoadMsg::Lods(Box::new(lods), buffers));
+    let _ = tx.send(LoadMsg::Lods(Box::new(lods)));
 }
 
 fn plan_thread(source: &GcodeSource, config: &Config, tx: &Sender<LoadMsg>) {
@@ -539,28 +514,26 @@ impl LoadState {
         match msg {
             LoadMsg::Progress(b) => self.bytes_read = b,
             LoadMsg::Pages(pages) => {
-                for (page, chunks) in pages {
+                for (points, chunks) in pages {
                     // Level-0 pages come first in the renderer's list, in order.
-                    self.pages.push(page.points.clone());
-                    ribbon_pages.pages.push(page);
+                    self.pages.push(points.clone());
+                    ribbon_pages.pages.push(RibbonPage { points });
                     self.chunks.extend(chunks);
                 }
             }
-            LoadMsg::OnGpu(at) => self.on_gpu = Some(at),
             LoadMsg::Parsed(meta, index) => {
                 self.parse_time = Some(self.started.elapsed());
                 self.bytes_read = self.file_bytes;
                 self.meta = Some(Arc::new(*meta));
                 self.line_index = index;
             }
-            LoadMsg::Lods(lods, buffers) => {
+            LoadMsg::Lods(mut lods) => {
                 self.lod_time = Some(self.started.elapsed());
+                // The renderer's copy is the only one: dropped once on the GPU.
                 ribbon_pages.pages.extend(
-                    lods.pages
-                        .iter()
-                        .cloned()
-                        .zip(buffers)
-                        .map(|(points, buffer)| RibbonPage { points, buffer }),
+                    std::mem::take(&mut lods.pages)
+                        .into_iter()
+                        .map(|points| RibbonPage { points }),
                 );
                 self.lods = Some(Arc::new(*lods));
             }

@@ -138,24 +138,66 @@ pub struct DrawRange {
     pub variant: u32,
 }
 
-/// A page of points and, once made, its GPU buffer.
+/// A page of points; the render world puts it in a GPU buffer of its own.
 #[derive(Clone, Debug)]
 pub struct RibbonPage {
-    /// The points.
+    /// The points; empty once on the GPU ([`release_uploaded`]).
     pub points: Page,
-    /// The storage buffer holding them (made by the loader thread when it could).
-    pub buffer: Option<Buffer>,
 }
 
 /// Every page of points the GPU should hold (level 0 and levels of detail), main world.
 #[derive(Resource, Clone, Debug, Default)]
 pub struct RibbonPages {
-    /// The pages; indices are stable (pages are only appended).
+    /// The pages; indices are stable (pages are only appended) within an epoch.
     pub pages: Vec<RibbonPage>,
+    /// Which toolpath they are: one more each time the pages are replaced by another file's
+    /// ([`RibbonPages::replace`]), so the render world drops the old buffers.
+    pub epoch: u32,
 }
 
-/// The GPU device, for threads that make buffers themselves (the loader makes each page's
-/// buffer as soon as the page is full, whatever the frame rate): set once the renderer has it.
+impl RibbonPages {
+    /// Drops every page: another toolpath follows.
+    pub fn replace(&mut self) {
+        self.pages.clear();
+        self.epoch = self.epoch.wrapping_add(1);
+    }
+
+    /// Drops this list's reference to the points of the pages the render world has put in
+    /// buffers (`uploaded` pages of epoch `epoch`); returns how many it dropped. Points nobody
+    /// else holds (the levels of detail) are freed: the GPU's copy is the only one needed.
+    pub fn release(&mut self, epoch: u32, uploaded: usize) -> usize {
+        if epoch != self.epoch {
+            return 0;
+        }
+        let mut n = 0;
+        for page in self.pages.iter_mut().take(uploaded) {
+            if !page.points.is_empty() {
+                page.points = Page::default();
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// Frees the main world's copies of pages on the GPU (see [`RibbonPages::release`]).
+pub fn release_uploaded(mut pages: ResMut<RibbonPages>, status: Res<UploadStatus>) {
+    let reading = status.get();
+    let done = reading.pages;
+    // Only touch the resource (and so extract it again) when there is something to drop.
+    let pending = pages.pages.iter().take(done).any(|p| !p.points.is_empty());
+    if pending && reading.epoch == pages.epoch {
+        pages.release(reading.epoch, done);
+    }
+}
+
+/// The GPU device, set once the renderer has it: the loader starts then, so that its timing
+/// starts with the renderer.
+///
+/// Pages are not put in buffers on the loader's thread: wgpu finishes such an upload under the
+/// queue's pending-writes lock, which `Queue::submit` holds while software Vulkan renders the
+/// whole frame, so each upload waited up to a frame (seconds with millions of segments drawn).
+/// The render world makes them instead, on its own thread, before the frame's submit.
 #[derive(Resource, Clone, Default)]
 pub struct SharedDevice(pub Arc<std::sync::OnceLock<RenderDevice>>);
 
@@ -220,6 +262,8 @@ pub struct UploadStatus(pub Arc<Mutex<UploadReading>>);
 /// See [`UploadStatus`].
 #[derive(Clone, Debug, Default)]
 pub struct UploadReading {
+    /// The [`RibbonPages::epoch`] of the pages counted.
+    pub epoch: u32,
     /// Pages on the GPU.
     pub pages: usize,
     /// Bytes on the GPU.
@@ -258,6 +302,7 @@ pub fn plugin(app: &mut App) {
         .init_resource::<RibbonFrame>()
         .init_resource::<SharedDevice>()
         .add_systems(First, share_device.in_set(ShareDevice))
+        .add_systems(Last, release_uploaded)
         .insert_resource(status.clone())
         .add_plugins((
             ExtractComponentPlugin::<RibbonEntity>::default(),
@@ -299,6 +344,8 @@ fn spawn_ribbon_entity(mut commands: Commands) {
 /// The GPU buffers of the pages and their bind groups (uniforms + page), render world.
 #[derive(Resource, Default)]
 struct RibbonBuffers {
+    /// The [`RibbonPages::epoch`] the buffers hold.
+    epoch: u32,
     buffers: Vec<Buffer>,
     groups: Vec<BindGroup>,
     /// The uniform buffer the groups were made with.
@@ -313,15 +360,21 @@ fn upload_pages(
     adapter: Res<bevy::render::renderer::RenderAdapterInfo>,
 ) {
     let Some(pages) = pages else { return };
+    if buffers.epoch != pages.epoch {
+        buffers.epoch = pages.epoch;
+        buffers.buffers.clear();
+        buffers.groups.clear();
+        let mut s = status.0.lock().unwrap_or_else(PoisonError::into_inner);
+        s.epoch = pages.epoch;
+        s.pages = 0;
+        s.bytes = 0;
+        s.uploaded_at.clear();
+    }
     if buffers.buffers.len() >= pages.pages.len() {
         return;
     }
     for page in &pages.pages[buffers.buffers.len()..] {
-        let buffer = page
-            .buffer
-            .clone()
-            .unwrap_or_else(|| page_buffer(&device, &page.points));
-        buffers.buffers.push(buffer);
+        buffers.buffers.push(page_buffer(&device, &page.points));
         let mut s = status.0.lock().unwrap_or_else(PoisonError::into_inner);
         s.pages += 1;
         s.bytes += page.points.len() as u64 * POINT_BYTES;
@@ -592,5 +645,45 @@ impl<P: PhaseItem> RenderCommand<P> for DrawRibbons {
             pass.draw(6 * d.first..6 * (d.first + d.count), 0..1);
         }
         RenderCommandResult::Success
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(n: usize) -> Page {
+        vec![GpuPoint::default(); n].into()
+    }
+
+    /// Regression: the levels of detail stayed on the CPU after upload (16 bytes a point, about
+    /// 220 MB for a 10 M-segment file) though only the GPU draws them.
+    #[test]
+    fn pages_on_the_gpu_are_freed_on_the_cpu() {
+        let level0 = page(100);
+        let lod = page(50);
+        let lod_alive = Arc::downgrade(&lod);
+        let mut pages = RibbonPages::default();
+        pages.pages.push(RibbonPage {
+            points: level0.clone(),
+        });
+        pages.pages.push(RibbonPage { points: lod });
+        pages.pages.push(RibbonPage { points: page(10) });
+        // Two uploaded: both released; the third waits for its upload.
+        assert_eq!(pages.release(0, 2), 2);
+        assert!(
+            lod_alive.upgrade().is_none(),
+            "the level of detail is freed"
+        );
+        assert_eq!(level0.len(), 100, "level 0 stays with the loader's copy");
+        assert!(pages.pages[0].points.is_empty() && pages.pages[1].points.is_empty());
+        assert_eq!(pages.pages[2].points.len(), 10);
+        assert_eq!(pages.release(0, 2), 0, "nothing twice");
+        // A count from before another file replaced these pages frees nothing.
+        pages.replace();
+        pages.pages.push(RibbonPage { points: page(10) });
+        assert_eq!(pages.release(0, 3), 0);
+        assert_eq!(pages.pages[0].points.len(), 10);
+        assert_eq!(pages.release(1, 1), 1);
     }
 }
