@@ -464,7 +464,7 @@ pub fn receive(
     mut feed: ResMut<LiveFeed>,
     mut live: ResMut<LiveState>,
     state: Res<LoadState>,
-    mut pages: ResMut<RibbonPages>,
+    pages: Res<RibbonPages>,
     mut nozzle: ResMut<Nozzle>,
     mut cut: ResMut<NozzleCut>,
 ) {
@@ -510,7 +510,7 @@ pub fn receive(
         bevy::log::info!("live feed: showing {} as the ghost", file.display());
         loader::replace(
             &mut commands,
-            &mut pages,
+            &pages,
             state.generation + 1,
             file.display().to_string(),
             GcodeSource::File(file.clone()),

@@ -402,12 +402,14 @@ pub fn scene_ready(world: &World) -> bool {
     if state.error.is_some() {
         return true; // capture reports it
     }
-    let pages = world
+    let (epoch, pages) = world
         .get_resource::<ribbons::RibbonPages>()
-        .map_or(0, |p| p.pages.len());
+        .map_or((0, 0), ribbons::RibbonPages::pushed);
     let uploaded = world
         .get_resource::<ribbons::UploadStatus>()
-        .map_or(0, |s| s.get().pages);
+        .map(ribbons::UploadStatus::get)
+        .filter(|s| s.epoch == epoch)
+        .map_or(0, |s| s.pages);
     let live = world.get_resource::<live::LiveState>().is_some();
     let playback_ready = live
         || world

@@ -18,7 +18,7 @@ use gantry_core::motion::printer::Response;
 use gantry_core::motion::toolpath::{Reader, ToolpathOptions};
 
 use crate::lod::{self, Lods};
-use crate::ribbons::{RibbonPage, RibbonPages, SharedDevice};
+use crate::ribbons::{RibbonPages, SharedDevice};
 use crate::timeline::{Planning, TimedMove, Timeline};
 use crate::toolpath_data::{Builder, Chunk, LoadedToolpath, Page, ToolpathMeta};
 
@@ -157,7 +157,7 @@ pub struct LoadState {
     pub parse_time: Option<Duration>,
     /// Level-0 chunks so far.
     pub chunks: Vec<Chunk>,
-    /// Level-0 pages so far (also in [`RibbonPages`] at the same indices).
+    /// Level-0 pages so far (the renderer's first pages, at the same indices).
     pub pages: Vec<Page>,
     /// Everything else, once parsed.
     pub meta: Option<Arc<ToolpathMeta>>,
@@ -226,7 +226,17 @@ pub fn start(
     options: ToolpathOptions,
     plan: bool,
 ) {
-    let (state, job) = new_load(source_name, source, config, options, plan, 0);
+    let pages = app.world().resource::<RibbonPages>().clone();
+    let epoch = pages.epoch();
+    let (state, job) = new_load(
+        source_name,
+        source,
+        config,
+        options,
+        plan,
+        0,
+        (pages, epoch),
+    );
     app.insert_resource(state)
         .insert_resource(PendingLoad(Some(job)))
         .add_systems(First, begin.after(crate::ribbons::ShareDevice))
@@ -237,15 +247,23 @@ pub fn start(
 /// loads as [`start`] loads, without planning. A load still running sends into the void and ends.
 pub fn replace(
     commands: &mut Commands,
-    ribbon_pages: &mut RibbonPages,
+    ribbon_pages: &RibbonPages,
     generation: u32,
     source_name: String,
     source: GcodeSource,
     config: Config,
     options: ToolpathOptions,
 ) {
-    ribbon_pages.replace();
-    let (state, job) = new_load(source_name, source, config, options, false, generation);
+    let epoch = ribbon_pages.replace();
+    let (state, job) = new_load(
+        source_name,
+        source,
+        config,
+        options,
+        false,
+        generation,
+        (ribbon_pages.clone(), epoch),
+    );
     commands.insert_resource(state);
     commands.insert_resource(PendingLoad(Some(job)));
 }
@@ -257,6 +275,7 @@ fn new_load(
     options: ToolpathOptions,
     plan: bool,
     generation: u32,
+    gpu: (RibbonPages, u32),
 ) -> (LoadState, LoadJob) {
     let (tx, rx) = channel();
     let file_bytes = match &source {
@@ -289,6 +308,7 @@ fn new_load(
         source,
         options,
         config: plan.then_some(config),
+        gpu,
         tx,
     };
     (state, job)
@@ -299,6 +319,8 @@ struct LoadJob {
     source: GcodeSource,
     options: ToolpathOptions,
     config: Option<Config>,
+    /// Where the pages go for the GPU, and the epoch they belong to.
+    gpu: (RibbonPages, u32),
     tx: Sender<LoadMsg>,
 }
 
@@ -327,9 +349,10 @@ fn begin(
                 source,
                 options,
                 config,
+                gpu,
                 tx,
             } = job;
-            load_thread(&source, options, config, &tx, started);
+            load_thread(&source, options, config, &gpu, &tx, started);
         })
         .map(|_| ())
         .unwrap_or_else(|e| bevy::log::error!("cannot start the loader thread: {e}"));
@@ -339,9 +362,17 @@ fn load_thread(
     source: &GcodeSource,
     options: ToolpathOptions,
     config: Option<Config>,
+    (gpu, epoch): &(RibbonPages, u32),
     tx: &Sender<LoadMsg>,
     started: Instant,
 ) {
+    // Each page goes to the renderer as it fills, and to the app (its CPU copy, for playback).
+    let send = |pages: Vec<(Page, Vec<Chunk>)>| {
+        for (p, _) in &pages {
+            gpu.push(*epoch, p.clone());
+        }
+        let _ = tx.send(LoadMsg::Pages(pages));
+    };
     let (mut input, _) = match source.open() {
         Ok(x) => x,
         Err(e) => {
@@ -381,7 +412,7 @@ fn load_thread(
                 loaded.pages.push(p.clone());
                 loaded.chunks.extend_from_slice(c);
             }
-            let _ = tx.send(LoadMsg::Pages(pages));
+            send(pages);
         }
         t_read += (t1 - t).as_secs_f64();
         t_parse += (t2 - t1).as_secs_f64();
@@ -397,7 +428,7 @@ fn load_thread(
     }
     loaded.meta = meta.clone();
     if !pages.is_empty() {
-        let _ = tx.send(LoadMsg::Pages(pages));
+        send(pages);
     }
     let _ = tx.send(LoadMsg::Parsed(Box::new(meta), index));
     let t_finish = t.elapsed().as_secs_f64();
@@ -422,7 +453,11 @@ fn load_thread(
 
     let lod_start = Instant::now();
     #[allow(clippy::cast_possible_truncation)]
-    let lods = lod::build(&loaded, loaded.pages.len() as u32);
+    let mut lods = lod::build(&loaded, loaded.pages.len() as u32);
+    // The renderer's copy is the only one: freed once on the GPU.
+    for page in std::mem::take(&mut lods.pages) {
+        gpu.push(*epoch, page);
+    }
     bevy::log::info!(
         "levels of detail: {} segments in {:.3} s",
         (1..=lod::LEVELS.len())
@@ -486,7 +521,7 @@ fn plan_thread(source: &GcodeSource, config: &Config, tx: &Sender<LoadMsg>) {
 const RESPONSES_KEPT: usize = 500;
 
 /// Takes what the threads sent since the last frame.
-pub fn receive(mut state: ResMut<LoadState>, mut ribbon_pages: ResMut<RibbonPages>) {
+pub fn receive(mut state: ResMut<LoadState>) {
     let Some(rx) = state.rx.take() else { return };
     let mut keep = true;
     // A bounded number per frame, so a flood of messages cannot stall a frame.
@@ -496,7 +531,7 @@ pub fn receive(mut state: ResMut<LoadState>, mut ribbon_pages: ResMut<RibbonPage
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .try_recv();
         match next {
-            Ok(msg) => state.take(msg, &mut ribbon_pages),
+            Ok(msg) => state.take(msg),
             Err(TryRecvError::Empty) => break,
             Err(TryRecvError::Disconnected) => {
                 keep = false;
@@ -510,14 +545,12 @@ pub fn receive(mut state: ResMut<LoadState>, mut ribbon_pages: ResMut<RibbonPage
 }
 
 impl LoadState {
-    fn take(&mut self, msg: LoadMsg, ribbon_pages: &mut RibbonPages) {
+    fn take(&mut self, msg: LoadMsg) {
         match msg {
             LoadMsg::Progress(b) => self.bytes_read = b,
             LoadMsg::Pages(pages) => {
                 for (points, chunks) in pages {
-                    // Level-0 pages come first in the renderer's list, in order.
-                    self.pages.push(points.clone());
-                    ribbon_pages.pages.push(RibbonPage { points });
+                    self.pages.push(points);
                     self.chunks.extend(chunks);
                 }
             }
@@ -527,14 +560,8 @@ impl LoadState {
                 self.meta = Some(Arc::new(*meta));
                 self.line_index = index;
             }
-            LoadMsg::Lods(mut lods) => {
+            LoadMsg::Lods(lods) => {
                 self.lod_time = Some(self.started.elapsed());
-                // The renderer's copy is the only one: dropped once on the GPU.
-                ribbon_pages.pages.extend(
-                    std::mem::take(&mut lods.pages)
-                        .into_iter()
-                        .map(|points| RibbonPage { points }),
-                );
                 self.lods = Some(Arc::new(*lods));
             }
             LoadMsg::Moves(moves) => self.timeline.extend(moves),

@@ -138,56 +138,70 @@ pub struct DrawRange {
     pub variant: u32,
 }
 
-/// A page of points; the render world puts it in a GPU buffer of its own.
-#[derive(Clone, Debug)]
-pub struct RibbonPage {
-    /// The points; empty once on the GPU ([`release_uploaded`]).
-    pub points: Page,
-}
-
-/// Every page of points the GPU should hold (level 0 and levels of detail), main world.
+/// The pages of points on their way to the GPU, shared by the loader thread (which pushes
+/// them, level 0 as each fills, then the levels of detail), the render world (which takes them
+/// at the start of each frame and makes their buffers) and the main world (which counts them).
+///
+/// The pages go straight from the loader to the render world, not through the main world: a
+/// page then waits at most for the frame being rendered, not for a main-world frame as well.
+/// Their index in the renderer is their order here, within an epoch (one file's toolpath); the
+/// render world drops its copy once the buffer is made, so points that nobody else holds (the
+/// levels of detail: only the GPU draws them) are freed.
 #[derive(Resource, Clone, Debug, Default)]
-pub struct RibbonPages {
-    /// The pages; indices are stable (pages are only appended) within an epoch.
-    pub pages: Vec<RibbonPage>,
-    /// Which toolpath they are: one more each time the pages are replaced by another file's
-    /// ([`RibbonPages::replace`]), so the render world drops the old buffers.
-    pub epoch: u32,
+pub struct RibbonPages(Arc<Mutex<PageQueue>>);
+
+/// See [`RibbonPages`].
+#[derive(Debug, Default)]
+struct PageQueue {
+    /// Which toolpath: one more each time another file replaces the pages.
+    epoch: u32,
+    /// Pages not yet taken by the render world.
+    waiting: Vec<Page>,
+    /// Pages pushed in this epoch.
+    pushed: usize,
 }
 
 impl RibbonPages {
-    /// Drops every page: another toolpath follows.
-    pub fn replace(&mut self) {
-        self.pages.clear();
-        self.epoch = self.epoch.wrapping_add(1);
+    fn lock(&self) -> std::sync::MutexGuard<'_, PageQueue> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Drops this list's reference to the points of the pages the render world has put in
-    /// buffers (`uploaded` pages of epoch `epoch`); returns how many it dropped. Points nobody
-    /// else holds (the levels of detail) are freed: the GPU's copy is the only one needed.
-    pub fn release(&mut self, epoch: u32, uploaded: usize) -> usize {
-        if epoch != self.epoch {
-            return 0;
-        }
-        let mut n = 0;
-        for page in self.pages.iter_mut().take(uploaded) {
-            if !page.points.is_empty() {
-                page.points = Page::default();
-                n += 1;
-            }
-        }
-        n
+    /// The epoch now.
+    pub fn epoch(&self) -> u32 {
+        self.lock().epoch
     }
-}
 
-/// Frees the main world's copies of pages on the GPU (see [`RibbonPages::release`]).
-pub fn release_uploaded(mut pages: ResMut<RibbonPages>, status: Res<UploadStatus>) {
-    let reading = status.get();
-    let done = reading.pages;
-    // Only touch the resource (and so extract it again) when there is something to drop.
-    let pending = pages.pages.iter().take(done).any(|p| !p.points.is_empty());
-    if pending && reading.epoch == pages.epoch {
-        pages.release(reading.epoch, done);
+    /// The epoch and the pages pushed in it.
+    pub fn pushed(&self) -> (u32, usize) {
+        let q = self.lock();
+        (q.epoch, q.pushed)
+    }
+
+    /// Appends `page` to the toolpath of `epoch`; false (and dropped) when another file has
+    /// replaced it.
+    pub fn push(&self, epoch: u32, page: Page) -> bool {
+        let mut q = self.lock();
+        if q.epoch != epoch {
+            return false;
+        }
+        q.waiting.push(page);
+        q.pushed += 1;
+        true
+    }
+
+    /// Drops every page: another toolpath follows, under the returned epoch.
+    pub fn replace(&self) -> u32 {
+        let mut q = self.lock();
+        q.epoch = q.epoch.wrapping_add(1);
+        q.waiting.clear();
+        q.pushed = 0;
+        q.epoch
+    }
+
+    /// The epoch and the pages waiting, taken.
+    fn take(&self) -> (u32, Vec<Page>) {
+        let mut q = self.lock();
+        (q.epoch, std::mem::take(&mut q.waiting))
     }
 }
 
@@ -197,7 +211,8 @@ pub fn release_uploaded(mut pages: ResMut<RibbonPages>, status: Res<UploadStatus
 /// Pages are not put in buffers on the loader's thread: wgpu finishes such an upload under the
 /// queue's pending-writes lock, which `Queue::submit` holds while software Vulkan renders the
 /// whole frame, so each upload waited up to a frame (seconds with millions of segments drawn).
-/// The render world makes them instead, on its own thread, before the frame's submit.
+/// The render world makes them instead, on its own thread, before the frame's submit
+/// ([`RibbonPages`]).
 #[derive(Resource, Clone, Default)]
 pub struct SharedDevice(pub Arc<std::sync::OnceLock<RenderDevice>>);
 
@@ -230,13 +245,6 @@ fn share_device(device: Option<Res<RenderDevice>>, shared: Res<SharedDevice>) {
     }
 }
 
-impl ExtractResource for RibbonPages {
-    type Source = RibbonPages;
-    fn extract_resource(source: &Self::Source) -> Self {
-        source.clone()
-    }
-}
-
 /// What to draw this frame, main world.
 #[derive(Resource, Clone, Debug, Default)]
 pub struct RibbonFrame {
@@ -262,7 +270,7 @@ pub struct UploadStatus(pub Arc<Mutex<UploadReading>>);
 /// See [`UploadStatus`].
 #[derive(Clone, Debug, Default)]
 pub struct UploadReading {
-    /// The [`RibbonPages::epoch`] of the pages counted.
+    /// The [`RibbonPages`] epoch of the pages counted.
     pub epoch: u32,
     /// Pages on the GPU.
     pub pages: usize,
@@ -302,19 +310,19 @@ pub fn plugin(app: &mut App) {
         .init_resource::<RibbonFrame>()
         .init_resource::<SharedDevice>()
         .add_systems(First, share_device.in_set(ShareDevice))
-        .add_systems(Last, release_uploaded)
         .insert_resource(status.clone())
         .add_plugins((
             ExtractComponentPlugin::<RibbonEntity>::default(),
-            ExtractResourcePlugin::<RibbonPages>::default(),
             ExtractResourcePlugin::<RibbonFrame>::default(),
         ))
         .add_systems(Startup, spawn_ribbon_entity);
+    let pages = app.world().resource::<RibbonPages>().clone();
     let Some(render_app) = app.get_sub_app_mut(RenderApp) else {
         return;
     };
     render_app
         .insert_resource(status)
+        .insert_resource(pages)
         .init_resource::<RibbonBuffers>()
         .init_resource::<RibbonUniforms>()
         .init_resource::<PendingRibbonQueues>()
@@ -344,7 +352,7 @@ fn spawn_ribbon_entity(mut commands: Commands) {
 /// The GPU buffers of the pages and their bind groups (uniforms + page), render world.
 #[derive(Resource, Default)]
 struct RibbonBuffers {
-    /// The [`RibbonPages::epoch`] the buffers hold.
+    /// The [`RibbonPages`] epoch the buffers hold.
     epoch: u32,
     buffers: Vec<Buffer>,
     groups: Vec<BindGroup>,
@@ -353,36 +361,33 @@ struct RibbonBuffers {
 }
 
 fn upload_pages(
-    pages: Option<Res<RibbonPages>>,
+    pages: Res<RibbonPages>,
     mut buffers: ResMut<RibbonBuffers>,
     device: Res<RenderDevice>,
     status: Res<UploadStatus>,
     adapter: Res<bevy::render::renderer::RenderAdapterInfo>,
 ) {
-    let Some(pages) = pages else { return };
-    if buffers.epoch != pages.epoch {
-        buffers.epoch = pages.epoch;
+    let (epoch, new) = pages.take();
+    let mut s = status.0.lock().unwrap_or_else(PoisonError::into_inner);
+    if s.adapter.is_none() {
+        s.adapter = Some(format!("{} ({:?})", adapter.name, adapter.device_type));
+    }
+    if buffers.epoch != epoch {
+        buffers.epoch = epoch;
         buffers.buffers.clear();
         buffers.groups.clear();
-        let mut s = status.0.lock().unwrap_or_else(PoisonError::into_inner);
-        s.epoch = pages.epoch;
+        s.epoch = epoch;
         s.pages = 0;
         s.bytes = 0;
         s.uploaded_at.clear();
     }
-    if buffers.buffers.len() >= pages.pages.len() {
-        return;
-    }
-    for page in &pages.pages[buffers.buffers.len()..] {
-        buffers.buffers.push(page_buffer(&device, &page.points));
-        let mut s = status.0.lock().unwrap_or_else(PoisonError::into_inner);
+    // Each page is dropped here once in its buffer.
+    for page in new {
+        buffers.buffers.push(page_buffer(&device, &page));
         s.pages += 1;
-        s.bytes += page.points.len() as u64 * POINT_BYTES;
+        s.bytes += page.len() as u64 * POINT_BYTES;
         s.last_upload = Some(Instant::now());
         s.uploaded_at.push(Instant::now());
-        if s.adapter.is_none() {
-            s.adapter = Some(format!("{} ({:?})", adapter.name, adapter.device_type));
-        }
     }
 }
 
@@ -657,33 +662,38 @@ mod tests {
     }
 
     /// Regression: the levels of detail stayed on the CPU after upload (16 bytes a point, about
-    /// 220 MB for a 10 M-segment file) though only the GPU draws them.
+    /// 220 MB for a 10 M-segment file) though only the GPU draws them; and a replaced file's
+    /// buffers stayed at the indices of the new one's.
     #[test]
-    fn pages_on_the_gpu_are_freed_on_the_cpu() {
+    fn pages_reach_the_renderer_in_order_and_are_freed_there() {
+        let queue = RibbonPages::default();
         let level0 = page(100);
         let lod = page(50);
         let lod_alive = Arc::downgrade(&lod);
-        let mut pages = RibbonPages::default();
-        pages.pages.push(RibbonPage {
-            points: level0.clone(),
-        });
-        pages.pages.push(RibbonPage { points: lod });
-        pages.pages.push(RibbonPage { points: page(10) });
-        // Two uploaded: both released; the third waits for its upload.
-        assert_eq!(pages.release(0, 2), 2);
+        assert!(queue.push(0, level0.clone()));
+        assert!(queue.push(0, lod));
+        assert_eq!(queue.pushed(), (0, 2));
+        let (epoch, taken) = queue.take();
+        assert_eq!((epoch, taken.len()), (0, 2));
+        assert_eq!((taken[0].len(), taken[1].len()), (100, 50), "in order");
+        drop(taken); // the render world, once the buffers are made
         assert!(
             lod_alive.upgrade().is_none(),
             "the level of detail is freed"
         );
         assert_eq!(level0.len(), 100, "level 0 stays with the loader's copy");
-        assert!(pages.pages[0].points.is_empty() && pages.pages[1].points.is_empty());
-        assert_eq!(pages.pages[2].points.len(), 10);
-        assert_eq!(pages.release(0, 2), 0, "nothing twice");
-        // A count from before another file replaced these pages frees nothing.
-        pages.replace();
-        pages.pages.push(RibbonPage { points: page(10) });
-        assert_eq!(pages.release(0, 3), 0);
-        assert_eq!(pages.pages[0].points.len(), 10);
-        assert_eq!(pages.release(1, 1), 1);
+        assert!(queue.take().1.is_empty(), "nothing twice");
+        // Another file: the old load's late pages are refused, the count starts again.
+        assert!(queue.push(0, page(10)));
+        let epoch = queue.replace();
+        assert_eq!(epoch, 1);
+        assert!(
+            !queue.push(0, page(10)),
+            "the replaced load sends into the void"
+        );
+        assert!(queue.push(1, page(7)));
+        assert_eq!(queue.pushed(), (1, 1));
+        let (epoch, taken) = queue.take();
+        assert_eq!((epoch, taken.len(), taken[0].len()), (1, 1, 7));
     }
 }
