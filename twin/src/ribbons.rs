@@ -139,31 +139,37 @@ pub struct DrawRange {
 }
 
 /// The pages of points on their way to the GPU, shared by the loader thread (which pushes
-/// them, level 0 as each fills, then the levels of detail), the render world (which takes them
-/// at the start of each frame and makes their buffers) and the main world (which counts them).
+/// them, level 0 as each fills, then the levels of detail), the uploader thread (which makes
+/// their buffers, in order, and drops its copy) and the render world (which takes the buffers
+/// at the start of each frame).
 ///
-/// The pages go straight from the loader to the render world, not through the main world: a
-/// page then waits at most for the frame being rendered, not for a main-world frame as well.
-/// Their index in the renderer is their order here, within an epoch (one file's toolpath); the
-/// render world drops its copy once the buffer is made, so points that nobody else holds (the
-/// levels of detail: only the GPU draws them) are freed.
+/// Neither the loader nor the render world makes the buffers. wgpu finishes an upload under
+/// the queue's pending-writes lock, which `Queue::submit` holds while software Vulkan renders
+/// the whole frame: a loader making them waited up to a frame per page (seconds with millions
+/// of segments drawn), and a render world making them would make every page wait for the next
+/// frame. The uploader waits only while a submit runs, and puts every page it can between two.
+/// Points that nobody else holds (the levels of detail: only the GPU draws them) are freed once
+/// in their buffer. The index of a page in the renderer is its order here, within an epoch
+/// (one file's toolpath).
 #[derive(Resource, Clone, Debug, Default)]
-pub struct RibbonPages(Arc<Mutex<PageQueue>>);
+pub struct RibbonPages(Arc<(Mutex<PageQueue>, std::sync::Condvar)>);
 
 /// See [`RibbonPages`].
 #[derive(Debug, Default)]
 struct PageQueue {
     /// Which toolpath: one more each time another file replaces the pages.
     epoch: u32,
-    /// Pages not yet taken by the render world.
-    waiting: Vec<Page>,
     /// Pages pushed in this epoch.
     pushed: usize,
+    /// Pages waiting for the uploader.
+    waiting: std::collections::VecDeque<Page>,
+    /// Buffers made, waiting for the render world, with their bytes and when they were made.
+    made: Vec<(Buffer, u64, Instant)>,
 }
 
 impl RibbonPages {
     fn lock(&self) -> std::sync::MutexGuard<'_, PageQueue> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The epoch now.
@@ -184,8 +190,9 @@ impl RibbonPages {
         if q.epoch != epoch {
             return false;
         }
-        q.waiting.push(page);
+        q.waiting.push_back(page);
         q.pushed += 1;
+        self.0.1.notify_one();
         true
     }
 
@@ -194,14 +201,53 @@ impl RibbonPages {
         let mut q = self.lock();
         q.epoch = q.epoch.wrapping_add(1);
         q.waiting.clear();
+        q.made.clear();
         q.pushed = 0;
         q.epoch
     }
 
-    /// The epoch and the pages waiting, taken.
-    fn take(&self) -> (u32, Vec<Page>) {
+    /// The next page to upload and its epoch, waiting up to `timeout` for one.
+    fn next_page(&self, timeout: std::time::Duration) -> Option<(u32, Page)> {
+        let q = self.lock();
+        let (mut q, _) = self
+            .0
+            .1
+            .wait_timeout_while(q, timeout, |q| q.waiting.is_empty())
+            .unwrap_or_else(PoisonError::into_inner);
+        let epoch = q.epoch;
+        q.waiting.pop_front().map(|p| (epoch, p))
+    }
+
+    /// Hands over the buffer of a page of `epoch` (dropped when the toolpath was replaced).
+    fn made(&self, epoch: u32, buffer: Buffer, bytes: u64) {
         let mut q = self.lock();
-        (q.epoch, std::mem::take(&mut q.waiting))
+        if q.epoch == epoch {
+            q.made.push((buffer, bytes, Instant::now()));
+        }
+    }
+
+    /// The epoch and the buffers made since the last call.
+    fn take_made(&self) -> (u32, Vec<(Buffer, u64, Instant)>) {
+        let mut q = self.lock();
+        (q.epoch, std::mem::take(&mut q.made))
+    }
+}
+
+/// The uploader thread: makes the buffer of each page pushed, in order, until the app (every
+/// other holder of the queue) is gone.
+fn upload_thread(
+    pages: &std::sync::Weak<(Mutex<PageQueue>, std::sync::Condvar)>,
+    device: &RenderDevice,
+) {
+    loop {
+        let Some(queue) = pages.upgrade().map(RibbonPages) else {
+            return;
+        };
+        let Some((epoch, page)) = queue.next_page(std::time::Duration::from_millis(250)) else {
+            continue;
+        };
+        let buffer = page_buffer(device, &page);
+        queue.made(epoch, buffer, page.len() as u64 * POINT_BYTES);
     }
 }
 
@@ -237,11 +283,24 @@ pub fn page_buffer(device: &RenderDevice, points: &[GpuPoint]) -> Buffer {
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ShareDevice;
 
-fn share_device(device: Option<Res<RenderDevice>>, shared: Res<SharedDevice>) {
+fn share_device(
+    device: Option<Res<RenderDevice>>,
+    shared: Res<SharedDevice>,
+    pages: Res<RibbonPages>,
+) {
     if let Some(device) = device
         && shared.0.get().is_none()
     {
         let _ = shared.0.set(device.clone());
+        // The uploader holds the queue weakly: it ends when the app drops it.
+        let queue = Arc::downgrade(&pages.0);
+        let device = device.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("twin-uploader".into())
+            .spawn(move || upload_thread(&queue, &device))
+        {
+            bevy::log::error!("cannot start the uploader thread: {e}");
+        }
     }
 }
 
@@ -363,11 +422,10 @@ struct RibbonBuffers {
 fn upload_pages(
     pages: Res<RibbonPages>,
     mut buffers: ResMut<RibbonBuffers>,
-    device: Res<RenderDevice>,
     status: Res<UploadStatus>,
     adapter: Res<bevy::render::renderer::RenderAdapterInfo>,
 ) {
-    let (epoch, new) = pages.take();
+    let (epoch, made) = pages.take_made();
     let mut s = status.0.lock().unwrap_or_else(PoisonError::into_inner);
     if s.adapter.is_none() {
         s.adapter = Some(format!("{} ({:?})", adapter.name, adapter.device_type));
@@ -381,13 +439,12 @@ fn upload_pages(
         s.bytes = 0;
         s.uploaded_at.clear();
     }
-    // Each page is dropped here once in its buffer.
-    for page in new {
-        buffers.buffers.push(page_buffer(&device, &page));
+    for (buffer, bytes, at) in made {
+        buffers.buffers.push(buffer);
         s.pages += 1;
-        s.bytes += page.len() as u64 * POINT_BYTES;
-        s.last_upload = Some(Instant::now());
-        s.uploaded_at.push(Instant::now());
+        s.bytes += bytes;
+        s.last_upload = Some(at);
+        s.uploaded_at.push(at);
     }
 }
 
@@ -665,24 +722,25 @@ mod tests {
     /// 220 MB for a 10 M-segment file) though only the GPU draws them; and a replaced file's
     /// buffers stayed at the indices of the new one's.
     #[test]
-    fn pages_reach_the_renderer_in_order_and_are_freed_there() {
+    fn pages_reach_the_uploader_in_order_and_are_freed_there() {
         let queue = RibbonPages::default();
+        let now = std::time::Duration::ZERO;
         let level0 = page(100);
         let lod = page(50);
         let lod_alive = Arc::downgrade(&lod);
         assert!(queue.push(0, level0.clone()));
         assert!(queue.push(0, lod));
         assert_eq!(queue.pushed(), (0, 2));
-        let (epoch, taken) = queue.take();
-        assert_eq!((epoch, taken.len()), (0, 2));
-        assert_eq!((taken[0].len(), taken[1].len()), (100, 50), "in order");
-        drop(taken); // the render world, once the buffers are made
+        let (epoch, first) = queue.next_page(now).expect("a page");
+        let (_, second) = queue.next_page(now).expect("a page");
+        assert_eq!((epoch, first.len(), second.len()), (0, 100, 50), "in order");
+        drop((first, second)); // the uploader, once the buffers are made
         assert!(
             lod_alive.upgrade().is_none(),
             "the level of detail is freed"
         );
         assert_eq!(level0.len(), 100, "level 0 stays with the loader's copy");
-        assert!(queue.take().1.is_empty(), "nothing twice");
+        assert!(queue.next_page(now).is_none(), "nothing twice");
         // Another file: the old load's late pages are refused, the count starts again.
         assert!(queue.push(0, page(10)));
         let epoch = queue.replace();
@@ -693,7 +751,8 @@ mod tests {
         );
         assert!(queue.push(1, page(7)));
         assert_eq!(queue.pushed(), (1, 1));
-        let (epoch, taken) = queue.take();
-        assert_eq!((epoch, taken.len(), taken[0].len()), (1, 1, 7));
+        let (epoch, p) = queue.next_page(now).expect("a page");
+        assert_eq!((epoch, p.len()), (1, 7));
+        assert!(queue.next_page(now).is_none());
     }
 }
