@@ -89,6 +89,42 @@ impl LineIndex {
         Some(String::from_utf8_lossy(line).trim_end().to_owned())
     }
 
+    /// The 1-based line holding byte `offset` of the file: the line a host reading the file is
+    /// at when it reports `offset` as its position (Klipper's `virtual_sdcard.file_position`,
+    /// the start of the next line to run). Counts the newlines from the indexed line before it
+    /// (at most [`LINE_INDEX_STRIDE`] lines of text); `None` when the file cannot be read or
+    /// nothing is indexed.
+    pub fn line_at_byte(&self, source: &GcodeSource, offset: u64) -> Option<u32> {
+        // Lines longer than this on average are not G-code; the count would be a guess.
+        const MAX_SPAN: u64 = 4 << 20;
+        let k = self
+            .offsets
+            .partition_point(|&o| o <= offset)
+            .checked_sub(1)?;
+        let start = self.offsets[k];
+        let span = usize::try_from((offset - start).min(MAX_SPAN)).ok()?;
+        if offset - start > MAX_SPAN {
+            return None;
+        }
+        let newlines = match source {
+            GcodeSource::File(path) => {
+                use std::io::{Seek as _, SeekFrom};
+                let mut f = std::fs::File::open(path).ok()?;
+                f.seek(SeekFrom::Start(start)).ok()?;
+                let mut buf = vec![0u8; span];
+                let n = read_full(&mut f, &mut buf).ok()?;
+                count_newlines(&buf[..n])
+            }
+            GcodeSource::Memory(bytes) => {
+                let from = usize::try_from(start).ok()?.min(bytes.len());
+                let to = (from + span).min(bytes.len());
+                count_newlines(&bytes[from..to])
+            }
+        };
+        let k = u32::try_from(k).ok()?;
+        Some(1 + k * LINE_INDEX_STRIDE + newlines)
+    }
+
     /// A line at or after the one holding byte `offset` (at most [`LINE_INDEX_STRIDE`] lines
     /// later); `u32::MAX` past the last indexed line.
     pub fn line_at_offset(&self, offset: u64) -> u32 {
@@ -114,6 +150,11 @@ impl LineIndex {
             }
         }
     }
+}
+
+fn count_newlines(bytes: &[u8]) -> u32 {
+    let n = bytes.iter().filter(|&&c| c == b'\n').count();
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -612,5 +653,45 @@ mod tests {
             );
         }
         assert_eq!(index.line_text(&src, 0), None);
+    }
+
+    #[test]
+    fn a_byte_offset_maps_to_its_line() {
+        let mut text = String::new();
+        let mut starts = vec![0u64];
+        for i in 1..=1000 {
+            text.push_str(&format!("G1 X{i} ; {}\n", "x".repeat(i % 7)));
+            starts.push(text.len() as u64);
+        }
+        let bytes: Arc<[u8]> = text.as_bytes().into();
+        let mut index = LineIndex::default();
+        let mut lines = 0;
+        index.add_block(&bytes[..3000], 0, &mut lines);
+        index.add_block(&bytes[3000..], 3000, &mut lines);
+        let mem = GcodeSource::Memory(bytes.clone());
+        let path = std::env::temp_dir().join(format!("twin-offsets-{}.gcode", std::process::id()));
+        std::fs::write(&path, &bytes[..]).expect("temp file");
+        let file = GcodeSource::File(path.clone());
+        for src in [&mem, &file] {
+            for line in [1u32, 2, 255, 256, 257, 258, 511, 512, 513, 1000] {
+                let start = starts[line as usize - 1];
+                let end = starts[line as usize] - 1; // its newline
+                // The host reports the start of the next line to run: that line.
+                assert_eq!(
+                    index.line_at_byte(src, start),
+                    Some(line),
+                    "start of {line}"
+                );
+                assert_eq!(index.line_at_byte(src, end), Some(line), "end of {line}");
+                assert_eq!(
+                    index
+                        .line_text(src, line)
+                        .map(|t| t.starts_with(&format!("G1 X{line} "))),
+                    Some(true)
+                );
+            }
+        }
+        std::fs::remove_file(&path).ok();
+        assert_eq!(LineIndex::default().line_at_byte(&mem, 10), None);
     }
 }
