@@ -396,7 +396,7 @@ fn bench_frames(
     let meta = state.meta.as_deref();
     let segments = meta.map_or(0, |m| m.segments);
     let level0 = state.loaded().map_or(0, |l| l.resident_bytes());
-    let lod_bytes = state.lods.as_ref().map_or(0, |l| l.resident_bytes());
+    let lod_bytes = state.lods.as_ref().map_or(0, |l| l.bytes());
     #[allow(clippy::cast_precision_loss)]
     let per = |b: usize| {
         if segments == 0 {
@@ -412,13 +412,13 @@ fn bench_frames(
         file_bytes: state.file_bytes,
         segments,
         lines: meta.map_or(0, |m| m.lines_read),
-        // Level-0 pages in GPU buffers (made by the loader thread; else by the renderer).
-        load_s: since(state.on_gpu.or_else(|| {
+        // Level-0 pages in GPU buffers (made by the render world, in order).
+        load_s: since(
             reading
                 .uploaded_at
                 .get(state.pages.len().saturating_sub(1))
-                .copied()
-        })),
+                .copied(),
+        ),
         parse_s: state.parse_time.map_or(0.0, |d| d.as_secs_f64()),
         bytes_per_segment: per(level0),
         lod_bytes_per_segment: per(lod_bytes),

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::live::LiveState;
 use crate::loader::{self, GcodeSource, LoadState};
-use crate::playback::{Nozzle, segment_near};
+use crate::playback::{Nozzle, distance_to_segment, segment_near};
 use crate::ribbons::RibbonPages;
 use crate::timeline::{Phase, Sample};
 use crate::toolpath::NozzleCut;
@@ -35,6 +35,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Segments searched back from the host's read position for the nozzle (the host reads ahead).
 const CUT_WINDOW: u32 = 4096;
+/// A nozzle further than this from the nearest segment of the ghost is on none of the file's
+/// moves (heating, a macro's moves), mm: beads are a few tenths wide, and the readings come
+/// smoothed, which cuts corners a little.
+const ON_PATH_MM: f32 = 1.5;
 
 /// The fields the twin subscribes to, by Klipper object.
 const SUBSCRIBED: &[(&str, &[&str])] = &[
@@ -396,6 +400,8 @@ pub struct LiveFeed {
     readings: [Option<(Instant, [f64; 3])>; 2],
     /// The file shown as the ghost.
     pub ghost: Option<PathBuf>,
+    /// The host's read position and the ghost's line there, as last looked up.
+    read_at: Option<(u64, u32)>,
     config: Config,
     options: ToolpathOptions,
 }
@@ -435,6 +441,7 @@ pub fn start(
         shown: shown.clone(),
         readings: [None, None],
         ghost,
+        read_at: None,
         config,
         options,
     })
@@ -464,7 +471,7 @@ pub fn receive(
     mut feed: ResMut<LiveFeed>,
     mut live: ResMut<LiveState>,
     state: Res<LoadState>,
-    mut pages: ResMut<RibbonPages>,
+    pages: Res<RibbonPages>,
     mut nozzle: ResMut<Nozzle>,
     mut cut: ResMut<NozzleCut>,
 ) {
@@ -510,7 +517,7 @@ pub fn receive(
         bevy::log::info!("live feed: showing {} as the ghost", file.display());
         loader::replace(
             &mut commands,
-            &mut pages,
+            &pages,
             state.generation + 1,
             file.display().to_string(),
             GcodeSource::File(file.clone()),
@@ -518,6 +525,7 @@ pub fn receive(
             feed.options,
         );
         feed.ghost = Some(file);
+        feed.read_at = None;
         return;
     }
     let Some(pos) = smoothed(&feed.readings, now) else {
@@ -541,15 +549,41 @@ pub fn receive(
         move_index: None,
         line: 0,
     };
-    // While the ghost's job runs, the toolpath is coloured up to the nozzle.
+    // While the ghost's job runs, the toolpath is coloured up to the nozzle, and the HUD shows
+    // the line of the move the nozzle is on: the host's read position (`file_position`) runs
+    // ahead of the nozzle by the planner's lookahead, so it only says where to look.
     let printing = matches!(s.print_state.as_str(), "printing" | "paused");
-    cut.at = match (&state.meta, printing && feed.ghost.is_some()) {
+    let (at, printed_line, read_line) = match (&state.meta, printing && feed.ghost.is_some()) {
         (Some(meta), true) => {
-            let line = state.line_index.line_at_offset(s.file_position);
-            segment_near(&state, meta, pos, line, CUT_WINDOW).or(cut.at)
+            let offset = s.file_position;
+            if feed.read_at.is_none_or(|(o, _)| o != offset) {
+                feed.read_at = state
+                    .line_index
+                    .line_at_byte(&state.source, offset)
+                    .map(|l| (offset, l));
+            }
+            let read_line = feed.read_at.map_or(0, |(_, l)| l);
+            let search_from = if read_line > 0 {
+                read_line
+            } else {
+                state.line_index.line_at_offset(offset)
+            };
+            let near = segment_near(&state, meta, pos, search_from, CUT_WINDOW);
+            #[allow(clippy::cast_possible_truncation)]
+            let p = pos.map(|v| v as f32);
+            let on_path = near.filter(|(i, _)| {
+                distance_to_segment(&state, *i, p).is_some_and(|d| d <= ON_PATH_MM)
+            });
+            let printed = on_path
+                .and_then(|(i, _)| meta.lines.get(i as usize).copied())
+                .unwrap_or(0);
+            (near.or(cut.at), printed, read_line)
         }
-        _ => None,
+        _ => (None, 0, 0),
     };
+    cut.at = at;
+    nozzle.sample.line = printed_line;
+    live.line = read_line;
 }
 
 /// The HUD's line about the printer.

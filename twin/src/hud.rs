@@ -394,6 +394,20 @@ fn current_layer(meta: &ToolpathMeta, line: u32) -> usize {
         .map_or(0, |s| meta.layer_of_segment(s) as usize)
 }
 
+/// Which G-code line the HUD shows, and its label: the line of the move the nozzle is on
+/// (`printed`, 0 when none). A printer followed through the API also reports the line its host
+/// is reading (`host_reading`, Klipper's `virtual_sdcard.file_position`), which runs ahead of
+/// the nozzle by the planner's lookahead: shown as such beside the printed line, and alone
+/// while the nozzle is on none of the file's moves (heating, a macro).
+pub fn line_label(printed: u32, host_reading: Option<u32>) -> Option<(u32, String)> {
+    match (printed, host_reading.filter(|&r| r > 0)) {
+        (0, Some(r)) => Some((r, format!("reading line {r}"))),
+        (0, None) => None,
+        (p, Some(r)) if r > p => Some((p, format!("line {p} (host reading line {r})"))),
+        (p, _) => Some((p, format!("line {p}"))),
+    }
+}
+
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn texts(
     state: Res<LoadState>,
@@ -467,11 +481,19 @@ fn texts(
         .as_ref()
         .map(|m| (current_layer(m, s.line), m.layers.len()))
         .filter(|(_, n)| *n > 0);
-    if line_cache.0 != s.line {
-        line_cache.0 = s.line;
+    // A printer followed through the API also says which line its host is reading.
+    let host_reading = live
+        .as_ref()
+        .filter(|l| l.stepper_mm.is_empty())
+        .map(|l| l.line);
+    let shown_line = line_label(s.line, host_reading);
+    if let Some((n, _)) = shown_line
+        && line_cache.0 != n
+    {
+        line_cache.0 = n;
         line_cache.1 = state
             .line_index
-            .line_text(&state.source, s.line)
+            .line_text(&state.source, n)
             .unwrap_or_default();
     }
     let mut status = match &live {
@@ -520,8 +542,10 @@ fn texts(
         }
     ));
     // The teaching mode's explanation shows the line itself.
-    if s.line > 0 && !teaching.0 {
-        status.push_str(&format!("\nline {}: {}", s.line, line_cache.1));
+    if let Some((_, label)) = shown_line
+        && !teaching.0
+    {
+        status.push_str(&format!("\n{label}: {}", line_cache.1));
     }
     for mut t in &mut q.p2() {
         **t = status.clone();
@@ -836,6 +860,22 @@ pub fn request_jump(playback: &mut Playback, jump: Jump) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_line_shown_is_the_nozzles_and_the_hosts_only_when_labelled() {
+        // Playback and the simulated MCU: the line of the move.
+        assert_eq!(line_label(12, None), Some((12, "line 12".into())));
+        assert_eq!(line_label(0, None), None);
+        // A followed printer: the nozzle's line, with the host's read-ahead beside it.
+        assert_eq!(
+            line_label(120, Some(134)),
+            Some((120, "line 120 (host reading line 134)".into()))
+        );
+        assert_eq!(line_label(120, Some(120)), Some((120, "line 120".into())));
+        // The nozzle on none of the file's moves (heating): what the host reads, said so.
+        assert_eq!(line_label(0, Some(7)), Some((7, "reading line 7".into())));
+        assert_eq!(line_label(0, Some(0)), None);
+    }
 
     #[test]
     fn clock_and_grouping() {

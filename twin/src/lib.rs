@@ -202,9 +202,13 @@ struct BudgetChoice {
     done: bool,
 }
 
+///
+/// The adapter is known as soon as the renderer is (before the loader starts): a budget chosen
+/// only after the first upload, as it was, let the first frames of a large file draw every page
+/// loaded so far.
 fn choose_budget(
     mut choice: ResMut<BudgetChoice>,
-    status: Res<ribbons::UploadStatus>,
+    adapter: Option<Res<bevy::render::renderer::RenderAdapterInfo>>,
     mut settings: ResMut<toolpath::ViewSettings>,
 ) {
     if choice.done {
@@ -215,10 +219,10 @@ fn choose_budget(
         choice.done = true;
         return;
     }
-    let Some(adapter) = status.get().adapter else {
+    let Some(adapter) = adapter else {
         return;
     };
-    settings.budget = if adapter.contains("Cpu") {
+    settings.budget = if format!("{:?}", adapter.device_type) == "Cpu" {
         SOFTWARE_BUDGET
     } else {
         GPU_BUDGET
@@ -398,12 +402,14 @@ pub fn scene_ready(world: &World) -> bool {
     if state.error.is_some() {
         return true; // capture reports it
     }
-    let pages = world
+    let (epoch, pages) = world
         .get_resource::<ribbons::RibbonPages>()
-        .map_or(0, |p| p.pages.len());
+        .map_or((0, 0), ribbons::RibbonPages::pushed);
     let uploaded = world
         .get_resource::<ribbons::UploadStatus>()
-        .map_or(0, |s| s.get().pages);
+        .map(ribbons::UploadStatus::get)
+        .filter(|s| s.epoch == epoch)
+        .map_or(0, |s| s.pages);
     let live = world.get_resource::<live::LiveState>().is_some();
     let playback_ready = live
         || world

@@ -18,7 +18,7 @@ use gantry_core::motion::printer::Response;
 use gantry_core::motion::toolpath::{Reader, ToolpathOptions};
 
 use crate::lod::{self, Lods};
-use crate::ribbons::{RibbonPage, RibbonPages, SharedDevice, page_buffer};
+use crate::ribbons::{RibbonPages, SharedDevice};
 use crate::timeline::{Planning, TimedMove, Timeline};
 use crate::toolpath_data::{Builder, Chunk, LoadedToolpath, Page, ToolpathMeta};
 
@@ -89,6 +89,42 @@ impl LineIndex {
         Some(String::from_utf8_lossy(line).trim_end().to_owned())
     }
 
+    /// The 1-based line holding byte `offset` of the file: the line a host reading the file is
+    /// at when it reports `offset` as its position (Klipper's `virtual_sdcard.file_position`,
+    /// the start of the next line to run). Counts the newlines from the indexed line before it
+    /// (at most [`LINE_INDEX_STRIDE`] lines of text); `None` when the file cannot be read or
+    /// nothing is indexed.
+    pub fn line_at_byte(&self, source: &GcodeSource, offset: u64) -> Option<u32> {
+        // Lines longer than this on average are not G-code; the count would be a guess.
+        const MAX_SPAN: u64 = 4 << 20;
+        let k = self
+            .offsets
+            .partition_point(|&o| o <= offset)
+            .checked_sub(1)?;
+        let start = self.offsets[k];
+        let span = usize::try_from((offset - start).min(MAX_SPAN)).ok()?;
+        if offset - start > MAX_SPAN {
+            return None;
+        }
+        let newlines = match source {
+            GcodeSource::File(path) => {
+                use std::io::{Seek as _, SeekFrom};
+                let mut f = std::fs::File::open(path).ok()?;
+                f.seek(SeekFrom::Start(start)).ok()?;
+                let mut buf = vec![0u8; span];
+                let n = read_full(&mut f, &mut buf).ok()?;
+                count_newlines(&buf[..n])
+            }
+            GcodeSource::Memory(bytes) => {
+                let from = usize::try_from(start).ok()?.min(bytes.len());
+                let to = (from + span).min(bytes.len());
+                count_newlines(&bytes[from..to])
+            }
+        };
+        let k = u32::try_from(k).ok()?;
+        Some(1 + k * LINE_INDEX_STRIDE + newlines)
+    }
+
     /// A line at or after the one holding byte `offset` (at most [`LINE_INDEX_STRIDE`] lines
     /// later); `u32::MAX` past the last indexed line.
     pub fn line_at_offset(&self, offset: u64) -> u32 {
@@ -116,6 +152,11 @@ impl LineIndex {
     }
 }
 
+fn count_newlines(bytes: &[u8]) -> u32 {
+    let n = bytes.iter().filter(|&&c| c == b'\n').count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -130,14 +171,9 @@ fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usiz
 /// What the threads send.
 enum LoadMsg {
     Progress(u64),
-    Pages(Vec<(RibbonPage, Vec<Chunk>)>),
+    Pages(Vec<(Page, Vec<Chunk>)>),
     Parsed(Box<ToolpathMeta>, LineIndex),
-    /// Every level-0 page is in a GPU buffer (the time).
-    OnGpu(Instant),
-    Lods(
-        Box<Lods>,
-        Vec<Option<bevy::render::render_resource::Buffer>>,
-    ),
+    Lods(Box<Lods>),
     Moves(Vec<TimedMove>),
     Responses(Vec<Response>),
     Planned,
@@ -160,11 +196,9 @@ pub struct LoadState {
     pub started: Instant,
     /// How long parsing took (file to pages), once done.
     pub parse_time: Option<Duration>,
-    /// When every level-0 page was in a GPU buffer.
-    pub on_gpu: Option<Instant>,
     /// Level-0 chunks so far.
     pub chunks: Vec<Chunk>,
-    /// Level-0 pages so far (also in [`RibbonPages`] at the same indices).
+    /// Level-0 pages so far (the renderer's first pages, at the same indices).
     pub pages: Vec<Page>,
     /// Everything else, once parsed.
     pub meta: Option<Arc<ToolpathMeta>>,
@@ -233,7 +267,17 @@ pub fn start(
     options: ToolpathOptions,
     plan: bool,
 ) {
-    let (state, job) = new_load(source_name, source, config, options, plan, 0);
+    let pages = app.world().resource::<RibbonPages>().clone();
+    let epoch = pages.epoch();
+    let (state, job) = new_load(
+        source_name,
+        source,
+        config,
+        options,
+        plan,
+        0,
+        (pages, epoch),
+    );
     app.insert_resource(state)
         .insert_resource(PendingLoad(Some(job)))
         .add_systems(First, begin.after(crate::ribbons::ShareDevice))
@@ -244,15 +288,23 @@ pub fn start(
 /// loads as [`start`] loads, without planning. A load still running sends into the void and ends.
 pub fn replace(
     commands: &mut Commands,
-    ribbon_pages: &mut RibbonPages,
+    ribbon_pages: &RibbonPages,
     generation: u32,
     source_name: String,
     source: GcodeSource,
     config: Config,
     options: ToolpathOptions,
 ) {
-    ribbon_pages.pages.clear();
-    let (state, job) = new_load(source_name, source, config, options, false, generation);
+    let epoch = ribbon_pages.replace();
+    let (state, job) = new_load(
+        source_name,
+        source,
+        config,
+        options,
+        false,
+        generation,
+        (ribbon_pages.clone(), epoch),
+    );
     commands.insert_resource(state);
     commands.insert_resource(PendingLoad(Some(job)));
 }
@@ -264,6 +316,7 @@ fn new_load(
     options: ToolpathOptions,
     plan: bool,
     generation: u32,
+    gpu: (RibbonPages, u32),
 ) -> (LoadState, LoadJob) {
     let (tx, rx) = channel();
     let file_bytes = match &source {
@@ -277,7 +330,6 @@ fn new_load(
         bytes_read: 0,
         started: Instant::now(),
         parse_time: None,
-        on_gpu: None,
         chunks: Vec::new(),
         pages: Vec::new(),
         meta: None,
@@ -297,6 +349,7 @@ fn new_load(
         source,
         options,
         config: plan.then_some(config),
+        gpu,
         tx,
     };
     (state, job)
@@ -307,6 +360,8 @@ struct LoadJob {
     source: GcodeSource,
     options: ToolpathOptions,
     config: Option<Config>,
+    /// Where the pages go for the GPU, and the epoch they belong to.
+    gpu: (RibbonPages, u32),
     tx: Sender<LoadMsg>,
 }
 
@@ -315,7 +370,8 @@ struct LoadJob {
 struct PendingLoad(Option<LoadJob>);
 
 /// Starts the loader thread once the renderer has its device (the window's surface comes first
-/// on a desktop): the load is timed from here, and each page goes to the GPU as it fills.
+/// on a desktop): the load is timed from here. Pages go to the GPU from the render world
+/// ([`crate::ribbons`]), before the frame that first draws them.
 fn begin(
     mut pending: ResMut<PendingLoad>,
     device: Res<SharedDevice>,
@@ -327,7 +383,6 @@ fn begin(
     let Some(job) = pending.0.take() else { return };
     state.started = Instant::now();
     let started = state.started;
-    let device = device.clone();
     std::thread::Builder::new()
         .name("twin-loader".into())
         .spawn(move || {
@@ -335,9 +390,10 @@ fn begin(
                 source,
                 options,
                 config,
+                gpu,
                 tx,
             } = job;
-            load_thread(&source, options, config, &device, &tx, started);
+            load_thread(&source, options, config, &gpu, &tx, started);
         })
         .map(|_| ())
         .unwrap_or_else(|e| bevy::log::error!("cannot start the loader thread: {e}"));
@@ -347,20 +403,16 @@ fn load_thread(
     source: &GcodeSource,
     options: ToolpathOptions,
     config: Option<Config>,
-    device: &SharedDevice,
+    (gpu, epoch): &(RibbonPages, u32),
     tx: &Sender<LoadMsg>,
     started: Instant,
 ) {
-    // Each full page goes into a GPU buffer here, as soon as the renderer has a device.
-    let gpu = |page: &Page| device.0.get().map(|d| page_buffer(d, page));
-    let pack = |pages: Vec<(Page, Vec<Chunk>)>| -> Vec<(RibbonPage, Vec<Chunk>)> {
-        pages
-            .into_iter()
-            .map(|(p, c)| {
-                let buffer = gpu(&p);
-                (RibbonPage { points: p, buffer }, c)
-            })
-            .collect()
+    // Each page goes to the renderer as it fills, and to the app (its CPU copy, for playback).
+    let send = |pages: Vec<(Page, Vec<Chunk>)>| {
+        for (p, _) in &pages {
+            gpu.push(*epoch, p.clone());
+        }
+        let _ = tx.send(LoadMsg::Pages(pages));
     };
     let (mut input, _) = match source.open() {
         Ok(x) => x,
@@ -376,7 +428,7 @@ fn load_thread(
     let mut block = vec![0u8; READ_BLOCK];
     let mut offset = 0u64;
     let mut loaded = LoadedToolpath::default();
-    let (mut t_read, mut t_parse, mut t_index, mut t_gpu) = (0.0, 0.0, 0.0, 0.0);
+    let (mut t_read, mut t_parse, mut t_index) = (0.0, 0.0, 0.0);
     loop {
         let t = Instant::now();
         let n = match read_full(&mut input, &mut block) {
@@ -401,14 +453,14 @@ fn load_thread(
                 loaded.pages.push(p.clone());
                 loaded.chunks.extend_from_slice(c);
             }
-            let _ = tx.send(LoadMsg::Pages(pack(pages)));
+            send(pages);
         }
         t_read += (t1 - t).as_secs_f64();
         t_parse += (t2 - t1).as_secs_f64();
         t_index += (t3 - t2).as_secs_f64();
-        t_gpu += t3.elapsed().as_secs_f64();
         let _ = tx.send(LoadMsg::Progress(offset));
     }
+    let t = Instant::now();
     reader.finish(&mut builder);
     let (pages, meta) = builder.finish(reader.lines_read());
     for (p, c) in &pages {
@@ -416,18 +468,14 @@ fn load_thread(
         loaded.chunks.extend_from_slice(c);
     }
     loaded.meta = meta.clone();
-    let packed = pack(pages);
-    let all_on_gpu = packed.iter().all(|(p, _)| p.buffer.is_some());
-    if !packed.is_empty() {
-        let _ = tx.send(LoadMsg::Pages(packed));
-    }
-    if all_on_gpu {
-        let _ = tx.send(LoadMsg::OnGpu(Instant::now()));
+    if !pages.is_empty() {
+        send(pages);
     }
     let _ = tx.send(LoadMsg::Parsed(Box::new(meta), index));
+    let t_finish = t.elapsed().as_secs_f64();
     bevy::log::info!(
         "toolpath: {} segments in {:.3} s (read {t_read:.3} s, parse {t_parse:.3} s, \
-         line index {t_index:.3} s, GPU {t_gpu:.3} s)",
+         line index {t_index:.3} s, finish {t_finish:.3} s)",
         loaded.meta.segments,
         started.elapsed().as_secs_f64()
     );
@@ -446,8 +494,11 @@ fn load_thread(
 
     let lod_start = Instant::now();
     #[allow(clippy::cast_possible_truncation)]
-    let lods = lod::build(&loaded, loaded.pages.len() as u32);
-    let buffers = lods.pages.iter().map(gpu).collect();
+    let mut lods = lod::build(&loaded, loaded.pages.len() as u32);
+    // The renderer's copy is the only one: freed once on the GPU.
+    for page in std::mem::take(&mut lods.pages) {
+        gpu.push(*epoch, page);
+    }
     bevy::log::info!(
         "levels of detail: {} segments in {:.3} s",
         (1..=lod::LEVELS.len())
@@ -455,7 +506,7 @@ fn load_thread(
             .sum::<u64>(),
         lod_start.elapsed().as_secs_f64()
     );
-    let _ = tx.send(LoadMsg::Lods(Box::new(lods), buffers));
+    let _ = tx.send(LoadMsg::Lods(Box::new(lods)));
 }
 
 fn plan_thread(source: &GcodeSource, config: &Config, tx: &Sender<LoadMsg>) {
@@ -511,7 +562,7 @@ fn plan_thread(source: &GcodeSource, config: &Config, tx: &Sender<LoadMsg>) {
 const RESPONSES_KEPT: usize = 500;
 
 /// Takes what the threads sent since the last frame.
-pub fn receive(mut state: ResMut<LoadState>, mut ribbon_pages: ResMut<RibbonPages>) {
+pub fn receive(mut state: ResMut<LoadState>) {
     let Some(rx) = state.rx.take() else { return };
     let mut keep = true;
     // A bounded number per frame, so a flood of messages cannot stall a frame.
@@ -521,7 +572,7 @@ pub fn receive(mut state: ResMut<LoadState>, mut ribbon_pages: ResMut<RibbonPage
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .try_recv();
         match next {
-            Ok(msg) => state.take(msg, &mut ribbon_pages),
+            Ok(msg) => state.take(msg),
             Err(TryRecvError::Empty) => break,
             Err(TryRecvError::Disconnected) => {
                 keep = false;
@@ -535,33 +586,23 @@ pub fn receive(mut state: ResMut<LoadState>, mut ribbon_pages: ResMut<RibbonPage
 }
 
 impl LoadState {
-    fn take(&mut self, msg: LoadMsg, ribbon_pages: &mut RibbonPages) {
+    fn take(&mut self, msg: LoadMsg) {
         match msg {
             LoadMsg::Progress(b) => self.bytes_read = b,
             LoadMsg::Pages(pages) => {
-                for (page, chunks) in pages {
-                    // Level-0 pages come first in the renderer's list, in order.
-                    self.pages.push(page.points.clone());
-                    ribbon_pages.pages.push(page);
+                for (points, chunks) in pages {
+                    self.pages.push(points);
                     self.chunks.extend(chunks);
                 }
             }
-            LoadMsg::OnGpu(at) => self.on_gpu = Some(at),
             LoadMsg::Parsed(meta, index) => {
                 self.parse_time = Some(self.started.elapsed());
                 self.bytes_read = self.file_bytes;
                 self.meta = Some(Arc::new(*meta));
                 self.line_index = index;
             }
-            LoadMsg::Lods(lods, buffers) => {
+            LoadMsg::Lods(lods) => {
                 self.lod_time = Some(self.started.elapsed());
-                ribbon_pages.pages.extend(
-                    lods.pages
-                        .iter()
-                        .cloned()
-                        .zip(buffers)
-                        .map(|(points, buffer)| RibbonPage { points, buffer }),
-                );
                 self.lods = Some(Arc::new(*lods));
             }
             LoadMsg::Moves(moves) => self.timeline.extend(moves),
@@ -612,5 +653,45 @@ mod tests {
             );
         }
         assert_eq!(index.line_text(&src, 0), None);
+    }
+
+    #[test]
+    fn a_byte_offset_maps_to_its_line() {
+        let mut text = String::new();
+        let mut starts = vec![0u64];
+        for i in 1..=1000 {
+            text.push_str(&format!("G1 X{i} ; {}\n", "x".repeat(i % 7)));
+            starts.push(text.len() as u64);
+        }
+        let bytes: Arc<[u8]> = text.as_bytes().into();
+        let mut index = LineIndex::default();
+        let mut lines = 0;
+        index.add_block(&bytes[..3000], 0, &mut lines);
+        index.add_block(&bytes[3000..], 3000, &mut lines);
+        let mem = GcodeSource::Memory(bytes.clone());
+        let path = std::env::temp_dir().join(format!("twin-offsets-{}.gcode", std::process::id()));
+        std::fs::write(&path, &bytes[..]).expect("temp file");
+        let file = GcodeSource::File(path.clone());
+        for src in [&mem, &file] {
+            for line in [1u32, 2, 255, 256, 257, 258, 511, 512, 513, 1000] {
+                let start = starts[line as usize - 1];
+                let end = starts[line as usize] - 1; // its newline
+                // The host reports the start of the next line to run: that line.
+                assert_eq!(
+                    index.line_at_byte(src, start),
+                    Some(line),
+                    "start of {line}"
+                );
+                assert_eq!(index.line_at_byte(src, end), Some(line), "end of {line}");
+                assert_eq!(
+                    index
+                        .line_text(src, line)
+                        .map(|t| t.starts_with(&format!("G1 X{line} "))),
+                    Some(true)
+                );
+            }
+        }
+        std::fs::remove_file(&path).ok();
+        assert_eq!(LineIndex::default().line_at_byte(&mem, 10), None);
     }
 }

@@ -10,7 +10,8 @@
 //! Each frame, [`choose`] gives every visible chunk the coarsest level whose error is under a
 //! pixel on screen, then coarsens everything until the frame fits the segment budget of the
 //! device (software rendering draws a few hundred thousand segments a second; a GPU tens of
-//! millions).
+//! millions). Where no level fits — while a file loads, before its levels exist — an even
+//! sample of the chunks keeps the frame within the budget.
 
 use crate::toolpath_data::{
     ATTR_HIDDEN, ATTR_TRAVEL, Attr, Chunk, GpuPoint, LoadedToolpath, PAGE_SEGMENTS, Page,
@@ -80,8 +81,10 @@ pub struct Span {
 /// The coarser copies of a toolpath.
 #[derive(Clone, Debug, Default)]
 pub struct Lods {
-    /// Pages of points, all levels.
+    /// Pages of points, all levels (empty once handed to the renderer: only the GPU needs them).
     pub pages: Vec<Page>,
+    /// Bytes of all the pages of points, held or handed over.
+    pub page_bytes: usize,
     /// `spans[level - 1][chunk]`.
     pub spans: Vec<Vec<Span>>,
 }
@@ -94,13 +97,9 @@ impl Lods {
             .map_or(0, |s| s.iter().map(|x| u64::from(x.count)).sum())
     }
 
-    /// Bytes held.
-    pub fn resident_bytes(&self) -> usize {
-        self.pages
-            .iter()
-            .map(|p| std::mem::size_of_val(&p[..]))
-            .sum::<usize>()
-            + self.spans.iter().map(|s| s.len() * 12).sum::<usize>()
+    /// Bytes of the levels: their points (wherever they are now) and spans.
+    pub fn bytes(&self) -> usize {
+        self.page_bytes + self.spans.iter().map(|s| s.len() * 12).sum::<usize>()
     }
 }
 
@@ -244,6 +243,11 @@ pub fn build(path: &LoadedToolpath, page_base: u32) -> Lods {
         lods.pages.extend(pages);
         lods.spans.push(spans);
     }
+    lods.page_bytes = lods
+        .pages
+        .iter()
+        .map(|p| std::mem::size_of_val(&p[..]))
+        .sum();
     lods
 }
 
@@ -384,12 +388,61 @@ pub fn choose(
         }
         sum = total(&choices);
     }
+    if sum > budget {
+        sum = thin(&mut choices, views, &count_at, sum, budget);
+    }
     (choices, sum)
+}
+
+/// When no level fits the budget — the levels of detail are not built yet (a file still
+/// loading), or the coarsest is still too large — an even sample of the chunks is drawn: every
+/// full-detail chunk, and of the others a share `room / rest` spread evenly along the path (a
+/// sketch of the whole print rather than its first part). Without this a large file drew every
+/// segment loaded so far in each frame while it loaded: frames of seconds on software Vulkan,
+/// holding the queue (and every buffer upload behind it) the whole time. Returns the new sum.
+fn thin(
+    choices: &mut [Choice],
+    views: &[ChunkView],
+    count_at: &impl Fn(usize, usize) -> u64,
+    sum: u64,
+    budget: u64,
+) -> u64 {
+    let fixed: u64 = choices
+        .iter()
+        .enumerate()
+        .filter(|(c, _)| views[*c].full_detail)
+        .map(|(c, ch)| match ch {
+            Choice::Skip => 0,
+            Choice::Level(l) => count_at(c, *l),
+        })
+        .sum();
+    let rest = u128::from(sum - fixed);
+    let room = u128::from(budget.saturating_sub(fixed));
+    // Integer Bresenham over segments: a chunk of n segments is kept when the credit holds
+    // n · rest, and each chunk adds n · room, so the kept segments never exceed `room`.
+    let mut credit = 0u128;
+    let mut kept = fixed;
+    for (c, ch) in choices.iter_mut().enumerate() {
+        let Choice::Level(l) = *ch else { continue };
+        if views[c].full_detail {
+            continue;
+        }
+        let n = count_at(c, l);
+        credit += u128::from(n) * room;
+        if credit >= u128::from(n) * rest {
+            credit -= u128::from(n) * rest;
+            kept += n;
+        } else {
+            *ch = Choice::Skip;
+        }
+    }
+    kept
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::toolpath_data::CHUNK_SEGMENTS;
     use gantry_core::motion::toolpath::ToolpathOptions;
 
     fn load(text: &str) -> LoadedToolpath {
@@ -510,5 +563,57 @@ mod tests {
         views[0].full_detail = true;
         let (choices, _) = choose(&path.chunks, Some(&lods), &views, 1.0, 0.2, 1);
         assert_eq!(choices[0], Choice::Level(0));
+    }
+
+    /// Regression: while a large file loaded (no levels of detail yet) every frame drew all the
+    /// segments loaded so far — 6 M segments, seconds a frame on software Vulkan, and the
+    /// loader's buffer uploads waited behind each frame (a 6 M-segment file took 14 s to load,
+    /// 3 M took 0.7 s). Without levels the budget still holds, by an even sample of chunks.
+    #[test]
+    fn without_levels_the_budget_holds_by_an_even_sample() {
+        let views_of = |n: usize| {
+            vec![
+                ChunkView {
+                    visible: true,
+                    px_per_mm: 10.0,
+                    full_detail: false,
+                };
+                n
+            ]
+        };
+        // 1000 chunks of CHUNK_SEGMENTS: 8 M segments, a budget of 400 000.
+        let chunks: Vec<Chunk> = (0..1000u32)
+            .map(|i| Chunk {
+                first: i * CHUNK_SEGMENTS as u32,
+                count: CHUNK_SEGMENTS as u32,
+                min_mm: [0.0; 3],
+                max_mm: [1.0; 3],
+                first_layer: i,
+                last_layer: i,
+            })
+            .collect();
+        let budget = 400_000;
+        let mut views = views_of(chunks.len());
+        views[999].full_detail = true;
+        let (choices, n) = choose(&chunks, None, &views, 1.0, 0.2, budget);
+        let drawn: u64 = chunks
+            .iter()
+            .zip(&choices)
+            .filter(|(_, ch)| **ch == Choice::Level(0))
+            .map(|(c, _)| u64::from(c.count))
+            .sum();
+        assert_eq!(drawn, n);
+        assert!(n <= budget, "{n} segments drawn for a budget of {budget}");
+        assert!(n > budget * 3 / 4, "the budget is used: {n}");
+        assert_eq!(choices[999], Choice::Level(0), "full detail is kept");
+        // Spread along the whole path, not the first chunks only: every tenth of the path has
+        // some of it.
+        for tenth in choices[..990].chunks(99) {
+            assert!(tenth.contains(&Choice::Level(0)), "{choices:?}");
+        }
+        // A budget that fits draws everything.
+        let (choices, n) = choose(&chunks, None, &views, 1.0, 0.2, u64::MAX);
+        assert_eq!(n, 1000 * CHUNK_SEGMENTS as u64);
+        assert!(choices.iter().all(|c| *c == Choice::Level(0)));
     }
 }

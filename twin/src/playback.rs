@@ -302,6 +302,12 @@ pub fn segment_near(
     best.map(|(_, i)| (i, p))
 }
 
+/// How far `pos` (printer mm) is from segment `i` of the toolpath, mm.
+pub fn distance_to_segment(state: &LoadState, i: u32, pos: [f32; 3]) -> Option<f32> {
+    let (a, b) = segment(state, i)?;
+    Some(dist_to_segment(pos, a, b))
+}
+
 fn segment(state: &LoadState, i: u32) -> Option<([f32; 3], [f32; 3])> {
     let i = i as usize;
     let page = state.pages.get(i / crate::toolpath_data::PAGE_SEGMENTS)?;

@@ -138,24 +138,127 @@ pub struct DrawRange {
     pub variant: u32,
 }
 
-/// A page of points and, once made, its GPU buffer.
-#[derive(Clone, Debug)]
-pub struct RibbonPage {
-    /// The points.
-    pub points: Page,
-    /// The storage buffer holding them (made by the loader thread when it could).
-    pub buffer: Option<Buffer>,
-}
-
-/// Every page of points the GPU should hold (level 0 and levels of detail), main world.
+/// The pages of points on their way to the GPU, shared by the loader thread (which pushes
+/// them, level 0 as each fills, then the levels of detail), the uploader thread (which makes
+/// their buffers, in order, and drops its copy) and the render world (which takes the buffers
+/// at the start of each frame).
+///
+/// Neither the loader nor the render world makes the buffers. wgpu finishes an upload under
+/// the queue's pending-writes lock, which `Queue::submit` holds while software Vulkan renders
+/// the whole frame: a loader making them waited up to a frame per page (seconds with millions
+/// of segments drawn), and a render world making them would make every page wait for the next
+/// frame. The uploader waits only while a submit runs, and puts every page it can between two.
+/// Points that nobody else holds (the levels of detail: only the GPU draws them) are freed once
+/// in their buffer. The index of a page in the renderer is its order here, within an epoch
+/// (one file's toolpath).
 #[derive(Resource, Clone, Debug, Default)]
-pub struct RibbonPages {
-    /// The pages; indices are stable (pages are only appended).
-    pub pages: Vec<RibbonPage>,
+pub struct RibbonPages(Arc<(Mutex<PageQueue>, std::sync::Condvar)>);
+
+/// See [`RibbonPages`].
+#[derive(Debug, Default)]
+struct PageQueue {
+    /// Which toolpath: one more each time another file replaces the pages.
+    epoch: u32,
+    /// Pages pushed in this epoch.
+    pushed: usize,
+    /// Pages waiting for the uploader.
+    waiting: std::collections::VecDeque<Page>,
+    /// Buffers made, waiting for the render world, with their bytes and when they were made.
+    made: Vec<(Buffer, u64, Instant)>,
 }
 
-/// The GPU device, for threads that make buffers themselves (the loader makes each page's
-/// buffer as soon as the page is full, whatever the frame rate): set once the renderer has it.
+impl RibbonPages {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PageQueue> {
+        self.0.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The epoch now.
+    pub fn epoch(&self) -> u32 {
+        self.lock().epoch
+    }
+
+    /// The epoch and the pages pushed in it.
+    pub fn pushed(&self) -> (u32, usize) {
+        let q = self.lock();
+        (q.epoch, q.pushed)
+    }
+
+    /// Appends `page` to the toolpath of `epoch`; false (and dropped) when another file has
+    /// replaced it.
+    pub fn push(&self, epoch: u32, page: Page) -> bool {
+        let mut q = self.lock();
+        if q.epoch != epoch {
+            return false;
+        }
+        q.waiting.push_back(page);
+        q.pushed += 1;
+        self.0.1.notify_one();
+        true
+    }
+
+    /// Drops every page: another toolpath follows, under the returned epoch.
+    pub fn replace(&self) -> u32 {
+        let mut q = self.lock();
+        q.epoch = q.epoch.wrapping_add(1);
+        q.waiting.clear();
+        q.made.clear();
+        q.pushed = 0;
+        q.epoch
+    }
+
+    /// The next page to upload and its epoch, waiting up to `timeout` for one.
+    fn next_page(&self, timeout: std::time::Duration) -> Option<(u32, Page)> {
+        let q = self.lock();
+        let (mut q, _) = self
+            .0
+            .1
+            .wait_timeout_while(q, timeout, |q| q.waiting.is_empty())
+            .unwrap_or_else(PoisonError::into_inner);
+        let epoch = q.epoch;
+        q.waiting.pop_front().map(|p| (epoch, p))
+    }
+
+    /// Hands over the buffer of a page of `epoch` (dropped when the toolpath was replaced).
+    fn made(&self, epoch: u32, buffer: Buffer, bytes: u64) {
+        let mut q = self.lock();
+        if q.epoch == epoch {
+            q.made.push((buffer, bytes, Instant::now()));
+        }
+    }
+
+    /// The epoch and the buffers made since the last call.
+    fn take_made(&self) -> (u32, Vec<(Buffer, u64, Instant)>) {
+        let mut q = self.lock();
+        (q.epoch, std::mem::take(&mut q.made))
+    }
+}
+
+/// The uploader thread: makes the buffer of each page pushed, in order, until the app (every
+/// other holder of the queue) is gone.
+fn upload_thread(
+    pages: &std::sync::Weak<(Mutex<PageQueue>, std::sync::Condvar)>,
+    device: &RenderDevice,
+) {
+    loop {
+        let Some(queue) = pages.upgrade().map(RibbonPages) else {
+            return;
+        };
+        let Some((epoch, page)) = queue.next_page(std::time::Duration::from_millis(250)) else {
+            continue;
+        };
+        let buffer = page_buffer(device, &page);
+        queue.made(epoch, buffer, page.len() as u64 * POINT_BYTES);
+    }
+}
+
+/// The GPU device, set once the renderer has it: the loader starts then, so that its timing
+/// starts with the renderer.
+///
+/// Pages are not put in buffers on the loader's thread: wgpu finishes such an upload under the
+/// queue's pending-writes lock, which `Queue::submit` holds while software Vulkan renders the
+/// whole frame, so each upload waited up to a frame (seconds with millions of segments drawn).
+/// The render world makes them instead, on its own thread, before the frame's submit
+/// ([`RibbonPages`]).
 #[derive(Resource, Clone, Default)]
 pub struct SharedDevice(pub Arc<std::sync::OnceLock<RenderDevice>>);
 
@@ -180,18 +283,24 @@ pub fn page_buffer(device: &RenderDevice, points: &[GpuPoint]) -> Buffer {
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ShareDevice;
 
-fn share_device(device: Option<Res<RenderDevice>>, shared: Res<SharedDevice>) {
+fn share_device(
+    device: Option<Res<RenderDevice>>,
+    shared: Res<SharedDevice>,
+    pages: Res<RibbonPages>,
+) {
     if let Some(device) = device
         && shared.0.get().is_none()
     {
         let _ = shared.0.set(device.clone());
-    }
-}
-
-impl ExtractResource for RibbonPages {
-    type Source = RibbonPages;
-    fn extract_resource(source: &Self::Source) -> Self {
-        source.clone()
+        // The uploader holds the queue weakly: it ends when the app drops it.
+        let queue = Arc::downgrade(&pages.0);
+        let device = device.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("twin-uploader".into())
+            .spawn(move || upload_thread(&queue, &device))
+        {
+            bevy::log::error!("cannot start the uploader thread: {e}");
+        }
     }
 }
 
@@ -220,6 +329,8 @@ pub struct UploadStatus(pub Arc<Mutex<UploadReading>>);
 /// See [`UploadStatus`].
 #[derive(Clone, Debug, Default)]
 pub struct UploadReading {
+    /// The [`RibbonPages`] epoch of the pages counted.
+    pub epoch: u32,
     /// Pages on the GPU.
     pub pages: usize,
     /// Bytes on the GPU.
@@ -261,15 +372,16 @@ pub fn plugin(app: &mut App) {
         .insert_resource(status.clone())
         .add_plugins((
             ExtractComponentPlugin::<RibbonEntity>::default(),
-            ExtractResourcePlugin::<RibbonPages>::default(),
             ExtractResourcePlugin::<RibbonFrame>::default(),
         ))
         .add_systems(Startup, spawn_ribbon_entity);
+    let pages = app.world().resource::<RibbonPages>().clone();
     let Some(render_app) = app.get_sub_app_mut(RenderApp) else {
         return;
     };
     render_app
         .insert_resource(status)
+        .insert_resource(pages)
         .init_resource::<RibbonBuffers>()
         .init_resource::<RibbonUniforms>()
         .init_resource::<PendingRibbonQueues>()
@@ -299,6 +411,8 @@ fn spawn_ribbon_entity(mut commands: Commands) {
 /// The GPU buffers of the pages and their bind groups (uniforms + page), render world.
 #[derive(Resource, Default)]
 struct RibbonBuffers {
+    /// The [`RibbonPages`] epoch the buffers hold.
+    epoch: u32,
     buffers: Vec<Buffer>,
     groups: Vec<BindGroup>,
     /// The uniform buffer the groups were made with.
@@ -306,30 +420,31 @@ struct RibbonBuffers {
 }
 
 fn upload_pages(
-    pages: Option<Res<RibbonPages>>,
+    pages: Res<RibbonPages>,
     mut buffers: ResMut<RibbonBuffers>,
-    device: Res<RenderDevice>,
     status: Res<UploadStatus>,
     adapter: Res<bevy::render::renderer::RenderAdapterInfo>,
 ) {
-    let Some(pages) = pages else { return };
-    if buffers.buffers.len() >= pages.pages.len() {
-        return;
+    let (epoch, made) = pages.take_made();
+    let mut s = status.0.lock().unwrap_or_else(PoisonError::into_inner);
+    if s.adapter.is_none() {
+        s.adapter = Some(format!("{} ({:?})", adapter.name, adapter.device_type));
     }
-    for page in &pages.pages[buffers.buffers.len()..] {
-        let buffer = page
-            .buffer
-            .clone()
-            .unwrap_or_else(|| page_buffer(&device, &page.points));
+    if buffers.epoch != epoch {
+        buffers.epoch = epoch;
+        buffers.buffers.clear();
+        buffers.groups.clear();
+        s.epoch = epoch;
+        s.pages = 0;
+        s.bytes = 0;
+        s.uploaded_at.clear();
+    }
+    for (buffer, bytes, at) in made {
         buffers.buffers.push(buffer);
-        let mut s = status.0.lock().unwrap_or_else(PoisonError::into_inner);
         s.pages += 1;
-        s.bytes += page.points.len() as u64 * POINT_BYTES;
-        s.last_upload = Some(Instant::now());
-        s.uploaded_at.push(Instant::now());
-        if s.adapter.is_none() {
-            s.adapter = Some(format!("{} ({:?})", adapter.name, adapter.device_type));
-        }
+        s.bytes += bytes;
+        s.last_upload = Some(at);
+        s.uploaded_at.push(at);
     }
 }
 
@@ -592,5 +707,52 @@ impl<P: PhaseItem> RenderCommand<P> for DrawRibbons {
             pass.draw(6 * d.first..6 * (d.first + d.count), 0..1);
         }
         RenderCommandResult::Success
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(n: usize) -> Page {
+        vec![GpuPoint::default(); n].into()
+    }
+
+    /// Regression: the levels of detail stayed on the CPU after upload (16 bytes a point, about
+    /// 220 MB for a 10 M-segment file) though only the GPU draws them; and a replaced file's
+    /// buffers stayed at the indices of the new one's.
+    #[test]
+    fn pages_reach_the_uploader_in_order_and_are_freed_there() {
+        let queue = RibbonPages::default();
+        let now = std::time::Duration::ZERO;
+        let level0 = page(100);
+        let lod = page(50);
+        let lod_alive = Arc::downgrade(&lod);
+        assert!(queue.push(0, level0.clone()));
+        assert!(queue.push(0, lod));
+        assert_eq!(queue.pushed(), (0, 2));
+        let (epoch, first) = queue.next_page(now).expect("a page");
+        let (_, second) = queue.next_page(now).expect("a page");
+        assert_eq!((epoch, first.len(), second.len()), (0, 100, 50), "in order");
+        drop((first, second)); // the uploader, once the buffers are made
+        assert!(
+            lod_alive.upgrade().is_none(),
+            "the level of detail is freed"
+        );
+        assert_eq!(level0.len(), 100, "level 0 stays with the loader's copy");
+        assert!(queue.next_page(now).is_none(), "nothing twice");
+        // Another file: the old load's late pages are refused, the count starts again.
+        assert!(queue.push(0, page(10)));
+        let epoch = queue.replace();
+        assert_eq!(epoch, 1);
+        assert!(
+            !queue.push(0, page(10)),
+            "the replaced load sends into the void"
+        );
+        assert!(queue.push(1, page(7)));
+        assert_eq!(queue.pushed(), (1, 1));
+        let (epoch, p) = queue.next_page(now).expect("a page");
+        assert_eq!((epoch, p.len()), (1, 7));
+        assert!(queue.next_page(now).is_none());
     }
 }

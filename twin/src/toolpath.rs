@@ -68,6 +68,11 @@ impl ColorMode {
     }
 }
 
+/// While a file loads (no levels of detail yet), frames draw the budget divided by this: a
+/// sparse preview, in frames a few times shorter on software Vulkan, where the renderer and the
+/// loader share the CPU and a page waits for the frame being rendered to reach the GPU.
+pub const LOADING_BUDGET_DIVISOR: u64 = 8;
+
 /// How the toolpath is shown.
 #[derive(Resource, Clone, Debug)]
 pub struct ViewSettings {
@@ -404,13 +409,20 @@ pub fn build_frame(
         })
         .collect();
     let lods = state.lods.as_deref();
+    // Until the levels of detail exist (the file is still loading), a preview: a share of the
+    // budget, so that frames stay short and the loader keeps the CPU.
+    let budget = if lods.is_none() {
+        settings.budget / LOADING_BUDGET_DIVISOR
+    } else {
+        settings.budget
+    };
     let (choices, _) = lod::choose(
         &state.chunks,
         lods,
         &views,
         settings.max_error_px,
         typical_layer.map_or(0.2, |(_, h)| h),
-        settings.budget,
+        budget,
     );
     let page_segments = PAGE_SEGMENTS as u32;
     for (c, choice) in state.chunks.iter().zip(&choices) {
