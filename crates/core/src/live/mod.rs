@@ -32,6 +32,22 @@ use gantry_proto::session::SessionEvent;
 
 pub use gantry_motion::printer::LiveHost;
 
+/// A secondary MCU's print time → clock line re-aimed at host time `eventtime` with the
+/// toolhead at `print_time` ([`LiveHost::calibrate_clock`]); `line` is made from both clock
+/// estimates the first time.
+fn calibrate_secondary(
+    line: &mut Option<gantry_proto::clocksync::SecondarySync>,
+    main: &gantry_proto::clocksync::ClockSync,
+    local: &gantry_proto::clocksync::ClockSync,
+    print_time: f64,
+    eventtime: f64,
+) -> (f64, f64) {
+    line.get_or_insert_with(|| {
+        gantry_proto::clocksync::SecondarySync::connect(main, local, eventtime)
+    })
+    .calibrate(main, local, print_time, eventtime)
+}
+
 /// Converts a session event of MCU `mcu` to what the printer takes (`None`: the session's own
 /// business — dictionary, clock sync, config answers).
 pub fn live_event(dict: Option<&Dictionary>, mcu: usize, event: SessionEvent) -> Option<LiveEvent> {

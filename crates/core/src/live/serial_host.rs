@@ -140,10 +140,13 @@ impl LiveHost for SerialHost {
         let main = self.links.first()?.handle.clock_sync()?;
         let link = self.links.get_mut(mcu)?;
         let local = link.handle.clock_sync()?;
-        let sync = link
-            .secondary
-            .get_or_insert_with(|| SecondarySync::connect(&main, &local, eventtime));
-        Some(sync.calibrate(&main, &local, print_time, eventtime))
+        Some(super::calibrate_secondary(
+            &mut link.secondary,
+            &main,
+            &local,
+            print_time,
+            eventtime,
+        ))
     }
 
     fn transmit(&mut self, mcu: usize, messages: Vec<McuMessage>) {

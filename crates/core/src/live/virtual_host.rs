@@ -440,10 +440,13 @@ impl LiveHost for VirtualHost {
         let main = inner.links.first()?.session.clock_sync()?.clone();
         let link = inner.links.get_mut(mcu)?;
         let local = link.session.clock_sync()?.clone();
-        let sync = link
-            .secondary
-            .get_or_insert_with(|| SecondarySync::connect(&main, &local, eventtime));
-        Some(sync.calibrate(&main, &local, print_time, eventtime))
+        Some(super::calibrate_secondary(
+            &mut link.secondary,
+            &main,
+            &local,
+            print_time,
+            eventtime,
+        ))
     }
 
     fn transmit(&mut self, mcu: usize, messages: Vec<McuMessage>) {

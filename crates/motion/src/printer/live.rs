@@ -151,6 +151,30 @@ struct Trsync {
     home_end_clock: Option<u64>,
 }
 
+impl Trsync {
+    /// Moves the timeout to `expire` when that extends it by at least `min_extend_ticks`:
+    /// the `trsync_set_timeout` to send at once (klippy asks for it by the expiry, so the
+    /// session would hold it until 100 ms before, which a retransmission or two can miss; an
+    /// extension sent early is harmless).
+    fn extend_to(&mut self, expire: u64) -> Option<(usize, McuMessage)> {
+        if expire < self.expire_clock + self.min_extend_ticks {
+            return None;
+        }
+        self.expire_clock = expire;
+        Some((
+            self.mcu,
+            McuMessage {
+                req_clock: 0,
+                min_clock: 0,
+                command: McuCommand::Text(format!(
+                    "trsync_set_timeout oid={} clock={expire}",
+                    self.oid
+                )),
+            },
+        ))
+    }
+}
+
 /// The reactor state of a live printer.
 pub(super) struct LiveState {
     host: Box<dyn LiveHost>,
@@ -1322,18 +1346,7 @@ impl Printer {
             let text = format!("trsync_trigger oid={} reason={REASON_PAST_END_TIME}", t.oid);
             return self.live_send_now(mcu, text);
         }
-        let expire = clock + t.expire_ticks;
-        if expire >= t.expire_clock + t.min_extend_ticks {
-            t.expire_clock = expire;
-            let text = format!("trsync_set_timeout oid={} clock={expire}", t.oid);
-            let msg = McuMessage {
-                // At once: klippy asks for it by the expiry, so the session would hold it until
-                // 100 ms before, which a retransmission or two can miss. An extension sent
-                // early is harmless.
-                req_clock: 0,
-                min_clock: 0,
-                command: McuCommand::Text(text),
-            };
+        if let Some((mcu, msg)) = t.extend_to(clock + t.expire_ticks) {
             live.host.transmit(mcu, vec![msg]);
         }
         Ok(())
@@ -1363,20 +1376,7 @@ impl Printer {
             .filter(|t| t.group == group && t.done.is_none())
         {
             let expire = queues[t.mcu].print_time_to_clock(oldest) + t.expire_ticks;
-            if expire >= t.expire_clock + t.min_extend_ticks {
-                t.expire_clock = expire;
-                out.push((
-                    t.mcu,
-                    McuMessage {
-                        req_clock: 0,
-                        min_clock: 0,
-                        command: McuCommand::Text(format!(
-                            "trsync_set_timeout oid={} clock={expire}",
-                            t.oid
-                        )),
-                    },
-                ));
-            }
+            out.extend(t.extend_to(expire));
         }
         for (mcu, msg) in out {
             live.host.transmit(mcu, vec![msg]);
@@ -1415,20 +1415,8 @@ impl Printer {
             let since = clock.saturating_sub(t.last_report_clock);
             let overdue = since * 2 >= t.report_ticks;
             let stale = since > t.report_ticks * TRSYNC_KEEPALIVE_REPORTS;
-            let expire = clock + t.expire_ticks;
-            if overdue && !stale && expire >= t.expire_clock + t.min_extend_ticks {
-                t.expire_clock = expire;
-                out.push((
-                    t.mcu,
-                    McuMessage {
-                        req_clock: 0,
-                        min_clock: 0,
-                        command: McuCommand::Text(format!(
-                            "trsync_set_timeout oid={} clock={expire}",
-                            t.oid
-                        )),
-                    },
-                ));
+            if overdue && !stale {
+                out.extend(t.extend_to(clock + t.expire_ticks));
             }
         }
         for (mcu, msg) in out {
