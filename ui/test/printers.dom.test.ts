@@ -367,7 +367,7 @@ describe("Printers page: driving a board with its printer.cfg", () => {
     const ok = await screen.findByTestId("board-result");
     expect(ok.textContent).toContain("Added printer.cfg on /dev/ttyACM0.");
     expect(ok.textContent).toContain("/dev/ttyACM0");
-    expect(submit.textContent?.trim()).toBe("Add printer");
+    expect(submit.textContent?.trim()).toBe("Connect and add");
     expect(input.value).toBe("");
     // In the fleet, chosen for the Dashboard, as Gantry's own printer.
     const card = within(await screen.findByTestId(CARD));
@@ -465,12 +465,23 @@ describe("Printers page: driving a board with its printer.cfg", () => {
     expect(within(screen.getByTestId("printer-sim")).queryByTestId("fleet-remove")).toBeNull();
     const card = within(screen.getByTestId(CARD));
     await fireEvent.click(card.getByTestId("fleet-remove"));
-    expect(card.getByText(/Remove printer.cfg on \/dev\/ttyACM0 and close its ports\?/)).toBeTruthy();
+    expect(card.getByText(/Close its ports and remove it\?/)).toBeTruthy();
     expect(core.calls.some((c) => c.method === "printers.remove")).toBe(false);
     await fireEvent.click(card.getByTestId("fleet-remove-yes"));
     await waitFor(() => expect(screen.queryByTestId(CARD)).toBeNull());
     expect(core.calls.find((c) => c.method === "printers.remove")?.params).toEqual({ id: `klipper:${CFG}` });
     expect(screen.getByTestId("printer-sim")).toBeTruthy();
+  });
+
+  it("stops saying a board was added once it has left the fleet", async () => {
+    const core = fakeCore();
+    await renderPrinters(core);
+    await fireEvent.input(screen.getByTestId("board-config"), { target: { value: CFG } });
+    await fireEvent.click(screen.getByTestId("board-submit"));
+    await screen.findByTestId("board-result");
+    await fireEvent.click(within(await screen.findByTestId(CARD)).getByTestId("fleet-remove"));
+    await fireEvent.click(within(screen.getByTestId(CARD)).getByTestId("fleet-remove-yes"));
+    await waitFor(() => expect(screen.queryByTestId("board-result")).toBeNull());
   });
 });
 
