@@ -1,7 +1,8 @@
 // Component tests of the Printers page and the Dashboard's camera (jsdom) against a fake core that
 // keeps a fleet and answers the printers.* methods as docs/api.md says: the fleet with live link
-// state and problems, adding by address (credentials, core's errors), printers found on the
-// network with Add, USB boards, choosing the printer the Dashboard shows, and removing one.
+// state and problems, adding by address (credentials, core's errors), driving a board with its
+// printer.cfg (core's errors, the USB row's `serial:` hint), printers found on the network with
+// Add, USB boards, choosing the printer the Dashboard shows, and removing one.
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { fireEvent, render, screen, waitFor, within } from "@testing-library/svelte";
 import Printers from "../src/pages/Printers.svelte";
@@ -78,8 +79,24 @@ const VORON: DiscoveredPrinter = {
   added: null,
 };
 
+/** What core answers for a board it drives with `config`: `printer.cfg on PORT`, kind local. */
+function board(config: string, name?: string): FleetPrinter {
+  return {
+    id: `klipper:${config}`,
+    name: name ?? "printer.cfg on /dev/ttyACM0",
+    address: "/dev/ttyACM0",
+    kind: "local",
+    state: "ready",
+    state_message: "Printer is ready",
+    link: { state: "connected" },
+    problem: null,
+  };
+}
+
 interface Core {
   fleet: FleetPrinter[];
+  /** While set, `printers.add` with `config` waits for it (the boards are connecting). */
+  boardsConnecting: Promise<void> | null;
   network: DiscoveredPrinter[];
   usb: SerialPrinter[];
   mdns: MdnsState;
@@ -100,6 +117,7 @@ function fakeCore(init: Partial<Pick<Core, "fleet" | "network" | "usb" | "mdns" 
     mdns: init.mdns ?? ({ state: "browsing", interfaces: "every interface" } as MdnsState),
     webcams: init.webcams ?? {},
     calls: [] as Core["calls"],
+    boardsConnecting: null,
   } as Core;
   const discovered = () => ({ mdns: core.mdns, network: core.network, usb: core.usb });
   const client = {
@@ -114,6 +132,22 @@ function fakeCore(init: Partial<Pick<Core, "fleet" | "network" | "usb" | "mdns" 
         case "printers.discovered":
           return discovered();
         case "printers.add": {
+          if (p.config !== undefined) {
+            const config = String(p.config);
+            if (!config.startsWith("/")) {
+              throw new RpcError(-32602, `printers.add: give the printer.cfg by its full path, not '${config}'`);
+            }
+            if (config.includes("typo")) {
+              throw new RpcError(-32602, `${config}:12: [stepper_x] option 'rotation_distanse' is not valid in section 'stepper_x'`);
+            }
+            if (config.includes("unplugged")) {
+              throw new RpcError(503, `Could not start the printer of ${config}: MCU 'mcu': cannot open /dev/ttyACM0: No such file or directory. Check that the board is plugged in, runs Klipper's firmware, and that no other program (Klipper, a slicer, a terminal) has its port open.`);
+            }
+            await core.boardsConnecting;
+            const entry = board(config, p.name as string | undefined);
+            core.fleet = [...core.fleet, entry];
+            return { printer: entry };
+          }
           const url = String(p.url);
           if (url.includes("nothing")) {
             throw new RpcError(503, `Nothing answers at ${url}: connection refused. Check the address and port, and that the printer's server is running.`);
@@ -300,6 +334,154 @@ describe("Printers page: adding by address", () => {
     await fireEvent.click(screen.getByTestId("add-submit"));
     expect((await screen.findByTestId("add-error")).textContent).toContain("Enter the printer's address");
     expect(core.calls.some((c) => c.method === "printers.add")).toBe(false);
+  });
+});
+
+describe("Printers page: driving a board with its printer.cfg", () => {
+  const CFG = "/home/me/printer_data/config/printer.cfg";
+  const CARD = "printer-klipper-home-me-printer_data-config-printer-cfg";
+
+  function boardAdds(core: Core) {
+    return core.calls.filter((c) => c.method === "printers.add").map((c) => c.params);
+  }
+
+  it("sends the trimmed path without an empty name, is busy while the boards connect, and shows the new printer", async () => {
+    const core = fakeCore();
+    let connected!: () => void;
+    core.boardsConnecting = new Promise<void>((resolve) => (connected = resolve));
+    await renderPrinters(core);
+    const input = screen.getByTestId("board-config") as HTMLInputElement;
+    expect(input.placeholder).toBe("/home/you/printer_data/config/printer.cfg");
+    await fireEvent.input(input, { target: { value: `  ${CFG}  ` } });
+    await fireEvent.input(screen.getByTestId("board-name"), { target: { value: "   " } });
+    await fireEvent.click(screen.getByTestId("board-submit"));
+
+    const submit = screen.getByTestId("board-submit") as HTMLButtonElement;
+    await waitFor(() => expect(submit.textContent?.trim()).toBe("Connecting to the board…"));
+    expect(submit.disabled).toBe(true);
+    expect(input.disabled).toBe(true);
+    expect(boardAdds(core)).toEqual([{ config: CFG }]);
+    expect(screen.queryByTestId(CARD)).toBeNull();
+
+    connected();
+    const ok = await screen.findByTestId("board-result");
+    expect(ok.textContent).toContain("Added printer.cfg on /dev/ttyACM0.");
+    expect(ok.textContent).toContain("/dev/ttyACM0");
+    expect(submit.textContent?.trim()).toBe("Connect and add");
+    expect(input.value).toBe("");
+    // In the fleet, chosen for the Dashboard, as Gantry's own printer.
+    const card = within(await screen.findByTestId(CARD));
+    await waitFor(() => expect(core.store.selected).toBe(`klipper:${CFG}`));
+    expect(card.getByTestId("selected-badge")).toBeTruthy();
+    expect(card.getByText("Gantry host")).toBeTruthy();
+    expect(card.getByTestId("fleet-state").textContent).toBe("Klipper: Ready");
+    await fireEvent.click(within(ok).getByTestId("board-open"));
+    await waitFor(() => expect(location.hash).toBe("#/dashboard"));
+  });
+
+  it("sends the name when one is typed", async () => {
+    const core = fakeCore();
+    await renderPrinters(core);
+    await fireEvent.input(screen.getByTestId("board-config"), { target: { value: CFG } });
+    await fireEvent.input(screen.getByTestId("board-name"), { target: { value: " Voron 2.4 " } });
+    await fireEvent.click(screen.getByTestId("board-submit"));
+    expect((await screen.findByTestId("board-result")).textContent).toContain("Added Voron 2.4.");
+    expect(boardAdds(core)).toEqual([{ config: CFG, name: "Voron 2.4" }]);
+    // Not the address form's call: that one sends a url.
+    expect(boardAdds(core).some((p) => "url" in p)).toBe(false);
+  });
+
+  it("shows core's sentence for a printer.cfg error and for boards that do not connect, keeping what was typed", async () => {
+    const core = fakeCore();
+    await renderPrinters(core);
+    const input = screen.getByTestId("board-config") as HTMLInputElement;
+    await fireEvent.input(input, { target: { value: "/home/me/typo.cfg" } });
+    await fireEvent.click(screen.getByTestId("board-submit"));
+    let error = await screen.findByTestId("board-error");
+    expect(error.textContent).toContain("Could not drive the board.");
+    expect(error.textContent).toContain("/home/me/typo.cfg:12: [stepper_x] option 'rotation_distanse' is not valid");
+    expect(input.value).toBe("/home/me/typo.cfg");
+
+    await fireEvent.input(input, { target: { value: "printer.cfg" } });
+    await fireEvent.click(screen.getByTestId("board-submit"));
+    await waitFor(() => expect(screen.getByTestId("board-error").textContent).toContain("give the printer.cfg by its full path, not 'printer.cfg'"));
+
+    await fireEvent.input(input, { target: { value: "/home/me/unplugged/printer.cfg" } });
+    await fireEvent.click(screen.getByTestId("board-submit"));
+    await waitFor(() => expect(screen.getByTestId("board-error").textContent).toContain("Check that the board is plugged in"));
+    error = screen.getByTestId("board-error");
+    expect(error.textContent).toContain("Could not start the printer of /home/me/unplugged/printer.cfg: MCU 'mcu'");
+    expect(screen.queryByTestId("board-result")).toBeNull();
+    expect(core.fleet).toEqual([SIM]);
+    expect((screen.getByTestId("board-submit") as HTMLButtonElement).disabled).toBe(false);
+  });
+
+  it("asks for the path before calling core", async () => {
+    const core = fakeCore();
+    await renderPrinters(core);
+    await fireEvent.click(screen.getByTestId("board-submit"));
+    expect((await screen.findByTestId("board-error")).textContent).toContain("Enter the full path of the board's printer.cfg");
+    expect(boardAdds(core)).toEqual([]);
+  });
+
+  it("opens the form from a USB board's row with the serial: line its printer.cfg needs", async () => {
+    const BY_ID = "/dev/serial/by-id/usb-Klipper_stm32f446xx_3A0028000851363131363530-if00";
+    const UART: SerialPrinter = { ...KLIPPER_BOARD, id: "serial:/dev/ttyUSB0", name: "CH340", port: "/dev/ttyUSB0", usb: null, board: null };
+    const core = fakeCore({ usb: [{ ...KLIPPER_BOARD, by_id: BY_ID }, UART] });
+    await renderPrinters(core);
+    expect(screen.queryByTestId("board-hint")).toBeNull();
+
+    const row = within(await screen.findByTestId("printer-serial-dev-ttyACM0"));
+    await fireEvent.click(row.getByTestId("usb-drive"));
+    const hint = await screen.findByTestId("board-hint");
+    expect(hint.textContent).toContain("The board on /dev/ttyACM0 (stm32f446xx)");
+    expect(hint.textContent).toMatch(/\[mcu\]\s+serial:\s+should be\s+\/dev\/ttyACM0/);
+    expect(hint.textContent).toContain(BY_ID);
+    expect(screen.getByTestId("board-serial-line").textContent).toBe(`serial: ${BY_ID}`);
+    await waitFor(() => expect(document.activeElement).toBe(screen.getByTestId("board-config")));
+
+    const writeText = vi.fn(async (_text: string) => {});
+    Object.defineProperty(navigator, "clipboard", { value: { writeText }, configurable: true });
+    await fireEvent.click(screen.getByTestId("board-copy"));
+    await waitFor(() => expect(screen.getByTestId("board-copy").textContent?.trim()).toBe("Copied"));
+    expect(writeText).toHaveBeenCalledWith(`serial: ${BY_ID}`);
+
+    // A port without a by-id link: the port itself, and where the stable name would be.
+    await fireEvent.click(within(screen.getByTestId("printer-serial-dev-ttyUSB0")).getByTestId("usb-drive"));
+    await waitFor(() => expect(screen.getByTestId("board-serial-line").textContent).toBe("serial: /dev/ttyUSB0"));
+    expect(screen.getByTestId("board-hint").textContent).toContain("(or its /dev/serial/by-id/ link)");
+    expect(screen.getByTestId("board-copy").textContent?.trim()).toBe("Copy");
+
+    // Added: the hint has done its job.
+    await fireEvent.input(screen.getByTestId("board-config"), { target: { value: CFG } });
+    await fireEvent.click(screen.getByTestId("board-submit"));
+    await screen.findByTestId("board-result");
+    expect(screen.queryByTestId("board-hint")).toBeNull();
+  });
+
+  it("removes a board Gantry drives after asking, and never offers to remove the simulated printer", async () => {
+    const core = fakeCore({ fleet: [SIM, board(CFG)] });
+    await renderPrinters(core);
+    expect(within(screen.getByTestId("printer-sim")).queryByTestId("fleet-remove")).toBeNull();
+    const card = within(screen.getByTestId(CARD));
+    await fireEvent.click(card.getByTestId("fleet-remove"));
+    expect(card.getByText(/Close its ports and remove it\?/)).toBeTruthy();
+    expect(core.calls.some((c) => c.method === "printers.remove")).toBe(false);
+    await fireEvent.click(card.getByTestId("fleet-remove-yes"));
+    await waitFor(() => expect(screen.queryByTestId(CARD)).toBeNull());
+    expect(core.calls.find((c) => c.method === "printers.remove")?.params).toEqual({ id: `klipper:${CFG}` });
+    expect(screen.getByTestId("printer-sim")).toBeTruthy();
+  });
+
+  it("stops saying a board was added once it has left the fleet", async () => {
+    const core = fakeCore();
+    await renderPrinters(core);
+    await fireEvent.input(screen.getByTestId("board-config"), { target: { value: CFG } });
+    await fireEvent.click(screen.getByTestId("board-submit"));
+    await screen.findByTestId("board-result");
+    await fireEvent.click(within(await screen.findByTestId(CARD)).getByTestId("fleet-remove"));
+    await fireEvent.click(within(screen.getByTestId(CARD)).getByTestId("fleet-remove-yes"));
+    await waitFor(() => expect(screen.queryByTestId("board-result")).toBeNull());
   });
 });
 

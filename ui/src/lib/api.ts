@@ -55,6 +55,8 @@ export interface SerialPrinter {
   port_type: PortType;
   usb: UsbInfo | null;
   board: string | null;
+  /** The port's stable `/dev/serial/by-id/…` path, where udev made one (Linux). */
+  by_id?: string | null;
 }
 
 export type Printer = SimulatedPrinter | SerialPrinter;
@@ -644,6 +646,17 @@ export interface AddPrinterResult {
   probe: { kind: BackendKind; version: string | null; message: string };
 }
 
+/** `printers.add` params for a board Gantry drives: the full path of its printer.cfg. */
+export interface AddBoardParams {
+  config: string;
+  name?: string;
+}
+
+/** `printers.add` result for a board Gantry drives (no probe: Gantry is its Klipper host). */
+export interface AddBoardResult {
+  printer: FleetPrinter;
+}
+
 /** One change of `notify_printers_changed`. */
 export interface PrintersChange {
   source: "fleet" | "network" | "usb";
@@ -743,7 +756,24 @@ export function addPrinter(rpc: RpcCaller, params: AddPrinterParams): Promise<Ad
   return rpc.call<AddPrinterResult>("printers.add", addParams(params), { timeoutMs: 90_000 });
 }
 
-/** `printers.remove`: closes a remote printer's connection and drops it from the fleet. */
+/**
+ * `printers.add` with `config`: Gantry becomes the Klipper host of the boards the printer.cfg
+ * names, connects and configures them (up to ~20 s, longer when the board is slow to answer),
+ * and adds the printer `klipper:PATH`. Rejects with core's sentence: a printer.cfg error with its
+ * file and line (-32602), already added (409), or what to check when the boards do not connect
+ * (503).
+ */
+export function addBoard(rpc: RpcCaller, params: AddBoardParams): Promise<AddBoardResult> {
+  const out: Record<string, string> = { config: params.config.trim() };
+  const name = params.name?.trim() ?? "";
+  if (name !== "") out.name = name;
+  return rpc.call<AddBoardResult>("printers.add", out, { timeoutMs: 90_000 });
+}
+
+/**
+ * `printers.remove`: closes a remote printer's connection, or a driven board's ports, and drops
+ * it from the fleet (the built-in `sim` stays).
+ */
 export function removePrinter(rpc: RpcCaller, id: string): Promise<{ removed: string }> {
   return rpc.call<{ removed: string }>("printers.remove", { id }, { timeoutMs: 30_000 });
 }

@@ -3,6 +3,7 @@
 // console lines, temperature series and webcams; and what core finds (mDNS, USB) once the Printers
 // page asks. Pages read this store; every call goes through api.ts.
 import {
+  addBoard,
   addPrinter,
   discoveredPrinters,
   errorMessage,
@@ -15,6 +16,8 @@ import {
   subscribeObjects,
   subscribePrinters,
   temperatureStore,
+  type AddBoardParams,
+  type AddBoardResult,
   type AddPrinterParams,
   type AddPrinterResult,
   type Discovered,
@@ -230,15 +233,31 @@ export class PrinterStore {
   async add(params: AddPrinterParams): Promise<AddPrinterResult> {
     const rpc = await this.connection.ready();
     const result = await addPrinter(rpc, params);
-    if (!this.fleet.some((p) => p.id === result.printer.id)) {
-      this.fleet = [...this.fleet, result.printer];
-    }
-    await this.select(result.printer.id, rpc).catch(() => {});
-    void this.reloadFleet();
+    await this.joined(rpc, result.printer);
     return result;
   }
 
-  /** Removes a remote printer. */
+  /**
+   * Adds a board Gantry drives with its printer.cfg; it becomes the selected one. Rejects with
+   * core's sentence.
+   */
+  async addBoard(params: AddBoardParams): Promise<AddBoardResult> {
+    const rpc = await this.connection.ready();
+    const result = await addBoard(rpc, params);
+    await this.joined(rpc, result.printer);
+    return result;
+  }
+
+  /** A printer just added: listed at once, selected, and the fleet reloaded behind it. */
+  private async joined(rpc: RpcCaller, printer: FleetPrinter): Promise<void> {
+    if (!this.fleet.some((p) => p.id === printer.id)) {
+      this.fleet = [...this.fleet, printer];
+    }
+    await this.select(printer.id, rpc).catch(() => {});
+    void this.reloadFleet();
+  }
+
+  /** Removes a printer: a remote one, or a board Gantry drives (not the built-in `sim`). */
   async remove(id: string): Promise<void> {
     const rpc = await this.connection.ready();
     await removePrinter(rpc, id);
