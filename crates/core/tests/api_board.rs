@@ -159,3 +159,42 @@ async fn a_board_added_from_its_printer_cfg_is_driven_served_and_removed() {
         x.position_mm
     );
 }
+
+/// A pin the board lacks is the printer.cfg's error (with the pin); a port that is not there is
+/// the connection's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_errors_and_connection_errors_are_told_apart() {
+    use gantry_core::live::connect::{ConnectError, connect};
+    use gantry_core::motion::config::Config;
+
+    let dir = temp_dir("connect-errors");
+    let stop = Arc::new(AtomicBool::new(false));
+    let tty = dir.join("board-tty");
+    let sim = serve_sim(tty.clone(), Arc::clone(&stop));
+    let text = SIMULATED_CONFIG
+        .replace(
+            "serial: gantry-sim\n",
+            &format!("serial: {}\n", tty.display()),
+        )
+        .replace("step_pin: PD7", "step_pin: PZ9");
+    let config = Config::parse(&text, "printer.cfg").expect("parses");
+    let path = dir.join("printer.cfg");
+    let err = connect(&config, &path, None, Duration::from_secs(20), false)
+        .await
+        .expect_err("PZ9 is not a pin of the sim");
+    assert!(
+        matches!(&err, ConnectError::Config { message, .. } if message.contains("PZ9")),
+        "{err}"
+    );
+    let missing = SIMULATED_CONFIG.replace(
+        "serial: gantry-sim\n",
+        &format!("serial: {}\n", dir.join("no-such-port").display()),
+    );
+    let config = Config::parse(&missing, "printer.cfg").expect("parses");
+    let err = connect(&config, &path, None, Duration::from_secs(5), false)
+        .await
+        .expect_err("no port");
+    assert!(matches!(err, ConnectError::Mcu(_)), "{err}");
+    stop.store(true, Ordering::Relaxed);
+    sim.join().expect("the sim thread");
+}

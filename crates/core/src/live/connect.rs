@@ -119,17 +119,26 @@ pub async fn connect(
         message,
     };
     let built: std::sync::Mutex<Option<Printer>> = std::sync::Mutex::new(None);
+    // Why the printer could not be built from the dictionaries, if it could not: a config
+    // problem, told apart from a connection that failed.
+    let build_error: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     let connected = {
         let names = &names;
         let built = &built;
+        let build_error = &build_error;
         let build = move |dicts: &[Arc<Dictionary>]| -> Result<Vec<Vec<String>>, String> {
             let pairs: Vec<(&str, &Dictionary)> = names
                 .iter()
                 .map(String::as_str)
                 .zip(dicts.iter().map(|d| &**d))
                 .collect();
-            let printer = Printer::new(config, &pairs)
-                .map_err(|e| format!("printer.cfg not usable with these MCUs: {e}"))?;
+            let printer = Printer::new(config, &pairs).map_err(|e| {
+                let why = format!("printer.cfg not usable with these MCUs: {e}");
+                *build_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why.clone());
+                why
+            })?;
             let cmds = printer.mcus.iter().map(|m| m.config_phase()).collect();
             *built
                 .lock()
@@ -138,11 +147,13 @@ pub async fn connect(
         };
         match mcu::connect_all(&targets, Box::new(build), timeout, firmware_restart).await {
             Ok(c) => c,
-            Err(McuError::Ended { why, .. }) if built.lock().is_ok_and(|b| b.is_none()) => {
-                // The printer could not be built from the dictionaries: a config problem.
-                return Err(config_error(why));
+            Err(e) => {
+                let why = build_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                return Err(why.map_or_else(|| e.into(), config_error));
             }
-            Err(e) => return Err(e.into()),
         }
     };
     let Some(mut printer) = built
