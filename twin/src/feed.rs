@@ -38,7 +38,7 @@ const CUT_WINDOW: u32 = 4096;
 /// A nozzle further than this from the nearest segment of the ghost is on none of the file's
 /// moves (heating, a macro's moves), mm: beads are a few tenths wide, and the readings come
 /// smoothed, which cuts corners a little.
-const ON_PATH_MM: f32 = 1.5;
+pub(crate) const ON_PATH_MM: f32 = 1.5;
 
 /// The fields the twin subscribes to, by Klipper object.
 const SUBSCRIBED: &[(&str, &[&str])] = &[

@@ -481,11 +481,9 @@ fn texts(
         .as_ref()
         .map(|m| (current_layer(m, s.line), m.layers.len()))
         .filter(|(_, n)| *n > 0);
-    // A printer followed through the API also says which line its host is reading.
-    let host_reading = live
-        .as_ref()
-        .filter(|l| l.stepper_mm.is_empty())
-        .map(|l| l.line);
+    // A live printer (the in-process sim, or one followed through the API) also says which line
+    // its host is reading.
+    let host_reading = live.as_ref().map(|l| l.line);
     let shown_line = line_label(s.line, host_reading);
     if let Some((n, _)) = shown_line
         && line_cache.0 != n

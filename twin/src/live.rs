@@ -392,11 +392,23 @@ fn read_live(
         move_index: None,
         line,
     };
-    // The toolpath is coloured up to where the nozzle is, the rest is the ghost.
+    // The toolpath is coloured up to where the nozzle is, the rest is the ghost. The HUD shows
+    // the line of the move the nozzle is on; the host's line (`live.line`) runs ahead of it by
+    // the planner's lookahead and is shown beside it, as for a printer followed over the API.
     if let Some(state) = state
         && let Some(meta) = &state.meta
     {
-        cut.at = segment_near(&state, meta, pos, line, 4096).or(cut.at);
+        let near = segment_near(&state, meta, pos, line, 4096);
+        #[allow(clippy::cast_possible_truncation)]
+        let p = pos.map(|v| v as f32);
+        nozzle.sample.line = near
+            .filter(|(i, _)| {
+                crate::playback::distance_to_segment(&state, *i, p)
+                    .is_some_and(|d| d <= crate::feed::ON_PATH_MM)
+            })
+            .and_then(|(i, _)| meta.lines.get(i as usize).copied())
+            .unwrap_or(0);
+        cut.at = near.or(cut.at);
     }
 }
 
