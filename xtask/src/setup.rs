@@ -149,39 +149,7 @@ pub(crate) fn system_packages() -> Result<()> {
         );
         return Ok(());
     }
-    if !is_debian() {
-        println!(
-            "==> system packages: not Debian/Ubuntu, so not checked. warning: install your \
-             distribution's equivalents of: {}",
-            PACKAGES.join(" ")
-        );
-        return Ok(());
-    }
-    println!(
-        "==> system packages: checking {} Debian packages with dpkg-query",
-        PACKAGES.len()
-    );
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !is_installed(p))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if !is_root() {
-        println!(
-            "sudo apt-get install -y --no-install-recommends {}",
-            missing.join(" ")
-        );
-        return Err(Reported.into());
-    }
-    println!(
-        "==> system packages: installing {} missing: {}",
-        missing.len(),
-        missing.join(" ")
-    );
-    apt_install(&missing)
+    ensure_packages("system packages", PACKAGES)
 }
 
 /// Installs what of `packages` is missing for `purpose` (a command's name): with apt-get when

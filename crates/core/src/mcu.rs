@@ -472,13 +472,7 @@ fn run_port(
         }
         match port.read_some(&mut buf) {
             Ok(n) => session.handle_input(&buf[..n], now()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut
-                        | io::ErrorKind::WouldBlock
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if nothing_to_read(&e) => {}
             Err(e) => {
                 let _ = events.send(McuEvent::Disconnected {
                     why: format!("read failed: {e}"),
@@ -519,6 +513,14 @@ fn run_port(
     }
 }
 
+/// A read that found nothing within its timeout (or was interrupted): not a failed port.
+fn nothing_to_read(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
 /// How long a closing connection keeps sending what it was handed and waiting for the MCU's
 /// acknowledgement, s.
 const CLOSE_FLUSH_S: f64 = 0.1;
@@ -541,13 +543,7 @@ fn flush_on_close(port: &mut dyn Port, session: &mut HostSession, now: &dyn Fn()
         }
         match port.read_some(&mut buf) {
             Ok(n) => session.handle_input(&buf[..n], now()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut
-                        | io::ErrorKind::WouldBlock
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if nothing_to_read(&e) => {}
             Err(_) => return,
         }
     }

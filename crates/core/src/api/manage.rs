@@ -911,6 +911,18 @@ async fn add(ctx: &Context, params: &Params<'_>) -> Result<Value, RpcError> {
         address: url.as_str().to_owned(),
         backend: Arc::clone(&backend),
     };
+    let entry = join_fleet(ctx, printer).await?;
+    Ok(json!({
+        "printer": entry,
+        "probe": { "kind": kind, "version": report.version, "message": report.message },
+    }))
+}
+
+/// Adds `printer` to the fleet, connected; when its id is taken meanwhile, its backend is
+/// closed and the clash is the error. Returns the fleet entry as `printers.fleet` lists it.
+async fn join_fleet(ctx: &Context, printer: FleetPrinter) -> Result<Value, RpcError> {
+    let id = printer.id.clone();
+    let backend = Arc::clone(&printer.backend);
     ctx.manager.shared.set_link(&id, Some(LinkState::Connected));
     if let Err(e) = ctx.fleet.add(printer) {
         ctx.manager.shared.set_link(&id, None);
@@ -923,10 +935,7 @@ async fn add(ctx: &Context, params: &Params<'_>) -> Result<Value, RpcError> {
         .into_iter()
         .find(|e| e.id == id)
         .ok_or_else(|| RpcError::new(INTERNAL_ERROR, "the printer left the list at once"))?;
-    Ok(json!({
-        "printer": entry_json(&entry, ctx.manager.shared.link(&id).as_ref()),
-        "probe": { "kind": kind, "version": report.version, "message": report.message },
-    }))
+    Ok(entry_json(&entry, ctx.manager.shared.link(&id).as_ref()))
 }
 
 /// How long the boards of a printer.cfg added through `printers.add` may take to connect.
@@ -993,26 +1002,17 @@ async fn add_board(ctx: &Context, path: &str, name: Option<String>) -> Result<Va
         |f| f.to_string_lossy().into_owned(),
     );
     let name = name.unwrap_or_else(|| format!("{file} on {port}"));
-    let entry = FleetPrinter {
-        id: id.clone(),
-        name,
-        address: port,
-        backend: Arc::clone(&printer) as _,
-    };
-    if let Err(e) = ctx.fleet.add(entry) {
-        crate::model::PrinterBackend::close(printer.as_ref()).await;
-        return Err(RpcError::new(ALREADY_ADDED, capitalise(&e.to_string())));
-    }
-    ctx.manager.shared.set_link(&id, Some(LinkState::Connected));
-    let entry = ctx
-        .fleet
-        .list()
-        .into_iter()
-        .find(|e| e.id == id)
-        .ok_or_else(|| RpcError::new(INTERNAL_ERROR, "the printer left the list at once"))?;
-    Ok(json!({
-        "printer": entry_json(&entry, ctx.manager.shared.link(&id).as_ref()),
-    }))
+    let entry = join_fleet(
+        ctx,
+        FleetPrinter {
+            id,
+            name,
+            address: port,
+            backend: printer,
+        },
+    )
+    .await?;
+    Ok(json!({ "printer": entry }))
 }
 
 /// A board printer's G-code folder under `gcodes/`: the printer.cfg's folder and file name,

@@ -5,7 +5,7 @@
 //! - [`virtual_host::VirtualHost`]: the simulated MCU in process on a virtual clock — the test
 //!   suite's printer and offline simulation, faster than real time, with an optionally faulty
 //!   wire.
-//! - [`serial_host::SerialHost`]: a real connection ([`crate::mcu`]'s thread owning the port) in
+//! - [`serial_host::SerialHost`]: real connections ([`crate::mcu`]'s threads owning the ports) in
 //!   real time.
 //!
 //! and [`job`], which prints a G-code file through either: progress by file position, the

@@ -41,15 +41,6 @@ pub struct SerialHost {
 }
 
 impl SerialHost {
-    /// Wraps one connected MCU (see [`crate::mcu::connect`]).
-    pub fn new(
-        handle: McuHandle,
-        dictionary: Arc<Dictionary>,
-        events: mpsc::UnboundedReceiver<McuEvent>,
-    ) -> Self {
-        Self::with_mcus(vec![(handle, dictionary, events)])
-    }
-
     /// Wraps a printer's connected MCUs, the primary first (see [`crate::mcu::connect_all`]):
     /// their events are forwarded from the async channels to the printer's thread.
     pub fn with_mcus(
