@@ -1145,6 +1145,43 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Where the closed form of the targets applies, it is the chain of roundings, bit
+        /// for bit, at every step (ties to even included: the half steps of real
+        /// rotation distances, and halves that are exact binary fractions).
+        #[test]
+        fn targets_in_closed_form_are_the_chain(
+            first in prop_oneof![-300.0..300.0_f64, 0.0..2.0_f64, 2000.0..5000.0_f64],
+            half in prop_oneof![
+                Just(0.00625), Just(0.00125), Just(0.005_234_375), Just(0.5_f64.powi(9)),
+                0.000_1..0.05_f64,
+            ],
+            dir in any::<bool>(),
+            steps in 1_usize..3000,
+        ) {
+            let step_on = |x: f64| if dir { x + half + half } else { x - half - half };
+            let bound = first + if dir { 1.0 } else { -1.0 } * 2.0 * half * steps as f64;
+            if let Some(targets) = Targets::new(first, half, dir, bound) {
+                let mut chain = first;
+                for k in 0..=steps {
+                    prop_assert_eq!(targets.at(k).to_bits(), chain.to_bits(), "target {}", k);
+                    chain = step_on(chain);
+                }
+            }
+        }
+    }
+
+    /// The closed form of the targets holds in a binade and is refused across one.
+    #[test]
+    fn targets_stay_in_one_binade() {
+        assert!(Targets::new(100.0, 0.00625, true, 120.0).is_some());
+        assert!(Targets::new(100.0, 0.00625, true, 130.0).is_none());
+        assert!(Targets::new(0.3, 0.00125, false, 0.2).is_none());
+        assert!(Targets::new(0.0, 0.00125, true, 0.1).is_none());
+    }
+
     /// Cruise at 100 mm/s along X with 80 steps/mm: one step every 125 µs, at the half steps.
     #[test]
     fn closed_form_cruise_steps_are_at_the_half_steps() {
