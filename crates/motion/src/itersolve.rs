@@ -632,9 +632,17 @@ fn append_roots(
     let mut done = 0;
     while done < steps {
         let n = (steps - done).min(CHUNK);
-        // The roots first, free of the queue's state (the processor overlaps them).
-        for (i, time) in times[..n].iter_mut().enumerate() {
-            *time = lin.time_at(targets.at(done + i), inv_r).max(start).min(end);
+        // The roots first, free of the queue's state (the processor overlaps them); at
+        // constant speed a product (the quadratic's root is then (target − p)/(r·v)).
+        if lin.half_accel == 0.0 {
+            let per_mm = inv_r / lin.v;
+            for (i, time) in times[..n].iter_mut().enumerate() {
+                *time = ((targets.at(done + i) - lin.p) * per_mm).max(start).min(end);
+            }
+        } else {
+            for (i, time) in times[..n].iter_mut().enumerate() {
+                *time = lin.time_at(targets.at(done + i), inv_r).max(start).min(end);
+            }
         }
         sc.append_run(dir, range.print_time, n, |i| times[i])?;
         done += n;
