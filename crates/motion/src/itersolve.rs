@@ -637,7 +637,9 @@ fn append_roots(
         if lin.half_accel == 0.0 {
             let per_mm = inv_r / lin.v;
             for (i, time) in times[..n].iter_mut().enumerate() {
-                *time = ((targets.at(done + i) - lin.p) * per_mm).max(start).min(end);
+                *time = ((targets.at(done + i) - lin.p) * per_mm)
+                    .max(start)
+                    .min(end);
             }
         } else {
             for (i, time) in times[..n].iter_mut().enumerate() {
