@@ -592,31 +592,6 @@ mod tests {
         }
     }
 
-    /// Expands step commands into `(direction, clock)` per step, as the MCU runs them.
-    fn expand_steps(messages: &[crate::stepcompress::StepMessage]) -> Vec<(bool, u64)> {
-        use crate::stepcompress::StepCommand;
-        let (mut clock, mut dir, mut out) = (0_u64, false, Vec::new());
-        for message in messages {
-            match message.command {
-                StepCommand::SetNextStepDir { dir: d } => dir = d,
-                StepCommand::ResetStepClock { clock: c } => clock = u64::from(c),
-                StepCommand::QueueStep {
-                    interval,
-                    count,
-                    add,
-                } => {
-                    let mut interval = i64::from(interval);
-                    for _ in 0..count {
-                        clock = clock.saturating_add_signed(interval);
-                        out.push((dir, clock));
-                        interval += i64::from(add);
-                    }
-                }
-            }
-        }
-        out
-    }
-
     /// Regression (the o_orca_k1max oracle case): after thousands of steps the half-step
     /// targets must still be Klipper's to the bit, or a pressure-advance reversal whose
     /// extremum barely reaches a target comes out differently. From E = 10000 mm at
@@ -668,7 +643,7 @@ mod tests {
         sc.flush(u64::MAX).expect("flush");
         let mut messages = Vec::new();
         sc.drain_messages(&mut messages);
-        let steps = expand_steps(&messages);
+        let steps = crate::stepcompress::expand_steps(&messages);
         // Klipper: 19344 steps, the direction runs' first and last steps at these times.
         assert_eq!(steps.len(), 19344);
         let runs: [(usize, usize, bool, f64, f64); 4] = [

@@ -964,7 +964,6 @@ fn finished(progress: Progress, error: Option<StepCompressError>) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stepcompress::{StepCommand, StepMessage};
     use proptest::prelude::*;
 
     /// MCU clock of the comparisons: 10 ns ticks.
@@ -1039,30 +1038,6 @@ mod tests {
         (q, t)
     }
 
-    /// The MCU's steps of `messages`: (direction, clock).
-    fn expand(messages: &[StepMessage]) -> Vec<(bool, u64)> {
-        let (mut clock, mut dir, mut out) = (0_u64, false, Vec::new());
-        for message in messages {
-            match message.command {
-                StepCommand::SetNextStepDir { dir: d } => dir = d,
-                StepCommand::ResetStepClock { clock: c } => clock = u64::from(c),
-                StepCommand::QueueStep {
-                    interval,
-                    count,
-                    add,
-                } => {
-                    let mut interval = i64::from(interval);
-                    for _ in 0..count {
-                        clock = clock.saturating_add_signed(interval);
-                        out.push((dir, clock));
-                        interval += i64::from(add);
-                    }
-                }
-            }
-        }
-        out
-    }
-
     /// A stepper's steps over the path, generated in flushes at `flushes` (then to the end),
     /// in closed form or searched; and its final commanded position.
     fn run(
@@ -1087,7 +1062,10 @@ mod tests {
         sc.flush(u64::MAX).expect("flush");
         let mut messages = Vec::new();
         sc.drain_messages(&mut messages);
-        (expand(&messages), solver.commanded_pos())
+        (
+            crate::stepcompress::expand_steps(&messages),
+            solver.commanded_pos(),
+        )
     }
 
     fn path_move() -> impl Strategy<Value = PathMove> {

@@ -1066,6 +1066,32 @@ fn div_floor(n: i32, d: i32) -> i32 {
     }
 }
 
+/// Expands step commands into `(direction, clock)` per step, as the MCU runs them (the
+/// direction as sent, `reset_step_clock` restarting the count) — for tests.
+#[cfg(test)]
+pub(crate) fn expand_steps(messages: &[StepMessage]) -> Vec<(bool, u64)> {
+    let (mut clock, mut dir, mut out) = (0_u64, false, Vec::new());
+    for message in messages {
+        match message.command {
+            StepCommand::SetNextStepDir { dir: d } => dir = d,
+            StepCommand::ResetStepClock { clock: c } => clock = u64::from(c),
+            StepCommand::QueueStep {
+                interval,
+                count,
+                add,
+            } => {
+                let mut interval = i64::from(interval);
+                for _ in 0..count {
+                    clock = clock.saturating_add_signed(interval);
+                    out.push((dir, clock));
+                    interval += i64::from(add);
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
