@@ -1,8 +1,9 @@
 //! The live feed from a printer that core's API serves: `gantry twin --live
 //! ws://127.0.0.1:PORT/websocket --token TOKEN` follows the printer's nozzle (Klipper's
-//! `motion_report.live_position`: where the MCU's steppers are now) and, while a job runs whose
-//! file this machine can read (`virtual_sdcard.file_path`), shows that file's toolpath as the
-//! ghost, printed up to the nozzle.
+//! `motion_report.live_position`: where the MCU's steppers are now) and, while a job runs, shows
+//! its file's toolpath as the ghost, printed up to the nozzle: the printer's own file when this
+//! machine can read it (`virtual_sdcard.file_path`), else a copy that core fetches from the
+//! printer's server on request (`server.files.local_copy`: Moonraker, OctoPrint).
 //!
 //! The WebSocket client runs on its own thread (a single-threaded tokio runtime): it subscribes
 //! with `printer.objects.subscribe`, folds each `notify_status_update` into a
@@ -112,6 +113,10 @@ pub struct PrinterSnapshot {
     pub state_message: String,
     /// The server's `eventtime` of the last update, s.
     pub eventtime: f64,
+    /// A copy of a job's file on this machine, fetched through the API's
+    /// `server.files.local_copy` when the printer's own path is not readable here (a remote
+    /// printer): the file's name on the printer and the copy's path.
+    pub local_copy: Option<(String, PathBuf)>,
 }
 
 fn coord4(v: &Value) -> Option<[f64; 4]> {
@@ -170,8 +175,24 @@ impl PrinterSnapshot {
         if self.filename.is_empty() {
             return None;
         }
-        let path = PathBuf::from(self.file_path.as_deref()?);
-        (path.is_absolute() && path.is_file()).then_some(path)
+        let own = self
+            .file_path
+            .as_deref()
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute() && p.is_file());
+        own.or_else(|| {
+            self.local_copy
+                .as_ref()
+                .filter(|(name, path)| *name == self.filename && path.is_file())
+                .map(|(_, path)| path.clone())
+        })
+    }
+
+    /// The job's file that the twin should ask core to copy here: a job is named, and neither
+    /// the printer's own path nor a copy of it is readable.
+    fn wants_local_copy(&self) -> Option<&str> {
+        (!self.filename.is_empty() && self.readable_file().is_none())
+            .then_some(self.filename.as_str())
     }
 }
 
@@ -275,6 +296,18 @@ fn subscribe_request(printer: Option<&str>) -> Value {
     json!({ "jsonrpc": "2.0", "method": "printer.objects.subscribe", "params": params, "id": 1 })
 }
 
+/// The request id of `server.files.local_copy` (the subscription is 1).
+const LOCAL_COPY_ID: i64 = 2;
+
+fn local_copy_request(filename: &str, printer: Option<&str>) -> Value {
+    let mut params = json!({ "filename": filename });
+    if let Some(p) = printer {
+        params["printer"] = json!(p);
+    }
+    json!({ "jsonrpc": "2.0", "method": "server.files.local_copy", "params": params,
+            "id": LOCAL_COPY_ID })
+}
+
 async fn session(
     target: &FeedTarget,
     tx: &Sender<FeedEvent>,
@@ -302,6 +335,8 @@ async fn session(
     }
     let mut snapshot = PrinterSnapshot::default();
     let mut subscribed = false;
+    // The file last asked to be copied here.
+    let mut asked: Option<String> = None;
     loop {
         let msg = tokio::select! {
             _ = &mut *stop => {
@@ -329,10 +364,26 @@ async fn session(
                 subscribed = true;
                 FeedEvent::Connected(Box::new(snapshot.clone()))
             }
-            Handled::Update if subscribed => FeedEvent::Status(Box::new(snapshot.clone())),
-            Handled::Update | Handled::Other => continue,
+            Handled::Update | Handled::LocalCopy if subscribed => {
+                FeedEvent::Status(Box::new(snapshot.clone()))
+            }
+            Handled::Update | Handled::LocalCopy | Handled::Other => continue,
+            Handled::NoLocalCopy(why) => {
+                bevy::log::warn!("live feed: the job's file cannot be shown as the ghost: {why}");
+                continue;
+            }
             Handled::Refused(why) => return Ended::Lost(format!("{shown}: {why}")),
         };
+        // A job whose file is not readable here: ask core for a copy, once per file.
+        if let Some(name) = snapshot.wants_local_copy()
+            && asked.as_deref() != Some(name)
+        {
+            asked = Some(name.to_owned());
+            let request = local_copy_request(name, target.printer.as_deref()).to_string();
+            if let Err(e) = ws.send(WsMessage::text(request)).await {
+                return Ended::Lost(format!("{shown}: {e}"));
+            }
+        }
         if tx.send(event).is_err() {
             return Ended::Stop;
         }
@@ -348,6 +399,10 @@ enum Handled {
     Update,
     /// The subscription was refused (the server's message).
     Refused(String),
+    /// A copy of the job's file is on this machine now, folded in.
+    LocalCopy,
+    /// The job's file could not be copied here (core's message).
+    NoLocalCopy(String),
     /// Anything else (other printers, G-code responses, …).
     Other,
 }
@@ -363,6 +418,21 @@ fn handle_message(v: &Value, printer: Option<&str>, snapshot: &mut PrinterSnapsh
         }
         let message = v["error"]["message"].as_str().unwrap_or("refused");
         return Handled::Refused(message.to_owned());
+    }
+    if v.get("id").and_then(Value::as_i64) == Some(LOCAL_COPY_ID) {
+        let result = &v["result"];
+        return match (result["filename"].as_str(), result["path"].as_str()) {
+            (Some(name), Some(path)) => {
+                snapshot.local_copy = Some((name.to_owned(), PathBuf::from(path)));
+                Handled::LocalCopy
+            }
+            _ => Handled::NoLocalCopy(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap_or("no path in the answer")
+                    .to_owned(),
+            ),
+        };
     }
     if v.get("method").and_then(Value::as_str) != Some("notify_status_update") {
         return Handled::Other;
@@ -664,6 +734,50 @@ mod tests {
             handle_message(&refused, None, &mut s),
             Handled::Refused("No printer is connected".into())
         );
+    }
+
+    /// A remote printer's job: its own path is on the printer's host, so the twin asks core
+    /// for a copy, once, and shows the copy once it is there.
+    #[test]
+    fn a_job_not_readable_here_is_asked_for_and_its_copy_shown() {
+        let mut s = PrinterSnapshot::default();
+        let update = json!({"jsonrpc": "2.0", "method": "notify_status_update", "params": [
+            {"print_stats": {"state": "printing", "filename": "cube.gcode"},
+             "virtual_sdcard": {"file_path": "/home/pi/printer_data/gcodes/cube.gcode"}},
+            5.0, "moonraker:voron.local:7125"]});
+        assert_eq!(handle_message(&update, None, &mut s), Handled::Update);
+        assert_eq!(s.readable_file(), None);
+        assert_eq!(s.wants_local_copy(), Some("cube.gcode"));
+        assert_eq!(
+            local_copy_request("cube.gcode", Some("moonraker:voron.local:7125")),
+            json!({"jsonrpc": "2.0", "method": "server.files.local_copy", "id": 2,
+                   "params": {"filename": "cube.gcode", "printer": "moonraker:voron.local:7125"}})
+        );
+
+        let dir = std::env::temp_dir().join(format!("gantry-feed-copy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let copy = dir.join("cube.gcode");
+        std::fs::write(&copy, "G28\n").expect("copy");
+        let answer = json!({"jsonrpc": "2.0", "id": 2,
+            "result": {"filename": "cube.gcode", "path": copy, "copied": true, "size": 4}});
+        assert_eq!(handle_message(&answer, None, &mut s), Handled::LocalCopy);
+        assert_eq!(s.readable_file(), Some(copy.clone()));
+        assert_eq!(s.wants_local_copy(), None);
+
+        // The next job is another file: the copy of the last one is not it.
+        let next = json!({"jsonrpc": "2.0", "method": "notify_status_update", "params": [
+            {"print_stats": {"filename": "other.gcode"}}, 6.0]});
+        assert_eq!(handle_message(&next, None, &mut s), Handled::Update);
+        assert_eq!(s.readable_file(), None);
+        assert_eq!(s.wants_local_copy(), Some("other.gcode"));
+
+        let refused = json!({"jsonrpc": "2.0", "id": 2,
+            "error": {"code": 501, "message": "PrusaLink has no file download"}});
+        assert_eq!(
+            handle_message(&refused, None, &mut s),
+            Handled::NoLocalCopy("PrusaLink has no file download".into())
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

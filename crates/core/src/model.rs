@@ -796,6 +796,16 @@ pub trait PrinterBackend: Send + Sync {
     /// Deletes a file.
     fn file_delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, PrinterResult<()>>;
 
+    /// A file's content, fetched from the server.
+    fn file_download<'a>(&'a self, path: &'a str) -> BoxFuture<'a, PrinterResult<Vec<u8>>>;
+
+    /// Where this machine can read a file as it is (a printer served from here); `None` for a
+    /// remote server's files, which [`PrinterBackend::file_download`] fetches.
+    fn local_file(&self, path: &str) -> Option<std::path::PathBuf> {
+        let _ = path;
+        None
+    }
+
     /// The last `limit` jobs, newest first.
     fn history(&self, limit: usize) -> BoxFuture<'_, PrinterResult<Vec<HistoryJob>>>;
 

@@ -12,6 +12,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+
 use gantry_core::api::manage::ManagerOptions;
 use gantry_core::api::methods::{self, Connection, Context};
 use gantry_core::discovery::DiscoveryOptions;
@@ -177,6 +179,51 @@ async fn add_follow_and_remove_a_real_octoprint() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // A job's file reaches this machine (what the twin shows as the ghost of a printer it
+    // follows): uploaded through the API, copied back from OctoPrint byte for byte.
+    let gcode = b"; a remote job\nG28\nG1 X10 Y10 F3000\nG1 X20 E1\n";
+    let up = methods::call(
+        &mut conn,
+        "server.files.upload",
+        &json!({"printer": id, "filename": "ghost job.gcode",
+                "content_base64": base64::engine::general_purpose::STANDARD.encode(gcode)}),
+    )
+    .await
+    .expect("upload");
+    let name = up["item"]["path"]
+        .as_str()
+        .expect("the stored name")
+        .to_owned();
+    let copy = methods::call(
+        &mut conn,
+        "server.files.local_copy",
+        &json!({"printer": id, "filename": name}),
+    )
+    .await
+    .expect("local copy");
+    assert_eq!(copy["copied"], true, "{copy}");
+    assert_eq!(copy["size"], gcode.len(), "{copy}");
+    let path = std::path::PathBuf::from(copy["path"].as_str().expect("a path"));
+    assert!(path.ends_with(&name), "{copy}");
+    assert_eq!(std::fs::read(&path).expect("the copy"), gcode);
+    let _ = std::fs::remove_file(&path);
+    let e = methods::call(
+        &mut conn,
+        "server.files.local_copy",
+        &json!({"printer": id, "filename": "../outside.gcode"}),
+    )
+    .await
+    .expect_err("not under the G-code folder");
+    assert_eq!(e.code, -32602, "{}", e.message);
+    let e = methods::call(
+        &mut conn,
+        "server.files.local_copy",
+        &json!({"printer": id, "filename": "no such file.gcode"}),
+    )
+    .await
+    .expect_err("missing");
+    assert!(e.message.contains("404"), "{}", e.message);
 
     // OctoPrint goes away: the link says so with the cause, and comes back with it.
     op.process.stop();

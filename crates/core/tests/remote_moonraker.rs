@@ -160,6 +160,11 @@ async fn api_key_objects_gcode_files_print_history_webcams() {
         .expect("upload");
     assert_eq!(entry.path, name);
     assert_eq!(entry.size, data.len() as u64);
+    assert_eq!(
+        client.file_download(&name).await.expect("download"),
+        data,
+        "the file comes back byte for byte"
+    );
     let files = client.files_list().await.expect("list");
     assert!(
         files

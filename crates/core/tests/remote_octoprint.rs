@@ -93,6 +93,11 @@ async fn virtual_printer_job_flow() {
         data,
         "OctoPrint stored the bytes we sent"
     );
+    assert_eq!(
+        client.file_download(name).await.expect("download"),
+        data,
+        "and sends them back"
+    );
     let files = client.files_list().await.expect("list");
     assert!(
         files

@@ -1324,6 +1324,12 @@ mod tests {
         ) -> futures_util::future::BoxFuture<'a, crate::model::PrinterResult<()>> {
             nothing()
         }
+        fn file_download<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> futures_util::future::BoxFuture<'a, crate::model::PrinterResult<Vec<u8>>> {
+            nothing()
+        }
         fn history(
             &self,
             _: usize,

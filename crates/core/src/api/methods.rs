@@ -24,7 +24,7 @@ use crate::model::{self, ObjectQuery, PrinterError, PrinterEvent};
 use crate::printers;
 
 /// The version of this API: bumped in its minor part when methods are added.
-pub const API_VERSION: [u32; 3] = [0, 3, 0];
+pub const API_VERSION: [u32; 3] = [0, 4, 0];
 
 /// Every method the server answers, sorted.
 pub const METHODS: &[&str] = &[
@@ -46,6 +46,7 @@ pub const METHODS: &[&str] = &[
     "printers.subscribe",
     "server.files.delete_file",
     "server.files.list",
+    "server.files.local_copy",
     "server.files.metadata",
     "server.files.upload",
     "server.history.list",
@@ -242,6 +243,38 @@ async fn printer_method(
                     .collect(),
             ))
         }
+        "server.files.local_copy" => {
+            let file = params.str("filename")?;
+            if let Some(path) = backend.local_file(&file) {
+                return Ok(json!({ "filename": file, "path": path, "copied": false }));
+            }
+            let target = local_copy_path(
+                conn.ctx.manager.options().data_dir.as_deref(),
+                &printer.id,
+                &file,
+            )
+            .ok_or_else(|| {
+                RpcError::new(
+                    INVALID_PARAMS,
+                    format!("{method}: '{file}' is not a file name under the G-code folder"),
+                )
+            })?;
+            let data = backend.file_download(&file).await.map_err(printer_error)?;
+            let size = data.len();
+            let written = target.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::live::local::write_atomically(&written, &data)
+            })
+            .await
+            .map_err(|e| RpcError::new(INTERNAL_ERROR, e.to_string()))?
+            .map_err(|e| {
+                RpcError::new(
+                    INTERNAL_ERROR,
+                    format!("cannot write {}: {e}", target.display()),
+                )
+            })?;
+            Ok(json!({ "filename": file, "path": target, "copied": true, "size": size }))
+        }
         "server.files.metadata" => {
             let file = params.str("filename")?;
             let meta = backend.file_metadata(&file).await.map_err(printer_error)?;
@@ -304,6 +337,39 @@ async fn printer_method(
 }
 
 /// The printer a call names, or the first.
+/// Where `server.files.local_copy` keeps a copy of printer `id`'s file `file`:
+/// `<data dir>/remote-files/<id>/<file>` (the id with anything but letters, digits, `.`, `-`
+/// and `_` made `_`); `None` for a name that is not a plain relative path.
+fn local_copy_path(
+    data_dir: Option<&std::path::Path>,
+    id: &str,
+    file: &str,
+) -> Option<std::path::PathBuf> {
+    let relative = std::path::Path::new(file);
+    let plain = !file.is_empty()
+        && relative
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain {
+        return None;
+    }
+    let folder: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let root = data_dir.map_or_else(
+        || std::env::temp_dir().join("gantry"),
+        std::path::Path::to_path_buf,
+    );
+    Some(root.join("remote-files").join(folder).join(relative))
+}
+
 fn select(fleet: &Fleet, id: Option<String>) -> Result<FleetPrinter, RpcError> {
     match fleet.get(id.as_deref()) {
         Some(p) => Ok(p),
@@ -628,5 +694,33 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted, METHODS);
+    }
+
+    #[test]
+    fn local_copies_stay_in_their_printers_folder() {
+        let root = std::path::Path::new("/data");
+        assert_eq!(
+            local_copy_path(Some(root), "moonraker:voron.local:7125", "parts/a b.gcode"),
+            Some(root.join("remote-files/moonraker_voron.local_7125/parts/a b.gcode"))
+        );
+        for bad in [
+            "",
+            "../x.gcode",
+            "/etc/passwd",
+            "a/../../x.gcode",
+            "./x.gcode",
+        ] {
+            assert_eq!(
+                local_copy_path(Some(root), "octoprint:h:80", bad),
+                None,
+                "{bad}"
+            );
+        }
+        let fallback = local_copy_path(None, "sim", "x.gcode").expect("a path");
+        assert!(
+            fallback.starts_with(std::env::temp_dir()),
+            "{}",
+            fallback.display()
+        );
     }
 }

@@ -821,6 +821,24 @@ impl PrinterBackend for LocalPrinter {
         .boxed()
     }
 
+    fn file_download<'a>(&'a self, path: &'a str) -> BoxFuture<'a, PrinterResult<Vec<u8>>> {
+        async move {
+            let file = self.file_path(path)?;
+            let read = file.clone();
+            tokio::task::spawn_blocking(move || std::fs::read(&read))
+                .await
+                .map_err(|e| PrinterError::Closed(e.to_string()))?
+                .map_err(|e| {
+                    PrinterError::InvalidInput(format!("cannot read {}: {e}", file.display()))
+                })
+        }
+        .boxed()
+    }
+
+    fn local_file(&self, path: &str) -> Option<PathBuf> {
+        self.file_path(path).ok().filter(|f| f.is_file())
+    }
+
     fn file_metadata<'a>(&'a self, path: &'a str) -> BoxFuture<'a, PrinterResult<FileMetadata>> {
         async move {
             let file = self.file_path(path)?;
@@ -942,7 +960,7 @@ fn list_gcodes(dir: &Path) -> PrinterResult<Vec<FileEntry>> {
 }
 
 /// Writes `data` to `path` through a temporary file beside it and a rename.
-fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

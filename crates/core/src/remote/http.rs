@@ -118,12 +118,52 @@ impl Http {
         parse_json(self.base.as_str(), what, &body)
     }
 
+    /// Sends `req`, requires a 2xx status and returns the body's bytes (a file download).
+    pub(crate) async fn bytes(
+        &self,
+        what: &str,
+        req: RequestBuilder,
+        auth_given: bool,
+    ) -> PrinterResult<Vec<u8>> {
+        let resp = self.send(what, req).await?;
+        let status = resp.status();
+        let body = self.body_bytes(what, resp).await?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            return Err(status_error(self.base.as_str(), status, &text, auth_given));
+        }
+        Ok(body)
+    }
+
+    /// The body of `resp` as bytes (with the request's own timeout still running).
+    pub(crate) async fn body_bytes(&self, what: &str, resp: Response) -> PrinterResult<Vec<u8>> {
+        resp.bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| transport_error(self.base.as_str(), what, &e, &self.options))
+    }
+
     /// The body of `resp` as text (with the request's own timeout still running).
     pub(crate) async fn body_text(&self, what: &str, resp: Response) -> PrinterResult<String> {
         resp.text()
             .await
             .map_err(|e| transport_error(self.base.as_str(), what, &e, &self.options))
     }
+}
+
+/// A file path relative to a server's file root as URL path segments: every byte but the
+/// unreserved ones and `/` percent-encoded (spaces, `#`, `?`, non-ASCII names), so that it
+/// reaches the server as the name it listed.
+pub(crate) fn encode_file_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.trim_start_matches('/').bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Parses a JSON body; an empty body is `Null`.

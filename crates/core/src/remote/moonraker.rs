@@ -39,7 +39,7 @@ use crate::model::{
     Webcam, objects,
 };
 
-use super::http::{Http, HttpAuth, parse_json, status_error};
+use super::http::{Http, HttpAuth, encode_file_path, parse_json, status_error};
 use super::ws::{self, Socket};
 use super::{Credentials, RemoteOptions, Secret};
 
@@ -270,16 +270,27 @@ impl Inner {
         what: &str,
         make: impl Fn(&HttpAuth) -> reqwest::RequestBuilder,
     ) -> PrinterResult<Value> {
+        let body = self.http_bytes(what, make).await?;
+        parse_json(&self.url(), what, &String::from_utf8_lossy(&body))
+    }
+
+    /// Sends an HTTP request made by `make` with the current credentials (refreshing a refused
+    /// JWT once) and returns the body of a 2xx answer.
+    async fn http_bytes(
+        &self,
+        what: &str,
+        make: impl Fn(&HttpAuth) -> reqwest::RequestBuilder,
+    ) -> PrinterResult<Vec<u8>> {
         let auth = self.http_auth().await?;
         let resp = self.http.send(what, make(&auth)).await?;
-        let (status, body) = (resp.status(), self.http.body_text(what, resp).await?);
+        let (status, body) = (resp.status(), self.http.body_bytes(what, resp).await?);
         let (status, body) = if status == reqwest::StatusCode::UNAUTHORIZED
             && matches!(self.credentials, Credentials::Login { .. })
         {
             self.refresh_or_login().await?;
             let auth = self.http_auth().await?;
             let resp = self.http.send(what, make(&auth)).await?;
-            (resp.status(), self.http.body_text(what, resp).await?)
+            (resp.status(), self.http.body_bytes(what, resp).await?)
         } else {
             (status, body)
         };
@@ -287,11 +298,11 @@ impl Inner {
             return Err(status_error(
                 &self.url(),
                 status,
-                &body,
+                &String::from_utf8_lossy(&body),
                 self.credentials.is_some(),
             ));
         }
-        parse_json(&self.url(), what, &body)
+        Ok(body)
     }
 
     /// Opens the websocket and identifies (refreshing a refused JWT once).
@@ -992,6 +1003,19 @@ impl PrinterBackend for Moonraker {
             )
             .await
             .map(drop)
+        })
+    }
+
+    fn file_download<'a>(&'a self, path: &'a str) -> BoxFuture<'a, PrinterResult<Vec<u8>>> {
+        Box::pin(async move {
+            let route = format!("/server/files/gcodes/{}", encode_file_path(path));
+            let http = &self.inner.http;
+            let timeout = self.inner.options().upload_timeout;
+            self.inner
+                .http_bytes(&format!("GET {route}"), |auth| {
+                    http.request(Method::GET, &route, auth).timeout(timeout)
+                })
+                .await
         })
     }
 

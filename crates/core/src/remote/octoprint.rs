@@ -31,7 +31,7 @@ use crate::model::{
     Webcam, objects,
 };
 
-use super::http::{Http, HttpAuth, status_error};
+use super::http::{Http, HttpAuth, encode_file_path, status_error};
 use super::ws;
 use super::{Credentials, RemoteOptions, Secret};
 
@@ -490,24 +490,6 @@ impl Drop for OctoPrint {
     }
 }
 
-/// Encodes a file path for OctoPrint's `/api/files/local/<path>`.
-fn file_path(path: &str) -> String {
-    path.trim_start_matches('/')
-        .split('/')
-        .map(|seg| {
-            seg.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect::<String>()
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 /// OctoPrint's file tree flattened to machine-code files.
 fn collect_files(list: &Value, out: &mut Vec<FileEntry>) {
     for f in list.as_array().into_iter().flatten() {
@@ -601,7 +583,7 @@ impl PrinterBackend for OctoPrint {
             self.inner
                 .request(
                     Method::POST,
-                    &format!("/api/files/local/{}", file_path(path)),
+                    &format!("/api/files/local/{}", encode_file_path(path)),
                     Some(json!({"command": "select", "print": true})),
                 )
                 .await
@@ -694,7 +676,7 @@ impl PrinterBackend for OctoPrint {
                 .inner
                 .request(
                     Method::GET,
-                    &format!("/api/files/local/{}", file_path(path)),
+                    &format!("/api/files/local/{}", encode_file_path(path)),
                     None,
                 )
                 .await
@@ -728,11 +710,26 @@ impl PrinterBackend for OctoPrint {
             self.inner
                 .request(
                     Method::DELETE,
-                    &format!("/api/files/local/{}", file_path(path)),
+                    &format!("/api/files/local/{}", encode_file_path(path)),
                     None,
                 )
                 .await
                 .map(drop)
+        })
+    }
+
+    fn file_download<'a>(&'a self, path: &'a str) -> BoxFuture<'a, PrinterResult<Vec<u8>>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let route = format!("/downloads/files/local/{}", encode_file_path(path));
+            let req = inner
+                .http
+                .request(Method::GET, &route, &inner.auth())
+                .timeout(inner.http.options().upload_timeout);
+            inner
+                .http
+                .bytes(&format!("GET {route}"), req, inner.key.is_some())
+                .await
         })
     }
 
@@ -939,7 +936,7 @@ mod tests {
 
     #[test]
     fn paths_are_percent_encoded_per_segment() {
-        assert_eq!(file_path("/a b/c#1.gcode"), "a%20b/c%231.gcode");
+        assert_eq!(encode_file_path("/a b/c#1.gcode"), "a%20b/c%231.gcode");
     }
 
     #[test]
