@@ -641,7 +641,7 @@ mod tests {
             .await
             .expect("server.info");
         assert_eq!(info["gantry_version"], crate::VERSION);
-        assert_eq!(info["api_version_string"], "0.3.0");
+        assert_eq!(info["api_version_string"], "0.4.0");
         assert_eq!(info["methods"], json!(METHODS));
         assert_eq!(info["klippy_state"], "disconnected");
     }
