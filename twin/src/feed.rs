@@ -188,6 +188,12 @@ impl PrinterSnapshot {
         })
     }
 
+    /// Whether the printer's server says where the toolhead is at all (OctoPrint, for one,
+    /// does not: then there is no nozzle to wait for).
+    pub fn reports_position(&self) -> bool {
+        self.live_position_mm.is_some() || self.commanded_mm.is_some()
+    }
+
     /// The job's file that the twin should ask core to copy here: a job is named, and neither
     /// the printer's own path nor a copy of it is readable.
     fn wants_local_copy(&self) -> Option<&str> {
@@ -477,11 +483,11 @@ pub struct LiveFeed {
 }
 
 impl LiveFeed {
-    /// Whether the feed has said where the printer is and the ghost is the job's file (when
-    /// that is readable here): what a screenshot waits for.
+    /// Whether the feed has said where the printer is (when its server reports a position) and
+    /// the ghost is the job's file (when that is readable here): what a screenshot waits for.
     pub fn settled(&self) -> bool {
         self.connected
-            && self.readings[0].is_some()
+            && (self.readings[0].is_some() || !self.status.reports_position())
             && self
                 .status
                 .readable_file()
@@ -748,6 +754,8 @@ mod tests {
         assert_eq!(handle_message(&update, None, &mut s), Handled::Update);
         assert_eq!(s.readable_file(), None);
         assert_eq!(s.wants_local_copy(), Some("cube.gcode"));
+        // (A server that reports no position: a screenshot waits for no nozzle.)
+        assert!(!s.reports_position());
         assert_eq!(
             local_copy_request("cube.gcode", Some("moonraker:voron.local:7125")),
             json!({"jsonrpc": "2.0", "method": "server.files.local_copy", "id": 2,

@@ -387,13 +387,15 @@ fn apply_start_layer(
 /// Whether everything a picture depends on has arrived: the toolpath read and on the GPU with
 /// its levels of detail, and the planner done when playback waits for it.
 pub fn scene_ready(world: &World) -> bool {
-    if world
-        .get_resource::<live::LiveState>()
-        .is_some_and(|l| !l.ready())
-        || world
-            .get_resource::<feed::LiveFeed>()
-            .is_some_and(|f| !f.settled())
-    {
+    // A printer followed over the API is ready as its feed says (a server that reports no
+    // position has no nozzle to wait for); the in-process sim once it has a position.
+    let live_ready = match world.get_resource::<feed::LiveFeed>() {
+        Some(f) => f.settled(),
+        None => world
+            .get_resource::<live::LiveState>()
+            .is_none_or(live::LiveState::ready),
+    };
+    if !live_ready {
         return false;
     }
     let Some(state) = world.get_resource::<loader::LoadState>() else {
