@@ -493,8 +493,8 @@ fn linear_steps(
     let (start, end) = (range.start, range.end);
     let half = 0.5 * range.step_dist;
     let full = half + half;
-    let p_end = position(end);
-    let moved = p_end - position(start);
+    let (p_start, p_end) = (position(start), position(end));
+    let moved = p_end - p_start;
     // `!(x > y)` so that NaN also takes the search.
     if !closed_form || !(end > start) || !(moved.abs() > ANALYTIC_MARGIN) || lin.r == 0.0 {
         return search_steps(commanded_pos, sc, range, position);
@@ -503,13 +503,6 @@ fn linear_steps(
     // How far the coordinate `p` is past `target` in direction `d` (the search's `rel_dist`).
     let past = |p: f64, target: f64, d: bool| if d { p - target } else { -(p - target) };
     let near = |x: f64, threshold: f64| (x - threshold).abs() <= ANALYTIC_MARGIN;
-    let step_on = |target: f64, d: bool| {
-        if d {
-            target + half + half
-        } else {
-            target - half - half
-        }
-    };
     // A full step back from the target (plus 1e-8 mm) is a reversal to the search.
     let reversal = -(full + 0.000_000_010);
     let sdir = sc.step_dir();
@@ -519,7 +512,7 @@ fn linear_steps(
     if !flipped {
         // The target ahead, and the coordinate not a full step behind it (the search's first
         // probe would take that for a reversal).
-        let at_start = past(position(start), target, dir);
+        let at_start = past(p_start, target, dir);
         if !(at_start < -ANALYTIC_MARGIN) || !(at_start > reversal + ANALYTIC_MARGIN) {
             return search_steps(commanded_pos, sc, range, position);
         }
@@ -545,9 +538,9 @@ fn linear_steps(
             }
             return Ok(());
         }
-        target = step_on(target, dir);
+        target = step_on(target, half, dir);
         // The first step the new way lies clearly after the range's start.
-        if !(past(position(start), target, dir) < -ANALYTIC_MARGIN) {
+        if !(past(p_start, target, dir) < -ANALYTIC_MARGIN) {
             return search_steps(commanded_pos, sc, range, position);
         }
     }
@@ -564,7 +557,7 @@ fn linear_steps(
                 }
                 steps += 1;
                 last_target = next;
-                next = step_on(next, dir);
+                next = step_on(next, half, dir);
             };
             (steps, ahead, last_target)
         }
@@ -600,7 +593,7 @@ fn linear_steps(
         None => {
             for _ in 0..steps {
                 sc.append(dir, range.print_time, root(target))?;
-                target = step_on(target, dir);
+                target = step_on(target, half, dir);
             }
         }
     }
@@ -672,16 +665,9 @@ impl Targets {
     /// one binade of normal numbers, and the increments agree.
     #[inline(always)]
     fn new(first: f64, half: f64, dir: bool, bound: f64) -> Option<Self> {
-        let step_on = |x: f64| {
-            if dir {
-                x + half + half
-            } else {
-                x - half - half
-            }
-        };
-        let second = step_on(first);
+        let second = step_on(first, half, dir);
         let increment = second - first;
-        if step_on(second) - second != increment || increment == 0.0 {
+        if step_on(second, half, dir) - second != increment || increment == 0.0 {
             return None;
         }
         let spare = 2.0 * increment.abs();
@@ -762,8 +748,22 @@ fn search_steps(
     Ok(())
 }
 
+/// The target one full step on from `target` in direction `dir`: `target ± half ± half`, two
+/// roundings as in Klipper. Adding a full step instead rounds once, and over millions of steps
+/// without a position reset (the extruder) the targets drift from Klipper's by ~1e-7 mm,
+/// enough to move a step at a near-standstill by tens of microseconds, or to take or skip a
+/// back-and-forth step pair where the position barely crosses a target.
+#[inline(always)]
+fn step_on(target: f64, half: f64, dir: bool) -> f64 {
+    if dir {
+        target + half + half
+    } else {
+        target - half - half
+    }
+}
+
 /// The state of one half-step search (Klipper's `itersolve_gen_steps_range`), advanced one
-/// guess at a time by [`Search::iterate`] so that two searches can run interleaved.
+/// guess at a time by [`Search::iterate`].
 #[derive(Clone, Copy, Debug)]
 struct Search {
     half_step: f64,
@@ -822,18 +822,10 @@ impl Search {
             }
     }
 
-    /// The target one full step on in the current direction: `target ± half_step ± half_step`,
-    /// two roundings as in Klipper. Adding `full_step` instead rounds once, and over millions
-    /// of steps without a position reset (the extruder) the targets drift from Klipper's by
-    /// ~1e-7 mm, enough to move a step at a near-standstill by tens of microseconds, or to
-    /// take or skip a back-and-forth step pair where the position barely crosses a target.
+    /// The target one full step on in the current direction ([`step_on`]).
     #[inline(always)]
     fn step_on(&self) -> f64 {
-        if self.sdir {
-            self.target + self.half_step + self.half_step
-        } else {
-            self.target - self.half_step - self.half_step
-        }
+        step_on(self.target, self.half_step, self.sdir)
     }
 
     /// One guess: evaluates the position there and submits a step when it lands on the

@@ -2405,12 +2405,11 @@ impl Printer {
         let print_time = self.toolhead.get_last_move_time()?;
         for &ri in rails {
             let rest_time = self.endstop_rest_time(ri, movepos, speed);
-            let r = self.rails[ri].clone();
-            let (mi, es_oid, trsync_oid) = r.endstop;
+            let (mi, _, trsync_oid) = self.rails[ri].endstop;
             // The endstop's trsync, then one on each other MCU its steppers are on (Klipper's
             // TriggerDispatch; several MCUs shorten the timeout and stagger the reports).
             let mut members = vec![(mi, trsync_oid)];
-            members.extend(r.stepper_trsyncs.iter().copied());
+            members.extend(self.rails[ri].stepper_trsyncs.iter().copied());
             let timeout = if members.len() > 1 {
                 TRSYNC_TIMEOUT
             } else {
@@ -2425,47 +2424,17 @@ impl Printer {
                 #[allow(clippy::cast_precision_loss)]
                 let offset = k as f64 / count as f64;
                 let report_clock = clock + (report_ticks as f64 * offset + 0.5) as u64;
-                self.toolhead.send(
-                    tmi,
+                // (klippy's batch output has the stop requests at clock 0.)
+                self.send_trsync_arm(
+                    ri,
+                    (tmi, toid),
                     clock,
+                    (report_clock, report_ticks),
+                    expire,
                     0,
-                    format!(
-                        "trsync_start oid={toid} report_clock={report_clock} report_ticks={report_ticks} expire_reason=4"
-                    ),
-                );
-                for &si in &r.steppers {
-                    let s = &self.toolhead.steppers[si];
-                    if s.mcu != tmi {
-                        continue;
-                    }
-                    let soid = s.oid;
-                    self.toolhead.send(
-                        tmi,
-                        0,
-                        0,
-                        format!("stepper_stop_on_trigger oid={soid} trsync_oid={toid}"),
-                    );
-                }
-                self.toolhead.send(
-                    tmi,
-                    clock,
-                    0,
-                    format!("trsync_set_timeout oid={toid} clock={expire}"),
                 );
             }
-            let q = &self.toolhead.mcus[mi];
-            let clock = q.print_time_to_clock(print_time);
-            let rest_ticks = q.print_time_to_clock(print_time + rest_time) - clock;
-            let sample_ticks = q.seconds_to_clock(ENDSTOP_SAMPLE_TIME);
-            let pin_value = u8::from(!r.endstop_invert);
-            self.toolhead.send(
-                mi,
-                clock,
-                0,
-                format!(
-                    "endstop_home oid={es_oid} clock={clock} sample_ticks={sample_ticks} sample_count={ENDSTOP_SAMPLE_COUNT} rest_ticks={rest_ticks} pin_value={pin_value} trsync_oid={trsync_oid} trigger_reason=1"
-                ),
-            );
+            self.send_endstop_home(ri, print_time, rest_time);
         }
         self.toolhead.dwell(HOMING_START_DELAY)?;
         self.toolhead

@@ -786,6 +786,20 @@ fn where_credentials(kind: BackendKind) -> &'static str {
     }
 }
 
+/// Refuses a printer the fleet already has under `id` (adding it twice).
+fn not_in_fleet(ctx: &Context, id: &str) -> Result<(), RpcError> {
+    match ctx.fleet.get(Some(id)) {
+        Some(p) => Err(RpcError::new(
+            ALREADY_ADDED,
+            format!(
+                "This printer is already in the list, as '{}' ({id})",
+                p.name
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A failed probe as an error in the user's words.
 fn probe_error(report: &ProbeReport, credentials: &Credentials) -> RpcError {
     let Some(kind) = report.kind else {
@@ -888,15 +902,7 @@ async fn add(ctx: &Context, params: &Params<'_>) -> Result<Value, RpcError> {
         return Err(probe_error(&report, &credentials));
     }
     let id = printer_id(kind, &url);
-    if let Some(p) = ctx.fleet.get(Some(&id)) {
-        return Err(RpcError::new(
-            ALREADY_ADDED,
-            format!(
-                "This printer is already in the list, as '{}' ({id})",
-                p.name
-            ),
-        ));
-    }
+    not_in_fleet(ctx, &id)?;
     tracing::info!(%url, ?kind, "adding a remote printer");
     let backend = remote::connect(kind, url.clone(), credentials, options.clone())
         .await
@@ -956,15 +962,7 @@ async fn add_board(ctx: &Context, path: &str, name: Option<String>) -> Result<Va
         ));
     }
     let id = format!("klipper:{}", path.display());
-    if let Some(p) = ctx.fleet.get(Some(&id)) {
-        return Err(RpcError::new(
-            ALREADY_ADDED,
-            format!(
-                "This printer is already in the list, as '{}' ({id})",
-                p.name
-            ),
-        ));
-    }
+    not_in_fleet(ctx, &id)?;
     let load_path = path.clone();
     let (config_text, config) = tokio::task::spawn_blocking(move || {
         let text = std::fs::read_to_string(&load_path)

@@ -976,11 +976,8 @@ impl Printer {
         let mut armed = Vec::new();
         self.live_mut()?.trsyncs.clear();
         for &ri in rails {
-            let (rest_time, (mi, es_oid, trsync_oid), invert) = {
-                let rest = self.endstop_rest_time(ri, movepos, speed);
-                let r = &self.rails[ri];
-                (rest, r.endstop, r.endstop_invert)
-            };
+            let rest_time = self.endstop_rest_time(ri, movepos, speed);
+            let (mi, es_oid, trsync_oid) = self.rails[ri].endstop;
             let mut members = vec![(mi, trsync_oid)];
             members.extend(self.rails[ri].stepper_trsyncs.iter().copied());
             let multi = members.len() > 1;
@@ -1015,48 +1012,16 @@ impl Printer {
                 });
                 // One command queue per MCU in klippy: the same request clock keeps them in
                 // order.
-                self.toolhead.send(
-                    tmi,
+                self.send_trsync_arm(
+                    ri,
+                    (tmi, toid),
                     clock,
-                    0,
-                    format!(
-                        "trsync_start oid={toid} report_clock={report_clock} report_ticks={report_ticks} expire_reason={REASON_COMMS_TIMEOUT}"
-                    ),
-                );
-                for &si in &self.rails[ri].steppers {
-                    let s = &self.toolhead.steppers[si];
-                    if s.mcu != tmi {
-                        continue;
-                    }
-                    let soid = s.oid;
-                    self.toolhead.send(
-                        tmi,
-                        clock,
-                        0,
-                        format!("stepper_stop_on_trigger oid={soid} trsync_oid={toid}"),
-                    );
-                }
-                self.toolhead.send(
-                    tmi,
+                    (report_clock, report_ticks),
+                    expire_clock,
                     clock,
-                    0,
-                    format!("trsync_set_timeout oid={toid} clock={expire_clock}"),
                 );
             }
-            let q = &self.toolhead.mcus[mi];
-            let clock = q.print_time_to_clock(print_time);
-            let rest_ticks = q.print_time_to_clock(print_time + rest_time) - clock;
-            let sample_ticks = q.seconds_to_clock(super::ENDSTOP_SAMPLE_TIME);
-            let pin_value = u8::from(!invert);
-            let sample_count = super::ENDSTOP_SAMPLE_COUNT;
-            self.toolhead.send(
-                mi,
-                clock,
-                0,
-                format!(
-                    "endstop_home oid={es_oid} clock={clock} sample_ticks={sample_ticks} sample_count={sample_count} rest_ticks={rest_ticks} pin_value={pin_value} trsync_oid={trsync_oid} trigger_reason={REASON_ENDSTOP_HIT}"
-                ),
-            );
+            let rest_ticks = self.send_endstop_home(ri, print_time, rest_time);
             armed.push((ri, mi, es_oid, trsync_oid, rest_ticks));
         }
         self.toolhead.dwell(super::HOMING_START_DELAY)?;
@@ -1121,6 +1086,70 @@ impl Printer {
             Some(e) => Err(CommandError::User(e)),
             None => Ok(()),
         }
+    }
+
+    /// Arms trsync `toid` on MCU `tmi` for rail `ri`'s homing (`trsync_start` at `clock`,
+    /// each of the rail's steppers on that MCU told to stop on it, `trsync_set_timeout` to
+    /// `expire_clock`), for the batch and the live homing both. `stop_clock` is the request
+    /// clock of the stop commands (0 in klippy's batch output, `clock` live).
+    pub(super) fn send_trsync_arm(
+        &mut self,
+        ri: usize,
+        (tmi, toid): (usize, u8),
+        clock: u64,
+        (report_clock, report_ticks): (u64, u64),
+        expire_clock: u64,
+        stop_clock: u64,
+    ) {
+        self.toolhead.send(
+            tmi,
+            clock,
+            0,
+            format!(
+                "trsync_start oid={toid} report_clock={report_clock} report_ticks={report_ticks} expire_reason={REASON_COMMS_TIMEOUT}"
+            ),
+        );
+        for &si in &self.rails[ri].steppers {
+            let s = &self.toolhead.steppers[si];
+            if s.mcu != tmi {
+                continue;
+            }
+            let soid = s.oid;
+            self.toolhead.send(
+                tmi,
+                stop_clock,
+                0,
+                format!("stepper_stop_on_trigger oid={soid} trsync_oid={toid}"),
+            );
+        }
+        self.toolhead.send(
+            tmi,
+            clock,
+            0,
+            format!("trsync_set_timeout oid={toid} clock={expire_clock}"),
+        );
+    }
+
+    /// Sends rail `ri`'s `endstop_home` at `print_time`, resting `rest_time` between sample
+    /// runs; returns the rest in ticks.
+    pub(super) fn send_endstop_home(&mut self, ri: usize, print_time: f64, rest_time: f64) -> u64 {
+        let r = &self.rails[ri];
+        let (mi, es_oid, trsync_oid) = r.endstop;
+        let pin_value = u8::from(!r.endstop_invert);
+        let q = &self.toolhead.mcus[mi];
+        let clock = q.print_time_to_clock(print_time);
+        let rest_ticks = q.print_time_to_clock(print_time + rest_time) - clock;
+        let sample_ticks = q.seconds_to_clock(super::ENDSTOP_SAMPLE_TIME);
+        let sample_count = super::ENDSTOP_SAMPLE_COUNT;
+        self.toolhead.send(
+            mi,
+            clock,
+            0,
+            format!(
+                "endstop_home oid={es_oid} clock={clock} sample_ticks={sample_ticks} sample_count={sample_count} rest_ticks={rest_ticks} pin_value={pin_value} trsync_oid={trsync_oid} trigger_reason={REASON_ENDSTOP_HIT}"
+            ),
+        );
+        rest_ticks
     }
 
     /// The endstop sampling rest time of rail `ri` for a move to `movepos` (homing.py's
