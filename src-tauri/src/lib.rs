@@ -1,10 +1,12 @@
-//! The Gantry app: one binary whose default is the desktop window and whose subcommands run
-//! headless jobs (`gantry --help` lists them).
+//! The Gantry app's command line: `gantry` with no subcommand opens the desktop window (the
+//! `gantry-desktop` executable beside it, [`launch`]); each subcommand runs a headless job
+//! (`gantry --help` lists them).
 //!
-//! This is the thin shell of the architecture: it parses the command line ([`cli`]), runs the
-//! desktop app ([`desktop`], Tauri 2) or a subcommand, and adapts core's API to the webview
-//! ([`commands`]). Logic that is not about windows, processes or the command line belongs in
-//! `gantry-core`.
+//! This is the thin shell of the architecture: it parses the command line ([`cli`]) and runs a
+//! subcommand as a file or process adapter to core, motion and the twin. The desktop window
+//! (Tauri 2, and the webview's commands) is `src-tauri/src/desktop/`, its own executable, which
+//! uses this library for what both share. Logic that is not about windows, processes or the
+//! command line belongs in `gantry-core`.
 
 use std::process::ExitCode;
 
@@ -12,10 +14,9 @@ use clap::Parser as _;
 
 pub mod batch;
 pub mod cli;
-pub mod commands;
 pub mod connect;
-pub mod desktop;
 pub mod discover;
+pub mod launch;
 pub mod parsedump;
 pub mod print;
 pub mod remote;
@@ -28,7 +29,7 @@ pub fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(cli.verbose);
     let result = match cli.command {
-        None => desktop::run(),
+        None => launch::run(cli.verbose),
         Some(cli::Command::Twin(args)) => gantry_twin::run(args.into_options()),
         Some(cli::Command::Serve(args)) => serve::run(&args),
         Some(cli::Command::Batch(args)) => batch::run_batch(&args),
@@ -41,6 +42,12 @@ pub fn main() -> ExitCode {
         Some(cli::Command::Remote(args)) => remote::run(&args),
         Some(cli::Command::Version(args)) => cli::print_version(args.json),
     };
+    exit_code(result)
+}
+
+/// The exit code for a command's result; an error is logged and printed as the last line a
+/// terminal user sees.
+pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -55,7 +62,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
+/// Installs the log subscriber: `verbose` × `-v` raises the level; `GANTRY_LOG` overrides it.
+pub fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn,gantry=info,gantry_lib=info,gantry_core=info",
         1 => "info",

@@ -1,8 +1,7 @@
-//! The `gantry` binary: the desktop app with no arguments, headless jobs as subcommands.
-//! All of it lives in the library (`src-tauri/src/lib.rs`), so tests can drive it.
-
-// Release builds on Windows must not open a console window next to the app.
-#![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
+//! The `gantry` executable: headless jobs as subcommands, and with no subcommand the desktop app
+//! (which it starts from beside itself, `gantry-desktop`). All of it lives in the library
+//! (`src-tauri/src/lib.rs`), so tests can drive it. It links no desktop library (no Tauri, no
+//! WebKitGTK), so a subcommand starts lean and runs on headless machines.
 
 fn main() -> std::process::ExitCode {
     gantry_lib::main()

@@ -43,14 +43,15 @@ pub fn data_dir() -> Option<PathBuf> {
 }
 
 impl SimPrinter {
-    /// Starts `gantry sim --tcp 127.0.0.1:0`, connects to it as its Klipper host, and adds it
+    /// Starts `gantry sim --tcp 127.0.0.1:0` (the `gantry` beside the running executable, which is
+    /// `gantry` itself or `gantry-desktop`), connects to it as its Klipper host, and adds it
     /// to `fleet` as `sim`. Its files go to `<data>/gcodes/sim`, its history to
     /// `<data>/gantry.db` (when there is a data folder).
     ///
     /// # Errors
     /// The sim process does not start or say its port, or the connection fails.
     pub async fn start(fleet: &Fleet) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("cannot find the gantry program")?;
+        let exe = crate::launch::sibling_executable(crate::launch::CLI_EXE)?;
         let mut child = Command::new(exe)
             .args(["sim", "--tcp", "127.0.0.1:0"])
             .stdin(Stdio::null())

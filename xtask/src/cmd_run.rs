@@ -30,11 +30,9 @@ pub(crate) fn run(gantry_args: &[OsString]) -> Result<ExitCode> {
     setup::prerequisites(&ctx)?;
     setup::ui_build(&ctx)?;
 
-    println!("==> cargo build -p gantry --bin gantry");
-    process::run(
-        ctx.cargo()
-            .args(["build", "-p", "gantry", "--bin", "gantry"]),
-    )?;
+    // Both executables: `gantry` with no subcommand starts `gantry-desktop` from beside itself.
+    println!("==> cargo build -p gantry --bins");
+    process::run(ctx.cargo().args(["build", "-p", "gantry", "--bins"]))?;
     let bin = ctx.gantry_bin();
     if !bin.is_file() {
         bail!("cargo built gantry, but {} does not exist", bin.display());

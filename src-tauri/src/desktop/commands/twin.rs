@@ -1,4 +1,5 @@
-//! `twin_open`: starts `gantry twin FILE` as its own process; with `live`, the twin follows the
+//! `twin_open`: starts `gantry twin FILE` (the `gantry` executable beside this one) as its own
+//! process; with `live`, the twin follows the
 //! app's printer through core's API (`--live URL`, the token in `GANTRY_API_TOKEN`: an
 //! environment is private to the user, a command line is not).
 //!
@@ -18,11 +19,11 @@ use super::api::ApiState;
 
 /// The twin processes this app started.
 #[derive(Debug, Default)]
-pub struct TwinProcesses(Mutex<Vec<Child>>);
+pub(crate) struct TwinProcesses(Mutex<Vec<Child>>);
 
 impl TwinProcesses {
     /// Ends every twin still running and waits for each.
-    pub fn end_all(&self) {
+    pub(crate) fn end_all(&self) {
         let mut children = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         for mut child in children.drain(..) {
             // The child may have exited on its own already; both calls then fail harmlessly.
@@ -40,17 +41,17 @@ impl TwinProcesses {
 
 /// What the webview learns about a started twin.
 #[derive(Debug, Clone, Serialize)]
-pub struct TwinStarted {
+pub(crate) struct TwinStarted {
     /// The twin's process id.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// The file it shows (or the bundled sample's name).
-    pub path: String,
+    pub(crate) path: String,
 }
 
 /// Starts the twin for `path`, or for the bundled sample when `path` is null; with `live`, it
 /// follows the app's printer (its job's file as the ghost, else `path`).
 #[tauri::command]
-pub fn twin_open(
+pub(crate) fn twin_open(
     path: Option<String>,
     live: Option<bool>,
     state: tauri::State<'_, TwinProcesses>,
@@ -71,17 +72,17 @@ pub fn twin_open(
     Ok(info)
 }
 
-/// Spawns `<this executable> twin [FILE]`, following the printer served at `live`.
+/// Spawns `gantry twin [FILE]` (the `gantry` beside this executable), following the printer
+/// served at `live`.
 ///
 /// # Errors
 /// When the file does not exist or the process cannot be started.
-pub fn spawn_twin(path: Option<PathBuf>, live: Option<&Endpoint>) -> Result<Child, CommandError> {
-    let exe = std::env::current_exe().map_err(|e| {
-        CommandError::new(
-            "spawn_failed",
-            format!("cannot find Gantry's own executable: {e}"),
-        )
-    })?;
+pub(crate) fn spawn_twin(
+    path: Option<PathBuf>,
+    live: Option<&Endpoint>,
+) -> Result<Child, CommandError> {
+    let exe = gantry_lib::launch::sibling_executable(gantry_lib::launch::CLI_EXE)
+        .map_err(|e| CommandError::new("spawn_failed", format!("{e:#}")))?;
     let mut command = Command::new(exe);
     command.arg("twin").stdin(Stdio::null());
     if let Some(endpoint) = live {

@@ -7,13 +7,13 @@ use gantry_core::api::Endpoint;
 
 /// Core's API endpoint, managed as Tauri state.
 #[derive(Debug)]
-pub struct ApiState {
+pub(crate) struct ApiState {
     /// Where the API server listens and its token.
-    pub endpoint: Endpoint,
+    pub(crate) endpoint: Endpoint,
 }
 
 /// Returns `{ ws_url, token }` for the web UI's JSON-RPC client.
 #[tauri::command]
-pub fn api_endpoint(state: tauri::State<'_, ApiState>) -> Endpoint {
+pub(crate) fn api_endpoint(state: tauri::State<'_, ApiState>) -> Endpoint {
     state.endpoint.clone()
 }

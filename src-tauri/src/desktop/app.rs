@@ -1,5 +1,5 @@
-//! The desktop app: core's API server on a tokio runtime, and the Tauri window whose web UI talks
-//! to it.
+//! The desktop app proper: core's API server on a tokio runtime, and the Tauri window whose web
+//! UI talks to it.
 //!
 //! Start-up order matters: the API server binds first (a free port on 127.0.0.1, a fresh token), so
 //! the window's content security policy can name exactly that origin in `connect-src` — the web
@@ -16,11 +16,12 @@ use gantry_core::api::ApiServer;
 use gantry_core::api::methods::Context;
 use tauri::utils::config::Csp;
 
+use gantry_lib::sim_printer::SimPrinter;
+
 use crate::commands;
-use crate::sim_printer::SimPrinter;
 
 /// The content security policy for a window whose API server listens on `port`.
-pub fn content_security_policy(port: u16) -> String {
+pub(crate) fn content_security_policy(port: u16) -> String {
     [
         "default-src 'self' ipc: http://ipc.localhost".to_owned(),
         format!("connect-src ipc: http://ipc.localhost ws://127.0.0.1:{port}"),
@@ -38,7 +39,7 @@ pub fn content_security_policy(port: u16) -> String {
 ///
 /// # Errors
 /// When the runtime, the API server or the window cannot start.
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     tauri::async_runtime::set(runtime.handle().clone());
 

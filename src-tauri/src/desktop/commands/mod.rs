@@ -3,21 +3,21 @@
 
 use serde::Serialize;
 
-pub mod api;
-pub mod twin;
+pub(crate) mod api;
+pub(crate) mod twin;
 
 /// An error as the webview receives it: `{ "kind": …, "message": … }`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct CommandError {
+pub(crate) struct CommandError {
     /// A stable machine-readable kind, such as `not_found` or `spawn_failed`.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// A sentence for the user.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl CommandError {
     /// An error of `kind` with `message`.
-    pub fn new(kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: &'static str, message: impl Into<String>) -> Self {
         Self {
             kind,
             message: message.into(),
