@@ -170,3 +170,78 @@ fn sim_replay_bench_times_the_print_alike_at_16_and_180_mhz() {
     assert_eq!(a["steps"], 76_960);
     assert!(a["steps_per_s"].as_f64().expect("rate") > 0.0);
 }
+
+/// The shared libraries an ELF64 little-endian executable names as needed (`DT_NEEDED`), read
+/// from its program headers and dynamic section.
+#[cfg(target_os = "linux")]
+fn needed_libraries(path: &str) -> Vec<String> {
+    let elf = std::fs::read(path).expect("read the executable");
+    let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().expect("2 bytes"));
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().expect("4 bytes"));
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().expect("8 bytes"));
+    assert_eq!(&elf[..5], b"\x7fELF\x02", "{path}: not an ELF64 file");
+    let (phoff, phentsize, phnum) = (u64_at(0x20) as usize, u16_at(0x36), u16_at(0x38));
+    let headers: Vec<usize> = (0..usize::from(phnum))
+        .map(|i| phoff + i * usize::from(phentsize))
+        .collect();
+    // A virtual address inside a PT_LOAD segment → its file offset.
+    let file_offset = |vaddr: u64| -> usize {
+        headers
+            .iter()
+            .filter(|&&h| u32_at(h) == 1)
+            .find_map(|&h| {
+                let (offset, start, size) = (u64_at(h + 8), u64_at(h + 16), u64_at(h + 32));
+                (start..start + size)
+                    .contains(&vaddr)
+                    .then(|| (vaddr - start + offset) as usize)
+            })
+            .expect("address in a loaded segment")
+    };
+    let dynamic = headers
+        .iter()
+        .find(|&&h| u32_at(h) == 2)
+        .expect("a dynamic section");
+    let (start, size) = (u64_at(dynamic + 8) as usize, u64_at(dynamic + 32) as usize);
+    let entries: Vec<(u64, u64)> = (start..start + size)
+        .step_by(16)
+        .map(|o| (u64_at(o), u64_at(o + 8)))
+        .take_while(|&(tag, _)| tag != 0)
+        .collect();
+    let strtab = entries
+        .iter()
+        .find(|&&(tag, _)| tag == 5)
+        .map(|&(_, addr)| file_offset(addr))
+        .expect("DT_STRTAB");
+    entries
+        .iter()
+        .filter(|&&(tag, _)| tag == 1)
+        .map(|&(_, name)| {
+            let from = strtab + name as usize;
+            let len = elf[from..].iter().position(|&b| b == 0).expect("NUL");
+            String::from_utf8_lossy(&elf[from..from + len]).into_owned()
+        })
+        .collect()
+}
+
+/// Regression (ARCHITECTURE.md, "Two executables"): `gantry` loaded WebKitGTK and ~160 other
+/// libraries before `main` (75 MB resident for `gantry batch`). The command line must link no
+/// desktop library; the desktop executable beside it does.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_command_line_links_no_desktop_library() {
+    let desktop = |libs: &[String]| {
+        libs.iter()
+            .filter(|l| l.starts_with("libwebkit2gtk") || l.starts_with("libgtk-"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let cli = needed_libraries(env!("CARGO_BIN_EXE_gantry"));
+    assert!(desktop(&cli).is_empty(), "gantry links {cli:?}");
+    assert!(
+        cli.len() <= 8,
+        "gantry links {} libraries: {cli:?}",
+        cli.len()
+    );
+    let app = needed_libraries(env!("CARGO_BIN_EXE_gantry-desktop"));
+    assert!(!desktop(&app).is_empty(), "gantry-desktop links {app:?}");
+}
