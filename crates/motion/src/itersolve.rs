@@ -627,19 +627,23 @@ fn append_roots(
         let n = (steps - done).min(CHUNK);
         // The roots first, free of the queue's state (the processor overlaps them); at
         // constant speed a product (the quadratic's root is then (target − p)/(r·v)).
+        // Clamped to the range as `f64::max(start)` then `min(end)` would (a NaN root becomes
+        // `start`), written as selects that compile to one vector max and min.
+        let clamp = |t: f64| {
+            let t = if t > start { t } else { start };
+            if t < end { t } else { end }
+        };
         if lin.half_accel == 0.0 {
             let per_mm = inv_r / lin.v;
             for (i, time) in times[..n].iter_mut().enumerate() {
-                *time = ((targets.at(done + i) - lin.p) * per_mm)
-                    .max(start)
-                    .min(end);
+                *time = clamp((targets.at(done + i) - lin.p) * per_mm);
             }
         } else {
             for (i, time) in times[..n].iter_mut().enumerate() {
-                *time = lin.time_at(targets.at(done + i), inv_r).max(start).min(end);
+                *time = clamp(lin.time_at(targets.at(done + i), inv_r));
             }
         }
-        sc.append_run(dir, range.print_time, n, |i| times[i])?;
+        sc.append_times(dir, range.print_time, &times[..n])?;
         done += n;
     }
     Ok(())

@@ -78,7 +78,14 @@ impl<'a> StepFormat<'a> {
         let mut buf = [0_u8; vlq::MAX_LEN];
         for v in std::iter::once(self.format.id).chain(values.iter().map(|&v| v as i32)) {
             let n = vlq::encode_into(v, &mut buf);
-            out[len..len + n].copy_from_slice(&buf[..n]);
+            // The whole buffer, a fixed-size copy (no memcpy call); only `n` bytes count.
+            let Some(slot) = out.get_mut(len..len + vlq::MAX_LEN) else {
+                return Err(MessageError::BadArguments {
+                    name: self.format.name.clone(),
+                    why: format!("{} values, more than a step command has", values.len()),
+                });
+            };
+            slot.copy_from_slice(&buf);
             len += n;
         }
         Ok(len)

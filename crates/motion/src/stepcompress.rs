@@ -415,44 +415,83 @@ impl StepCompress {
         self.append_clock(sdir, step_clock)
     }
 
-    /// [`StepCompress::append`] of `count` steps in direction `sdir`, step `k` at `step_time(k)`
-    /// seconds after `print_time`: the same results, with the common case — the step before
-    /// pending in the same direction, the direction sent, room in the queue, nothing far —
-    /// taken without the general path's checks and calls (it is the step generator's inner
-    /// loop).
+    /// [`StepCompress::append`] of one step per entry of `step_times` (seconds after
+    /// `print_time`, not decreasing), in direction `sdir`: the same results, with the common
+    /// case — the step before pending in the same direction, the direction sent, room in the
+    /// queue, nothing far — taken for the whole slice at once: the clocks are computed as
+    /// `append` computes them, checked together, and written to the queue behind the pending
+    /// step (the step generator's inner loop). Otherwise step by step through `append`.
     ///
     /// # Errors
     /// As [`StepCompress::append`], at the first step that fails.
-    #[inline(always)]
-    pub fn append_run(
+    #[inline]
+    pub fn append_times(
         &mut self,
         sdir: bool,
         print_time: f64,
-        count: usize,
-        step_time: impl Fn(usize) -> f64,
+        step_times: &[f64],
     ) -> Result<(), StepCompressError> {
-        for k in 0..count {
-            let step_time = step_time(k);
-            // The operations of `append`, so that every clock is the same to the tick.
-            let offset = print_time - self.last_step_print_time;
-            let ticks = (step_time + offset) * self.mcu_freq;
-            if let Some(previous) = self.pending_clock
-                && self.freq_ok
-                && self.pending_dir == sdir
-                && self.sent_dir == Some(sdir)
-                && (0.0..4_294_967_296.0).contains(&ticks)
-                && previous < self.last_step_clock.saturating_add(CLOCK_DIFF_MAX)
-                && let Some(slot) = self.queue.get_mut(self.queue_next)
-            {
-                *slot = previous as u32;
-                self.queue_next += 1;
-                // (Truncation, as `append`'s; 0 ≤ ticks < 2³² so no overflow.)
-                self.pending_clock = Some(self.last_step_clock + ticks as u64);
-                continue;
+        const CHUNK: usize = 64;
+        let mut rest = step_times;
+        while !rest.is_empty() {
+            let n = rest.len().min(CHUNK);
+            let (chunk, after) = rest.split_at(n);
+            rest = after;
+            if !self.append_chunk(sdir, print_time, chunk) {
+                for &step_time in chunk {
+                    self.append(sdir, print_time, step_time)?;
+                }
             }
-            self.append(sdir, print_time, step_time)?;
         }
         Ok(())
+    }
+
+    /// The fast path of [`StepCompress::append_times`] for at most 64 steps; `false` (and
+    /// nothing changed) when some step needs `append`'s general path.
+    ///
+    /// # Panics
+    /// Never: callers pass at most 64 times (the slice is cut to the array otherwise).
+    #[inline(always)]
+    fn append_chunk(&mut self, sdir: bool, print_time: f64, step_times: &[f64]) -> bool {
+        let step_times = &step_times[..step_times.len().min(64)];
+        let n = step_times.len();
+        let Some(previous) = self.pending_clock else {
+            return false;
+        };
+        if !self.freq_ok
+            || self.pending_dir != sdir
+            || self.sent_dir != Some(sdir)
+            || self.queue_next + n > self.queue.len()
+        {
+            return false;
+        }
+        // The operations of `append`, so that every clock is the same to the tick.
+        let offset = print_time - self.last_step_print_time;
+        // Every step at 0 ≤ ticks after the last step sent and short of a far step — the
+        // newest too, though only the pending step and the ones before the newest enter the
+        // queue now (a far newest step is rare: `append` takes it). A NaN fails.
+        let limit = CLOCK_DIFF_MAX as f64;
+        let mut ticks = [0.0_f64; 64];
+        let mut in_range = true;
+        for (tick, &step_time) in ticks.iter_mut().zip(step_times) {
+            *tick = (step_time + offset) * self.mcu_freq;
+            in_range &= (0.0..limit).contains(tick);
+        }
+        let base = self.last_step_clock;
+        if !in_range || previous >= base.saturating_add(CLOCK_DIFF_MAX) {
+            return false;
+        }
+        let mut newest = previous;
+        let slots = &mut self.queue[self.queue_next..self.queue_next + n];
+        for (slot, &tick) in slots.iter_mut().zip(&ticks[..n]) {
+            // (Truncation, as `append`'s; 0 ≤ ticks < 2³² so the conversion is exact, and
+            // base + ticks < the far clock, no overflow.)
+            *slot = newest as u32;
+            newest = base + tick as i64 as u64;
+        }
+        self.queue_next += n;
+        self.pending_clock = Some(newest);
+        true
     }
 
     /// Requests a step in direction `sdir` at an absolute MCU clock (what [`StepCompress::append`]

@@ -8,6 +8,8 @@
 //! time is an input ([`Toolhead::set_est_print_time`]): 0 in batch mode, the clock-sync estimate
 //! on a live printer. Nothing here reads a clock.
 
+use std::collections::VecDeque;
+
 use crate::batch_reader::BatchReader;
 use crate::extruder::append_extrusion;
 use crate::itersolve::StepperSolver;
@@ -277,8 +279,11 @@ pub struct McuQueue {
     /// Ticks per second of print time (CLOCK_FREQ but for a live secondary MCU, whose
     /// conversion the host re-aims: see [`McuQueue::set_clock_conversion`]).
     pub clock_freq: f64,
-    /// Move-queue slots for step commands: the clocks at which each slot frees up (a heap).
-    move_clocks: Vec<u64>,
+    /// Move-queue slots for step commands: the clocks at which each slot frees up, ascending.
+    /// (Klipper keeps them in a heap; only the smallest is ever read, so any structure holding
+    /// the same values gives the same output. Commands take slots in nearly ascending clock
+    /// order, so a sorted ring mostly just pops the front and pushes the back.)
+    move_clocks: VecDeque<u64>,
     /// Messages ready for transmission, in order.
     pub out: Vec<McuMessage>,
 }
@@ -290,7 +295,7 @@ impl McuQueue {
             freq,
             time_offset: 0.0,
             clock_freq: freq,
-            move_clocks: vec![0; move_count.max(1)],
+            move_clocks: std::iter::repeat_n(0, move_count.max(1)).collect(),
             out: Vec::new(),
         }
     }
@@ -333,26 +338,23 @@ impl McuQueue {
         (seconds * self.freq) as u64
     }
 
-    fn heap_replace(&mut self, req_clock: u64) {
-        let mc = &mut self.move_clocks;
-        let n = mc.len();
-        let mut pos = 0;
-        loop {
-            let c1 = 2 * pos + 1;
-            let c2 = 2 * pos + 2;
-            let c1_clock = if c1 < n { mc[c1] } else { u64::MAX };
-            let c2_clock = if c2 < n { mc[c2] } else { u64::MAX };
-            if req_clock <= c1_clock && req_clock <= c2_clock {
-                mc[pos] = req_clock;
-                break;
-            }
-            if c1_clock < c2_clock {
-                mc[pos] = c1_clock;
-                pos = c1;
-            } else {
-                mc[pos] = c2_clock;
-                pos = c2;
-            }
+    /// The clock at which the next slot frees up.
+    fn next_free_slot(&self) -> u64 {
+        self.move_clocks.front().copied().unwrap_or(0)
+    }
+
+    /// Takes the slot that frees up first for a command that frees it again at `clock`
+    /// (Klipper's `heap_replace`).
+    fn take_slot(&mut self, clock: u64) {
+        let slots = &mut self.move_clocks;
+        slots.pop_front();
+        if slots.back().is_none_or(|&newest| newest <= clock) {
+            slots.push_back(clock);
+        } else {
+            // Out of order (a far step's slot): after every equal clock, as a heap would not
+            // care.
+            let at = slots.partition_point(|&c| c <= clock);
+            slots.insert(at, clock);
         }
     }
 }
@@ -1462,9 +1464,9 @@ impl Toolhead {
             }
             self.step_msg_taken[i] += 1;
             let mcu = &mut self.mcus[mi];
-            let next_avail = mcu.move_clocks[0];
+            let next_avail = mcu.next_free_slot();
             if msg.min_clock != 0 {
-                mcu.heap_replace(msg.min_clock);
+                mcu.take_slot(msg.min_clock);
             }
             let (mut min_clock, mut req_clock) = (next_avail, msg.req_clock);
             if self.can_pause {
