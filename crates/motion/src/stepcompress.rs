@@ -2157,5 +2157,71 @@ mod tests {
             }
             let _ = sc.flush(u64::MAX);
         }
+
+        /// `append_times` is `append` step by step: the same commands, history and errors,
+        /// whatever the chunking — through far steps, reversals, NaN and negative times, and a
+        /// queue that fills up.
+        #[test]
+        fn append_times_is_append_step_by_step(
+            runs in proptest::collection::vec(
+                (
+                    any::<bool>(),
+                    prop_oneof![Just(0.0), 0.0f64..10.0],
+                    proptest::collection::vec(
+                        prop_oneof![
+                            300 => 0.0f64..2e-3,
+                            3 => 0.0f64..40.0,
+                            1 => Just(f64::NAN),
+                            1 => -1e-3f64..0.0,
+                        ],
+                        0..300,
+                    ),
+                    1usize..80,
+                ),
+                1..10,
+            ),
+            freq in prop_oneof![Just(FREQ), Just(16e6), Just(520e6)],
+        ) {
+            let mut one = StepCompress::new(MAX_ERROR, false);
+            let mut many = StepCompress::new(MAX_ERROR, false);
+            one.set_time(0.0, freq);
+            many.set_time(0.0, freq);
+            let mut print_time = 0.0;
+            for (dir, pause, gaps, chunk) in runs {
+                // Each run after the one before; its times not decreasing, as the step
+                // generator's are (a NaN or a negative gap stays as it is: an error).
+                let mut t = 0.0;
+                let times: Vec<f64> = gaps
+                    .iter()
+                    .map(|&gap| {
+                        t += gap.abs();
+                        if gap.is_nan() || gap < 0.0 { gap } else { t }
+                    })
+                    .collect();
+                let mut expected = Ok(());
+                for &time in &times {
+                    expected = one.append(dir, print_time, time);
+                    if expected.is_err() {
+                        break;
+                    }
+                }
+                let mut got = Ok(());
+                for piece in times.chunks(chunk) {
+                    got = many.append_times(dir, print_time, piece);
+                    if got.is_err() {
+                        break;
+                    }
+                }
+                // (As text: an error may carry a NaN time, which equals nothing.)
+                prop_assert_eq!(format!("{got:?}"), format!("{expected:?}"));
+                if expected.is_err() {
+                    return Ok(());
+                }
+                prop_assert_eq!(one.flush(u64::MAX), many.flush(u64::MAX));
+                prop_assert_eq!(drain(&mut one), drain(&mut many));
+                prop_assert_eq!(one.last_position(), many.last_position());
+                print_time += t + pause;
+            }
+        }
     }
 }
