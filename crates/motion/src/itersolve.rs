@@ -701,8 +701,9 @@ impl Targets {
     fn reached(&self, ahead: impl Fn(f64) -> f64) -> (usize, f64, f64) {
         let first_ahead = ahead(self.first);
         let mut steps = if first_ahead > ANALYTIC_MARGIN {
-            // The estimate, then exact corrections (each a few ulps at most).
-            ((first_ahead - ANALYTIC_MARGIN) / self.increment.abs()).ceil() as usize
+            // The estimate (the ceiling, but for an integral quotient one more: no libm call
+            // without SSE4.1), then exact corrections (a few ulps at most, or that one).
+            (((first_ahead - ANALYTIC_MARGIN) / self.increment.abs()) as usize).saturating_add(1)
         } else {
             0
         };
