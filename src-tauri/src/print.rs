@@ -195,6 +195,9 @@ fn watch_interrupts(
     done
 }
 
+/// How long `gantry print` waits at the end for its MCUs to switch the heaters off.
+const HEATERS_OFF_TIMEOUT_S: f64 = 5.0;
+
 /// Runs the job with a progress bar (a plain line every few seconds when stderr is not a
 /// terminal), then turns the heaters off: nothing holds them once this command exits.
 fn print_file(
@@ -265,13 +268,24 @@ fn print_file(
     bar.finish_and_clear();
     let report = result.map_err(|e| anyhow::anyhow!("{e}"));
     if report.is_ok() {
-        // Targets to 0, then long enough for a temperature report and its PWM update (0.3 s
-        // each) to reach the MCU: a heater left on would trip its max_duration.
+        // Targets to 0, then until every MCU has switched its heaters off (a temperature
+        // report, then the PWM update it brings, 0.3 s each, longer on a loaded machine):
+        // once this command exits, only the MCU's max_duration would cut a heater left on.
         let off = printer
             .live_run_line("TURN_OFF_HEATERS", 0)
-            .and_then(|()| printer.live_idle(1.0));
-        if let Err(e) = off {
-            let _ = writeln!(std::io::stderr(), "gantry: turning the heaters off: {e}");
+            .and_then(|()| printer.live_wait_heaters_off(HEATERS_OFF_TIMEOUT_S));
+        match off {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "gantry: a heater was not yet off after {HEATERS_OFF_TIMEOUT_S} s; its MCU \
+                     cuts it when its max_duration runs out"
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "gantry: turning the heaters off: {e}");
+            }
         }
     }
     done.store(true, Ordering::Relaxed);

@@ -392,6 +392,8 @@ pub struct Heater {
     /// Print time from which an unchanged value is sent again.
     next_pwm_time: f64,
     last_pwm_value: f64,
+    /// Print time at which the last value sent takes effect on the MCU (0 before any).
+    last_pwm_time: f64,
     /// Host time after which the PWM is forced to 0 (Klipper's verify_mainthread_time).
     mainthread_deadline: f64,
     shut_down: bool,
@@ -422,6 +424,7 @@ impl Heater {
             last_print_time: 0.0,
             next_pwm_time: 0.0,
             last_pwm_value: 0.0,
+            last_pwm_time: 0.0,
             mainthread_deadline: f64::NEG_INFINITY,
             shut_down: false,
             can_extrude,
@@ -532,6 +535,7 @@ impl Heater {
         let pwm_time = print_time + self.config.pwm_delay_s;
         self.next_pwm_time = pwm_time + MAX_HEAT_TIME_S - (3.0 * self.config.pwm_delay_s + 0.001);
         self.last_pwm_value = value;
+        self.last_pwm_time = pwm_time;
         Some(PwmCommand {
             print_time: pwm_time,
             value,
@@ -567,6 +571,7 @@ impl Heater {
         }
         let pwm_time = est_print_time + self.config.pwm_delay_s;
         self.next_pwm_time = pwm_time + MAX_HEAT_TIME_S - (3.0 * self.config.pwm_delay_s + 0.001);
+        self.last_pwm_time = pwm_time;
         Some(PwmCommand {
             print_time: pwm_time,
             value: self.last_pwm_value,
@@ -611,6 +616,13 @@ impl Heater {
     /// The last PWM value sent, `0..=max_power`.
     pub fn power(&self) -> f64 {
         self.last_pwm_value
+    }
+
+    /// The print time from which the heater is off on its MCU — when the last value sent was
+    /// 0, the time that command takes effect (0 when nothing was ever sent); `None` while the
+    /// last value sent heats.
+    pub fn off_from(&self) -> Option<f64> {
+        (self.last_pwm_value == 0.0).then_some(self.last_pwm_time)
     }
 
     /// The last reported temperature, °C, unsmoothed (0 before the first report).
@@ -849,6 +861,39 @@ mod tests {
 
     fn extruder() -> Heater {
         Heater::new(heater_config(EXTRUDER, "extruder").expect("valid config"))
+    }
+
+    /// `off_from` tells when the MCU has the heater off: from the start (nothing sent), not
+    /// while a heating value is the last sent, and from the time the 0 sent after the target
+    /// went to 0 takes effect — which needs a report first.
+    #[test]
+    fn off_from_is_when_the_zero_sent_takes_effect() {
+        let mut h = extruder();
+        assert_eq!(h.off_from(), Some(0.0), "nothing sent yet");
+        h.set_target(200.0).expect("in range");
+        let _ = h.stats(HOST_OFFSET_S);
+        let t0 = (0..100)
+            .map(|i| f64::from(i) * REPORT_TIME)
+            .find(|&t| {
+                let _ = h.stats(HOST_OFFSET_S + t);
+                h.temperature_update(HOST_OFFSET_S + t, t, 150.0).is_some()
+            })
+            .expect("a heating value");
+        assert_eq!(h.off_from(), None, "heating");
+        h.set_target(0.0).expect("in range");
+        assert_eq!(
+            h.off_from(),
+            None,
+            "no report since: still heating on the MCU"
+        );
+        let t = t0 + REPORT_TIME;
+        let _ = h.stats(HOST_OFFSET_S + t);
+        let off = h
+            .temperature_update(HOST_OFFSET_S + t, t, 150.0)
+            .expect("the 0 is sent");
+        assert_eq!(off.value, 0.0);
+        assert_eq!(h.off_from(), Some(off.print_time));
+        assert!(off.print_time > t);
     }
 
     #[test]

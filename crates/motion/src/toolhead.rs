@@ -1634,6 +1634,40 @@ impl Toolhead {
 mod tests {
     use super::*;
 
+    /// The move-queue slots answer as Klipper's heap does: after any sequence of commands
+    /// taking slots (mostly in clock order, some far steps' older clocks among them), the
+    /// clock at which the next slot frees up is the heap's minimum.
+    #[test]
+    fn move_queue_slots_free_up_as_klippers_heap_says() {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        for (slots, seed) in [(1_usize, 1_u64), (2, 7), (16, 3), (500, 11)] {
+            let mut queue = McuQueue::new(16e6, slots);
+            let mut heap: BinaryHeap<Reverse<u64>> = (0..slots).map(|_| Reverse(0)).collect();
+            let mut state = seed;
+            let mut clock = 0_u64;
+            for _ in 0..20_000 {
+                // xorshift: mostly rising clocks, a tenth of them older (far steps).
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                clock += state % 1_000;
+                let taken = if state % 10 == 0 {
+                    clock.saturating_sub(state % 50_000)
+                } else {
+                    clock
+                };
+                assert_eq!(
+                    Some(queue.next_free_slot()),
+                    heap.peek().map(|&Reverse(first_free)| first_free)
+                );
+                queue.take_slot(taken);
+                heap.pop();
+                heap.push(Reverse(taken));
+            }
+        }
+    }
+
     /// Regression: klippy advances its `next_move_time` by `+ accel_t + cruise_t + decel_t`,
     /// left to right. Adding the move's total time instead rounds differently now and then, so
     /// trapq times (and with them every step) drifted from Klipper's in the last bits — enough

@@ -405,6 +405,35 @@ impl Printer {
         self.reactor_pause(now + seconds)
     }
 
+    /// Waits until every heater is off on its MCU — the last PWM value sent is 0 and the MCU's
+    /// clock has passed the time it takes effect (a temperature report must come first for the
+    /// host to send it) — or until `timeout_s` of host time has passed. Returns whether every
+    /// heater is off. The end of a print: once the host exits, nothing holds a heater but the
+    /// MCU's `max_duration` cut-off.
+    ///
+    /// # Errors
+    /// As [`Printer::live_run_line`].
+    pub fn live_wait_heaters_off(&mut self, timeout_s: f64) -> Result<bool, MoveError> {
+        // The estimate of the MCU's print time is good to well within this.
+        const MARGIN_S: f64 = 0.050;
+        let deadline = self.now()? + timeout_s;
+        loop {
+            let now = self.now()?;
+            let est = self.est_print_time_at(now)?;
+            let off = self
+                .heaters
+                .iter()
+                .all(|h| h.off_from().is_some_and(|from| est >= from + MARGIN_S));
+            if off {
+                return Ok(true);
+            }
+            if now >= deadline {
+                return Ok(false);
+            }
+            self.reactor_pause(now + 0.050)?;
+        }
+    }
+
     /// Waits until every queued move has run on the MCU (klippy's `wait_moves`: the end of a
     /// print, M400).
     ///
