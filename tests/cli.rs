@@ -245,3 +245,43 @@ fn the_command_line_links_no_desktop_library() {
     let app = needed_libraries(env!("CARGO_BIN_EXE_gantry-desktop"));
     assert!(!desktop(&app).is_empty(), "gantry-desktop links {app:?}");
 }
+
+/// Regression: a desktop app killed by a signal left its `gantry sim --tcp` child running for
+/// good. The child now gets a pipe as its input and `--until-stdin-closes`: when the pipe's
+/// other end goes, with whatever process held it, the sim stops and exits cleanly.
+#[test]
+fn the_sim_ends_when_its_input_closes() {
+    use std::io::BufRead as _;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["sim", "--tcp", "127.0.0.1:0", "--until-stdin-closes"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gantry sim starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the sim says where it serves");
+    assert!(line.starts_with("gantry-sim: serving on tcp"), "{line}");
+    // Still serving while its input is open.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(matches!(child.try_wait(), Ok(None)), "the sim ended early");
+    drop(child.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the sim still runs 20 s after its input closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -272,6 +272,10 @@ pub struct SimArgs {
     /// temperatures and any shutdown reason as JSON here.
     #[arg(long, value_name = "R.json", requires = "serve")]
     pub report: Option<PathBuf>,
+    /// With --pty or --tcp: also stop when standard input ends — for a program that starts the
+    /// sim with a pipe as its input, so that the sim ends with it however it ends.
+    #[arg(long, requires = "serve")]
+    pub until_stdin_closes: bool,
     /// Write the simulated board's data dictionary (JSON, like Klipper's klipper.dict) and exit.
     #[arg(long, value_name = "FILE")]
     pub dump_dict: Option<PathBuf>,

@@ -38,12 +38,14 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
     }
     if let Some(addr) = args.tcp {
         let sim = SimMcu::with_world(load_world(args.world.as_deref(), None)?);
-        return serve_tcp(addr, sim, args.report.as_deref());
+        let stop = stop_flag(args.until_stdin_closes)?;
+        return serve_tcp(addr, sim, args.report.as_deref(), &stop);
     }
     match &args.pty {
         Some(path) => {
             let sim = SimMcu::with_world(load_world(args.world.as_deref(), None)?);
-            serve_pty(path, sim, args.report.as_deref())
+            let stop = stop_flag(args.until_stdin_closes)?;
+            serve_pty(path, sim, args.report.as_deref(), &stop)
         }
         None => anyhow::bail!(
             "say what to run: --pty PATH, --tcp ADDR:PORT, --dump-dict FILE, --example-config, or replay (see gantry sim --help)"
@@ -72,12 +74,28 @@ fn load_world(path: Option<&Path>, dict: Option<&Dictionary>) -> anyhow::Result<
     }
 }
 
-/// A flag raised by SIGINT or SIGTERM.
-fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+/// A flag raised by SIGINT or SIGTERM, and with `until_stdin_closes` when standard input ends:
+/// a process that started the sim with a pipe as its input is gone, however it ended (a
+/// killed desktop app cannot stop its child any other way).
+fn stop_flag(until_stdin_closes: bool) -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("cannot watch for signals")?;
+    }
+    if until_stdin_closes {
+        let stop = Arc::clone(&stop);
+        // The thread owns standard input; it ends with the process.
+        std::thread::Builder::new()
+            .name("stdin-watch".into())
+            .spawn(move || {
+                let mut stdin = std::io::stdin().lock();
+                let mut buf = [0_u8; 256];
+                while matches!(std::io::Read::read(&mut stdin, &mut buf), Ok(n) if n > 0) {}
+                tracing::info!("standard input closed: stopping");
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            })
+            .context("cannot watch standard input")?;
     }
     Ok(stop)
 }
@@ -94,8 +112,8 @@ fn serve_tcp(
     addr: std::net::SocketAddr,
     mut sim: SimMcu,
     report: Option<&Path>,
+    stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let stop = stop_flag()?;
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr().context("the listening address")?;
@@ -103,7 +121,7 @@ fn serve_tcp(
     writeln!(std::io::stdout(), "gantry-sim: serving on tcp {bound}")
         .context("cannot write to standard output")?;
     // The report is written each time a host leaves, and on exit.
-    let served = gantry_sim::tcp::run(&listener, &mut sim, &stop, |sim| {
+    let served = gantry_sim::tcp::run(&listener, &mut sim, stop, |sim| {
         if let Err(e) = write_report(sim, report) {
             tracing::warn!("{e:#}");
         }
@@ -121,8 +139,12 @@ fn example_config() -> String {
 }
 
 #[cfg(unix)]
-fn serve_pty(path: &Path, mut sim: SimMcu, report: Option<&Path>) -> anyhow::Result<()> {
-    let stop = stop_flag()?;
+fn serve_pty(
+    path: &Path,
+    mut sim: SimMcu,
+    report: Option<&Path>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
     let mut pty = gantry_sim::pty::open(path)
         .with_context(|| format!("cannot open a pty at {}", path.display()))?;
     tracing::info!(path = %path.display(), device = %pty.device().display(), "simulated MCU ready");
@@ -133,13 +155,18 @@ fn serve_pty(path: &Path, mut sim: SimMcu, report: Option<&Path>) -> anyhow::Res
         pty.device().display()
     )
     .context("cannot write to standard output")?;
-    let served = gantry_sim::pty::run(&mut pty, &mut sim, &stop);
+    let served = gantry_sim::pty::run(&mut pty, &mut sim, stop);
     write_report(&sim, report)?;
     served.context("the pty failed")
 }
 
 #[cfg(not(unix))]
-fn serve_pty(_path: &Path, _sim: SimMcu, _report: Option<&Path>) -> anyhow::Result<()> {
+fn serve_pty(
+    _path: &Path,
+    _sim: SimMcu,
+    _report: Option<&Path>,
+    _stop: &AtomicBool,
+) -> anyhow::Result<()> {
     anyhow::bail!("--pty needs a Unix pseudo-terminal; on this system use --tcp")
 }
 

@@ -52,9 +52,12 @@ impl SimPrinter {
     /// The sim process does not start or say its port, or the connection fails.
     pub async fn start(fleet: &Fleet) -> anyhow::Result<Self> {
         let exe = crate::launch::sibling_executable(crate::launch::CLI_EXE)?;
+        // Its standard input is a pipe that `child` holds open: when this process ends, however
+        // it ends (a desktop app killed by a signal runs no shutdown), the sim sees the end of
+        // its input and stops too.
         let mut child = Command::new(exe)
-            .args(["sim", "--tcp", "127.0.0.1:0"])
-            .stdin(Stdio::null())
+            .args(["sim", "--tcp", "127.0.0.1:0", "--until-stdin-closes"])
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
