@@ -45,6 +45,9 @@ pub const SDS_FILTER_TIME: f64 = 0.000_750;
 /// Largest `count` of one `queue_step`.
 const MAX_COUNT: usize = 65_535;
 
+/// Steps [`StepCompress::append_times`] converts and checks together.
+const APPEND_CHUNK: usize = 64;
+
 /// Pending steps beyond [`MAX_COUNT`] tolerated before the queue is flushed when it fills up.
 const QUEUE_FLUSH_SLACK: usize = 2_000;
 
@@ -431,10 +434,9 @@ impl StepCompress {
         print_time: f64,
         step_times: &[f64],
     ) -> Result<(), StepCompressError> {
-        const CHUNK: usize = 64;
         let mut rest = step_times;
         while !rest.is_empty() {
-            let n = rest.len().min(CHUNK);
+            let n = rest.len().min(APPEND_CHUNK);
             let (chunk, after) = rest.split_at(n);
             rest = after;
             if !self.append_chunk(sdir, print_time, chunk) {
@@ -446,14 +448,12 @@ impl StepCompress {
         Ok(())
     }
 
-    /// The fast path of [`StepCompress::append_times`] for at most 64 steps; `false` (and
-    /// nothing changed) when some step needs `append`'s general path.
-    ///
-    /// # Panics
-    /// Never: callers pass at most 64 times (the slice is cut to the array otherwise).
+    /// The fast path of [`StepCompress::append_times`] for at most [`APPEND_CHUNK`] steps
+    /// (the rest of a longer slice is ignored); `false` (and nothing changed) when some step
+    /// needs `append`'s general path.
     #[inline(always)]
     fn append_chunk(&mut self, sdir: bool, print_time: f64, step_times: &[f64]) -> bool {
-        let step_times = &step_times[..step_times.len().min(64)];
+        let step_times = &step_times[..step_times.len().min(APPEND_CHUNK)];
         let n = step_times.len();
         let Some(previous) = self.pending_clock else {
             return false;
@@ -471,7 +471,7 @@ impl StepCompress {
         // newest too, though only the pending step and the ones before the newest enter the
         // queue now (a far newest step is rare: `append` takes it). A NaN fails.
         let limit = CLOCK_DIFF_MAX as f64;
-        let mut ticks = [0.0_f64; 64];
+        let mut ticks = [0.0_f64; APPEND_CHUNK];
         let mut in_range = true;
         for (tick, &step_time) in ticks.iter_mut().zip(step_times) {
             *tick = (step_time + offset) * self.mcu_freq;
@@ -484,8 +484,8 @@ impl StepCompress {
         let mut newest = previous;
         let slots = &mut self.queue[self.queue_next..self.queue_next + n];
         for (slot, &tick) in slots.iter_mut().zip(&ticks[..n]) {
-            // (Truncation, as `append`'s; 0 ≤ ticks < 2³² so the conversion is exact, and
-            // base + ticks < the far clock, no overflow.)
+            // (Truncation, as `append`'s; 0 ≤ ticks < CLOCK_DIFF_MAX, so the conversion is
+            // exact and base + ticks stays short of the far clock, no overflow.)
             *slot = newest as u32;
             newest = base + tick as i64 as u64;
         }
