@@ -223,7 +223,42 @@ fn needed_libraries(path: &str) -> Vec<String> {
         .collect()
 }
 
-/// Regression (ARCHITECTURE.md, "Two executables"): `gantry` loaded WebKitGTK and ~160 other
+/// Regression (ARCHITECTURE.md, "Three executables"): `gantry` linked the twin's engine, 40 MB
+/// of Bevy and wgpu code and ~90,000 relocations that every subcommand's start paid for,
+/// because its command line parsed the twin's options with the twin's types. `gantry twin` now
+/// passes its arguments on to `gantry-twin`; nothing of Bevy may be in `gantry` (its crates'
+/// names are in every build's symbols and panic locations).
+#[test]
+fn the_command_line_links_no_twin_engine() {
+    let contains = |path: &str, needle: &[u8]| {
+        let bytes = std::fs::read(path).expect("read the executable");
+        bytes.windows(needle.len()).any(|w| w == needle)
+    };
+    assert!(
+        !contains(env!("CARGO_BIN_EXE_gantry"), b"bevy_ecs"),
+        "gantry links Bevy"
+    );
+    assert!(
+        contains(env!("CARGO_BIN_EXE_gantry-twin"), b"bevy_ecs"),
+        "gantry-twin is the twin"
+    );
+    // The arguments reach the twin: its own parser refuses a bad value, and its help is
+    // `gantry twin`'s.
+    let (ok, _, stderr) = gantry(&["twin", "--view", "sideways"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("'sideways' is not iso, top, front or follow"),
+        "{stderr}"
+    );
+    let (ok, stdout, _) = gantry(&["twin", "--help"]);
+    assert!(ok);
+    assert!(
+        stdout.contains("Usage: gantry twin [OPTIONS] [FILE]"),
+        "{stdout}"
+    );
+}
+
+/// Regression (ARCHITECTURE.md, "Three executables"): `gantry` loaded WebKitGTK and ~160 other
 /// libraries before `main` (75 MB resident for `gantry batch`). The command line must link no
 /// desktop library; the desktop executable beside it does.
 #[cfg(target_os = "linux")]

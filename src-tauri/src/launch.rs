@@ -1,11 +1,13 @@
 //! `gantry` with no subcommand: the desktop app, which is its own executable (`gantry-desktop`)
-//! installed beside `gantry`; and the reverse lookup, the desktop finding `gantry` for its twin
-//! processes.
+//! installed beside `gantry`; `gantry twin`: the 3D twin, also its own executable
+//! (`gantry-twin`); and the reverse lookups, the desktop finding `gantry` for the simulated
+//! printer and `gantry-twin` for its twin windows.
 //!
-//! Why two executables (ARCHITECTURE.md, "Two executables"): an executable that links the
+//! Why three executables (ARCHITECTURE.md, "Three executables"): an executable that links the
 //! desktop's libraries loads all of them before `main`, about 65 MB resident and 60 ms of CPU,
-//! on every `gantry batch` or `gantry estimate`; and a headless machine would need WebKitGTK
-//! installed to run any subcommand.
+//! on every `gantry batch` or `gantry estimate`, and a headless machine would need WebKitGTK
+//! installed to run any subcommand; the twin's engine (Bevy, wgpu) is most of an executable's
+//! code and relocations, which every subcommand would load and relocate at start.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -16,6 +18,8 @@ use anyhow::Context as _;
 pub const DESKTOP_EXE: &str = "gantry-desktop";
 /// The command line's executable name (without the platform's suffix).
 pub const CLI_EXE: &str = "gantry";
+/// The twin's executable name (without the platform's suffix).
+pub const TWIN_EXE: &str = "gantry-twin";
 
 /// The path of executable `name` in the directory of the running executable.
 ///
@@ -29,8 +33,8 @@ pub fn sibling_executable(name: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     if !path.is_file() {
         anyhow::bail!(
-            "{} is missing: Gantry's executables `{CLI_EXE}` and `{DESKTOP_EXE}` are installed \
-             together (build both with `cargo build -p gantry --bins`)",
+            "{} is missing: Gantry's executables `{CLI_EXE}`, `{DESKTOP_EXE}` and `{TWIN_EXE}` \
+             are installed together (build them with `cargo build -p gantry --bins`)",
             path.display()
         );
     }
@@ -70,6 +74,45 @@ pub fn run(verbose: u8) -> anyhow::Result<()> {
     }
 }
 
+/// The arguments `gantry-twin` takes for a `gantry` command line that ran the `twin`
+/// subcommand: all of them but the program and the subcommand's name (the options before it
+/// are the global ones, `-v`, which `gantry-twin` takes too).
+pub fn twin_arguments(
+    gantry_args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<_> = gantry_args.into_iter().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a.as_os_str() == "twin") {
+        args.remove(at);
+    }
+    args
+}
+
+/// Runs `gantry twin`: the twin's executable with the same arguments. On Unix the process
+/// becomes the twin; elsewhere the twin runs as a child and its exit status is this one's.
+///
+/// # Errors
+/// When the twin's executable is missing, cannot be started, or fails.
+pub fn run_twin() -> anyhow::Result<()> {
+    let mut command = Command::new(sibling_executable(TWIN_EXE)?);
+    command.args(twin_arguments(std::env::args_os()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt as _;
+        let error = command.exec();
+        Err(error).with_context(|| format!("cannot start {}", command.get_program().display()))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = command
+            .status()
+            .with_context(|| format!("cannot start {}", command.get_program().display()))?;
+        if !status.success() {
+            anyhow::bail!("the twin ended with {status}");
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +123,24 @@ mod tests {
         assert_eq!(quiet.get_args().count(), 0);
         let chatty = desktop_command(PathBuf::from("/opt/gantry/gantry-desktop"), 2);
         assert_eq!(chatty.get_args().collect::<Vec<_>>(), ["-vv"]);
+    }
+
+    #[test]
+    fn the_twin_gets_every_argument_but_the_subcommand() {
+        let args = |list: &[&str]| {
+            list.iter()
+                .map(std::ffi::OsString::from)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            twin_arguments(args(&["gantry", "-v", "twin", "a.gcode", "--at", "0.5"])),
+            args(&["-v", "a.gcode", "--at", "0.5"])
+        );
+        // A file named `twin` after the subcommand is the twin's.
+        assert_eq!(
+            twin_arguments(args(&["/opt/gantry", "twin", "twin", "-vv"])),
+            args(&["twin", "-vv"])
+        );
     }
 
     #[test]

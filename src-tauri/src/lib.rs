@@ -1,6 +1,7 @@
 //! The Gantry app's command line: `gantry` with no subcommand opens the desktop window (the
-//! `gantry-desktop` executable beside it, [`launch`]); each subcommand runs a headless job
-//! (`gantry --help` lists them).
+//! `gantry-desktop` executable beside it, [`launch`]), `gantry twin` the 3D twin (the
+//! `gantry-twin` executable); each other subcommand runs a headless job (`gantry --help` lists
+//! them).
 //!
 //! This is the thin shell of the architecture: it parses the command line ([`cli`]) and runs a
 //! subcommand as a file or process adapter to core, motion and the twin. The desktop window
@@ -30,7 +31,8 @@ pub fn main() -> ExitCode {
     init_tracing(cli.verbose);
     let result = match cli.command {
         None => launch::run(cli.verbose),
-        Some(cli::Command::Twin(args)) => gantry_twin::run(args.into_options()),
+        // Parsed (and its errors reported) here; run by the twin's own executable.
+        Some(cli::Command::Twin(_)) => launch::run_twin(),
         Some(cli::Command::Serve(args)) => serve::run(&args),
         Some(cli::Command::Batch(args)) => batch::run_batch(&args),
         Some(cli::Command::Estimate(args)) => batch::run_estimate(&args),

@@ -3,7 +3,7 @@
 //!
 //! Users start it as `gantry` with no subcommand (`gantry_lib::launch` runs this executable from
 //! beside itself). It is its own executable so that the headless subcommands do not load the
-//! desktop's libraries (WebKitGTK and what it pulls in): see ARCHITECTURE.md, "Two executables".
+//! desktop's libraries (WebKitGTK and what it pulls in): see ARCHITECTURE.md, "Three executables".
 
 // Release builds on Windows must not open a console window next to the app.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]

@@ -72,8 +72,8 @@ pub(crate) fn twin_open(
     Ok(info)
 }
 
-/// Spawns `gantry twin [FILE]` (the `gantry` beside this executable), following the printer
-/// served at `live`.
+/// Spawns the twin (`gantry-twin [FILE]`, beside this executable, as `gantry twin` runs it),
+/// following the printer served at `live`.
 ///
 /// # Errors
 /// When the file does not exist or the process cannot be started.
@@ -81,10 +81,10 @@ pub(crate) fn spawn_twin(
     path: Option<PathBuf>,
     live: Option<&Endpoint>,
 ) -> Result<Child, CommandError> {
-    let exe = gantry_lib::launch::sibling_executable(gantry_lib::launch::CLI_EXE)
+    let exe = gantry_lib::launch::sibling_executable(gantry_lib::launch::TWIN_EXE)
         .map_err(|e| CommandError::new("spawn_failed", format!("{e:#}")))?;
     let mut command = Command::new(exe);
-    command.arg("twin").stdin(Stdio::null());
+    command.stdin(Stdio::null());
     if let Some(endpoint) = live {
         command
             .args(["--live", &endpoint.ws_url])
