@@ -39,6 +39,7 @@ pub mod live;
 pub mod loader;
 pub mod lod;
 pub mod machine;
+pub mod parent;
 pub mod playback;
 pub mod printer_model;
 pub mod ribbons;
@@ -96,6 +97,9 @@ pub struct TwinOptions {
     pub sim_speed: f64,
     /// Follow a printer served by core's API (the job's file, when readable, is the ghost).
     pub live: Option<feed::FeedTarget>,
+    /// End when standard input ends (the desktop app holds it: the twin ends with the app,
+    /// however the app ends).
+    pub until_stdin_closes: bool,
 }
 
 impl Default for TwinOptions {
@@ -118,6 +122,7 @@ impl Default for TwinOptions {
             live_sim: None,
             sim_speed: 1.0,
             live: None,
+            until_stdin_closes: false,
         }
     }
 }
@@ -319,6 +324,9 @@ pub fn run(options: TwinOptions) -> anyhow::Result<()> {
     }
     app.insert_resource(playback);
     app.add_plugins(TwinPlugin);
+    if options.until_stdin_closes {
+        app.add_plugins(parent::plugin);
+    }
     if let Some(n) = options.layer {
         app.insert_resource(StartLayer(n));
         app.add_systems(Update, apply_start_layer);

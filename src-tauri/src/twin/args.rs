@@ -82,6 +82,10 @@ pub(crate) struct TwinArgs {
     /// With --live: the fleet id of the printer to follow (default: the API's first printer).
     #[arg(long, value_name = "ID", requires = "live")]
     pub printer: Option<String>,
+    /// Close when standard input ends (the desktop app starts its twins with a pipe it holds,
+    /// so that they end with it however it ends).
+    #[arg(long)]
+    pub until_stdin_closes: bool,
 }
 
 impl TwinArgs {
@@ -109,6 +113,7 @@ impl TwinArgs {
                 token: self.token,
                 printer: self.printer,
             }),
+            until_stdin_closes: self.until_stdin_closes,
         }
     }
 }

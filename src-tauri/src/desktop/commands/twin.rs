@@ -1,11 +1,12 @@
-//! `twin_open`: starts `gantry twin FILE` (the `gantry` executable beside this one) as its own
+//! `twin_open`: starts the twin (`gantry-twin [FILE]`, the executable beside this one) as its own
 //! process; with `live`, the twin follows the
 //! app's printer through core's API (`--live URL`, the token in `GANTRY_API_TOKEN`: an
 //! environment is private to the user, a command line is not).
 //!
 //! Each twin owns its window and event loop (Tauri's and Bevy's loops cannot share a process on
 //! every platform). The shell keeps the child handles, reaps the ones that ended, and ends the rest
-//! when the app exits, so no twin outlives the app.
+//! when the app exits, so no twin outlives the app; and each twin's standard input is a pipe from
+//! the app (`--until-stdin-closes`), so that it ends too when the app crashed or was killed.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -84,7 +85,9 @@ pub(crate) fn spawn_twin(
     let exe = gantry_lib::launch::sibling_executable(gantry_lib::launch::TWIN_EXE)
         .map_err(|e| CommandError::new("spawn_failed", format!("{e:#}")))?;
     let mut command = Command::new(exe);
-    command.stdin(Stdio::null());
+    // The twin ends when this pipe does: the child handle kept in `TwinProcesses` holds it, and
+    // the operating system closes it however this app ends (a crash or a kill included).
+    command.arg("--until-stdin-closes").stdin(Stdio::piped());
     if let Some(endpoint) = live {
         command
             .args(["--live", &endpoint.ws_url])
