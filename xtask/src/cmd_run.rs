@@ -30,7 +30,8 @@ pub(crate) fn run(gantry_args: &[OsString]) -> Result<ExitCode> {
     setup::prerequisites(&ctx)?;
     setup::ui_build(&ctx)?;
 
-    // Both executables: `gantry` with no subcommand starts `gantry-desktop` from beside itself.
+    // All three executables: `gantry` with no subcommand starts `gantry-desktop` from beside
+    // itself, and `gantry twin` runs `gantry-twin`.
     println!("==> cargo build -p gantry --bins");
     process::run(ctx.cargo().args(["build", "-p", "gantry", "--bins"]))?;
     let bin = ctx.gantry_bin();
