@@ -172,8 +172,19 @@ async fn finds_real_moonraker_and_octoprint_and_drops_them() {
 
     // They stop cleanly (SIGTERM): their goodbyes remove them.
     let stopped = Instant::now();
-    moonraker.process.stop();
-    octoprint.process.stop();
+    // A peer killed after its grace time sends no goodbye: that is the peer's failure, named.
+    assert!(
+        moonraker.process.stop(),
+        "Moonraker ignored SIGTERM for {:?}:\n{}",
+        peers::STOP_GRACE,
+        moonraker.process.log_tail()
+    );
+    assert!(
+        octoprint.process.stop(),
+        "OctoPrint ignored SIGTERM for {:?}:\n{}",
+        peers::STOP_GRACE,
+        octoprint.process.log_tail()
+    );
     let mut removed = std::collections::BTreeSet::new();
     while !(removed.contains(&mr.0.id) && removed.contains(&op.0.id)) {
         match rx.recv_timeout(Duration::from_secs(20)) {
@@ -182,7 +193,9 @@ async fn finds_real_moonraker_and_octoprint_and_drops_them() {
             }
             Ok(Seen::Failed(why)) => panic!("browser: {why}"),
             Ok(Seen::Found(..)) => {}
-            Err(_) => panic!("not dropped within 20 s of stopping: removed {removed:?}"),
+            Err(_) => panic!(
+                "not dropped within 20 s of stopping (both stopped cleanly): removed {removed:?}"
+            ),
         }
     }
     #[allow(clippy::print_stdout)]

@@ -66,6 +66,12 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// How long a peer may take to shut down after SIGTERM before it is killed (it was 5 s). Once
+/// in CI, `discovery_mdns` saw no mDNS goodbye from OctoPrint after stopping it; a shutdown cut
+/// short by the SIGKILL is one explanation, so the grace is longer and a kill is now its own,
+/// named failure there (with the peer's log), told apart from a goodbye that was lost.
+pub const STOP_GRACE: Duration = Duration::from_secs(15);
+
 /// A fresh directory under the system's temp dir, removed by [`TempDir`]'s drop.
 #[derive(Debug)]
 pub struct TempDir(pub PathBuf);
@@ -135,22 +141,25 @@ impl PeerProcess {
         }
     }
 
-    /// Stops the process now (SIGTERM, then SIGKILL after 5 s) and waits for it.
-    pub fn stop(&mut self) {
+    /// Stops the process now (SIGTERM, then SIGKILL after [`STOP_GRACE`]) and waits for it.
+    /// Returns whether it ended by itself (a clean shutdown: mDNS goodbyes sent, sockets
+    /// closed) rather than by the SIGKILL.
+    pub fn stop(&mut self) -> bool {
         if let Ok(Some(_)) = self.child.try_wait() {
-            return;
+            return true;
         }
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + STOP_GRACE;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        false
     }
 
     /// The process id.
