@@ -53,7 +53,7 @@ pub fn run(args: &DiscoverArgs) -> anyhow::Result<()> {
     } else {
         let options = DiscoveryOptions {
             interfaces: (!args.interfaces.is_empty()).then(|| args.interfaces.clone()),
-            ipv4_only: false,
+            ..DiscoveryOptions::default()
         };
         let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
         runtime

@@ -6,8 +6,10 @@
 //! One printer may advertise several services (the Python PrusaLink also registers as
 //! `_octoprint._tcp` for old slicers) and several addresses; entries are keyed by the TXT `uuid`
 //! when there is one, else by the first address and port, and carry every service type seen.
-//! A service that says goodbye (or whose records expire after their TTL) leaves its entry; an
-//! entry with no service left is removed and announced as [`DiscoveryEvent::Removed`].
+//! A service that says goodbye (or whose records expire after their TTL) leaves its entry, and
+//! so does one that stops answering: every service found is verified once a minute
+//! ([`DiscoveryOptions::verify_every`]). An entry with no service left is removed and
+//! announced as [`DiscoveryEvent::Removed`].
 //!
 //! The browser is mdns-sd's daemon (its own thread, which owns the sockets). It browses on every
 //! interface unless [`DiscoveryOptions::interfaces`] names some — the tests pin it to a veth
@@ -114,13 +116,33 @@ pub enum DiscoveryEvent {
     },
 }
 
+/// How often the printers found are asked whether they are still there (see
+/// [`DiscoveryOptions::verify_every`]).
+pub const VERIFY_EVERY: Duration = Duration::from_secs(60);
+
 /// Where to browse.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscoveryOptions {
     /// Only these network interfaces (by name); `None`: every interface.
     pub interfaces: Option<Vec<String>>,
     /// IPv4 only.
     pub ipv4_only: bool,
+    /// How often every service found is verified (RFC 6762 §10.4: its SRV and address records
+    /// queried; no answer within mdns-sd's 10 s and it is removed), so that a printer whose
+    /// server died without a goodbye (a crash, a pulled plug) leaves the list in about a
+    /// minute, not when its records' TTL ends (75 minutes for python-zeroconf's PTR). `None`:
+    /// never.
+    pub verify_every: Option<Duration>,
+}
+
+impl Default for DiscoveryOptions {
+    fn default() -> Self {
+        Self {
+            interfaces: None,
+            ipv4_only: false,
+            verify_every: Some(VERIFY_EVERY),
+        }
+    }
 }
 
 /// Why discovery could not start.
@@ -326,6 +348,13 @@ impl Discovery {
                 }
             }));
         }
+        if let Some(every) = options.verify_every {
+            tasks.push(tokio::spawn(verify_found(
+                daemon.clone(),
+                Arc::clone(&registry),
+                every,
+            )));
+        }
         Ok(Self {
             daemon,
             registry,
@@ -373,6 +402,33 @@ impl Drop for Discovery {
     fn drop(&mut self) {
         if !self.tasks.is_empty() {
             self.stop_inner();
+        }
+    }
+}
+
+/// Every `every`, asks the daemon to verify each service found; one that does not answer is
+/// flushed by the daemon, and its `ServiceRemoved` reaches the browse tasks like a goodbye.
+/// Ends with the daemon.
+async fn verify_found(daemon: ServiceDaemon, registry: Arc<Mutex<Registry>>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is now: nothing to verify yet.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let names: Vec<String> = registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .services
+            .keys()
+            .cloned()
+            .collect();
+        for name in names {
+            match daemon.verify(name, mdns_sd::VERIFY_TIMEOUT_DEFAULT) {
+                Ok(()) => {}
+                Err(mdns_sd::Error::Again) => break,
+                Err(_) => return,
+            }
         }
     }
 }

@@ -297,6 +297,7 @@ async fn mdns_flow(mut op: peers::OctoPrint, veth: String, bind: std::net::IpAdd
     let (mut conn, mut rx, ctx) = context_with(Some(DiscoveryOptions {
         interfaces: Some(vec![veth]),
         ipv4_only: true,
+        ..DiscoveryOptions::default()
     }));
     let started = tokio::time::Instant::now();
     let state = methods::call(&mut conn, "printers.subscribe", &json!({}))

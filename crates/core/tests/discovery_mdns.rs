@@ -2,7 +2,8 @@
 //! namespaces joined by a veth pair, so that nothing reaches the machine's own network:
 //! namespace B runs Moonraker (`[zeroconf]`) and OctoPrint (its discovery plugin) on 10.77.x.2;
 //! namespace A runs Gantry's browser on its end of the veth. Gantry must find both within 2 s
-//! and drop them when they stop (they say goodbye on a clean exit).
+//! and drop them when they stop (they say goodbye on a clean exit), and drop a printer whose
+//! server was killed (no goodbye) once a verification goes unanswered.
 //!
 //! Needs root and `ip netns` (CI runs as root); elsewhere it says why and skips. Ignored by
 //! default like the other peer tests: `cargo xtask test` runs it.
@@ -28,6 +29,7 @@ enum Seen {
 fn browse_in(
     ns: &str,
     veth: &str,
+    verify_every: Option<Duration>,
     tx: mpsc::Sender<Seen>,
     stop: mpsc::Receiver<()>,
 ) -> std::thread::JoinHandle<()> {
@@ -51,6 +53,7 @@ fn browse_in(
             let options = DiscoveryOptions {
                 interfaces: Some(vec![veth.clone()]),
                 ipv4_only: true,
+                verify_every,
             };
             let started = Instant::now();
             let discovery = match Discovery::start(&options) {
@@ -114,7 +117,7 @@ async fn finds_real_moonraker_and_octoprint_and_drops_them() {
 
     let (tx, rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel();
-    let browser = browse_in(&net.a, &net.veth_a, tx, stop_rx);
+    let browser = browse_in(&net.a, &net.veth_a, None, tx, stop_rx);
     let mut found: std::collections::BTreeMap<String, (DiscoveredPrinter, Duration)> =
         std::collections::BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -201,6 +204,75 @@ async fn finds_real_moonraker_and_octoprint_and_drops_them() {
     #[allow(clippy::print_stdout)]
     {
         println!("both dropped {:?} after they stopped", stopped.elapsed());
+    }
+    let _ = stop_tx.send(());
+    browser.join().expect("browser thread");
+}
+
+/// A printer whose server dies without a goodbye (SIGKILL: a crash, a pulled plug) leaves the
+/// list when the next verification of its records goes unanswered, not 75 minutes later when
+/// its PTR record's TTL ends. Here the browser verifies every 2 s; mdns-sd waits 10 s for an
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, ip netns and OctoPrint; cargo xtask test runs it"]
+async fn drops_a_printer_killed_without_a_goodbye() {
+    if let Some(why) = cannot_run() {
+        #[allow(clippy::print_stdout)]
+        {
+            println!("SKIPPED discovery_mdns: {why}");
+        }
+        return;
+    }
+    let net = Netns::create('v').expect("network namespaces");
+    let mut octoprint = peers::OctoPrint::start_with(PeerOptions {
+        netns: Some(net.b.clone()),
+        bind: Some(net.addr_b()),
+        mdns: true,
+        port: Some(5000),
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let (tx, rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel();
+    let every = Duration::from_secs(2);
+    let browser = browse_in(&net.a, &net.veth_a, Some(every), tx, stop_rx);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Seen::Found(p, _)) if p.kind == ServiceKind::OctoPrint => break p.id,
+            Ok(Seen::Found(..) | Seen::Removed(_)) => {}
+            Ok(Seen::Failed(why)) => panic!("browser: {why}"),
+            Err(_) => panic!(
+                "OctoPrint not found within 10 s:\n{}",
+                octoprint.process.log_tail()
+            ),
+        }
+    };
+    // Still there after a few verifications: a live printer answers them.
+    let settle = Instant::now() + every * 3;
+    while let Some(left) = settle.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(Seen::Removed(gone)) => panic!("{gone} dropped while it was answering"),
+            Ok(Seen::Failed(why)) => panic!("browser: {why}"),
+            Ok(Seen::Found(..)) | Err(_) => {}
+        }
+    }
+
+    let killed = Instant::now();
+    octoprint.process.kill();
+    let deadline = killed + every + Duration::from_secs(10) + Duration::from_secs(15);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Seen::Removed(gone)) if gone == id => break,
+            Ok(Seen::Found(..) | Seen::Removed(_)) => {}
+            Ok(Seen::Failed(why)) => panic!("browser: {why}"),
+            Err(_) => panic!("not dropped within {:?} of the kill", killed.elapsed()),
+        }
+    }
+    #[allow(clippy::print_stdout)]
+    {
+        println!("dropped {:?} after the kill", killed.elapsed());
     }
     let _ = stop_tx.send(());
     browser.join().expect("browser thread");

@@ -102,7 +102,7 @@ fn mdns_setting(value: Option<&str>) -> Option<DiscoveryOptions> {
         .collect();
     Some(DiscoveryOptions {
         interfaces: (!names.is_empty()).then_some(names),
-        ipv4_only: false,
+        ..DiscoveryOptions::default()
     })
 }
 

@@ -162,6 +162,13 @@ impl PeerProcess {
         false
     }
 
+    /// Kills the process at once (SIGKILL: no shutdown, no mDNS goodbye, as a crash or a
+    /// pulled plug would leave it) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
