@@ -130,8 +130,8 @@ pub struct DiscoveryOptions {
     /// How often every service found is verified (RFC 6762 §10.4: its SRV and address records
     /// queried; no answer within mdns-sd's 10 s and it is removed), so that a printer whose
     /// server died without a goodbye (a crash, a pulled plug) leaves the list in about a
-    /// minute, not when its records' TTL ends (75 minutes for python-zeroconf's PTR). `None`:
-    /// never.
+    /// minute, not only when its records expire (python-zeroconf's TTLs: 2 minutes for SRV and
+    /// addresses, 75 for PTR). `None`: never.
     pub verify_every: Option<Duration>,
 }
 
