@@ -25,6 +25,28 @@ enum Seen {
     Failed(String),
 }
 
+/// Whether this machine cannot run these tests (then it says why).
+fn skipped() -> bool {
+    let Some(why) = cannot_run() else {
+        return false;
+    };
+    #[allow(clippy::print_stdout)]
+    {
+        println!("SKIPPED discovery_mdns: {why}");
+    }
+    true
+}
+
+/// A peer in namespace B of `net`, on `port`, advertising itself over mDNS.
+fn advertised_in_b(net: &Netns, port: u16) -> PeerOptions {
+    PeerOptions {
+        netns: Some(net.b.clone()),
+        bind: Some(net.addr_b()),
+        mdns: true,
+        port: Some(port),
+    }
+}
+
 /// Runs the browser on a thread inside namespace `ns`, reporting what it sees until `stop`.
 fn browse_in(
     ns: &str,
@@ -89,29 +111,13 @@ fn browse_in(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root, ip netns, Moonraker and OctoPrint; cargo xtask test runs it"]
 async fn finds_real_moonraker_and_octoprint_and_drops_them() {
-    if let Some(why) = cannot_run() {
-        #[allow(clippy::print_stdout)]
-        {
-            println!("SKIPPED discovery_mdns: {why}");
-        }
+    if skipped() {
         return;
     }
     let net = Netns::create('d').expect("network namespaces");
     let bind = net.addr_b();
-    let mut moonraker = peers::Moonraker::start_with(PeerOptions {
-        netns: Some(net.b.clone()),
-        bind: Some(bind),
-        mdns: true,
-        port: Some(7125),
-    })
-    .await;
-    let mut octoprint = peers::OctoPrint::start_with(PeerOptions {
-        netns: Some(net.b.clone()),
-        bind: Some(bind),
-        mdns: true,
-        port: Some(5000),
-    })
-    .await;
+    let mut moonraker = peers::Moonraker::start_with(advertised_in_b(&net, 7125)).await;
+    let mut octoprint = peers::OctoPrint::start_with(advertised_in_b(&net, 5000)).await;
     // Both have registered (python-zeroconf announces right after start-up).
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -216,21 +222,11 @@ async fn finds_real_moonraker_and_octoprint_and_drops_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root, ip netns and OctoPrint; cargo xtask test runs it"]
 async fn drops_a_printer_killed_without_a_goodbye() {
-    if let Some(why) = cannot_run() {
-        #[allow(clippy::print_stdout)]
-        {
-            println!("SKIPPED discovery_mdns: {why}");
-        }
+    if skipped() {
         return;
     }
     let net = Netns::create('v').expect("network namespaces");
-    let mut octoprint = peers::OctoPrint::start_with(PeerOptions {
-        netns: Some(net.b.clone()),
-        bind: Some(net.addr_b()),
-        mdns: true,
-        port: Some(5000),
-    })
-    .await;
+    let mut octoprint = peers::OctoPrint::start_with(advertised_in_b(&net, 5000)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let (tx, rx) = mpsc::channel();
