@@ -223,8 +223,8 @@ fn needed_libraries(path: &str) -> Vec<String> {
         .collect()
 }
 
-/// Regression (ARCHITECTURE.md, "Three executables"): `gantry` linked the twin's engine, 40 MB
-/// of Bevy and wgpu code and ~90,000 relocations that every subcommand's start paid for,
+/// Regression (ARCHITECTURE.md, "Three executables"): `gantry` linked the twin's engine, 69 MB
+/// of Bevy and wgpu code and ~310,000 relocations that every subcommand's start paid for,
 /// because its command line parsed the twin's options with the twin's types. `gantry twin` now
 /// passes its arguments on to `gantry-twin`; nothing of Bevy may be in `gantry` (its crates'
 /// names are in every build's symbols and panic locations).

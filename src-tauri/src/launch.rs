@@ -58,18 +58,15 @@ pub fn desktop_command(exe: PathBuf, verbose: u8) -> Command {
 /// # Errors
 /// When the desktop executable is missing or cannot be started.
 pub fn run(verbose: u8) -> anyhow::Result<()> {
-    let mut command = desktop_command(sibling_executable(DESKTOP_EXE)?, verbose);
+    let command = desktop_command(sibling_executable(DESKTOP_EXE)?, verbose);
     #[cfg(unix)]
     {
-        use std::os::unix::process::CommandExt as _;
-        let error = command.exec();
-        Err(error).with_context(|| format!("cannot start {}", command.get_program().display()))
+        become_command(command)
     }
     #[cfg(not(unix))]
     {
-        command
-            .spawn()
-            .with_context(|| format!("cannot start {}", command.get_program().display()))?;
+        let mut command = command;
+        command.spawn().with_context(|| cannot_start(&command))?;
         Ok(())
     }
 }
@@ -97,20 +94,30 @@ pub fn run_twin() -> anyhow::Result<()> {
     command.args(twin_arguments(std::env::args_os()));
     #[cfg(unix)]
     {
-        use std::os::unix::process::CommandExt as _;
-        let error = command.exec();
-        Err(error).with_context(|| format!("cannot start {}", command.get_program().display()))
+        become_command(command)
     }
     #[cfg(not(unix))]
     {
-        let status = command
-            .status()
-            .with_context(|| format!("cannot start {}", command.get_program().display()))?;
+        let status = command.status().with_context(|| cannot_start(&command))?;
         if !status.success() {
             anyhow::bail!("the twin ended with {status}");
         }
         Ok(())
     }
+}
+
+/// Replaces this process with `command` (the process id stays, so whoever started it keeps its
+/// handle); returns only when that fails.
+#[cfg(unix)]
+fn become_command(mut command: Command) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let error = command.exec();
+    Err(error).with_context(|| cannot_start(&command))
+}
+
+/// The error context of a command that did not start.
+fn cannot_start(command: &Command) -> String {
+    format!("cannot start {}", command.get_program().display())
 }
 
 #[cfg(test)]

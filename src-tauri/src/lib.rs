@@ -31,7 +31,7 @@ pub fn main() -> ExitCode {
     init_tracing(cli.verbose);
     let result = match cli.command {
         None => launch::run(cli.verbose),
-        // Parsed (and its errors reported) here; run by the twin's own executable.
+        // The arguments are the twin's: its own executable parses and runs them.
         Some(cli::Command::Twin(_)) => launch::run_twin(),
         Some(cli::Command::Serve(args)) => serve::run(&args),
         Some(cli::Command::Batch(args)) => batch::run_batch(&args),

@@ -84,17 +84,7 @@ fn stop_flag(until_stdin_closes: bool) -> anyhow::Result<Arc<AtomicBool>> {
             .context("cannot watch for signals")?;
     }
     if until_stdin_closes {
-        let stop = Arc::clone(&stop);
-        // The thread owns standard input; it ends with the process.
-        std::thread::Builder::new()
-            .name("stdin-watch".into())
-            .spawn(move || {
-                let mut stdin = std::io::stdin().lock();
-                let mut buf = [0_u8; 256];
-                while matches!(std::io::Read::read(&mut stdin, &mut buf), Ok(n) if n > 0) {}
-                tracing::info!("standard input closed: stopping");
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            })
+        gantry_core::lifeline::raise_when_stdin_ends(Arc::clone(&stop))
             .context("cannot watch standard input")?;
     }
     Ok(stop)

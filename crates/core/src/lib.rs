@@ -18,6 +18,8 @@
 //!   [`model::PrinterBackend`] trait every printer (remote or local) implements.
 //! - [`remote`]: Moonraker, OctoPrint and PrusaLink clients (each a `PrinterBackend`) and the
 //!   probe that says which API answers at an address.
+//! - [`lifeline`]: a child process that stops when the process that started it is gone (its
+//!   standard input, a pipe the parent holds, ends).
 //! - [`printers`]: the printers this machine can reach: serial ports with their USB identity and the
 //!   built-in simulated printer.
 //!
@@ -33,6 +35,7 @@
 pub mod api;
 pub mod discovery;
 pub mod fleet;
+pub mod lifeline;
 pub mod live;
 pub mod mcu;
 pub mod model;
