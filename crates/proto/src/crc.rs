@@ -3,16 +3,56 @@
 //! Klipper's "crc16_ccitt" is, in catalogue terms, CRC-16/MCRF4XX: the reflected polynomial
 //! 0x8408, initial value 0xFFFF, no final XOR. It covers the length byte, the sequence byte and
 //! the payload, and goes on the wire **high byte first** although the algorithm is the reflected
-//! one. The per-byte step below is the table-free form, cheap enough for 64-byte blocks.
+//! one. It is computed four bytes at a time from four 256-entry tables (slicing-by-4, built at
+//! compile time from the per-byte step), which takes the chain of dependent operations per byte
+//! from about six to under two: every framed block of a batch run and of a live session goes
+//! through it.
+
+/// Klipper's per-byte step of the CRC, the definition the tables are built from.
+const fn step(crc: u16, byte: u8) -> u16 {
+    let mut d = byte ^ (crc & 0xFF) as u8;
+    d ^= d << 4;
+    let d = d as u16;
+    ((d << 8) | (crc >> 8)) ^ (d >> 4) ^ (d << 3)
+}
+
+/// `TABLES[0][x]`: the step from a CRC of 0 with byte `x` (the step is linear: from any CRC,
+/// `step(crc, b) = (crc >> 8) ^ TABLES[0][(crc ^ b) & 0xFF]`); `TABLES[i][x]`: the same
+/// followed by `i` zero bytes.
+const TABLES: [[u16; 256]; 4] = {
+    let mut tables = [[0_u16; 256]; 4];
+    let mut x = 0;
+    while x < 256 {
+        let mut crc = step(0, x as u8);
+        tables[0][x] = crc;
+        let mut i = 1;
+        while i < 4 {
+            crc = step(crc, 0);
+            tables[i][x] = crc;
+            i += 1;
+        }
+        x += 1;
+    }
+    tables
+};
 
 /// The CRC of `data`.
 pub fn crc16(data: &[u8]) -> u16 {
-    data.iter().fold(0xFFFF_u16, |crc, &byte| {
-        let mut d = byte ^ (crc & 0xFF) as u8;
-        d ^= d << 4;
-        let d = u16::from(d);
-        ((d << 8) | (crc >> 8)) ^ (d >> 4) ^ (d << 3)
-    })
+    let mut crc = 0xFFFF_u16;
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        // The CRC's two bytes are used up by the first two data bytes; the last two only shift
+        // through.
+        let x = crc ^ u16::from_le_bytes([w[0], w[1]]);
+        crc = TABLES[3][usize::from(x & 0xFF)]
+            ^ TABLES[2][usize::from(x >> 8)]
+            ^ TABLES[1][usize::from(w[2])]
+            ^ TABLES[0][usize::from(w[3])];
+    }
+    for &byte in words.remainder() {
+        crc = (crc >> 8) ^ TABLES[0][usize::from((crc as u8) ^ byte)];
+    }
+    crc
 }
 
 /// zlib's CRC-32 (reflected polynomial 0xEDB88320, init and final XOR 0xFFFFFFFF): Klipper's
@@ -45,6 +85,31 @@ mod tests {
     fn catalogue_check_value() {
         // CRC-16/MCRF4XX's check value for "123456789".
         assert_eq!(crc16(b"123456789"), 0x6F91);
+    }
+
+    /// The CRC byte by byte, as Klipper computes it.
+    fn reference(data: &[u8]) -> u16 {
+        data.iter().fold(0xFFFF, |crc, &byte| step(crc, byte))
+    }
+
+    #[test]
+    fn four_bytes_at_a_time_is_the_byte_by_byte_crc() {
+        // Every length a block can have and more, at several alignments.
+        let data: Vec<u8> = (0..300_u32)
+            .map(|i| (i.wrapping_mul(167).wrapping_add(i >> 3) & 0xFF) as u8)
+            .collect();
+        for start in 0..8 {
+            for end in start..data.len() {
+                assert_eq!(crc16(&data[start..end]), reference(&data[start..end]));
+            }
+        }
+        // Every byte value in every position of a word.
+        for byte in 0..=255_u8 {
+            for len in 1..9 {
+                let block = vec![byte; len];
+                assert_eq!(crc16(&block), reference(&block), "{byte} × {len}");
+            }
+        }
     }
 
     #[test]
