@@ -208,11 +208,43 @@ fn printers_page_and_dashboard_against_a_real_octoprint() {
         !s.page_text().contains(&op.api_key),
         "the key is not shown after adding"
     );
+    s.wait_text("[data-testid='add-saved']", long, |t| {
+        t.contains("when Gantry starts again")
+    });
     std::thread::sleep(Duration::from_millis(500));
     let printers_shot = s.screenshot("printers-octoprint.png");
 
+    // Gantry closed and started again: the printer is back in the list under its name, and
+    // connects by itself with the key it was added with.
+    let name = s.wait_text(&format!("{card} [data-testid='fleet-name']"), long, |t| {
+        !t.is_empty()
+    });
+    s.close();
+    let s = driver.open_app(&PathBuf::from(env!("CARGO_BIN_EXE_gantry")));
+    s.wait("[data-testid='page-printers']", Duration::from_secs(30));
+    s.wait_text(&format!("{card} [data-testid='fleet-name']"), long, |t| {
+        t == name
+    });
+    s.wait_text(&format!("{card} [data-testid='fleet-link']"), long, |t| {
+        t == "Connected"
+    });
+    s.wait_text(&format!("{card} [data-testid='fleet-state']"), long, |t| {
+        t == "Printer: Ready"
+    });
+    assert!(
+        !s.page_text().contains(&op.api_key),
+        "the key is not shown after a restart"
+    );
+    // Gantry's simulated printer is still the first, shown on the Dashboard.
+    s.wait(
+        "[data-testid='printer-sim'] [data-testid='selected-badge']",
+        long,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let restored_shot = s.screenshot("printers-octoprint-restored.png");
+
     // Its Dashboard: the virtual printer's temperatures, the camera, and a target set.
-    s.click("[data-testid='add-open']");
+    s.click(&format!("{card} [data-testid='fleet-open']"));
     s.wait("[data-testid='page-dashboard']", long);
     s.wait_text("[data-testid='klippy-state']", long, |t| t == "Ready");
     let now = s.wait_text("[data-testid='temp-extruder']", long, |t| {
@@ -309,8 +341,9 @@ fn printers_page_and_dashboard_against_a_real_octoprint() {
     drop(op);
     drop(camera);
     eprintln!(
-        "screenshots: {} {} {}",
+        "screenshots: {} {} {} {}",
         printers_shot.display(),
+        restored_shot.display(),
         dashboard_shot.display(),
         lost_shot.display()
     );

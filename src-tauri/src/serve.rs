@@ -5,7 +5,9 @@
 //! and shuts down cleanly. With `--sim` it first starts the built-in simulated printer
 //! (`gantry sim` with Gantry as its Klipper host) and serves it as printer `sim`; with
 //! `--printer printer.cfg` (repeatable) it becomes the Klipper host of the boards each file names
-//! and serves them (printer `klipper:PATH`) — a print farm's host without a window.
+//! and serves them (printer `klipper:PATH`) — a print farm's host without a window. With
+//! `--remember` the printers added through the API are kept in the data folder's database and
+//! brought back at the next start, as the desktop app does.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 use gantry_core::api::ApiServer;
+use gantry_core::api::manage::ManagerOptions;
 use gantry_core::api::methods::Context;
 
 use crate::sim_printer::SimPrinter;
@@ -27,6 +30,10 @@ pub struct ServeArgs {
     /// serve them as printer `klipper:PATH`; may be given several times.
     #[arg(long = "printer", value_name = "PRINTER_CFG")]
     pub printers: Vec<std::path::PathBuf>,
+    /// Keep the printers added through the API (`printers.add`) in the data folder's database
+    /// and bring them back at the next start, as the desktop app does.
+    #[arg(long)]
+    pub remember: bool,
 }
 
 /// Runs the API server until the process is asked to stop.
@@ -37,7 +44,11 @@ pub struct ServeArgs {
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let context = Arc::new(Context::from_env());
+        let context = Arc::new(Context::new(ManagerOptions {
+            keep_printers: args.remember,
+            ..ManagerOptions::from_env()
+        }));
+        context.manager.restore(&context.fleet).await;
         let sim = if args.sim {
             Some(SimPrinter::start(&context.fleet).await?)
         } else {
@@ -83,7 +94,16 @@ async fn add_boards(context: &Arc<Context>, paths: &[std::path::PathBuf]) -> any
     for path in paths {
         let full = std::path::absolute(path)
             .with_context(|| format!("cannot resolve {}", path.display()))?;
-        let params = serde_json::json!({ "config": full.display().to_string() });
+        if context
+            .fleet
+            .get(Some(&format!("klipper:{}", full.display())))
+            .is_some()
+        {
+            // Saved earlier (`--remember`) and restored already.
+            continue;
+        }
+        // Named on the command line each time: not saved.
+        let params = serde_json::json!({ "config": full.display().to_string(), "save": false });
         let added = gantry_core::api::methods::call(&mut conn, "printers.add", &params)
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;

@@ -42,6 +42,7 @@ pub mod model;
 pub mod printer_config;
 pub mod printers;
 pub mod remote;
+pub mod saved;
 pub mod store;
 
 pub use gantry_motion as motion;

@@ -1,4 +1,5 @@
-//! The SQLite store: print job history and temperature series, in one database file per host.
+//! The SQLite store: print job history, temperature series and the printers a user added, in
+//! one database file per host.
 //!
 //! The job history follows Moonraker's `server.history` (moonraker/components/history.py): a job
 //! row is written `in_progress` when a print starts, updated with the print stats (print and total
@@ -17,14 +18,21 @@
 //! - Durability: WAL with `synchronous=NORMAL`. A committed transaction survives a crash of the
 //!   process (kill -9 of the host); a power cut may lose the last commits, never the file.
 //! - One host process owns a database file: opening it marks every job still `in_progress` as
-//!   `interrupted` (its host died mid-print), as Moonraker does at start-up. A second process
-//!   opening the same file while a print runs would mark that live job too.
+//!   `interrupted` (its host died mid-print), as Moonraker does at start-up — except the jobs a
+//!   store of this same process started and has not finished (one app drives several printers,
+//!   each with its own store on the one file). A second process opening the same file while a
+//!   print runs would mark that live job too.
+//! - `saved_printers` holds what a user added (a printer server's address and credentials, or a
+//!   printer.cfg), so that the app brings the same printers back at its next start. The file is
+//!   created readable by its owner only (0600 on Unix): it holds those credentials.
 //! - The API is synchronous and blocks (up to [`BUSY_TIMEOUT`] on a lock). Callers run it on the
 //!   store's own thread or through `spawn_blocking`; [`Store`] is `Send`, not `Sync`.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, Type, Value, ValueRef};
@@ -92,6 +100,15 @@ pub const MIGRATIONS: &[&str] = &[
         power         REAL CHECK (power BETWEEN 0 AND 1)
     ) STRICT;
     CREATE INDEX temperature_samples_by_sensor ON temperature_samples (printer_id, sensor, time);",
+    // 2: the printers a user added, brought back at the next start.
+    "CREATE TABLE saved_printers (
+        fleet_id    TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        address     TEXT NOT NULL,
+        credentials TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(credentials)),
+        added_at    REAL NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this code writes and understands: the number of [`MIGRATIONS`].
@@ -453,12 +470,54 @@ pub struct TemperatureSample {
     pub power: Option<f64>,
 }
 
+/// A printer a user added, as kept in `saved_printers`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedPrinter {
+    /// Its fleet id (`octoprint:octopi.local:80`, `klipper:/home/me/printer.cfg`).
+    pub fleet_id: String,
+    /// The name shown.
+    pub name: String,
+    /// `moonraker`, `octoprint`, `prusalink` or `klipper` (a printer.cfg Gantry drives).
+    pub kind: String,
+    /// The server's URL, or the printer.cfg's path.
+    pub address: String,
+    /// The credentials, a JSON object (`{"kind": "none"}`, `{"kind": "api_key", "key": …}`,
+    /// `{"kind": "login", "username": …, "password": …}`; `{}` for a printer.cfg).
+    pub credentials: serde_json::Value,
+    /// When it was added, Unix s.
+    pub added_at: f64,
+}
+
+/// The jobs that stores of this process started and have not finished, by database file: the
+/// ones that opening the file again must not mark `interrupted`.
+static RUNNING_JOBS: LazyLock<Mutex<HashSet<(PathBuf, i64)>>> =
+    LazyLock::new(|| Mutex::new(HashSet::new()));
+
+fn running_jobs() -> std::sync::MutexGuard<'static, HashSet<(PathBuf, i64)>> {
+    RUNNING_JOBS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The SQLite database of one host: printers, job history, temperature series.
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
     path: PathBuf,
     interrupted_at_open: Vec<JobId>,
+    /// The file as [`RUNNING_JOBS`] knows it (`None` in memory).
+    registry_path: Option<PathBuf>,
+    /// Jobs this store started and has not finished.
+    running: Vec<JobId>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(path) = &self.registry_path {
+            let mut jobs = running_jobs();
+            for job in &self.running {
+                jobs.remove(&(path.clone(), job.0));
+            }
+        }
+    }
 }
 
 impl Store {
@@ -471,8 +530,13 @@ impl Store {
     /// ([`StoreError::UnsupportedSchema`]), or a migration failed.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
+        let existed = path.exists();
         let conn = Connection::open(&path).map_err(sql_err("open the database file", &path))?;
-        Self::init(conn, path)
+        if !existed {
+            owner_only(&path);
+        }
+        let registry = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        Self::init(conn, path, Some(registry))
     }
 
     /// A fresh store in memory (for tests): the same schema, gone when dropped.
@@ -482,14 +546,20 @@ impl Store {
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let path = PathBuf::from(":memory:");
         let conn = Connection::open_in_memory().map_err(sql_err("open in memory", &path))?;
-        Self::init(conn, path)
+        Self::init(conn, path, None)
     }
 
-    fn init(conn: Connection, path: PathBuf) -> Result<Self, StoreError> {
+    fn init(
+        conn: Connection,
+        path: PathBuf,
+        registry_path: Option<PathBuf>,
+    ) -> Result<Self, StoreError> {
         let mut store = Self {
             conn,
             path,
             interrupted_at_open: Vec::new(),
+            registry_path,
+            running: Vec::new(),
         };
         let path = &store.path;
         store
@@ -547,21 +617,31 @@ impl Store {
     }
 
     /// Marks every job still `in_progress` as `interrupted` and returns them, oldest first.
-    /// [`Store::open`] calls it: a job in progress at open belongs to a host that died. Its end
-    /// time stays empty and its stats are the last progress written (as Moonraker does).
+    /// [`Store::open`] calls it: a job in progress at open belongs to a host that died — unless
+    /// a store of this process started it and runs it still. Its end time stays empty and its
+    /// stats are the last progress written (as Moonraker does).
     ///
     /// # Errors
     /// SQLite failed; nothing was changed.
     pub fn mark_interrupted(&mut self) -> Result<Vec<JobId>, StoreError> {
         let path = &self.path;
+        let live: Vec<i64> = self.registry_path.as_ref().map_or_else(Vec::new, |file| {
+            running_jobs()
+                .iter()
+                .filter(|(p, _)| p == file)
+                .map(|(_, id)| *id)
+                .collect()
+        });
+        let live = serde_json::to_string(&live).unwrap_or_else(|_| "[]".to_owned());
         let mut stmt = self
             .conn
             .prepare_cached(
-                "UPDATE jobs SET status = 'interrupted' WHERE status = 'in_progress' RETURNING id",
+                "UPDATE jobs SET status = 'interrupted' WHERE status = 'in_progress'
+                 AND id NOT IN (SELECT value FROM json_each(?1)) RETURNING id",
             )
             .map_err(sql_err("mark interrupted jobs", path))?;
         let mut ids = stmt
-            .query_map([], |row| row.get(0).map(JobId))
+            .query_map([live], |row| row.get(0).map(JobId))
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(sql_err("mark interrupted jobs", path))?;
         ids.sort_unstable();
@@ -641,7 +721,13 @@ impl Store {
                 )
             });
         match result {
-            Ok(id) => Ok(id),
+            Ok(id) => {
+                if let Some(file) = &self.registry_path {
+                    running_jobs().insert((file.clone(), id.0));
+                }
+                self.running.push(id);
+                Ok(id)
+            }
             Err(e)
                 if e.sqlite_extended_error_code()
                     == Some(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) =>
@@ -721,7 +807,81 @@ impl Store {
         if changed == 0 {
             return Err(self.not_in_progress("finish", job));
         }
+        if let Some(at) = self.running.iter().position(|j| *j == job) {
+            self.running.swap_remove(at);
+            if let Some(file) = &self.registry_path {
+                running_jobs().remove(&(file.clone(), job.0));
+            }
+        }
         Ok(())
+    }
+
+    /// Keeps a printer a user added (replacing the one with the same fleet id).
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn save_printer(&mut self, printer: &SavedPrinter) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO saved_printers (fleet_id, name, kind, address, credentials, added_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (fleet_id) DO UPDATE SET name = excluded.name,
+                     kind = excluded.kind, address = excluded.address,
+                     credentials = excluded.credentials",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    printer.fleet_id,
+                    printer.name,
+                    printer.kind,
+                    printer.address,
+                    printer.credentials.to_string(),
+                    printer.added_at
+                ])
+            })
+            .map_err(sql_err("save printer", &self.path))?;
+        Ok(())
+    }
+
+    /// Forgets a saved printer; whether it was kept.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn forget_printer(&mut self, fleet_id: &str) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM saved_printers WHERE fleet_id = ?1")
+            .and_then(|mut stmt| stmt.execute([fleet_id]))
+            .map(|n| n > 0)
+            .map_err(sql_err("forget printer", &self.path))
+    }
+
+    /// The saved printers, in the order they were added.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn saved_printers(&self) -> Result<Vec<SavedPrinter>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT fleet_id, name, kind, address, credentials, added_at
+                 FROM saved_printers ORDER BY added_at, rowid",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| {
+                    let credentials: String = row.get(4)?;
+                    Ok(SavedPrinter {
+                        fleet_id: row.get(0)?,
+                        name: row.get(1)?,
+                        kind: row.get(2)?,
+                        address: row.get(3)?,
+                        credentials: serde_json::from_str(&credentials).map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(4, Type::Text, Box::new(e))
+                        })?,
+                        added_at: row.get(5)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(sql_err("list saved printers", &self.path))
     }
 
     /// Why `job` could not be changed: it does not exist, or it already ended.
@@ -963,8 +1123,22 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
     })
 }
 
+/// Makes a new database file readable and writable by its owner only (it may hold printers'
+/// credentials); elsewhere than Unix the folder's permissions apply.
+fn owner_only(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot make the database private");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// Now, Unix s (0 if the clock is before 1970).
-fn unix_now_s() -> f64 {
+pub fn unix_now_s() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
@@ -1012,6 +1186,89 @@ mod tests {
         (store, printer)
     }
 
+    /// Regression: one app drives several printers, each with a store on the one file. Opening
+    /// the second marked the first's running print `interrupted`, and its end was then refused.
+    #[test]
+    fn a_second_store_of_this_process_leaves_a_running_job_alone() {
+        let dir = TempDir::new("second-store");
+        let mut first = Store::open(dir.db()).expect("first store");
+        let printer = first
+            .upsert_printer("sim", "simulated", "")
+            .expect("printer");
+        let job = first
+            .start_job(printer, "cube.gcode", 1.0, &serde_json::json!({}))
+            .expect("start");
+        let second = Store::open(dir.db()).expect("second store, same file");
+        assert!(second.interrupted_at_open().is_empty());
+        first
+            .update_job_progress(job, 1.0, 2.0, 3.0)
+            .expect("the job still runs");
+        drop(second);
+        // A job left running by a store that is gone is interrupted, as after a crash.
+        let other = first
+            .start_job(printer, "left.gcode", 2.0, &serde_json::json!({}))
+            .expect("start");
+        first
+            .finish_job(job, JobStatus::Completed, 3.0, None)
+            .expect("finish");
+        drop(first);
+        let reopened = Store::open(dir.db()).expect("reopen");
+        assert_eq!(reopened.interrupted_at_open(), [other]);
+        assert_eq!(
+            reopened.job(job).expect("job").map(|j| j.status),
+            Some(JobStatus::Completed)
+        );
+    }
+
+    #[test]
+    fn saved_printers_are_kept_replaced_and_forgotten() {
+        let dir = TempDir::new("saved");
+        let octoprint = SavedPrinter {
+            fleet_id: "octoprint:octopi.local:80".into(),
+            name: "OctoPrint on octopi".into(),
+            kind: "octoprint".into(),
+            address: "http://octopi.local/".into(),
+            credentials: serde_json::json!({"api_key": "K"}),
+            added_at: 10.0,
+        };
+        let board = SavedPrinter {
+            fleet_id: "klipper:/home/me/printer.cfg".into(),
+            name: "printer.cfg on /dev/ttyACM0".into(),
+            kind: "klipper".into(),
+            address: "/home/me/printer.cfg".into(),
+            credentials: serde_json::json!({}),
+            added_at: 20.0,
+        };
+        {
+            let mut store = Store::open(dir.db()).expect("open");
+            store.save_printer(&board).expect("save");
+            store.save_printer(&octoprint).expect("save");
+        }
+        let mut store = Store::open(dir.db()).expect("reopen");
+        assert_eq!(
+            store.saved_printers().expect("list"),
+            [octoprint.clone(), board.clone()]
+        );
+        let renamed = SavedPrinter {
+            name: "Voron".into(),
+            ..octoprint.clone()
+        };
+        store.save_printer(&renamed).expect("replace");
+        assert_eq!(store.saved_printers().expect("list")[0].name, "Voron");
+        assert!(store.forget_printer(&octoprint.fleet_id).expect("forget"));
+        assert!(!store.forget_printer(&octoprint.fleet_id).expect("again"));
+        assert_eq!(store.saved_printers().expect("list"), [board]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.db())
+                .expect("file")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "the file holds credentials");
+        }
+    }
+
     fn table_names(store: &Store) -> Vec<String> {
         let mut stmt = store
             .conn
@@ -1048,7 +1305,13 @@ mod tests {
             assert_eq!(user_version(&store.conn).expect("version"), SCHEMA_VERSION);
             assert_eq!(
                 table_names(&store),
-                ["jobs", "printers", "sqlite_sequence", "temperature_samples"]
+                [
+                    "jobs",
+                    "printers",
+                    "saved_printers",
+                    "sqlite_sequence",
+                    "temperature_samples"
+                ]
             );
             let mode: String = store
                 .conn

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use gantry_core::api::ApiServer;
+use gantry_core::api::manage::ManagerOptions;
 use gantry_core::api::methods::Context;
 use tauri::utils::config::Csp;
 
@@ -43,20 +44,32 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     tauri::async_runtime::set(runtime.handle().clone());
 
-    let api_context = Arc::new(Context::from_env());
+    // The printers a user adds are kept in the data folder's database and back at the next
+    // start (connecting in the background, so the window does not wait for them).
+    let api_context = Arc::new(Context::new(ManagerOptions {
+        keep_printers: true,
+        ..ManagerOptions::from_env()
+    }));
+
     let server = runtime
         .block_on(ApiServer::bind_localhost())
         .context("cannot start the API server")?
         .with_context(Arc::clone(&api_context));
     let sim_context = Arc::clone(&api_context);
     let sim_task = runtime.spawn(async move {
-        match SimPrinter::start(&sim_context.fleet).await {
+        let sim = match SimPrinter::start(&sim_context.fleet).await {
             Ok(sim) => Some(sim),
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "the simulated printer did not start");
                 None
             }
+        };
+        // After the simulated printer, which stays first in the list (the default printer).
+        let restored = sim_context.manager.restore(&sim_context.fleet).await;
+        if !restored.is_empty() {
+            tracing::info!(?restored, "saved printers are back in the list");
         }
+        sim
     });
     let endpoint = server.endpoint();
     let port = server.local_addr().port();

@@ -644,6 +644,8 @@ export interface AddPrinterParams {
 export interface AddPrinterResult {
   printer: FleetPrinter;
   probe: { kind: BackendKind; version: string | null; message: string };
+  /** Kept for the next start (the desktop app keeps every printer added). */
+  saved: boolean;
 }
 
 /** `printers.add` params for a board Gantry drives: the full path of its printer.cfg. */
@@ -655,6 +657,8 @@ export interface AddBoardParams {
 /** `printers.add` result for a board Gantry drives (no probe: Gantry is its Klipper host). */
 export interface AddBoardResult {
   printer: FleetPrinter;
+  /** Kept for the next start. */
+  saved: boolean;
 }
 
 /** One change of `notify_printers_changed`. */

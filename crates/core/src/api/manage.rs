@@ -6,6 +6,10 @@
 //!   the user's words — refused, timed out, TLS, "needs an API key", the key refused — with what
 //!   to do about it.
 //! - `printers.remove` takes a remote printer out of the fleet and closes its connection.
+//! - With [`ManagerOptions::keep_printers`] (the desktop app, `gantry serve --remember`), every
+//!   printer added is saved in the store (address, name, credentials; or the printer.cfg's
+//!   path) and forgotten when removed; [`Manager::restore`] puts the saved ones back in the
+//!   fleet at start, each connecting in the background ([`crate::saved`]).
 //! - `printers.discovered` lists what this machine can find: mDNS advertisements from a
 //!   [`Discovery`] started on first use, and USB serial boards from [`crate::printers::list`],
 //!   polled while the finder runs.
@@ -32,7 +36,9 @@ use super::methods::{Context, PRINTER_UNAVAILABLE, Params, no_params};
 use super::rpc::{INTERNAL_ERROR, INVALID_PARAMS, RpcError};
 use crate::discovery::{DiscoveredPrinter, Discovery, DiscoveryEvent, DiscoveryOptions};
 use crate::fleet::{Fleet, FleetEntry, FleetEvent, FleetPrinter};
-use crate::model::{BackendKind, KlippyState, LinkState, PrinterError, PrinterEvent};
+use crate::model::{
+    BackendKind, KlippyState, LinkState, PrinterBackend as _, PrinterError, PrinterEvent,
+};
 use crate::printers::{self, PrinterEntry, PrinterKind};
 use crate::remote::{self, Credentials, ProbeReport, RemoteOptions, Secret, Url};
 
@@ -63,6 +69,11 @@ pub struct ManagerOptions {
     /// Gantry's data folder, for the printers it drives (their G-code folders and job
     /// history); `None`: no history, files in the system's temporary folder.
     pub data_dir: Option<std::path::PathBuf>,
+    /// Whether the printers added are saved in the data folder's database and brought back by
+    /// [`Manager::restore`] (needs `data_dir`).
+    pub keep_printers: bool,
+    /// How a saved printer that does not answer at start is retried.
+    pub retry: crate::saved::Retry,
 }
 
 impl Default for ManagerOptions {
@@ -72,6 +83,8 @@ impl Default for ManagerOptions {
             remote: RemoteOptions::default(),
             usb_poll: Duration::from_secs(2),
             data_dir: None,
+            keep_printers: false,
+            retry: crate::saved::Retry::default(),
         }
     }
 }
@@ -299,6 +312,148 @@ impl Manager {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             usb.get_or_insert(list);
+        }
+    }
+
+    /// The database that keeps the printers added, when [`ManagerOptions::keep_printers`].
+    fn saved_database(&self) -> Option<std::path::PathBuf> {
+        let dir = self
+            .options
+            .data_dir
+            .as_ref()
+            .filter(|_| self.options.keep_printers)?;
+        Some(dir.join("gantry.db"))
+    }
+
+    /// Runs `f` on the database of saved printers (on a blocking thread); `None` when printers
+    /// are not kept, else `f`'s result or the store's error in words.
+    async fn with_saved<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Option<Result<T, String>> {
+        let db = self.saved_database()?;
+        let result = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = db.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            let mut store = crate::store::Store::open(&db).map_err(|e| e.to_string())?;
+            f(&mut store).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        Some(result)
+    }
+
+    /// Puts the saved printers back in the fleet (those not in it already), each under its id
+    /// and name, connecting in the background and retried as [`ManagerOptions::retry`] says
+    /// while it does not answer. Returns their ids; an unreadable database is logged and
+    /// restores nothing (the file is left as it is).
+    pub async fn restore(&self, fleet: &Arc<Fleet>) -> Vec<String> {
+        let Some(saved) = self.with_saved(|store| store.saved_printers()).await else {
+            return Vec::new();
+        };
+        let saved = match saved {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the saved printers; none restored");
+                return Vec::new();
+            }
+        };
+        self.ensure_monitor(fleet);
+        let mut restored = Vec::new();
+        for printer in saved {
+            if fleet.get(Some(&printer.fleet_id)).is_some() {
+                continue;
+            }
+            let connector = match self.connector(&printer) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(id = %printer.fleet_id, error = %e, "a saved printer cannot be restored");
+                    continue;
+                }
+            };
+            let (kind, connect) = connector;
+            let backend = crate::saved::SavedBackend::start(kind, connect, self.options.retry);
+            let id = printer.fleet_id.clone();
+            self.shared.set_link(
+                &id,
+                Some(LinkState::Reconnecting {
+                    reason: "connecting".into(),
+                    retry_in_ms: 0,
+                }),
+            );
+            let entry = FleetPrinter {
+                id: id.clone(),
+                name: printer.name,
+                address: printer.address,
+                backend: Arc::clone(&backend) as crate::model::SharedBackend,
+            };
+            if fleet.add(entry).is_err() {
+                self.shared.set_link(&id, None);
+                backend.close().await;
+                continue;
+            }
+            tracing::info!(%id, "restored a saved printer");
+            restored.push(id);
+        }
+        restored
+    }
+
+    /// How a saved printer is connected: its backend kind and the connector.
+    fn connector(
+        &self,
+        printer: &crate::store::SavedPrinter,
+    ) -> Result<(BackendKind, crate::saved::Connector), String> {
+        if printer.kind == BOARD_KIND {
+            let path = std::path::PathBuf::from(&printer.address);
+            let id = printer.fleet_id.clone();
+            let data_dir = self.options.data_dir.clone();
+            let connect: crate::saved::Connector = Box::new(move || {
+                let (path, id, data_dir) = (path.clone(), id.clone(), data_dir.clone());
+                Box::pin(async move {
+                    start_board(&path, id, data_dir)
+                        .await
+                        .map(|(printer, _)| printer)
+                        .map_err(|e| e.message)
+                })
+            });
+            return Ok((BackendKind::Local, connect));
+        }
+        let kind = match printer.kind.as_str() {
+            "moonraker" => BackendKind::Moonraker,
+            "octoprint" => BackendKind::OctoPrint,
+            "prusalink" => BackendKind::PrusaLink,
+            other => return Err(format!("unknown kind '{other}'")),
+        };
+        let url = Url::parse(&printer.address).map_err(|e| format!("bad address: {e}"))?;
+        let credentials: Credentials = serde_json::from_value(printer.credentials.clone())
+            .map_err(|e| format!("bad credentials: {e}"))?;
+        let options = self.options.remote.clone();
+        let connect: crate::saved::Connector = Box::new(move || {
+            let (url, credentials, options) = (url.clone(), credentials.clone(), options.clone());
+            Box::pin(async move {
+                remote::connect(kind, url.clone(), credentials, options)
+                    .await
+                    .map_err(|e| connect_error(kind, &url, &e).message)
+            })
+        });
+        Ok((kind, connect))
+    }
+
+    /// Saves a printer just added (when printers are kept): whether it was saved, or why not.
+    async fn save(&self, printer: crate::store::SavedPrinter) -> Value {
+        let id = printer.fleet_id.clone();
+        match self
+            .with_saved(move |store| store.save_printer(&printer))
+            .await
+        {
+            None => json!(false),
+            Some(Ok(())) => json!(true),
+            Some(Err(e)) => {
+                tracing::warn!(%id, error = %e, "the printer was added but not saved");
+                json!(false)
+            }
         }
     }
 
@@ -720,17 +875,25 @@ fn network_json(p: &DiscoveredPrinter, fleet: &Fleet) -> Value {
 /// The fleet id of a remote printer: `kind:host:port`, and its path when it has one
 /// (`octoprint:octopi.local:80/octo`).
 pub fn printer_id(kind: BackendKind, url: &Url) -> String {
-    let kind = match kind {
-        BackendKind::Moonraker => "moonraker",
-        BackendKind::OctoPrint => "octoprint",
-        BackendKind::PrusaLink => "prusalink",
-        BackendKind::Local => "local",
-    };
+    let kind = kind_name(kind);
     let host = url.host_str().unwrap_or("");
     let port = url.port_or_known_default().unwrap_or(80);
     let path = url.path().trim_end_matches('/');
     format!("{kind}:{host}:{port}{path}")
 }
+
+/// A backend kind as ids and the saved printers name it.
+fn kind_name(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Moonraker => "moonraker",
+        BackendKind::OctoPrint => "octoprint",
+        BackendKind::PrusaLink => "prusalink",
+        BackendKind::Local => "local",
+    }
+}
+
+/// The saved kind of a printer.cfg Gantry drives.
+const BOARD_KIND: &str = "klipper";
 
 /// The credentials a `printers.add` call gives (empty strings count as absent).
 fn credentials(params: &Params<'_>, url: &mut Url) -> Result<Credentials, RpcError> {
@@ -881,7 +1044,8 @@ async fn add(ctx: &Context, params: &Params<'_>) -> Result<Value, RpcError> {
             .opt_str("name")?
             .map(|n| n.trim().to_owned())
             .filter(|n| !n.is_empty());
-        return add_board(ctx, config.trim(), name).await;
+        let save = params.opt_bool("save")?.unwrap_or(true);
+        return add_board(ctx, config.trim(), name, save).await;
     }
     let text = params.str("url")?;
     let mut url = remote::parse_address(&text)
@@ -904,6 +1068,7 @@ async fn add(ctx: &Context, params: &Params<'_>) -> Result<Value, RpcError> {
     let id = printer_id(kind, &url);
     not_in_fleet(ctx, &id)?;
     tracing::info!(%url, ?kind, "adding a remote printer");
+    let saved_credentials = serde_json::to_value(&credentials).unwrap_or(Value::Null);
     let backend = remote::connect(kind, url.clone(), credentials, options.clone())
         .await
         .map_err(|e| connect_error(kind, &url, &e))?;
@@ -913,14 +1078,29 @@ async fn add(ctx: &Context, params: &Params<'_>) -> Result<Value, RpcError> {
     };
     let printer = FleetPrinter {
         id: id.clone(),
-        name,
+        name: name.clone(),
         address: url.as_str().to_owned(),
         backend: Arc::clone(&backend),
     };
     let entry = join_fleet(ctx, printer).await?;
+    let saved = if params.opt_bool("save")?.unwrap_or(true) {
+        ctx.manager
+            .save(crate::store::SavedPrinter {
+                fleet_id: id,
+                name,
+                kind: kind_name(kind).to_owned(),
+                address: url.as_str().to_owned(),
+                credentials: saved_credentials,
+                added_at: crate::store::unix_now_s(),
+            })
+            .await
+    } else {
+        json!(false)
+    };
     Ok(json!({
         "printer": entry,
         "probe": { "kind": kind, "version": report.version, "message": report.message },
+        "saved": saved,
     }))
 }
 
@@ -950,7 +1130,12 @@ const BOARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// `printers.add` with `config`: Gantry becomes the Klipper host of the boards the printer.cfg
 /// at `path` names (its `[mcu]` and `[mcu NAME]` ports) and serves them as printer
 /// `klipper:PATH`.
-async fn add_board(ctx: &Context, path: &str, name: Option<String>) -> Result<Value, RpcError> {
+async fn add_board(
+    ctx: &Context,
+    path: &str,
+    name: Option<String>,
+    save: bool,
+) -> Result<Value, RpcError> {
     let path = std::path::PathBuf::from(path);
     if !path.is_absolute() {
         return Err(RpcError::new(
@@ -963,7 +1148,48 @@ async fn add_board(ctx: &Context, path: &str, name: Option<String>) -> Result<Va
     }
     let id = format!("klipper:{}", path.display());
     not_in_fleet(ctx, &id)?;
-    let load_path = path.clone();
+    let (printer, port) =
+        start_board(&path, id.clone(), ctx.manager.options.data_dir.clone()).await?;
+    let file = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    let name = name.unwrap_or_else(|| format!("{file} on {port}"));
+    let entry = join_fleet(
+        ctx,
+        FleetPrinter {
+            id: id.clone(),
+            name: name.clone(),
+            address: port,
+            backend: printer,
+        },
+    )
+    .await?;
+    let saved = if save {
+        ctx.manager
+            .save(crate::store::SavedPrinter {
+                fleet_id: id,
+                name,
+                kind: BOARD_KIND.to_owned(),
+                address: path.display().to_string(),
+                credentials: json!({}),
+                added_at: crate::store::unix_now_s(),
+            })
+            .await
+    } else {
+        json!(false)
+    };
+    Ok(json!({ "printer": entry, "saved": saved }))
+}
+
+/// Reads the printer.cfg at `path` and starts Gantry's Klipper host on its boards, as printer
+/// `id`: the backend and the main MCU's port, or the error in the user's words.
+async fn start_board(
+    path: &std::path::Path,
+    id: String,
+    data_dir: Option<std::path::PathBuf>,
+) -> Result<(crate::model::SharedBackend, String), RpcError> {
+    let load_path = path.to_path_buf();
     let (config_text, config) = tokio::task::spawn_blocking(move || {
         let text = std::fs::read_to_string(&load_path)
             .map_err(|e| format!("Cannot read {}: {e}", load_path.display()))?;
@@ -976,16 +1202,16 @@ async fn add_board(ctx: &Context, path: &str, name: Option<String>) -> Result<Va
     .map_err(|e| RpcError::new(INVALID_PARAMS, e))?;
     let port = config.get_str("mcu", "serial").unwrap_or("?").to_owned();
     let setup = crate::live::board::BoardSetup {
-        id: id.clone(),
+        id,
         config,
-        config_path: path.clone(),
+        config_path: path.to_path_buf(),
         config_text,
         target: None,
-        data_dir: ctx.manager.options.data_dir.clone(),
-        gcodes_folder: board_folder(&path),
+        data_dir,
+        gcodes_folder: board_folder(path),
         timeout: BOARD_CONNECT_TIMEOUT,
     };
-    tracing::info!(config = %path.display(), %port, "adding a printer driven by Gantry");
+    tracing::info!(config = %path.display(), %port, "starting a printer driven by Gantry");
     let printer = crate::live::board::start(setup).await.map_err(|e| {
         RpcError::new(
             PRINTER_UNAVAILABLE,
@@ -995,22 +1221,7 @@ async fn add_board(ctx: &Context, path: &str, name: Option<String>) -> Result<Va
             ),
         )
     })?;
-    let file = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |f| f.to_string_lossy().into_owned(),
-    );
-    let name = name.unwrap_or_else(|| format!("{file} on {port}"));
-    let entry = join_fleet(
-        ctx,
-        FleetPrinter {
-            id,
-            name,
-            address: port,
-            backend: printer,
-        },
-    )
-    .await?;
-    Ok(json!({ "printer": entry }))
+    Ok((printer, port))
 }
 
 /// A board printer's G-code folder under `gcodes/`: the printer.cfg's folder and file name,
@@ -1076,6 +1287,21 @@ async fn remove(ctx: &Context, id: &str) -> Result<Value, RpcError> {
         .map_err(|e| RpcError::new(PRINTER_UNAVAILABLE, capitalise(&e.to_string())))?;
     printer.backend.close().await;
     ctx.manager.shared.set_link(id, None);
+    let owned = id.to_owned();
+    if let Some(Err(e)) = ctx
+        .manager
+        .with_saved(move |store| store.forget_printer(&owned))
+        .await
+    {
+        // Removed now, but back at the next start: say so.
+        return Err(RpcError::new(
+            INTERNAL_ERROR,
+            format!(
+                "'{}' was removed, but Gantry could not forget it and will bring it back at its next start: {e}",
+                printer.name
+            ),
+        ));
+    }
     tracing::info!(%id, "removed a printer");
     Ok(json!({ "removed": id }))
 }
@@ -1373,6 +1599,7 @@ mod tests {
                 request_timeout: Duration::from_secs(2),
                 ..RemoteOptions::default()
             },
+            ..ManagerOptions::default()
         }));
         let (tx, rx) = mpsc::unbounded_channel();
         (

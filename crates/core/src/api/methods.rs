@@ -545,7 +545,7 @@ impl<'a> Params<'a> {
         })
     }
 
-    fn opt_bool(&self, name: &str) -> Result<Option<bool>, RpcError> {
+    pub(super) fn opt_bool(&self, name: &str) -> Result<Option<bool>, RpcError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),

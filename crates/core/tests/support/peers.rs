@@ -664,7 +664,17 @@ impl Moonraker {
     /// Stops Moonraker and starts it again on the same port and data (same API key, users,
     /// history), waiting until it answers.
     pub async fn restart(&mut self) {
+        self.stop();
+        self.start_again().await;
+    }
+
+    /// Stops Moonraker (its port closes; [`Moonraker::start_again`] brings it back).
+    pub fn stop(&mut self) {
         self.process.stop();
+    }
+
+    /// Starts a stopped Moonraker again on the same port and data, waiting until it answers.
+    pub async fn start_again(&mut self) {
         let cmd = moonraker_command(&self.program, &self.options, self.dir.path(), &self.data);
         self.process = PeerProcess::spawn("moonraker", cmd, self.dir.path().join("moonraker2.log"));
         let started = Instant::now();
