@@ -231,6 +231,15 @@ impl Triple {
     }
 }
 
+/// One pass of [`StepCompress::best_triple`]'s search: its `add` and the interval bounds it
+/// started from.
+#[derive(Clone, Copy, Debug)]
+struct Pass {
+    add: i32,
+    outer_min: i32,
+    outer_max: i32,
+}
+
 /// The acceptable placement of one queued step, in ticks after the last emitted step.
 #[derive(Clone, Copy, Debug)]
 struct Window {
@@ -277,6 +286,12 @@ pub struct StepCompress {
     queue: Vec<u32>,
     queue_pos: usize,
     queue_next: usize,
+    /// Full clock of the newest step put in the queue.
+    last_queued: u64,
+    /// Every queue entry from this index on was queued at or after the entry before it (in
+    /// full clocks): where a command starts at or after it, [`StepCompress::proven`] may stand
+    /// for [`StepCompress::validate`]. Steps always come in order from the step generator.
+    ordered_from: usize,
     /// The newest requested step, not yet in the queue (it may still be cancelled by the
     /// step+dir+step filter).
     pending_clock: Option<u64>,
@@ -306,6 +321,8 @@ impl StepCompress {
             queue: Vec::new(),
             queue_pos: 0,
             queue_next: 0,
+            last_queued: 0,
+            ordered_from: 0,
             pending_clock: None,
             pending_dir: false,
             last_position: 0,
@@ -482,14 +499,23 @@ impl StepCompress {
             return false;
         }
         let mut newest = previous;
+        let mut last_queued = self.last_queued;
+        let mut disordered = false;
         let slots = &mut self.queue[self.queue_next..self.queue_next + n];
         for (slot, &tick) in slots.iter_mut().zip(&ticks[..n]) {
             // (Truncation, as `append`'s; 0 ≤ ticks < CLOCK_DIFF_MAX, so the conversion is
             // exact and base + ticks stays short of the far clock, no overflow.)
             *slot = newest as u32;
+            disordered |= newest < last_queued;
+            last_queued = newest;
             newest = base + tick as i64 as u64;
         }
         self.queue_next += n;
+        // (The newest stays pending, and is compared with the last queued when it is queued.)
+        self.last_queued = last_queued;
+        if disordered {
+            self.ordered_from = self.queue_next;
+        }
         self.pending_clock = Some(newest);
         true
     }
@@ -549,6 +575,7 @@ impl StepCompress {
     pub fn reset(&mut self, last_step_clock: u64) -> Result<(), StepCompressError> {
         self.flush(u64::MAX)?;
         self.last_step_clock = last_step_clock;
+        self.last_queued = last_step_clock;
         self.sent_dir = None;
         self.update_last_step_print_time();
         self.messages.push(StepMessage {
@@ -669,6 +696,10 @@ impl StepCompress {
             && let Some(slot) = self.queue.get_mut(self.queue_next)
         {
             *slot = step_clock as u32;
+            if step_clock < self.last_queued {
+                self.ordered_from = self.queue_next + 1;
+            }
+            self.last_queued = step_clock;
             self.queue_next += 1;
             self.pending_clock = None;
             return Ok(());
@@ -733,6 +764,10 @@ impl StepCompress {
         }
         // Only the low 32 bits are kept; offsets from the last step clock are what matter.
         self.queue[self.queue_next] = step_clock as u32;
+        if step_clock < self.last_queued {
+            self.ordered_from = self.queue_next + 1;
+        }
+        self.last_queued = step_clock;
         self.queue_next += 1;
         Ok(())
     }
@@ -749,6 +784,7 @@ impl StepCompress {
             let live = self.queue_next - self.queue_pos;
             if self.queue_pos > 0 {
                 self.queue.copy_within(self.queue_pos..self.queue_next, 0);
+                self.ordered_from = self.ordered_from.saturating_sub(self.queue_pos);
             } else {
                 let mut size = self.queue.len().max(QUEUE_START_SIZE);
                 while live >= size {
@@ -775,8 +811,17 @@ impl StepCompress {
 
     fn flush_queue_inner(&mut self, move_clock: u64) -> Result<(), StepCompressError> {
         while self.last_step_clock < move_clock {
-            let triple = self.best_triple();
-            self.validate(triple)?;
+            let (triple, pass) = self.best_triple();
+            if self.proven(triple, pass) {
+                // The proof stands for the replay; tests replay anyway, to hold it to that.
+                debug_assert!(
+                    self.validate(triple).is_ok(),
+                    "a proven {triple:?} fails: {:?}",
+                    self.validate(triple)
+                );
+            } else {
+                self.validate(triple)?;
+            }
             let first_clock = self
                 .last_step_clock
                 .wrapping_add(u64::from(triple.interval));
@@ -785,6 +830,7 @@ impl StepCompress {
             if self.queue_pos + used >= self.queue_next {
                 self.queue_pos = 0;
                 self.queue_next = 0;
+                self.ordered_from = 0;
                 break;
             }
             self.queue_pos += used;
@@ -855,7 +901,10 @@ impl StepCompress {
     /// narrowed further by the quadratic-deviation bound and by what that step permits. The
     /// best candidate is the one reaching furthest in time; `add = 0` wins if it covers almost
     /// as many steps (within 1/16). All arithmetic is 32-bit and wraps, as in Klipper.
-    fn best_triple(&self) -> Triple {
+    ///
+    /// With the triple comes the pass of the search that found it (its `add` and the interval
+    /// bounds it started from), for [`StepCompress::proven`]; `None` for the fallback.
+    fn best_triple(&self) -> (Triple, Option<Pass>) {
         let start = self.queue_pos;
         let available = (self.queue_next - start).min(MAX_COUNT);
         let base = self.last_step_clock as u32;
@@ -869,10 +918,17 @@ impl StepCompress {
         let mut add_max: i32 = 0x7fff;
 
         let mut best = (0i32, 1i32, 1i32); // (interval, count, add)
+        let mut best_pass = None;
         let mut best_reach = i32::MIN;
         let mut zero_add = (0i32, 0i32); // (interval, count) found with add = 0
+        let mut zero_pass = None;
 
         loop {
+            let pass = Pass {
+                add,
+                outer_min,
+                outer_max,
+            };
             // Longest prefix reachable with this `add`.
             let mut lo = outer_min;
             let mut hi = outer_max;
@@ -911,7 +967,7 @@ impl StepCompress {
                     interval = hi;
                 }
                 // Every queued step fits: nothing longer can exist.
-                return Triple::from_search(interval, tried, add);
+                return (Triple::from_search(interval, tried, add), Some(pass));
             };
 
             let count = tried - 1;
@@ -920,9 +976,11 @@ impl StepCompress {
                 .wrapping_add(interval.wrapping_mul(count));
             if reach > best_reach || (reach == best_reach && interval > best.0) {
                 best = (interval, count, add);
+                best_pass = Some(pass);
                 best_reach = reach;
                 if add == 0 {
                     zero_add = (interval, count);
+                    zero_pass = Some(pass);
                 }
                 if count > 0x200 {
                     // Long enough that no other `add` can do meaningfully better (and larger
@@ -975,9 +1033,59 @@ impl StepCompress {
 
         let (zero_interval, zero_count) = zero_add;
         if zero_count + zero_count / 16 >= best.1 {
-            return Triple::from_search(zero_interval, zero_count, 0);
+            return (Triple::from_search(zero_interval, zero_count, 0), zero_pass);
         }
-        Triple::from_search(best.0, best.1, best.2)
+        (Triple::from_search(best.0, best.1, best.2), best_pass)
+    }
+
+    /// Whether `triple`, found by `pass` of [`StepCompress::best_triple`], lands every step in
+    /// its window — so that [`StepCompress::validate`]'s replay of it can be skipped — proven
+    /// from facts that cost a few operations, not a walk over its steps:
+    ///
+    /// - The queue is in order from the command's first step on (`ordered_from`). Every queued
+    ///   step was short of a far step ([`CLOCK_DIFF_MAX`] < 2³⁰ ticks) after the last step
+    ///   sent, so every point is then in `[0, 2³⁰)`, every window's earliest in `[0, point]`
+    ///   and at or after the step before.
+    /// - The pass started from interval bounds inside the first step's window, with a
+    ///   non-negative lower one, and its `add` fits the command's 16 bits.
+    /// - `|add|·k(k−1)/2` stays below 2³⁰ and `outer_max·count` below 2³¹ (and `count` below
+    ///   [`TRIANGLE_EXACT_MAX`] unless `add` is 0): then the pass's 32-bit arithmetic up to
+    ///   `count` never wrapped. Its bounds `lo ≤ hi` stayed in `[outer_min, outer_max]` at every
+    ///   step it took, so its `interval` (the last `hi`) satisfied, exactly, every step `k`:
+    ///   `earliest ≤ k·interval + add·k(k−1)/2 ≤ latest`, and the first step's window.
+    ///
+    /// The MCU's sums are then those exact values (below 2³⁰, so the 32-bit replay agrees),
+    /// each interval is non-negative (a step lands at or after the previous step's point,
+    /// which is at or after that step) and below 2³¹. What the replay also refuses — no
+    /// steps, more steps than queued, a zero interval and add over several steps — is
+    /// checked here as it is there. Debug builds (the tests) replay every proven command too.
+    fn proven(&self, triple: Triple, pass: Option<Pass>) -> bool {
+        const LIMIT_2_30: i64 = 1 << 30;
+        let Some(pass) = pass else {
+            return false;
+        };
+        let Triple {
+            interval,
+            count,
+            add,
+        } = triple;
+        let first = self.window(self.queue_pos);
+        let n = i64::from(count);
+        let spread = i64::from(pass.add).abs() * (n * (n - 1) / 2);
+        self.ordered_from <= self.queue_pos
+            && usize::from(count) <= self.queue_next - self.queue_pos
+            && count > 0
+            && !(interval == 0 && add == 0 && count > 1)
+            && i32::from(add) == pass.add
+            && first.earliest >= 0
+            && i64::from(first.latest) < LIMIT_2_30
+            && first.earliest <= pass.outer_min
+            && pass.outer_min <= pass.outer_max
+            && pass.outer_max <= first.latest
+            && i64::from(interval) >= i64::from(pass.outer_min)
+            && i64::from(interval) <= i64::from(pass.outer_max)
+            && (pass.add == 0 || (n <= i64::from(TRIANGLE_EXACT_MAX) && spread < LIMIT_2_30))
+            && i64::from(pass.outer_max) * n < (1 << 31)
     }
 
     /// Replays `triple` over the queued steps it claims to cover, as the MCU will execute it
@@ -1858,6 +1966,24 @@ mod tests {
         );
     }
 
+    /// Steps out of order (not from the step generator, which never does this): the window of
+    /// a step before the one ahead of it may reach below the last step sent, where the search's
+    /// signed arithmetic and the MCU's unsigned sums disagree. Such a command is never taken
+    /// as proven; it is replayed, and refused as Klipper's replay refuses it.
+    #[test]
+    fn steps_out_of_order_are_replayed_not_proven() {
+        let mut sc = StepCompress::new(400, false);
+        sc.set_time(0.0, FREQ);
+        sc.append_clock(true, 100).expect("append");
+        sc.append_clock(true, 50).expect("append");
+        sc.commit().expect("commit");
+        assert_eq!(sc.ordered_from, 2, "the second entry is out of order");
+        let (triple, pass) = sc.best_triple();
+        assert!(!sc.proven(triple, pass), "{triple:?}");
+        let replayed = sc.validate(triple);
+        assert_eq!(sc.flush(u64::MAX).err(), replayed.err());
+    }
+
     #[test]
     fn huge_queue_is_flushed_and_compacted() {
         // 140k steps without any flush: the queue keeps at most ~64K of them pending.
@@ -2125,6 +2251,37 @@ mod tests {
             invert in any::<bool>(),
         ) {
             run_bursts(&bursts, max_error, invert);
+        }
+
+        /// A command whose replay is skipped must pass it: every command of these runs — steps
+        /// in and out of order, equal, near the far-step limit, any window — is replayed by
+        /// the debug assertion in `flush_queue_inner`, which panics on a proven command that
+        /// fails (errors from the steps themselves are fine here).
+        #[test]
+        fn proven_commands_pass_their_replay(
+            gaps in proptest::collection::vec(
+                prop_oneof![
+                    6 => 0i64..2_000,
+                    2 => -3_000i64..0,
+                    1 => 0i64..200_000_000,
+                    1 => Just(0i64),
+                ],
+                1..400,
+            ),
+            max_error in prop_oneof![Just(MAX_ERROR), 0u32..3_000, 1u32 << 29..u32::MAX],
+            flush_every in 1usize..200,
+        ) {
+            let mut sc = StepCompress::new(max_error, false);
+            sc.set_time(0.0, FREQ);
+            let mut clock: i64 = 1_000;
+            for (i, gap) in gaps.iter().enumerate() {
+                clock = (clock + gap).max(0);
+                let _ = sc.append_clock(true, clock as u64);
+                if i % flush_every == 0 {
+                    let _ = sc.flush(clock as u64 / 2);
+                }
+            }
+            let _ = sc.flush(u64::MAX);
         }
 
         #[test]
