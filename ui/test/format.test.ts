@@ -115,6 +115,7 @@ describe("remote printers in words", () => {
     expect(linkLabel(null)).toBeNull();
     expect(linkLabel({ state: "connected" })).toBe("Connected");
     expect(linkLabel({ state: "reconnecting", reason: "refused", retry_in_ms: 1500 })).toBe("Reconnecting…");
+    expect(linkLabel({ state: "connecting", reason: "refused", retry_in_ms: 2000 })).toBe("Not connected yet");
     expect(linkLabel({ state: "closed", reason: "shut down" })).toBe("Closed");
   });
 

@@ -243,6 +243,31 @@ describe("Printers page: the fleet", () => {
     expect(core.calls.filter((c) => c.method === "printers.subscribe")).toHaveLength(1);
   });
 
+  it("shows a saved printer not reached since Gantry started without a state of its own", async () => {
+    const core = fakeCore({
+      fleet: [
+        SIM,
+        octo({
+          state: null,
+          state_message: null,
+          link: { state: "connecting", reason: "Cannot reach http://10.0.0.5/: no route to host", retry_in_ms: 8000 },
+          problem: {
+            cause: "Not connected since Gantry started: Cannot reach http://10.0.0.5/: no route to host",
+            advice: "Gantry keeps trying (next try in 8 s). Check that OctoPrint is running at http://10.0.0.5/ and that this computer can reach it; or remove the printer if it is gone.",
+          },
+        }),
+      ],
+    });
+    await renderPrinters(core);
+    const card = within(screen.getByTestId("printer-octoprint-10-0-0-5-80"));
+    expect(card.getByTestId("fleet-link").textContent).toBe("Not connected yet");
+    expect(card.getByTestId("fleet-state").textContent).toBe("Printer: not seen yet");
+    const problem = card.getByTestId("fleet-problem").textContent ?? "";
+    expect(problem).toContain("Not connected since Gantry started");
+    expect(problem).toContain("or remove the printer if it is gone");
+    expect(card.getByTestId("fleet-remove")).toBeTruthy();
+  });
+
   it("makes a printer the one the Dashboard shows, and opens it", async () => {
     const core = fakeCore({ fleet: [SIM, octo()] });
     await renderPrinters(core);

@@ -394,6 +394,14 @@ pub fn filter(status: &Status, query: &ObjectQuery) -> Status {
 pub enum LinkState {
     /// Connected and identified.
     Connected,
+    /// Not connected yet since Gantry started (a saved printer that does not answer); the
+    /// next try is in `retry_in_ms`.
+    Connecting {
+        /// Why the last try failed.
+        reason: String,
+        /// Milliseconds until the next try.
+        retry_in_ms: u64,
+    },
     /// The connection was lost; the next try is in `retry_in_ms`.
     Reconnecting {
         /// Why the last connection ended or the last try failed.

@@ -4,8 +4,8 @@
 //! [`SavedBackend`] is that fleet entry. It owns one task that connects the printer's real
 //! backend (a remote server's, or the boards of a printer.cfg) and tries again with a growing
 //! wait while that fails — the printer is off, the network not up yet, the board unplugged —
-//! telling each failure as [`LinkState::Reconnecting`] with its reason and the wait, the way a
-//! remote backend tells a connection it lost. Once connected, every call goes to the real
+//! telling each failure as [`LinkState::Connecting`] with its reason and the wait, as a remote
+//! backend tells of a connection it lost. Once connected, every call goes to the real
 //! backend and its status and events are passed on through this entry's own [`StatusHub`], so
 //! that the API's subscribers (taken when the printer joined the fleet) follow it unchanged. From
 //! then on the real backend keeps its connection itself. Until then every call fails with
@@ -147,7 +147,7 @@ async fn run(
                     .waiting
                     .write()
                     .unwrap_or_else(PoisonError::into_inner) = reason.clone();
-                shared.hub.emit(PrinterEvent::Link(LinkState::Reconnecting {
+                shared.hub.emit(PrinterEvent::Link(LinkState::Connecting {
                     reason,
                     retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                 }));

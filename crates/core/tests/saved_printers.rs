@@ -100,10 +100,16 @@ async fn a_saved_moonraker_is_back_after_a_restart_and_connects_when_it_answers(
     assert_eq!(entry["name"], "Voron", "{entry}");
     assert_eq!(entry["kind"], "moonraker", "{entry}");
     wait_entry(&mut conn, &id, "a failed try shown", |e| {
-        e["link"]["state"] == "reconnecting"
+        e["link"]["state"] == "connecting"
             && e["link"]["reason"]
                 .as_str()
-                .is_some_and(|r| r.contains("Could not connect to Moonraker"))
+                .is_some_and(|r| r.contains("Cannot reach"))
+            && e["problem"]["cause"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("Not connected since Gantry started"))
+            && e["problem"]["advice"]
+                .as_str()
+                .is_some_and(|a| a.contains("Check that Moonraker is running at"))
     })
     .await;
     let e = methods::call(
@@ -181,10 +187,10 @@ async fn a_saved_printer_that_does_not_answer_is_listed_retried_and_removable() 
     assert!(ctx.manager.restore(&ctx.fleet).await.is_empty());
     wait_entry(&mut conn, &id, "a failed try shown", |e| {
         e["name"] == "Prusa in the shed"
-            && e["link"]["state"] == "reconnecting"
+            && e["link"]["state"] == "connecting"
             && e["link"]["reason"]
                 .as_str()
-                .is_some_and(|r| r.contains("Could not connect to OctoPrint"))
+                .is_some_and(|r| r.contains("Cannot reach"))
     })
     .await;
     // The wait grows from try to try, up to the longest.

@@ -573,6 +573,8 @@ export type KlippyState = "startup" | "ready" | "error" | "shutdown" | "disconne
 /** The connection to a remote printer's server (`notify_printer_link`, fleet entries). */
 export type LinkState =
   | { state: "connected" }
+  /** A saved printer not connected yet since Gantry started. */
+  | { state: "connecting"; reason: string; retry_in_ms: number }
   | { state: "reconnecting"; reason: string; retry_in_ms: number }
   | { state: "closed"; reason: string };
 

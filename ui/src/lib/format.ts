@@ -96,13 +96,15 @@ export function backendLabel(kind: BackendKind | string | null | undefined): str
   }
 }
 
-/** A remote printer's link in words: "Connected", "Reconnecting…", "Closed" (the next try's time is
- * in the fleet entry's problem, said when the try was planned). */
+/** A remote printer's link in words: "Connected", "Not connected yet", "Reconnecting…", "Closed" (the
+ * next try's time is in the fleet entry's problem, said when the try was planned). */
 export function linkLabel(link: LinkState | null | undefined): string | null {
   if (link == null) return null;
   switch (link.state) {
     case "connected":
       return "Connected";
+    case "connecting":
+      return "Not connected yet";
     case "reconnecting":
       return "Reconnecting…";
     case "closed":

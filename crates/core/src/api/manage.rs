@@ -378,8 +378,8 @@ impl Manager {
             let id = printer.fleet_id.clone();
             self.shared.set_link(
                 &id,
-                Some(LinkState::Reconnecting {
-                    reason: "connecting".into(),
+                Some(LinkState::Connecting {
+                    reason: "the first try is under way".into(),
                     retry_in_ms: 0,
                 }),
             );
@@ -412,10 +412,15 @@ impl Manager {
             let connect: crate::saved::Connector = Box::new(move || {
                 let (path, id, data_dir) = (path.clone(), id.clone(), data_dir.clone());
                 Box::pin(async move {
+                    let config = path.display().to_string();
                     start_board(&path, id, data_dir)
                         .await
                         .map(|(printer, _)| printer)
-                        .map_err(|e| e.message)
+                        .map_err(|e| {
+                            // The cause alone (not the advice after it).
+                            let cause = e.message.split(". Check").next().unwrap_or(&e.message);
+                            cause.replace(&format!("Could not start the printer of {config}: "), "")
+                        })
                 })
             });
             return Ok((BackendKind::Local, connect));
@@ -433,9 +438,10 @@ impl Manager {
         let connect: crate::saved::Connector = Box::new(move || {
             let (url, credentials, options) = (url.clone(), credentials.clone(), options.clone());
             Box::pin(async move {
-                remote::connect(kind, url.clone(), credentials, options)
+                // The cause alone: the fleet entry's problem says what to do.
+                remote::connect(kind, url, credentials, options)
                     .await
-                    .map_err(|e| connect_error(kind, &url, &e).message)
+                    .map_err(|e| capitalise(&e.to_string()))
             })
         });
         Ok((kind, connect))
@@ -681,6 +687,34 @@ pub fn problem(entry: &FleetEntry, link: Option<&LinkState>) -> Option<Problem> 
                     (*retry_in_ms as f64 / 1000.0).ceil(),
                     entry.address
                 ),
+            });
+        }
+        Some(LinkState::Connecting {
+            reason,
+            retry_in_ms,
+        }) => {
+            let next = if *retry_in_ms == 0 {
+                "Gantry is trying now".to_owned()
+            } else {
+                format!(
+                    "Gantry keeps trying (next try in {:.0} s)",
+                    (*retry_in_ms as f64 / 1000.0).ceil()
+                )
+            };
+            let what = if entry.kind == BackendKind::Local {
+                format!(
+                    "Check that the boards of {} are plugged in and that no other program has their ports open",
+                    entry.address
+                )
+            } else {
+                format!(
+                    "Check that {product} is running at {} and that this computer can reach it",
+                    entry.address
+                )
+            };
+            return Some(Problem {
+                cause: format!("Not connected since Gantry started: {reason}"),
+                advice: format!("{next}. {what}; or remove the printer if it is gone."),
             });
         }
         Some(LinkState::Closed { reason }) => {
