@@ -198,3 +198,121 @@ async fn config_errors_and_connection_errors_are_told_apart() {
     stop.store(true, Ordering::Relaxed);
     sim.join().expect("the sim thread");
 }
+
+/// A board printer added with `keep_printers` (as the desktop app runs) is back after a restart
+/// under its name: not connected while its board does not answer, then driven as soon as it
+/// does, with no call from the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_board_is_back_after_a_restart_once_it_answers() {
+    let dir = temp_dir("api-board-saved");
+    let tty = dir.join("board-tty");
+    let cfg = dir.join("printer.cfg");
+    std::fs::write(
+        &cfg,
+        SIMULATED_CONFIG.replace(
+            "serial: gantry-sim\n",
+            &format!("serial: {}\n", tty.display()),
+        ),
+    )
+    .expect("write printer.cfg");
+    let context = || {
+        let ctx = Arc::new(Context::new(ManagerOptions {
+            mdns: None,
+            data_dir: Some(dir.join("data")),
+            keep_printers: true,
+            retry: gantry_core::saved::Retry {
+                first: Duration::from_millis(200),
+                longest: Duration::from_secs(1),
+            },
+            ..ManagerOptions::default()
+        }));
+        let (tx, _rx) = mpsc::unbounded_channel::<Value>();
+        (Connection::new(Arc::clone(&ctx), tx), ctx)
+    };
+    let id = format!("klipper:{}", cfg.display());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sim = serve_sim(tty.clone(), Arc::clone(&stop));
+    let (mut conn, ctx) = context();
+    let added = methods::call(
+        &mut conn,
+        "printers.add",
+        &json!({"config": cfg.display().to_string(), "name": "Bench printer"}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("printers.add: {}", e.message));
+    assert_eq!(added["saved"], true, "{added}");
+    ctx.shutdown().await;
+    stop.store(true, Ordering::Relaxed);
+    sim.join().expect("the sim thread");
+    let _ = std::fs::remove_file(&tty);
+
+    // The board is unplugged at the next start: listed, not connected, saying why.
+    let (mut conn, ctx) = context();
+    assert_eq!(ctx.manager.restore(&ctx.fleet).await, [id.as_str()]);
+    let entry = |fleet: Value| {
+        fleet["printers"]
+            .as_array()
+            .and_then(|l| l.iter().find(|p| p["id"] == id.as_str()))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let fleet = methods::call(&mut conn, "printers.fleet", &Value::Null)
+            .await
+            .expect("fleet");
+        let e = entry(fleet);
+        assert_eq!(e["name"], "Bench printer", "{e}");
+        if e["link"]["state"] == "connecting" && e["link"]["retry_in_ms"].as_u64() > Some(0) {
+            assert!(
+                e["problem"]["advice"]
+                    .as_str()
+                    .is_some_and(|a| a.contains("plugged in")),
+                "{e}"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no failed try: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Plugged in again: Gantry connects and drives it by itself.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sim = serve_sim(tty.clone(), Arc::clone(&stop));
+    loop {
+        let ran = methods::call(
+            &mut conn,
+            "printer.gcode.script",
+            &json!({"printer": id, "script": "G28\nG1 X30 F6000\nM400"}),
+        )
+        .await;
+        match ran {
+            Ok(_) => break,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline + Duration::from_secs(30),
+                "not driven: {}",
+                e.message
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fleet = methods::call(&mut conn, "printers.fleet", &Value::Null)
+        .await
+        .expect("fleet");
+    assert_eq!(entry(fleet)["link"]["state"], "connected");
+    ctx.shutdown().await;
+    stop.store(true, Ordering::Relaxed);
+    let report = sim.join().expect("the sim thread").report();
+    assert!(report.fault.is_none(), "sim fault: {:?}", report.fault);
+    let x = report
+        .carriages
+        .iter()
+        .find(|c| c.axis == "x")
+        .expect("x carriage");
+    assert!(
+        (x.position_mm - 30.0).abs() < 1e-9,
+        "x at {}",
+        x.position_mm
+    );
+}
