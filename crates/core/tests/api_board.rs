@@ -37,6 +37,23 @@ fn serve_sim(path: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Si
     })
 }
 
+/// Stops the simulated MCU and checks that it ran without a fault and left X at `x_mm`.
+fn stop_sim_at_x(stop: &AtomicBool, sim: std::thread::JoinHandle<SimMcu>, x_mm: f64) {
+    stop.store(true, Ordering::Relaxed);
+    let report = sim.join().expect("the sim thread").report();
+    assert!(report.fault.is_none(), "sim fault: {:?}", report.fault);
+    let x = report
+        .carriages
+        .iter()
+        .find(|c| c.axis == "x")
+        .expect("x carriage");
+    assert!(
+        (x.position_mm - x_mm).abs() < 1e-9,
+        "x at {}",
+        x.position_mm
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_board_added_from_its_printer_cfg_is_driven_served_and_removed() {
     let dir = temp_dir("api-board");
@@ -144,20 +161,7 @@ async fn a_board_added_from_its_printer_cfg_is_driven_served_and_removed() {
     let name = re["printer"]["name"].as_str().unwrap_or("");
     assert!(name.starts_with("printer.cfg on "), "default name: {name}");
     ctx.shutdown().await;
-    stop.store(true, Ordering::Relaxed);
-    let sim = sim.join().expect("the sim thread");
-    let report = sim.report();
-    assert!(report.fault.is_none(), "sim fault: {:?}", report.fault);
-    let x = report
-        .carriages
-        .iter()
-        .find(|c| c.axis == "x")
-        .expect("x carriage");
-    assert!(
-        (x.position_mm - 40.0).abs() < 1e-9,
-        "x at {}",
-        x.position_mm
-    );
+    stop_sim_at_x(&stop, sim, 40.0);
 }
 
 /// A pin the board lacks is the printer.cfg's error (with the pin); a port that is not there is
@@ -302,17 +306,5 @@ async fn a_saved_board_is_back_after_a_restart_once_it_answers() {
         .expect("fleet");
     assert_eq!(entry(fleet)["link"]["state"], "connected");
     ctx.shutdown().await;
-    stop.store(true, Ordering::Relaxed);
-    let report = sim.join().expect("the sim thread").report();
-    assert!(report.fault.is_none(), "sim fault: {:?}", report.fault);
-    let x = report
-        .carriages
-        .iter()
-        .find(|c| c.axis == "x")
-        .expect("x carriage");
-    assert!(
-        (x.position_mm - 30.0).abs() < 1e-9,
-        "x at {}",
-        x.position_mm
-    );
+    stop_sim_at_x(&stop, sim, 30.0);
 }

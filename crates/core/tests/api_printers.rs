@@ -19,6 +19,7 @@ use gantry_core::api::methods::{self, Connection, Context};
 use gantry_core::discovery::DiscoveryOptions;
 use gantry_core::remote::RemoteOptions;
 use serde_json::{Value, json};
+use support::api::fleet_entry;
 use support::netns::{self, Netns, cannot_run};
 use support::peers::{self, PeerOptions};
 use tokio::sync::mpsc;
@@ -60,17 +61,6 @@ async fn change(
             return;
         }
     }
-}
-
-async fn fleet_entry(conn: &mut Connection, id: &str) -> Value {
-    let fleet = methods::call(conn, "printers.fleet", &Value::Null)
-        .await
-        .expect("printers.fleet");
-    fleet["printers"]
-        .as_array()
-        .and_then(|l| l.iter().find(|p| p["id"] == id))
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ use gantry_core::remote::RemoteOptions;
 use gantry_core::saved::Retry;
 use gantry_core::store::{SavedPrinter, Store};
 use serde_json::{Value, json};
+use support::api::fleet_entry;
 use support::peers::{self, TempDir};
 use tokio::sync::mpsc;
 
@@ -42,17 +43,6 @@ fn context(data: &TempDir) -> (Connection, Arc<Context>) {
     // Notifications are not looked at here.
     drop(rx);
     (Connection::new(Arc::clone(&ctx), tx), ctx)
-}
-
-async fn fleet_entry(conn: &mut Connection, id: &str) -> Value {
-    let fleet = methods::call(conn, "printers.fleet", &Value::Null)
-        .await
-        .expect("printers.fleet");
-    fleet["printers"]
-        .as_array()
-        .and_then(|l| l.iter().find(|p| p["id"] == id))
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 /// Polls the fleet entry of `id` until `check` holds (20 s at most).
