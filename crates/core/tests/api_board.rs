@@ -37,6 +37,20 @@ fn serve_sim(path: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Si
     })
 }
 
+/// The built-in printer.cfg with its board at `tty`, written as `dir/printer.cfg`.
+fn write_config(dir: &std::path::Path, tty: &std::path::Path) -> PathBuf {
+    let cfg = dir.join("printer.cfg");
+    std::fs::write(
+        &cfg,
+        SIMULATED_CONFIG.replace(
+            "serial: gantry-sim\n",
+            &format!("serial: {}\n", tty.display()),
+        ),
+    )
+    .expect("write printer.cfg");
+    cfg
+}
+
 /// Stops the simulated MCU and checks that it ran without a fault and left X at `x_mm`.
 fn stop_sim_at_x(stop: &AtomicBool, sim: std::thread::JoinHandle<SimMcu>, x_mm: f64) {
     stop.store(true, Ordering::Relaxed);
@@ -60,15 +74,7 @@ async fn a_board_added_from_its_printer_cfg_is_driven_served_and_removed() {
     let stop = Arc::new(AtomicBool::new(false));
     let tty = dir.join("board-tty");
     let sim = serve_sim(tty.clone(), Arc::clone(&stop));
-    let cfg = dir.join("printer.cfg");
-    std::fs::write(
-        &cfg,
-        SIMULATED_CONFIG.replace(
-            "serial: gantry-sim\n",
-            &format!("serial: {}\n", tty.display()),
-        ),
-    )
-    .expect("write printer.cfg");
+    let cfg = write_config(&dir, &tty);
     let data = dir.join("data");
     let ctx = Arc::new(Context::new(ManagerOptions {
         mdns: None,
@@ -210,15 +216,7 @@ async fn config_errors_and_connection_errors_are_told_apart() {
 async fn a_saved_board_is_back_after_a_restart_once_it_answers() {
     let dir = temp_dir("api-board-saved");
     let tty = dir.join("board-tty");
-    let cfg = dir.join("printer.cfg");
-    std::fs::write(
-        &cfg,
-        SIMULATED_CONFIG.replace(
-            "serial: gantry-sim\n",
-            &format!("serial: {}\n", tty.display()),
-        ),
-    )
-    .expect("write printer.cfg");
+    let cfg = write_config(&dir, &tty);
     let context = || {
         let ctx = Arc::new(Context::new(ManagerOptions {
             mdns: None,
