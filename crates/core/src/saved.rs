@@ -5,7 +5,8 @@
 //! backend (a remote server's, or the boards of a printer.cfg) and tries again with a growing
 //! wait while that fails — the printer is off, the network not up yet, the board unplugged —
 //! telling each failure as [`LinkState::Connecting`] with its reason and the wait, as a remote
-//! backend tells of a connection it lost. Once connected, every call goes to the real
+//! backend tells of a connection it lost — except credentials the server refuses, which no wait
+//! mends: the link is then [`LinkState::Closed`] with the reason, as a remote backend does. Once connected, every call goes to the real
 //! backend and its status and events are passed on through this entry's own [`StatusHub`], so
 //! that the API's subscribers (taken when the printer joined the fleet) follow it unchanged. From
 //! then on the real backend keeps its connection itself. Until then every call fails with
@@ -27,9 +28,19 @@ use crate::model::{
     PrinterEvent, PrinterInfo, PrinterResult, SharedBackend, StatusHub, Webcam,
 };
 
-/// Makes the real backend of a saved printer: one try, its error in the user's words.
+/// Makes the real backend of a saved printer: one try.
 pub type Connector =
-    Box<dyn Fn() -> BoxFuture<'static, Result<SharedBackend, String>> + Send + Sync>;
+    Box<dyn Fn() -> BoxFuture<'static, Result<SharedBackend, Failed>> + Send + Sync>;
+
+/// Why a try failed, in the user's words, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    /// The cause.
+    pub reason: String,
+    /// No: the server refused the saved credentials (a new key is needed), so the printer's
+    /// link is closed instead of retried.
+    pub give_up: bool,
+}
 
 /// How a saved printer's connection is retried: the first wait, doubled after each failure up
 /// to the longest.
@@ -141,7 +152,21 @@ async fn run(
         };
         match attempt {
             Ok(backend) => break backend,
-            Err(reason) => {
+            Err(Failed {
+                reason,
+                give_up: true,
+            }) => {
+                tracing::warn!(%reason, "a saved printer refused its credentials; not retried");
+                *shared
+                    .waiting
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = reason.clone();
+                shared
+                    .hub
+                    .emit(PrinterEvent::Link(LinkState::Closed { reason }));
+                return;
+            }
+            Err(Failed { reason, .. }) => {
                 tracing::info!(%reason, retry_in_s = wait.as_secs_f64(), "a saved printer did not connect");
                 *shared
                     .waiting

@@ -130,6 +130,37 @@ async fn a_saved_moonraker_is_back_after_a_restart_and_connects_when_it_answers(
     .expect("a query through the restored printer");
     assert!(q["status"]["webhooks"]["state"].is_string(), "{q}");
 
+    // A saved key the server refuses is not retried: the link is closed, and the printer says
+    // to add it again with a key that works.
+    {
+        let mut store = Store::open(data.path().join("gantry.db")).expect("store");
+        store
+            .save_printer(&SavedPrinter {
+                fleet_id: "moonraker:old-key".into(),
+                name: "Voron, old key".into(),
+                kind: "moonraker".into(),
+                address: mr.url.clone(),
+                credentials: json!({"kind": "api_key", "key": "0123456789abcdef0123456789abcdef"}),
+                added_at: 3.0,
+            })
+            .expect("save");
+    }
+    assert_eq!(ctx.manager.restore(&ctx.fleet).await, ["moonraker:old-key"]);
+    wait_entry(&mut conn, "moonraker:old-key", "closed for its key", |e| {
+        e["link"]["state"] == "closed"
+            && e["problem"]["advice"]
+                .as_str()
+                .is_some_and(|a| a.contains("add it again with credentials Moonraker accepts"))
+    })
+    .await;
+    methods::call(
+        &mut conn,
+        "printers.remove",
+        &json!({"id": "moonraker:old-key"}),
+    )
+    .await
+    .expect("removed");
+
     // Removed: forgotten, not back at the next start.
     methods::call(&mut conn, "printers.remove", &json!({"id": id}))
         .await

@@ -419,7 +419,13 @@ impl Manager {
                         .map_err(|e| {
                             // The cause alone (not the advice after it).
                             let cause = e.message.split(". Check").next().unwrap_or(&e.message);
-                            cause.replace(&format!("Could not start the printer of {config}: "), "")
+                            crate::saved::Failed {
+                                reason: cause.replace(
+                                    &format!("Could not start the printer of {config}: "),
+                                    "",
+                                ),
+                                give_up: false,
+                            }
                         })
                 })
             });
@@ -441,7 +447,10 @@ impl Manager {
                 // The cause alone: the fleet entry's problem says what to do.
                 remote::connect(kind, url, credentials, options)
                     .await
-                    .map_err(|e| capitalise(&e.to_string()))
+                    .map_err(|e| crate::saved::Failed {
+                        give_up: matches!(e, PrinterError::Unauthorized { .. }),
+                        reason: capitalise(&e.to_string()),
+                    })
             })
         });
         Ok((kind, connect))
