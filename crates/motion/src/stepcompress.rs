@@ -266,6 +266,10 @@ impl Window {
 pub struct StepCompress {
     /// Allowed earliness of a step, in ticks.
     max_error: u32,
+    /// `max_error·11 / count²` (wrapping as in Klipper) by count, for the counts where it is
+    /// not 0, up to [`SPREAD_TABLE_MAX`]: the bisection takes it on every pass, and a
+    /// division there sits on the pass's critical path.
+    spreads: Box<[u32]>,
     /// Whether the direction pin is inverted (XORed into `set_next_step_dir`).
     invert_dir: bool,
     /// Print time of MCU clock 0.
@@ -311,6 +315,7 @@ impl StepCompress {
     pub fn new(max_error_ticks: u32, invert_dir: bool) -> Self {
         Self {
             max_error: max_error_ticks,
+            spreads: spread_table(max_error_ticks),
             invert_dir,
             mcu_time_offset: 0.0,
             mcu_freq: 0.0,
@@ -1004,9 +1009,7 @@ impl StepCompress {
 
             // Two valid quadratic sequences over `count` steps cannot differ much in `add`.
             if count > 1 {
-                let spread = self.max_error.wrapping_mul(ADD_DEVIATION_FACTOR)
-                    / (count.wrapping_mul(count) as u32).max(1);
-                let spread = spread as i32;
+                let spread = self.spread(count) as i32;
                 if add_min < add.wrapping_sub(spread) {
                     add_min = add.wrapping_sub(spread);
                 }
@@ -1036,6 +1039,17 @@ impl StepCompress {
             return (Triple::from_search(zero_interval, zero_count, 0), zero_pass);
         }
         (Triple::from_search(best.0, best.1, best.2), best_pass)
+    }
+
+    /// [`deviation`] for `count` (> 1): looked up in [`StepCompress::spreads`], divided only
+    /// past the table.
+    #[inline]
+    fn spread(&self, count: i32) -> u32 {
+        match self.spreads.get(count as usize) {
+            Some(&spread) => spread,
+            None if (count as usize) < SPREAD_TABLE_MAX => 0,
+            None => deviation(self.max_error, count),
+        }
     }
 
     /// Whether `triple`, found by `pass` of [`StepCompress::best_triple`], lands every step in
@@ -1145,6 +1159,25 @@ impl StepCompress {
         }
         Ok(())
     }
+}
+
+/// The longest table of [`StepCompress::spreads`]: counts up to it are looked up (beyond the
+/// table's end, below this, the value is 0), longer ones divided.
+const SPREAD_TABLE_MAX: usize = 1024;
+
+/// Klipper's bound on how far `add` may move for a sequence of `count` (> 1) steps:
+/// `max_error·11 / count²` in 32-bit wrapping arithmetic.
+#[inline]
+fn deviation(max_error: u32, count: i32) -> u32 {
+    max_error.wrapping_mul(ADD_DEVIATION_FACTOR) / (count.wrapping_mul(count) as u32).max(1)
+}
+
+/// [`deviation`] for every count until it is 0 (at most [`SPREAD_TABLE_MAX`] entries).
+fn spread_table(max_error: u32) -> Box<[u32]> {
+    (0..SPREAD_TABLE_MAX as i32)
+        .map(|count| deviation(max_error, count))
+        .take_while(|&spread| spread > 0)
+        .collect()
 }
 
 /// The largest `n` whose `n(n−1)` fits an `i32` (so that `triangle` is exact).
@@ -1964,6 +1997,20 @@ mod tests {
             matches!(err, StepCompressError::InvalidSequence { count: 3, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_spread_table_is_the_division() {
+        for max_error in [0, 1, 400, 13_000, 95_000, 1 << 29, u32::MAX] {
+            let sc = StepCompress::new(max_error, false);
+            for count in 2..3_000_i32 {
+                assert_eq!(
+                    sc.spread(count),
+                    deviation(max_error, count),
+                    "{max_error} {count}"
+                );
+            }
+        }
     }
 
     /// Steps out of order (not from the step generator, which never does this): the window of
