@@ -48,7 +48,6 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             keep_printers: args.remember,
             ..ManagerOptions::from_env()
         }));
-        context.manager.restore(&context.fleet).await;
         let sim = if args.sim {
             Some(SimPrinter::start(&context.fleet).await?)
         } else {
@@ -62,6 +61,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             }
             return Err(e);
         }
+        // The saved printers (`--remember`) after those, which stay first; one also named by
+        // `--printer` is in the fleet already and stays as that started it.
+        context.manager.restore(&context.fleet).await;
         let server = ApiServer::bind_localhost()
             .await
             .context("cannot start the API server")?
@@ -94,14 +96,6 @@ async fn add_boards(context: &Arc<Context>, paths: &[std::path::PathBuf]) -> any
     for path in paths {
         let full = std::path::absolute(path)
             .with_context(|| format!("cannot resolve {}", path.display()))?;
-        if context
-            .fleet
-            .get(Some(&format!("klipper:{}", full.display())))
-            .is_some()
-        {
-            // Saved earlier (`--remember`) and restored already.
-            continue;
-        }
         // Named on the command line each time: not saved.
         let params = serde_json::json!({ "config": full.display().to_string(), "save": false });
         let added = gantry_core::api::methods::call(&mut conn, "printers.add", &params)

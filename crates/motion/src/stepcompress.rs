@@ -701,10 +701,7 @@ impl StepCompress {
             && let Some(slot) = self.queue.get_mut(self.queue_next)
         {
             *slot = step_clock as u32;
-            if step_clock < self.last_queued {
-                self.ordered_from = self.queue_next + 1;
-            }
-            self.last_queued = step_clock;
+            self.note_queued(step_clock);
             self.queue_next += 1;
             self.pending_clock = None;
             return Ok(());
@@ -762,6 +759,15 @@ impl StepCompress {
         Ok(())
     }
 
+    /// Keeps `ordered_from` for the step at `step_clock` just written at `queue_next`.
+    #[inline(always)]
+    fn note_queued(&mut self, step_clock: u64) {
+        if step_clock < self.last_queued {
+            self.ordered_from = self.queue_next + 1;
+        }
+        self.last_queued = step_clock;
+    }
+
     /// Appends a clock to the queue, making room first if the buffer is full.
     fn push_step(&mut self, step_clock: u64) -> Result<(), StepCompressError> {
         if self.queue_next >= self.queue.len() {
@@ -769,10 +775,7 @@ impl StepCompress {
         }
         // Only the low 32 bits are kept; offsets from the last step clock are what matter.
         self.queue[self.queue_next] = step_clock as u32;
-        if step_clock < self.last_queued {
-            self.ordered_from = self.queue_next + 1;
-        }
-        self.last_queued = step_clock;
+        self.note_queued(step_clock);
         self.queue_next += 1;
         Ok(())
     }

@@ -366,14 +366,13 @@ impl Manager {
             if fleet.get(Some(&printer.fleet_id)).is_some() {
                 continue;
             }
-            let connector = match self.connector(&printer) {
+            let (kind, connect) = match self.connector(&printer) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(id = %printer.fleet_id, error = %e, "a saved printer cannot be restored");
                     continue;
                 }
             };
-            let (kind, connect) = connector;
             let backend = crate::saved::SavedBackend::start(kind, connect, self.options.retry);
             let id = printer.fleet_id.clone();
             self.shared.set_link(
@@ -412,20 +411,12 @@ impl Manager {
             let connect: crate::saved::Connector = Box::new(move || {
                 let (path, id, data_dir) = (path.clone(), id.clone(), data_dir.clone());
                 Box::pin(async move {
-                    let config = path.display().to_string();
                     start_board(&path, id, data_dir)
                         .await
                         .map(|(printer, _)| printer)
-                        .map_err(|e| {
-                            // The cause alone (not the advice after it).
-                            let cause = e.message.split(". Check").next().unwrap_or(&e.message);
-                            crate::saved::Failed {
-                                reason: cause.replace(
-                                    &format!("Could not start the printer of {config}: "),
-                                    "",
-                                ),
-                                give_up: false,
-                            }
+                        .map_err(|f| crate::saved::Failed {
+                            reason: f.cause,
+                            give_up: false,
                         })
                 })
             });
@@ -456,8 +447,13 @@ impl Manager {
         Ok((kind, connect))
     }
 
-    /// Saves a printer just added (when printers are kept): whether it was saved, or why not.
-    async fn save(&self, printer: crate::store::SavedPrinter) -> Value {
+    /// Saves a printer just added, when the call asked for it (`save`, true unless given false)
+    /// and printers are kept: whether it was saved (a failure is logged; the printer stays
+    /// added).
+    async fn save(&self, wanted: bool, printer: crate::store::SavedPrinter) -> Value {
+        if !wanted {
+            return json!(false);
+        }
         let id = printer.fleet_id.clone();
         match self
             .with_saved(move |store| store.save_printer(&printer))
@@ -1076,6 +1072,7 @@ fn capitalise(s: &str) -> String {
 
 /// `printers.add`.
 async fn add(ctx: &Context, params: &Params<'_>) -> Result<Value, RpcError> {
+    let save = params.opt_bool("save")?.unwrap_or(true);
     if let Some(config) = params.opt_str("config")? {
         if params.opt_str("url")?.is_some() {
             return Err(RpcError::new(
@@ -1087,7 +1084,6 @@ async fn add(ctx: &Context, params: &Params<'_>) -> Result<Value, RpcError> {
             .opt_str("name")?
             .map(|n| n.trim().to_owned())
             .filter(|n| !n.is_empty());
-        let save = params.opt_bool("save")?.unwrap_or(true);
         return add_board(ctx, config.trim(), name, save).await;
     }
     let text = params.str("url")?;
@@ -1126,20 +1122,20 @@ async fn add(ctx: &Context, params: &Params<'_>) -> Result<Value, RpcError> {
         backend: Arc::clone(&backend),
     };
     let entry = join_fleet(ctx, printer).await?;
-    let saved = if params.opt_bool("save")?.unwrap_or(true) {
-        ctx.manager
-            .save(crate::store::SavedPrinter {
+    let saved = ctx
+        .manager
+        .save(
+            save,
+            crate::store::SavedPrinter {
                 fleet_id: id,
                 name,
                 kind: kind_name(kind).to_owned(),
                 address: url.as_str().to_owned(),
                 credentials: saved_credentials,
                 added_at: crate::store::unix_now_s(),
-            })
-            .await
-    } else {
-        json!(false)
-    };
+            },
+        )
+        .await;
     Ok(json!({
         "printer": entry,
         "probe": { "kind": kind, "version": report.version, "message": report.message },
@@ -1191,8 +1187,9 @@ async fn add_board(
     }
     let id = format!("klipper:{}", path.display());
     not_in_fleet(ctx, &id)?;
-    let (printer, port) =
-        start_board(&path, id.clone(), ctx.manager.options.data_dir.clone()).await?;
+    let (printer, port) = start_board(&path, id.clone(), ctx.manager.options.data_dir.clone())
+        .await
+        .map_err(|f| f.into_rpc(&path))?;
     let file = path.file_name().map_or_else(
         || path.display().to_string(),
         |f| f.to_string_lossy().into_owned(),
@@ -1208,30 +1205,56 @@ async fn add_board(
         },
     )
     .await?;
-    let saved = if save {
-        ctx.manager
-            .save(crate::store::SavedPrinter {
+    let saved = ctx
+        .manager
+        .save(
+            save,
+            crate::store::SavedPrinter {
                 fleet_id: id,
                 name,
                 kind: BOARD_KIND.to_owned(),
                 address: path.display().to_string(),
                 credentials: json!({}),
                 added_at: crate::store::unix_now_s(),
-            })
-            .await
-    } else {
-        json!(false)
-    };
+            },
+        )
+        .await;
     Ok(json!({ "printer": entry, "saved": saved }))
 }
 
+/// Why the boards of a printer.cfg did not start: the API's code and the cause alone (what to
+/// do about it is the caller's: `printers.add` answers with it, a saved printer's problem says
+/// it).
+#[derive(Debug)]
+struct BoardFailure {
+    code: i64,
+    cause: String,
+}
+
+impl BoardFailure {
+    /// As `printers.add` answers it: boards that did not connect with what to check.
+    fn into_rpc(self, path: &std::path::Path) -> RpcError {
+        if self.code != PRINTER_UNAVAILABLE {
+            return RpcError::new(self.code, self.cause);
+        }
+        RpcError::new(
+            self.code,
+            format!(
+                "Could not start the printer of {}: {}. Check that the board is plugged in, runs Klipper's firmware, and that no other program (Klipper, a slicer, a terminal) has its port open.",
+                path.display(),
+                self.cause
+            ),
+        )
+    }
+}
+
 /// Reads the printer.cfg at `path` and starts Gantry's Klipper host on its boards, as printer
-/// `id`: the backend and the main MCU's port, or the error in the user's words.
+/// `id`: the backend and the main MCU's port.
 async fn start_board(
     path: &std::path::Path,
     id: String,
     data_dir: Option<std::path::PathBuf>,
-) -> Result<(crate::model::SharedBackend, String), RpcError> {
+) -> Result<(crate::model::SharedBackend, String), BoardFailure> {
     let load_path = path.to_path_buf();
     let (config_text, config) = tokio::task::spawn_blocking(move || {
         let text = std::fs::read_to_string(&load_path)
@@ -1241,8 +1264,14 @@ async fn start_board(
         Ok::<_, String>((text, config))
     })
     .await
-    .map_err(|e| RpcError::new(INTERNAL_ERROR, e.to_string()))?
-    .map_err(|e| RpcError::new(INVALID_PARAMS, e))?;
+    .map_err(|e| BoardFailure {
+        code: INTERNAL_ERROR,
+        cause: e.to_string(),
+    })?
+    .map_err(|cause| BoardFailure {
+        code: INVALID_PARAMS,
+        cause,
+    })?;
     let port = config.get_str("mcu", "serial").unwrap_or("?").to_owned();
     let setup = crate::live::board::BoardSetup {
         id,
@@ -1255,15 +1284,12 @@ async fn start_board(
         timeout: BOARD_CONNECT_TIMEOUT,
     };
     tracing::info!(config = %path.display(), %port, "starting a printer driven by Gantry");
-    let printer = crate::live::board::start(setup).await.map_err(|e| {
-        RpcError::new(
-            PRINTER_UNAVAILABLE,
-            format!(
-                "Could not start the printer of {}: {e}. Check that the board is plugged in, runs Klipper's firmware, and that no other program (Klipper, a slicer, a terminal) has its port open.",
-                path.display()
-            ),
-        )
-    })?;
+    let printer = crate::live::board::start(setup)
+        .await
+        .map_err(|e| BoardFailure {
+            code: PRINTER_UNAVAILABLE,
+            cause: e.to_string(),
+        })?;
     Ok((printer, port))
 }
 
