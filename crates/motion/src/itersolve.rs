@@ -569,11 +569,16 @@ fn linear_steps(
     let inv_r = 1.0 / lin.r;
     if steps > 0 {
         // The speed is monotonic over a segment: its lowest at a step is at the first or last.
-        let speed_at = |target: f64| {
-            let t = lin.time_at(target, inv_r);
-            (lin.r * (lin.v + 2.0 * lin.half_accel * t)).abs()
+        // At the target `p + r·d` it is `|r|·(v + 2·half_accel·t)` where
+        // `half_accel·t² + v·t = d`, so its square is `r²·(v² + 4·half_accel·d)`: compared
+        // squared, without the root and division of the step's time.
+        let speed_squared_at = |target: f64| {
+            let d = (target - lin.p) * inv_r;
+            lin.r * lin.r * (lin.v * lin.v + 4.0 * lin.half_accel * d)
         };
-        if !(speed_at(target) >= ANALYTIC_MIN_SPEED && speed_at(last_target) >= ANALYTIC_MIN_SPEED)
+        const MIN_SPEED_SQUARED: f64 = ANALYTIC_MIN_SPEED * ANALYTIC_MIN_SPEED;
+        if !(speed_squared_at(target) >= MIN_SPEED_SQUARED
+            && speed_squared_at(last_target) >= MIN_SPEED_SQUARED)
         {
             return search_steps(commanded_pos, sc, range, position);
         }
