@@ -214,11 +214,21 @@ fn printers_page_and_dashboard_against_a_real_octoprint() {
     std::thread::sleep(Duration::from_millis(500));
     let printers_shot = s.screenshot("printers-octoprint.png");
 
-    // Gantry closed and started again: the printer is back in the list under its name, and
-    // connects by itself with the key it was added with.
+    // Renamed in place on its card.
+    s.click(&format!("{card} [data-testid='fleet-rename']"));
+    s.type_into(
+        &format!("{card} [data-testid='fleet-rename-input']"),
+        "  Farm printer 3 ",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let rename_shot = s.screenshot("printers-rename.png");
+    s.click(&format!("{card} [data-testid='fleet-rename-save']"));
     let name = s.wait_text(&format!("{card} [data-testid='fleet-name']"), long, |t| {
-        !t.is_empty()
+        t == "Farm printer 3"
     });
+
+    // Gantry closed and started again: the printer is back in the list under its new name,
+    // and connects by itself with the key it was added with.
     s.close();
     let s = driver.open_app(&PathBuf::from(env!("CARGO_BIN_EXE_gantry")));
     s.wait("[data-testid='page-printers']", Duration::from_secs(30));
@@ -341,8 +351,9 @@ fn printers_page_and_dashboard_against_a_real_octoprint() {
     drop(op);
     drop(camera);
     eprintln!(
-        "screenshots: {} {} {} {}",
+        "screenshots: {} {} {} {} {}",
         printers_shot.display(),
+        rename_shot.display(),
         restored_shot.display(),
         dashboard_shot.display(),
         lost_shot.display()

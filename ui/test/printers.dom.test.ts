@@ -165,6 +165,15 @@ function fakeCore(init: Partial<Pick<Core, "fleet" | "network" | "usb" | "mdns" 
         case "printers.remove":
           core.fleet = core.fleet.filter((f) => f.id !== p.id);
           return { removed: p.id };
+        case "printers.rename": {
+          const name = String(p.name).trim();
+          if (name.length > 80) {
+            throw new RpcError(-32602, `printers.rename: the name has ${name.length} characters; at most 80 fit`);
+          }
+          core.fleet = core.fleet.map((f) => (f.id === p.id ? { ...f, name } : f));
+          const printer = core.fleet.find((f) => f.id === p.id);
+          return { printer, saved: p.id !== "sim" };
+        }
         case "printer.objects.list":
           return { objects: ["webhooks", "extruder"] };
         case "printer.objects.subscribe":
@@ -293,6 +302,40 @@ describe("Printers page: the fleet", () => {
     await waitFor(() => expect(screen.queryByTestId("printer-octoprint-10-0-0-5-80")).toBeNull());
     expect(core.calls.find((c) => c.method === "printers.remove")?.params).toEqual({ id: OCTO_ID });
     await waitFor(() => expect(core.store.selected).toBe("sim"));
+  });
+});
+
+describe("Printers page: renaming", () => {
+  it("renames a printer in place, and the Dashboard's list shows the new name", async () => {
+    const core = fakeCore({ fleet: [SIM, octo()] });
+    await renderPrinters(core);
+    const card = within(screen.getByTestId("printer-octoprint-10-0-0-5-80"));
+    await fireEvent.click(card.getByTestId("fleet-rename"));
+    const input = card.getByTestId("fleet-rename-input") as HTMLInputElement;
+    expect(input.value).toBe("OctoPrint at 10.0.0.5:80");
+    await fireEvent.input(input, { target: { value: "  Farm #3  " } });
+    await fireEvent.click(card.getByTestId("fleet-rename-save"));
+    await waitFor(() => expect(card.getByTestId("fleet-name").textContent).toBe("Farm #3"));
+    expect(core.calls.find((c) => c.method === "printers.rename")?.params).toEqual({ id: OCTO_ID, name: "Farm #3" });
+    expect(card.queryByTestId("fleet-rename-form")).toBeNull();
+    expect(core.store.fleet.find((p) => p.id === OCTO_ID)?.name).toBe("Farm #3");
+  });
+
+  it("keeps the form with core's sentence when the name is refused, and asks for a name before calling core", async () => {
+    const core = fakeCore({ fleet: [SIM, octo()] });
+    await renderPrinters(core);
+    const card = within(screen.getByTestId("printer-sim"));
+    await fireEvent.click(card.getByTestId("fleet-rename"));
+    const input = card.getByTestId("fleet-rename-input") as HTMLInputElement;
+    await fireEvent.input(input, { target: { value: "   " } });
+    await fireEvent.click(card.getByTestId("fleet-rename-save"));
+    expect(card.getByRole("alert").textContent).toContain("Give the name");
+    expect(core.calls.some((c) => c.method === "printers.rename")).toBe(false);
+    await fireEvent.input(input, { target: { value: "x".repeat(81) } });
+    await fireEvent.click(card.getByTestId("fleet-rename-save"));
+    await waitFor(() => expect(card.getByRole("alert").textContent).toContain("at most 80 fit"));
+    expect(card.getByTestId("fleet-rename-form")).toBeTruthy();
+    expect(card.queryByTestId("fleet-name")).toBeNull();
   });
 });
 

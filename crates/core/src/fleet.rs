@@ -68,6 +68,11 @@ pub enum FleetEvent {
         /// Its id.
         id: String,
     },
+    /// A printer was given another name.
+    Renamed {
+        /// Its id.
+        id: String,
+    },
 }
 
 /// The printers, in the order they were added (the first is the default of API calls that
@@ -140,6 +145,25 @@ impl Fleet {
         drop(list);
         let _ = self.events.send(FleetEvent::Removed { id: id.to_owned() });
         Ok(printer)
+    }
+
+    /// Gives the printer with `id` the name `name`.
+    ///
+    /// # Errors
+    /// [`FleetError::Unknown`] when there is none with that id.
+    pub fn rename(&self, id: &str, name: &str) -> Result<(), FleetError> {
+        let mut list = self
+            .printers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let printer = list
+            .iter_mut()
+            .find(|p| p.id == id)
+            .ok_or_else(|| FleetError::Unknown(id.to_owned()))?;
+        name.clone_into(&mut printer.name);
+        drop(list);
+        let _ = self.events.send(FleetEvent::Renamed { id: id.to_owned() });
+        Ok(())
     }
 
     /// The printer with `id`, or the first one when `id` is `None`.

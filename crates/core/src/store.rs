@@ -843,6 +843,18 @@ impl Store {
         Ok(())
     }
 
+    /// Renames a saved printer; whether it was kept.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn rename_printer(&mut self, fleet_id: &str, name: &str) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("UPDATE saved_printers SET name = ?2 WHERE fleet_id = ?1")
+            .and_then(|mut stmt| stmt.execute(params![fleet_id, name]))
+            .map(|n| n > 0)
+            .map_err(sql_err("rename printer", &self.path))
+    }
+
     /// Forgets a saved printer; whether it was kept.
     ///
     /// # Errors
@@ -1255,6 +1267,22 @@ mod tests {
         };
         store.save_printer(&renamed).expect("replace");
         assert_eq!(store.saved_printers().expect("list")[0].name, "Voron");
+        assert!(
+            store
+                .rename_printer(&octoprint.fleet_id, "Voron 2.4")
+                .expect("rename")
+        );
+        assert!(
+            !store
+                .rename_printer("moonraker:nope:7125", "X")
+                .expect("none")
+        );
+        let listed = store.saved_printers().expect("list");
+        assert_eq!(listed[0].name, "Voron 2.4");
+        assert_eq!(
+            listed[0].credentials, octoprint.credentials,
+            "only the name changes"
+        );
         assert!(store.forget_printer(&octoprint.fleet_id).expect("forget"));
         assert!(!store.forget_printer(&octoprint.fleet_id).expect("again"));
         assert_eq!(store.saved_printers().expect("list"), [board]);

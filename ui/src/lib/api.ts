@@ -784,6 +784,18 @@ export function removePrinter(rpc: RpcCaller, id: string): Promise<{ removed: st
   return rpc.call<{ removed: string }>("printers.remove", { id }, { timeoutMs: 30_000 });
 }
 
+/**
+ * `printers.rename`: gives a printer of the fleet another name (trimmed; 1 to 80 characters on
+ * one line). `saved` says whether Gantry keeps it for its next start (a printer it restores).
+ */
+export function renamePrinter(
+  rpc: RpcCaller,
+  id: string,
+  name: string,
+): Promise<{ printer: FleetPrinter; saved: boolean }> {
+  return rpc.call<{ printer: FleetPrinter; saved: boolean }>("printers.rename", { id, name }, { timeoutMs: 30_000 });
+}
+
 /** `printers.discovered`: mDNS advertisements and USB boards. */
 export function discoveredPrinters(rpc: RpcCaller): Promise<Discovered> {
   return rpc.call<Discovered>("printers.discovered", {}, { timeoutMs: 30_000 });

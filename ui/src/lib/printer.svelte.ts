@@ -13,6 +13,7 @@ import {
   listWebcams,
   printerNotification,
   removePrinter,
+  renamePrinter,
   subscribeObjects,
   subscribePrinters,
   temperatureStore,
@@ -263,6 +264,14 @@ export class PrinterStore {
     await removePrinter(rpc, id);
     this.applyFleet(this.fleet.filter((p) => p.id !== id));
     void this.reloadFleet();
+  }
+
+  /** Renames a printer of the fleet; whether Gantry keeps the name for its next start. */
+  async rename(id: string, name: string): Promise<boolean> {
+    const rpc = await this.connection.ready();
+    const { printer, saved } = await renamePrinter(rpc, id, name);
+    this.applyFleet(this.fleet.map((p) => (p.id === id ? printer : p)));
+    return saved;
   }
 
   /** Runs G-code on the selected printer, echoing it in the console. */

@@ -543,6 +543,9 @@ async fn run_monitor(
                     shared.set_link(&id, None);
                     shared.send(PrintersChange::new("fleet", "removed", Some(id)));
                 }
+                Ok(FleetEvent::Renamed { id }) => {
+                    shared.send(PrintersChange::new("fleet", "renamed", Some(id)));
+                }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Missed fleet changes: watch whatever is there now.
                     if let Some(f) = fleet.upgrade() {
@@ -803,6 +806,7 @@ pub const METHODS: &[&str] = &[
     "printers.add",
     "printers.discovered",
     "printers.remove",
+    "printers.rename",
     "printers.subscribe",
 ];
 
@@ -820,6 +824,7 @@ pub(super) async fn call(
     match method {
         "printers.add" => add(ctx, &params).await,
         "printers.remove" => remove(ctx, &params.str("id")?).await,
+        "printers.rename" => rename(ctx, &params.str("id")?, &params.str("name")?).await,
         "printers.discovered" => {
             no_params(method, raw)?;
             Ok(discovered(ctx).await)
@@ -1375,6 +1380,70 @@ async fn remove(ctx: &Context, id: &str) -> Result<Value, RpcError> {
     Ok(json!({ "removed": id }))
 }
 
+/// The longest printer name `printers.rename` takes, in characters.
+pub const NAME_MAX_CHARS: usize = 80;
+
+/// `printers.rename`: gives a printer of the fleet another name, kept with it when it is saved.
+async fn rename(ctx: &Context, id: &str, name: &str) -> Result<Value, RpcError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(RpcError::new(
+            INVALID_PARAMS,
+            "printers.rename: the name is empty; give the name to show for the printer",
+        ));
+    }
+    let chars = name.chars().count();
+    if chars > NAME_MAX_CHARS {
+        return Err(RpcError::new(
+            INVALID_PARAMS,
+            format!(
+                "printers.rename: the name has {chars} characters; at most {NAME_MAX_CHARS} fit"
+            ),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(RpcError::new(
+            INVALID_PARAMS,
+            "printers.rename: the name holds a control character (a line break, a tab); give it on one line",
+        ));
+    }
+    ctx.fleet.rename(id, name).map_err(|_| {
+        RpcError::new(
+            PRINTER_UNAVAILABLE,
+            format!("No printer '{id}': see printers.fleet for the printers served"),
+        )
+    })?;
+    let (owned, new_name) = (id.to_owned(), name.to_owned());
+    let saved = match ctx
+        .manager
+        .with_saved(move |store| store.rename_printer(&owned, &new_name))
+        .await
+    {
+        None => false,
+        Some(Ok(kept)) => kept,
+        Some(Err(e)) => {
+            // Renamed now, but under its old name at the next start: say so.
+            return Err(RpcError::new(
+                INTERNAL_ERROR,
+                format!(
+                    "'{name}' is the printer's name now, but Gantry could not keep it and will show the old one at its next start: {e}"
+                ),
+            ));
+        }
+    };
+    tracing::info!(%id, %name, "renamed a printer");
+    let entry = ctx
+        .fleet
+        .list()
+        .into_iter()
+        .find(|e| e.id == id)
+        .ok_or_else(|| RpcError::new(PRINTER_UNAVAILABLE, format!("No printer '{id}'")))?;
+    Ok(json!({
+        "printer": entry_json(&entry, ctx.manager.shared.link(id).as_ref()),
+        "saved": saved,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1690,6 +1759,113 @@ mod tests {
                 return msg["params"][0].clone();
             }
         }
+    }
+
+    /// `printers.rename` renames in the list and in the feed; a saved printer keeps the new
+    /// name across a restart; bad names and unknown ids are refused with the reason.
+    #[tokio::test]
+    async fn a_renamed_printer_keeps_its_name_across_a_restart() {
+        let dir = std::env::temp_dir().join(format!("gantry-rename-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = || ManagerOptions {
+            mdns: None,
+            data_dir: Some(dir.clone()),
+            keep_printers: true,
+            retry: crate::saved::Retry {
+                first: Duration::from_secs(60),
+                longest: Duration::from_secs(60),
+            },
+            remote: RemoteOptions {
+                connect_timeout: Duration::from_millis(200),
+                request_timeout: Duration::from_millis(200),
+                ..RemoteOptions::default()
+            },
+            ..ManagerOptions::default()
+        };
+        let id = "moonraker:127.0.0.1:9";
+        std::fs::create_dir_all(&dir).expect("data dir");
+        crate::store::Store::open(dir.join("gantry.db"))
+            .expect("store")
+            .save_printer(&crate::store::SavedPrinter {
+                fleet_id: id.into(),
+                name: "Moonraker on 127.0.0.1".into(),
+                kind: "moonraker".into(),
+                address: "http://127.0.0.1:9/".into(),
+                credentials: json!({"kind": "none"}),
+                added_at: 1.0,
+            })
+            .expect("saved");
+        let start = || {
+            let ctx = Arc::new(Context::new(options()));
+            let (tx, rx) = mpsc::unbounded_channel();
+            (
+                super::super::methods::Connection::new(Arc::clone(&ctx), tx),
+                rx,
+                ctx,
+            )
+        };
+        use super::super::methods::call;
+
+        let (mut conn, mut rx, ctx) = start();
+        assert_eq!(ctx.manager.restore(&ctx.fleet).await, [id]);
+        call(&mut conn, "printers.subscribe", &json!({}))
+            .await
+            .expect("subscribed");
+        let renamed = call(
+            &mut conn,
+            "printers.rename",
+            &json!({"id": id, "name": "  Farm #3  "}),
+        )
+        .await
+        .expect("renamed");
+        assert_eq!(renamed["printer"]["name"], "Farm #3", "{renamed}");
+        assert_eq!(renamed["saved"], true, "{renamed}");
+        assert_eq!(
+            next_change(&mut rx, "renamed").await,
+            json!({"source": "fleet", "action": "renamed", "id": id})
+        );
+        let fleet = call(&mut conn, "printers.fleet", &Value::Null)
+            .await
+            .expect("fleet");
+        assert_eq!(fleet["printers"][0]["name"], "Farm #3", "{fleet}");
+
+        for (name, says) in [
+            ("   ", "the name is empty"),
+            ("two\nlines", "control character"),
+            (&"x".repeat(NAME_MAX_CHARS + 1), "at most 80"),
+        ] {
+            let e = call(
+                &mut conn,
+                "printers.rename",
+                &json!({"id": id, "name": name}),
+            )
+            .await
+            .expect_err("refused");
+            assert_eq!(e.code, INVALID_PARAMS, "{}", e.message);
+            assert!(e.message.contains(says), "{}", e.message);
+        }
+        let e = call(
+            &mut conn,
+            "printers.rename",
+            &json!({"id": "nope", "name": "X"}),
+        )
+        .await
+        .expect_err("unknown");
+        assert_eq!(e.code, PRINTER_UNAVAILABLE, "{}", e.message);
+        let e = call(&mut conn, "printers.rename", &json!({"id": id}))
+            .await
+            .expect_err("no name");
+        assert_eq!(e.code, INVALID_PARAMS, "{}", e.message);
+        ctx.shutdown().await;
+
+        let (mut conn, _rx, ctx) = start();
+        assert_eq!(ctx.manager.restore(&ctx.fleet).await, [id]);
+        let fleet = call(&mut conn, "printers.fleet", &Value::Null)
+            .await
+            .expect("fleet");
+        assert_eq!(fleet["printers"][0]["name"], "Farm #3", "{fleet}");
+        ctx.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

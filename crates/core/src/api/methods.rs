@@ -43,6 +43,7 @@ pub const METHODS: &[&str] = &[
     "printers.fleet",
     "printers.list",
     "printers.remove",
+    "printers.rename",
     "printers.subscribe",
     "server.files.delete_file",
     "server.files.list",
