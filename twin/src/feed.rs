@@ -780,10 +780,10 @@ mod tests {
         assert_eq!(s.wants_local_copy(), Some("other.gcode"));
 
         let refused = json!({"jsonrpc": "2.0", "id": 2,
-            "error": {"code": 501, "message": "PrusaLink has no file download"}});
+            "error": {"code": 503, "message": "Cannot reach http://10.0.0.5/: connection refused"}});
         assert_eq!(
             handle_message(&refused, None, &mut s),
-            Handled::NoLocalCopy("PrusaLink has no file download".into())
+            Handled::NoLocalCopy("Cannot reach http://10.0.0.5/: connection refused".into())
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -135,6 +135,26 @@ fn handle(state: &Mutex<Printer>, req: Request) -> Reply {
         (method, p2) if p2.starts_with("/api/v1/files/usb/") => {
             let name = p2.trim_start_matches("/api/v1/files/usb/").to_owned();
             match method {
+                "GET" => {
+                    let Some(data) = p.files.get(&name) else {
+                        return reply_json(
+                            404,
+                            &json!({"title": "Not Found", "message": "File not found"}),
+                        );
+                    };
+                    // The details name the download by the printer's short (8.3) name, as the
+                    // Buddy firmware does; two files are listed without a usable link.
+                    let mut details = json!({"name": short_name(&name), "display_name": name,
+                        "type": "PRINT_FILE", "size": data.len(), "m_timestamp": 1_700_000_000,
+                        "refs": {"download": format!("/usb/{}", short_name(&name))},
+                        "meta": {"estimated print time": 600}});
+                    if name.starts_with("nolink") {
+                        details["refs"] = json!({});
+                    } else if name.starts_with("elsewhere") {
+                        details["refs"]["download"] = json!("//other.example/usb/X.GCO");
+                    }
+                    reply_json(200, &details)
+                }
                 "PUT" => {
                     if p.files.contains_key(&name) && req.header("overwrite") != Some("?1") {
                         return reply_json(
@@ -173,6 +193,18 @@ fn handle(state: &Mutex<Printer>, req: Request) -> Reply {
                 _ => response(405, &[], b""),
             }
         }
+        ("GET", p2) if p2.starts_with("/usb/") => {
+            let short = p2.trim_start_matches("/usb/");
+            match p.files.iter().find(|(n, _)| short_name(n) == short) {
+                Some((_, data)) => {
+                    response(200, &[("Content-Type", "application/octet-stream")], data)
+                }
+                None => reply_json(
+                    404,
+                    &json!({"title": "Not Found", "message": "File not found"}),
+                ),
+            }
+        }
         (method, p2) if p2.starts_with("/api/v1/job/") => {
             let rest = p2.trim_start_matches("/api/v1/job/");
             let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
@@ -203,6 +235,14 @@ fn handle(state: &Mutex<Printer>, req: Request) -> Reply {
             &json!({"title": "Not Found", "message": "No such endpoint"}),
         ),
     }
+}
+
+/// The 8.3 name a Prusa printer's USB storage gives a file: `cube.bgcode` is `CUBE~1.BGC`.
+fn short_name(name: &str) -> String {
+    let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
+    let stem: String = stem.chars().take(6).collect();
+    let ext: String = ext.chars().take(3).collect();
+    format!("{}~1.{}", stem.to_uppercase(), ext.to_uppercase())
 }
 
 async fn wait_for(client: &PrusaLink, what: &str, check: impl Fn(&PrinterStatus) -> bool) {
@@ -271,6 +311,58 @@ async fn status_upload_print_pause_resume_cancel_with_digest() {
         state.lock().expect("state").files["cube.gcode"],
         b"G28\nG1 X10\n"
     );
+
+    // Downloaded through the link the file's details give (the twin takes the file this
+    // way), byte for byte: binary G-code is not text.
+    assert_eq!(
+        client
+            .file_download("usb/cube.gcode")
+            .await
+            .expect("download"),
+        b"G28\nG1 X10\n"
+    );
+    let binary: Vec<u8> = b"GCDE\x01\x00\x00\x00\xff\xfe\x80"
+        .iter()
+        .copied()
+        .chain((0..=255_u8).cycle().take(70_000))
+        .collect();
+    client
+        .file_upload("benchy.bgcode", binary.clone(), false)
+        .await
+        .expect("upload binary");
+    assert_eq!(
+        client
+            .file_download("usb/benchy.bgcode")
+            .await
+            .expect("download binary"),
+        binary
+    );
+    for name in ["nolink.gcode", "elsewhere.gcode"] {
+        client
+            .file_upload(name, b"G28\n".to_vec(), false)
+            .await
+            .expect("upload");
+        let err = client
+            .file_download(&format!("usb/{name}"))
+            .await
+            .expect_err("no usable link");
+        assert!(
+            matches!(err, PrinterError::Protocol { .. })
+                && err.to_string().contains("no download link"),
+            "{err}"
+        );
+    }
+    let err = client
+        .file_download("usb/missing.gcode")
+        .await
+        .expect_err("missing");
+    assert!(err.to_string().contains("404"), "{err}");
+    for name in ["benchy.bgcode", "nolink.gcode", "elsewhere.gcode"] {
+        client
+            .file_delete(&format!("usb/{name}"))
+            .await
+            .expect("delete");
+    }
 
     client.print_start("cube.gcode").await.expect("start");
     wait_for(&client, "printing", |s| {

@@ -2,7 +2,8 @@
 //! its v1 REST API as its OpenAPI document (prusa3d/Prusa-Link-Web spec/openapi.yaml) describes
 //! it: `GET /api/v1/status`, `GET /api/v1/job`, `PUT|DELETE /api/v1/job/{id}[/pause|/resume]`,
 //! `PUT /api/v1/files/{storage}/{path}` (raw body, `Print-After-Upload`, `Overwrite`),
-//! `POST /api/v1/files/{storage}/{path}` (print it), `GET /api/v1/storage`.
+//! `POST /api/v1/files/{storage}/{path}` (print it), `GET /api/v1/files/{storage}/{path}` (a
+//! file's details; a download fetches the path its `refs.download` names), `GET /api/v1/storage`.
 //!
 //! Authentication is HTTP Digest (user `maker`, the password the printer shows:
 //! [`Credentials::Login`]) or, on older firmware, `X-Api-Key` ([`Credentials::ApiKey`]). Digest
@@ -258,13 +259,26 @@ impl Inner {
     }
 
     /// Sends a request (built by `make`), answering a Digest challenge once. Returns the status
-    /// and the body.
+    /// and the body as text.
     async fn exchange(
         &self,
         method: Method,
         path: &str,
         make: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> PrinterResult<(StatusCode, String)> {
+        let (status, body) = self.exchange_bytes(method, path, make).await?;
+        let text = String::from_utf8(body)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Ok((status, text))
+    }
+
+    /// [`Inner::exchange`] with the body's bytes (a file, which may be binary G-code).
+    async fn exchange_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        make: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> PrinterResult<(StatusCode, Vec<u8>)> {
         let what = format!("{method} {path}");
         for attempt in 0..2 {
             let req = self.http.request(method.clone(), path, &HttpAuth::None);
@@ -287,7 +301,7 @@ impl Inner {
                 self.nc.store(0, Ordering::Relaxed);
                 continue;
             }
-            let body = self.http.body_text(&what, resp).await?;
+            let body = self.http.body_bytes(&what, resp).await?;
             return Ok((status, body));
         }
         Err(PrinterError::Unauthorized {
@@ -673,11 +687,40 @@ impl PrinterBackend for PrusaLink {
         })
     }
 
-    fn file_download<'a>(&'a self, _path: &'a str) -> BoxFuture<'a, PrinterResult<Vec<u8>>> {
-        // Not implemented for PrusaLink: its file calls here are the listing, upload,
-        // metadata and delete of Prusa-Link-Web's API description, which the tests' server
-        // follows; a download would be a guess at the printer's file URLs.
-        Self::unsupported("file download")
+    fn file_download<'a>(&'a self, path: &'a str) -> BoxFuture<'a, PrinterResult<Vec<u8>>> {
+        // The file's details name where to fetch it (`refs.download` in Prusa-Link-Web's API
+        // description: `/api/files/local/…/raw` on the Python PrusaLink, a path under the
+        // storage on the printer's own), a path on the same server with the same credentials.
+        Box::pin(async move {
+            let info = self
+                .inner
+                .json(
+                    Method::GET,
+                    &format!("/api/v1/files/{}", encode_file_path(path)),
+                    None,
+                )
+                .await?;
+            let link = download_link(&info).ok_or_else(|| PrinterError::Protocol {
+                url: self.inner.url(),
+                message: format!(
+                    "the details of '{path}' give no download link (refs.download, a path on this server)"
+                ),
+            })?;
+            let timeout = self.inner.http.options().upload_timeout;
+            let (status, body) = self
+                .inner
+                .exchange_bytes(Method::GET, link, |r| r.timeout(timeout))
+                .await?;
+            if !status.is_success() {
+                return Err(status_error(
+                    &self.inner.url(),
+                    status,
+                    &String::from_utf8_lossy(&body),
+                    self.inner.credentials.is_some(),
+                ));
+            }
+            Ok(body)
+        })
     }
 
     fn history(&self, _limit: usize) -> BoxFuture<'_, PrinterResult<Vec<HistoryJob>>> {
@@ -687,6 +730,14 @@ impl PrinterBackend for PrusaLink {
     fn webcams(&self) -> BoxFuture<'_, PrinterResult<Vec<Webcam>>> {
         Self::unsupported("webcam streams (only snapshots for Prusa Connect)")
     }
+}
+
+/// A file's download path from its details (`refs.download`): only a path on the server
+/// itself (starting with one `/`), never a link elsewhere that would get its credentials.
+fn download_link(info: &Value) -> Option<&str> {
+    info["refs"]["download"]
+        .as_str()
+        .filter(|l| l.starts_with('/') && !l.starts_with("//") && !l.contains(['\r', '\n']))
 }
 
 /// A PrusaLink password credential (user `maker` unless given).
