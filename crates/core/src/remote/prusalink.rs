@@ -329,6 +329,17 @@ impl Inner {
         parse_json(&self.url(), &what, &text)
     }
 
+    /// A file's details (`GET /api/v1/files/{storage}/{path}`): its size, time, metadata and
+    /// `refs`.
+    async fn file_details(&self, path: &str) -> PrinterResult<Value> {
+        self.json(
+            Method::GET,
+            &format!("/api/v1/files/{}", encode_file_path(path)),
+            None,
+        )
+        .await
+    }
+
     async fn poll(&self) -> PrinterResult<()> {
         let status = self.json(Method::GET, "/api/v1/status", None).await?;
         let mut update = translate(&status);
@@ -648,14 +659,7 @@ impl PrinterBackend for PrusaLink {
 
     fn file_metadata<'a>(&'a self, path: &'a str) -> BoxFuture<'a, PrinterResult<FileMetadata>> {
         Box::pin(async move {
-            let v = self
-                .inner
-                .json(
-                    Method::GET,
-                    &format!("/api/v1/files/{}", encode_file_path(path)),
-                    None,
-                )
-                .await?;
+            let v = self.inner.file_details(path).await?;
             let meta = &v["meta"];
             Ok(FileMetadata {
                 path: path.to_owned(),
@@ -692,14 +696,7 @@ impl PrinterBackend for PrusaLink {
         // description: `/api/files/local/…/raw` on the Python PrusaLink, a path under the
         // storage on the printer's own), a path on the same server with the same credentials.
         Box::pin(async move {
-            let info = self
-                .inner
-                .json(
-                    Method::GET,
-                    &format!("/api/v1/files/{}", encode_file_path(path)),
-                    None,
-                )
-                .await?;
+            let info = self.inner.file_details(path).await?;
             let link = download_link(&info).ok_or_else(|| PrinterError::Protocol {
                 url: self.inner.url(),
                 message: format!(
