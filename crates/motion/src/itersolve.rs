@@ -15,6 +15,13 @@
 //! from Klipper's by one tick. Whenever the outcome is a near thing (a threshold within 1 µm, a
 //! step where the motor crawls below 0.1 mm/s) the search runs instead.
 //!
+//! With input shaping the coordinate of a cartesian or corexy motor is a sum of time-shifted
+//! copies of the path, so a range splits into pieces over which every pulse reads one trapq
+//! entry and the coordinate is again a quadratic ([`shaped_pieces`]). Where it moves one way,
+//! at 0.1 mm/s or more, over the whole range, in the direction of the last step, each piece is
+//! solved in closed form; a range where the shaped motion turns or crawls is searched, as
+//! Klipper does ([`shaped_steps`]).
+//!
 //! Times are print times in seconds; the generated steps go straight into the stepper's
 //! [`StepCompress`].
 
@@ -70,6 +77,20 @@ impl Kinematics {
         }
     }
 
+    /// The stepper coordinate as `w·(x, y, z)` where it is linear in the toolhead's position
+    /// (Cartesian, CoreXY); `None` otherwise.
+    fn axis_weights(&self) -> Option<[f64; 3]> {
+        match self {
+            Self::Cartesian { axis } => {
+                let mut w = [0.0; 3];
+                *w.get_mut(*axis)? = 1.0;
+                Some(w)
+            }
+            Self::CoreXY { plus } => Some([1.0, if *plus { 1.0 } else { -1.0 }, 0.0]),
+            Self::Delta { .. } | Self::Extruder(_) => None,
+        }
+    }
+
     /// The stepper coordinate (mm) with the toolhead at `c`.
     #[inline]
     pub fn position_from_coord(&self, c: Coord) -> f64 {
@@ -108,6 +129,9 @@ pub struct StepperSolver {
     /// Whether segments with a quadratic coordinate are solved in closed form
     /// ([`linear_steps`]); off, every step is searched for (the tests compare the two).
     closed_form: bool,
+    /// Scratch of the shaped closed form: a range's piece boundaries, then its pieces.
+    breaks: Vec<f64>,
+    pieces: Vec<ShapedPiece>,
 }
 
 /// One run of the half-step search: print times `[abs_start, abs_end]` of trapq entry `index`.
@@ -137,6 +161,8 @@ impl StepperSolver {
             post_active: 0.0,
             ranges: Vec::new(),
             closed_form: true,
+            breaks: Vec::new(),
+            pieces: Vec::new(),
         };
         s.update_windows();
         s
@@ -366,9 +392,22 @@ impl StepperSolver {
             && s.shapes(active)
         {
             let kin = &self.kin;
-            return search_steps(pos, sc, &range, |t| {
-                kin.position_from_coord(s.shaped_coord(tq, index, t, active))
-            });
+            let position = |t| kin.position_from_coord(s.shaped_coord(tq, index, t, active));
+            if closed_form
+                && let Some(weights) = kin.axis_weights()
+                && shaped_pieces(
+                    s,
+                    tq,
+                    index,
+                    weights,
+                    (start, end),
+                    &mut self.breaks,
+                    &mut self.pieces,
+                )
+            {
+                return shaped_steps(pos, sc, &range, &self.pieces, position);
+            }
+            return search_steps(pos, sc, &range, position);
         }
         let (p, r) = (m.start_pos, m.axes_r);
         match &self.kin {
@@ -650,6 +689,177 @@ fn append_roots(
         }
         sc.append_times(dir, range.print_time, &times[..n])?;
         done += n;
+    }
+    Ok(())
+}
+
+/// A piece of a shaped range over which every pulse of every shaped axis reads one trapq entry,
+/// so that the stepper coordinate is a quadratic: `c0 + c1·τ + c2·τ²` at `τ` seconds after
+/// `t0` (seconds into the range's entry), until `t1`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct ShapedPiece {
+    t0: f64,
+    t1: f64,
+    c0: f64,
+    c1: f64,
+    c2: f64,
+}
+
+/// Most pieces a shaped range is split into for the closed form; beyond, it is searched.
+const SHAPED_PIECES_MAX: usize = 64;
+
+/// The entry holding time `u` (seconds from the start of entry `index`) and that entry's start
+/// on the same scale, walking as [`crate::shaper::ShaperPulses::shaped_axis`] walks; `None`
+/// where the walk would clamp before the oldest entry kept.
+fn entry_at(tq: &TrapQ, index: usize, u: f64) -> Option<(usize, f64)> {
+    let tail = tq.tail_index();
+    let (mut at, mut offset) = (index.min(tail), 0.0);
+    if u < 0.0 {
+        while u - offset < 0.0 {
+            if at <= 1 {
+                return None;
+            }
+            at -= 1;
+            offset -= tq.get(at).move_t;
+        }
+    } else {
+        while at < tail && u - offset > tq.get(at).move_t {
+            offset += tq.get(at).move_t;
+            at += 1;
+        }
+    }
+    Some((at, offset))
+}
+
+/// Adds `k·(axis coordinate of entry at)` as a quadratic in `τ`, where `τ = 0` is `w0` seconds
+/// into that entry.
+fn add_entry(piece: &mut ShapedPiece, m: &TrapMove, axis: usize, k: f64, w0: f64) {
+    let (p, r) = (m.start_pos.axis(axis), m.axes_r.axis(axis));
+    piece.c0 += k * (p + r * ((m.start_v + m.half_accel * w0) * w0));
+    piece.c1 += k * r * (m.start_v + 2.0 * m.half_accel * w0);
+    piece.c2 += k * r * m.half_accel;
+}
+
+/// Splits `[start, end]` of entry `index` into the pieces where the stepper coordinate
+/// `Σ weights[a]·(shaped axis a)` is one quadratic (into `pieces`; `breaks` is scratch).
+/// `false` when the closed form does not apply: a pulse reads before the oldest entry (the
+/// shaper clamps there), or too many pieces.
+fn shaped_pieces(
+    shapers: &AxisShapers,
+    tq: &TrapQ,
+    index: usize,
+    weights: [f64; 3],
+    (start, end): (f64, f64),
+    breaks: &mut Vec<f64>,
+    pieces: &mut Vec<ShapedPiece>,
+) -> bool {
+    breaks.clear();
+    pieces.clear();
+    // (NaN bounds also end here.)
+    if end.partial_cmp(&start) != Some(std::cmp::Ordering::Greater) {
+        return false;
+    }
+    breaks.push(start);
+    breaks.push(end);
+    for (axis, &weight) in weights.iter().enumerate() {
+        let pulses = shapers.axis(axis);
+        if weight == 0.0 || pulses.is_empty() {
+            continue;
+        }
+        for &shift in pulses.times() {
+            let (Some((first, mut offset)), Some((last, _))) = (
+                entry_at(tq, index, start + shift),
+                entry_at(tq, index, end + shift),
+            ) else {
+                return false;
+            };
+            if last.saturating_sub(first) > SHAPED_PIECES_MAX {
+                return false;
+            }
+            for at in first..last {
+                offset += tq.get(at).move_t;
+                let t = offset - shift;
+                if t > start && t < end {
+                    breaks.push(t);
+                }
+            }
+        }
+    }
+    if breaks.len() > SHAPED_PIECES_MAX + 1 {
+        return false;
+    }
+    breaks.sort_by(f64::total_cmp);
+    breaks.dedup();
+    let entry = tq.get(index.min(tq.tail_index()));
+    for pair in breaks.windows(2) {
+        let (t0, t1) = (pair[0], pair[1]);
+        let middle = 0.5 * (t0 + t1);
+        let mut piece = ShapedPiece {
+            t0,
+            t1,
+            ..ShapedPiece::default()
+        };
+        for (axis, &weight) in weights.iter().enumerate() {
+            if weight == 0.0 {
+                continue;
+            }
+            let pulses = shapers.axis(axis);
+            if pulses.is_empty() {
+                add_entry(&mut piece, entry, axis, weight, t0);
+                continue;
+            }
+            for (&shift, &amp) in pulses.times().iter().zip(pulses.amplitudes()) {
+                let Some((at, offset)) = entry_at(tq, index, middle + shift) else {
+                    return false;
+                };
+                add_entry(
+                    &mut piece,
+                    tq.get(at),
+                    axis,
+                    weight * amp,
+                    t0 + shift - offset,
+                );
+            }
+        }
+        pieces.push(piece);
+    }
+    true
+}
+
+/// The steps of a shaped range from its [`ShapedPiece`]s, each in closed form by
+/// [`linear_steps`], where that gives the search's steps: the coordinate moves one way at
+/// [`ANALYTIC_MIN_SPEED`] or faster over the whole range, the way the last step went (no
+/// reversal, which only the search itself reproduces). Then each piece is a monotone
+/// quadratic, a step lies at the exact crossing of its half-step target wherever the search
+/// runs, and a piece that [`linear_steps`] hands to the search is searched alone. Otherwise
+/// the whole range is searched, as Klipper does.
+fn shaped_steps(
+    commanded_pos: &mut f64,
+    sc: &mut StepCompress,
+    range: &SearchRange,
+    pieces: &[ShapedPiece],
+    position: impl Fn(f64) -> f64,
+) -> Result<(), StepCompressError> {
+    let dir = pieces.first().is_some_and(|p| p.c1 > 0.0);
+    let sign = if dir { 1.0 } else { -1.0 };
+    let fast = |v: f64| sign * v >= ANALYTIC_MIN_SPEED;
+    let monotone = pieces
+        .iter()
+        .all(|p| fast(p.c1) && fast(p.c1 + 2.0 * p.c2 * (p.t1 - p.t0)));
+    if !monotone || sc.step_dir() != dir {
+        return search_steps(commanded_pos, sc, range, position);
+    }
+    for piece in pieces {
+        let sub = SearchRange {
+            step_dist: range.step_dist,
+            print_time: range.print_time + piece.t0,
+            start: 0.0,
+            end: piece.t1 - piece.t0,
+        };
+        let lin = Linear::new(piece.c0, 1.0, piece.c1, piece.c2);
+        linear_steps(true, commanded_pos, sc, &sub, lin, |tau| {
+            position(piece.t0 + tau)
+        })?;
     }
     Ok(())
 }
@@ -1050,7 +1260,21 @@ mod tests {
         flushes: &[f64],
         closed_form: bool,
     ) -> (Vec<(bool, u64)>, f64) {
+        run_shaped(q, end, kin, None, step_dist, flushes, closed_form)
+    }
+
+    /// [`run`] with an input shaper in front of the kinematics.
+    fn run_shaped(
+        q: &TrapQ,
+        end: f64,
+        kin: &Kinematics,
+        shaper: Option<AxisShapers>,
+        step_dist: f64,
+        flushes: &[f64],
+        closed_form: bool,
+    ) -> (Vec<(bool, u64)>, f64) {
         let mut solver = StepperSolver::new(kin.clone(), step_dist);
+        solver.set_shaper(shaper);
         solver.closed_form = closed_form;
         solver.set_position(Coord::new(100.0, 100.0, 0.0));
         let mut sc = StepCompress::new(0, false);
@@ -1129,6 +1353,57 @@ mod tests {
                 prop_assert_eq!(a.0, b.0, "direction of step {}", i);
                 // 20 ns: the search stops within 1e-9 mm of a target, 10 ns at the slowest
                 // speed the closed form takes a step at (0.1 mm/s), and a tick rounds.
+                prop_assert!(a.1.abs_diff(b.1) <= 2, "step {}: {} vs {}", i, a.1, b.1);
+            }
+            prop_assert_eq!(searched_pos.to_bits(), solved_pos.to_bits());
+        }
+    }
+
+    fn shaper_pulses() -> impl Strategy<Value = crate::shaper::ShaperPulses> {
+        use crate::shaper::{ShaperPulses, ShaperSpec, ShaperType};
+        prop_oneof![
+            1 => Just(ShaperPulses::none()),
+            4 => (
+                prop::sample::select(ShaperType::ALL.to_vec()),
+                prop_oneof![20.0..120.0_f64, Just(40.0), Just(57.3)],
+                prop_oneof![Just(0.1), 0.0..0.3_f64],
+            )
+                .prop_map(|(kind, freq, damping)| {
+                    ShaperPulses::from_spec(&ShaperSpec::plain(kind), freq, damping)
+                        .expect("a valid shaper")
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        /// With input shaping, the closed form over the pieces of a range takes exactly the
+        /// search's steps too: the same count and directions (reversals, where the shaped
+        /// motion turns, are left to the search), at the same times to within its tolerance.
+        #[test]
+        fn shaped_closed_form_takes_the_searched_steps(
+            moves in prop::collection::vec(path_move(), 1..12),
+            kin in prop_oneof![
+                Just(Kinematics::Cartesian { axis: 0 }),
+                Just(Kinematics::Cartesian { axis: 1 }),
+                Just(Kinematics::CoreXY { plus: true }),
+                Just(Kinematics::CoreXY { plus: false }),
+            ],
+            x in shaper_pulses(),
+            y in shaper_pulses(),
+            step_dist in prop_oneof![Just(0.0125), Just(0.0025), 0.001..0.05_f64],
+            flushes in prop::collection::vec(0.0..1.0_f64, 0..4),
+        ) {
+            let shaper = AxisShapers { x, y, z: crate::shaper::ShaperPulses::none() };
+            let (q, end) = trapq_of(&moves, false);
+            let (searched, searched_pos) =
+                run_shaped(&q, end, &kin, Some(shaper), step_dist, &flushes, false);
+            let (solved, solved_pos) =
+                run_shaped(&q, end, &kin, Some(shaper), step_dist, &flushes, true);
+            prop_assert_eq!(searched.len(), solved.len());
+            for (i, (a, b)) in searched.iter().zip(&solved).enumerate() {
+                prop_assert_eq!(a.0, b.0, "direction of step {}", i);
                 prop_assert!(a.1.abs_diff(b.1) <= 2, "step {}: {} vs {}", i, a.1, b.1);
             }
             prop_assert_eq!(searched_pos.to_bits(), solved_pos.to_bits());
