@@ -103,13 +103,7 @@ async fn a_board_added_from_its_printer_cfg_is_driven_served_and_removed() {
     }
 
     let id = format!("klipper:{}", cfg.display());
-    let added = methods::call(
-        &mut conn,
-        "printers.add",
-        &json!({"config": cfg.display().to_string(), "name": "Bench printer"}),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("printers.add: {}", e.message));
+    let added = add_bench_printer(&mut conn, &cfg).await;
     assert_eq!(added["printer"]["id"], id, "{added}");
     assert_eq!(added["printer"]["name"], "Bench printer");
     assert_eq!(added["printer"]["kind"], "local", "{added}");
@@ -209,6 +203,17 @@ async fn config_errors_and_connection_errors_are_told_apart() {
     sim.join().expect("the sim thread");
 }
 
+/// `printers.add` of the board printer of `cfg`, named "Bench printer"; its answer.
+async fn add_bench_printer(conn: &mut Connection, cfg: &std::path::Path) -> Value {
+    methods::call(
+        conn,
+        "printers.add",
+        &json!({"config": cfg.display().to_string(), "name": "Bench printer"}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("printers.add: {}", e.message))
+}
+
 /// A board printer added with `keep_printers` (as the desktop app runs) is back after a restart
 /// under its name: not connected while its board does not answer, then driven as soon as it
 /// does, with no call from the user.
@@ -236,13 +241,7 @@ async fn a_saved_board_is_back_after_a_restart_once_it_answers() {
     let stop = Arc::new(AtomicBool::new(false));
     let sim = serve_sim(tty.clone(), Arc::clone(&stop));
     let (mut conn, ctx) = context();
-    let added = methods::call(
-        &mut conn,
-        "printers.add",
-        &json!({"config": cfg.display().to_string(), "name": "Bench printer"}),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("printers.add: {}", e.message));
+    let added = add_bench_printer(&mut conn, &cfg).await;
     assert_eq!(added["saved"], true, "{added}");
     ctx.shutdown().await;
     stop.store(true, Ordering::Relaxed);

@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::methods::{Context, PRINTER_UNAVAILABLE, Params, no_params};
+use super::methods::{Context, PRINTER_UNAVAILABLE, Params, no_params, no_printer};
 use super::rpc::{INTERNAL_ERROR, INVALID_PARAMS, RpcError};
 use crate::discovery::{DiscoveredPrinter, Discovery, DiscoveryEvent, DiscoveryOptions};
 use crate::fleet::{Fleet, FleetEntry, FleetEvent, FleetPrinter};
@@ -1159,13 +1159,14 @@ async fn join_fleet(ctx: &Context, printer: FleetPrinter) -> Result<Value, RpcEr
         backend.close().await;
         return Err(RpcError::new(ALREADY_ADDED, capitalise(&e.to_string())));
     }
-    let entry = ctx
-        .fleet
-        .list()
-        .into_iter()
-        .find(|e| e.id == id)
-        .ok_or_else(|| RpcError::new(INTERNAL_ERROR, "the printer left the list at once"))?;
-    Ok(entry_json(&entry, ctx.manager.shared.link(&id).as_ref()))
+    listed(ctx, &id)
+        .ok_or_else(|| RpcError::new(INTERNAL_ERROR, "the printer left the list at once"))
+}
+
+/// The fleet entry of `id` as `printers.fleet` lists it, if it is in the fleet.
+fn listed(ctx: &Context, id: &str) -> Option<Value> {
+    let entry = ctx.fleet.list().into_iter().find(|e| e.id == id)?;
+    Some(entry_json(&entry, ctx.manager.shared.link(id).as_ref()))
 }
 
 /// How long the boards of a printer.cfg added through `printers.add` may take to connect.
@@ -1341,10 +1342,7 @@ async fn default_name(
 /// `printers.remove`.
 async fn remove(ctx: &Context, id: &str) -> Result<Value, RpcError> {
     let Some(printer) = ctx.fleet.get(Some(id)) else {
-        return Err(RpcError::new(
-            PRINTER_UNAVAILABLE,
-            format!("No printer '{id}': see printers.fleet for the printers served"),
-        ));
+        return Err(no_printer(id));
     };
     if id == "sim" {
         return Err(RpcError::new(
@@ -1407,12 +1405,7 @@ async fn rename(ctx: &Context, id: &str, name: &str) -> Result<Value, RpcError> 
             "printers.rename: the name holds a control character (a line break, a tab); give it on one line",
         ));
     }
-    ctx.fleet.rename(id, name).map_err(|_| {
-        RpcError::new(
-            PRINTER_UNAVAILABLE,
-            format!("No printer '{id}': see printers.fleet for the printers served"),
-        )
-    })?;
+    ctx.fleet.rename(id, name).map_err(|_| no_printer(id))?;
     let (owned, new_name) = (id.to_owned(), name.to_owned());
     let saved = match ctx
         .manager
@@ -1432,16 +1425,8 @@ async fn rename(ctx: &Context, id: &str, name: &str) -> Result<Value, RpcError> 
         }
     };
     tracing::info!(%id, %name, "renamed a printer");
-    let entry = ctx
-        .fleet
-        .list()
-        .into_iter()
-        .find(|e| e.id == id)
-        .ok_or_else(|| RpcError::new(PRINTER_UNAVAILABLE, format!("No printer '{id}'")))?;
-    Ok(json!({
-        "printer": entry_json(&entry, ctx.manager.shared.link(id).as_ref()),
-        "saved": saved,
-    }))
+    let printer = listed(ctx, id).ok_or_else(|| no_printer(id))?;
+    Ok(json!({ "printer": printer, "saved": saved }))
 }
 
 #[cfg(test)]

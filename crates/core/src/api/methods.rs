@@ -372,18 +372,22 @@ fn local_copy_path(
 }
 
 fn select(fleet: &Fleet, id: Option<String>) -> Result<FleetPrinter, RpcError> {
-    match fleet.get(id.as_deref()) {
-        Some(p) => Ok(p),
-        None => Err(RpcError::new(
+    match (fleet.get(id.as_deref()), id) {
+        (Some(p), _) => Ok(p),
+        (None, Some(id)) => Err(no_printer(&id)),
+        (None, None) => Err(RpcError::new(
             PRINTER_UNAVAILABLE,
-            match id {
-                Some(id) => {
-                    format!("No printer '{id}': see printers.fleet for the printers served")
-                }
-                None => "No printer is connected".to_owned(),
-            },
+            "No printer is connected",
         )),
     }
+}
+
+/// The error for a fleet id that names no printer (503, as Moonraker answers).
+pub(super) fn no_printer(id: &str) -> RpcError {
+    RpcError::new(
+        PRINTER_UNAVAILABLE,
+        format!("No printer '{id}': see printers.fleet for the printers served"),
+    )
 }
 
 /// The heaters' last 20 minutes, where the backend keeps them (the local printer); other
