@@ -677,14 +677,18 @@ fn append_roots(
             let t = if t > start { t } else { start };
             if t < end { t } else { end }
         };
+        // The targets' indices as floats, `done` once per chunk and a small integer per step:
+        // exact, and cheaper than converting each 64-bit index.
+        let chunk_first = done as f64;
+        let target = |i: usize| targets.at_index(chunk_first + f64::from(i as u32));
         if lin.half_accel == 0.0 {
             let per_mm = inv_r / lin.v;
             for (i, time) in times[..n].iter_mut().enumerate() {
-                *time = clamp((targets.at(done + i) - lin.p) * per_mm);
+                *time = clamp((target(i) - lin.p) * per_mm);
             }
         } else {
             for (i, time) in times[..n].iter_mut().enumerate() {
-                *time = clamp(lin.time_at(targets.at(done + i), inv_r));
+                *time = clamp(lin.time_at(target(i), inv_r));
             }
         }
         sc.append_times(dir, range.print_time, &times[..n])?;
@@ -902,7 +906,13 @@ impl Targets {
     /// The `k`-th target (0 is the first), bit for bit the chain's.
     #[inline(always)]
     fn at(&self, k: usize) -> f64 {
-        self.first + k as f64 * self.increment
+        self.at_index(k as f64)
+    }
+
+    /// [`Targets::at`] for `k` given as a float (an integer, below 2⁵³, so exact).
+    #[inline(always)]
+    fn at_index(&self, k: f64) -> f64 {
+        self.first + k * self.increment
     }
 
     /// How many targets lie more than [`ANALYTIC_MARGIN`] inside the range (`ahead` gives a
