@@ -625,21 +625,12 @@ fn linear_steps(
     if commit_first {
         sc.commit()?;
     }
-    // Rounding cannot move a root out of its range by more than an ulp, nor before the
-    // previous root (targets are a step apart); NaN cannot occur (the speed check above
-    // computed the extreme roots), and would be held at the range's start.
-    let root = |target: f64| lin.time_at(target, inv_r).max(start).min(end);
     match &targets {
         Some(targets) => {
             append_roots(sc, dir, range, steps, targets, lin, inv_r)?;
             target = targets.at(steps);
         }
-        None => {
-            for _ in 0..steps {
-                sc.append(dir, range.print_time, root(target))?;
-                target = step_on(target, half, dir);
-            }
-        }
+        None => target = append_chain_roots(sc, dir, range, steps, target, lin, inv_r)?,
     }
     *commanded_pos = target - if dir { half } else { -half };
     // Not reached: the last step is final once the coordinate got to its position.
@@ -695,6 +686,45 @@ fn append_roots(
         done += n;
     }
     Ok(())
+}
+
+/// [`append_roots`] where the targets span several binades (so that [`Targets`] cannot give
+/// them): the chain of [`step_on`]s from `first`, a chunk at a time, so that the roots and the
+/// compressor's chunked append still work on many steps at once. Returns the target after the
+/// last one appended.
+#[inline(never)]
+fn append_chain_roots(
+    sc: &mut StepCompress,
+    dir: bool,
+    range: &SearchRange,
+    steps: usize,
+    first: f64,
+    lin: Linear,
+    inv_r: f64,
+) -> Result<f64, StepCompressError> {
+    const CHUNK: usize = 32;
+    let (start, end) = (range.start, range.end);
+    let half = 0.5 * range.step_dist;
+    let mut targets = [0.0_f64; CHUNK];
+    let mut times = [0.0_f64; CHUNK];
+    let mut target = first;
+    let mut done = 0;
+    while done < steps {
+        let n = (steps - done).min(CHUNK);
+        for slot in &mut targets[..n] {
+            *slot = target;
+            target = step_on(target, half, dir);
+        }
+        // Rounding cannot move a root out of its range by more than an ulp, nor before the
+        // previous root (targets are a step apart); NaN cannot occur (the speed check computed
+        // the extreme roots), and would be held at the range's start.
+        for (time, &at) in times[..n].iter_mut().zip(&targets[..n]) {
+            *time = lin.time_at(at, inv_r).max(start).min(end);
+        }
+        sc.append_times(dir, range.print_time, &times[..n])?;
+        done += n;
+    }
+    Ok(target)
 }
 
 /// A piece of a shaped range over which every pulse of every shaped axis reads one trapq entry,

@@ -449,7 +449,7 @@ impl StepCompress {
     ///
     /// # Errors
     /// As [`StepCompress::append`], at the first step that fails.
-    #[inline]
+    #[inline(always)]
     pub fn append_times(
         &mut self,
         sdir: bool,
