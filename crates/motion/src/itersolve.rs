@@ -13,7 +13,10 @@
 //! ([`linear_steps`]): the same steps, reversals and commits as the search, each at its exact
 //! crossing, which the search would have found to within 1e-9 mm — so a step's clock can differ
 //! from Klipper's by one tick. Whenever the outcome is a near thing (a threshold within 1 µm, a
-//! step where the motor crawls below 0.1 mm/s) the search runs instead.
+//! step where the motor crawls below 0.1 mm/s) the search runs instead. The closed form works a
+//! chunk of steps at a time: the half-step targets (a progression where they stay in one binade,
+//! [`Targets`]; else Klipper's chain of additions), their roots, then the compressor's chunked
+//! append ([`append_roots`], [`append_chain_roots`]).
 //!
 //! With input shaping the coordinate of a cartesian or corexy motor is a sum of time-shifted
 //! copies of the path, so a range splits into pieces over which every pulse reads one trapq
