@@ -643,6 +643,41 @@ fn linear_steps(
     Ok(())
 }
 
+/// Steps whose roots [`append_roots`] and [`append_chain_roots`] compute together before
+/// handing them to the compressor's chunked append.
+const ROOTS_CHUNK: usize = 32;
+
+/// The roots of `target(0..times.len())` into `times`, free of the queue's state (the processor
+/// overlaps them); at constant speed a product (the quadratic's root is then
+/// `(target − p)/(r·v)`). Clamped to `[start, end]` as `f64::max(start)` then `min(end)` would
+/// (a NaN root becomes `start`), written as selects that compile to one vector max and min:
+/// rounding cannot move a root out of its range by more than an ulp, nor before the previous
+/// root (targets are a step apart), and NaN cannot occur ([`linear_steps`]' speed check
+/// computed the extreme roots).
+#[inline(always)]
+fn roots_into(
+    times: &mut [f64],
+    target: impl Fn(usize) -> f64,
+    lin: Linear,
+    inv_r: f64,
+    (start, end): (f64, f64),
+) {
+    let clamp = |t: f64| {
+        let t = if t > start { t } else { start };
+        if t < end { t } else { end }
+    };
+    if lin.half_accel == 0.0 {
+        let per_mm = inv_r / lin.v;
+        for (i, time) in times.iter_mut().enumerate() {
+            *time = clamp((target(i) - lin.p) * per_mm);
+        }
+    } else {
+        for (i, time) in times.iter_mut().enumerate() {
+            *time = clamp(lin.time_at(target(i), inv_r));
+        }
+    }
+}
+
 /// Appends the steps at targets `0..steps` of `targets` (the common case of
 /// [`linear_steps`], kept out of line so that the loop is compiled on its own: root, clock
 /// and queue slot of each step in one straight block, the steps overlapping in the
@@ -657,34 +692,21 @@ fn append_roots(
     lin: Linear,
     inv_r: f64,
 ) -> Result<(), StepCompressError> {
-    const CHUNK: usize = 32;
-    let (start, end) = (range.start, range.end);
-    let mut times = [0.0_f64; CHUNK];
+    let mut times = [0.0_f64; ROOTS_CHUNK];
     let mut done = 0;
     while done < steps {
-        let n = (steps - done).min(CHUNK);
-        // The roots first, free of the queue's state (the processor overlaps them); at
-        // constant speed a product (the quadratic's root is then (target − p)/(r·v)).
-        // Clamped to the range as `f64::max(start)` then `min(end)` would (a NaN root becomes
-        // `start`), written as selects that compile to one vector max and min.
-        let clamp = |t: f64| {
-            let t = if t > start { t } else { start };
-            if t < end { t } else { end }
-        };
+        let n = (steps - done).min(ROOTS_CHUNK);
         // The targets' indices as floats, `done` once per chunk and a small integer per step:
         // exact, and cheaper than converting each 64-bit index.
         let chunk_first = done as f64;
         let target = |i: usize| targets.at_index(chunk_first + f64::from(i as u32));
-        if lin.half_accel == 0.0 {
-            let per_mm = inv_r / lin.v;
-            for (i, time) in times[..n].iter_mut().enumerate() {
-                *time = clamp((target(i) - lin.p) * per_mm);
-            }
-        } else {
-            for (i, time) in times[..n].iter_mut().enumerate() {
-                *time = clamp(lin.time_at(target(i), inv_r));
-            }
-        }
+        roots_into(
+            &mut times[..n],
+            target,
+            lin,
+            inv_r,
+            (range.start, range.end),
+        );
         sc.append_times(dir, range.print_time, &times[..n])?;
         done += n;
     }
@@ -705,25 +727,24 @@ fn append_chain_roots(
     lin: Linear,
     inv_r: f64,
 ) -> Result<f64, StepCompressError> {
-    const CHUNK: usize = 32;
-    let (start, end) = (range.start, range.end);
     let half = 0.5 * range.step_dist;
-    let mut targets = [0.0_f64; CHUNK];
-    let mut times = [0.0_f64; CHUNK];
+    let mut targets = [0.0_f64; ROOTS_CHUNK];
+    let mut times = [0.0_f64; ROOTS_CHUNK];
     let mut target = first;
     let mut done = 0;
     while done < steps {
-        let n = (steps - done).min(CHUNK);
+        let n = (steps - done).min(ROOTS_CHUNK);
         for slot in &mut targets[..n] {
             *slot = target;
             target = step_on(target, half, dir);
         }
-        // Rounding cannot move a root out of its range by more than an ulp, nor before the
-        // previous root (targets are a step apart); NaN cannot occur (the speed check computed
-        // the extreme roots), and would be held at the range's start.
-        for (time, &at) in times[..n].iter_mut().zip(&targets[..n]) {
-            *time = lin.time_at(at, inv_r).max(start).min(end);
-        }
+        roots_into(
+            &mut times[..n],
+            |i| targets[i],
+            lin,
+            inv_r,
+            (range.start, range.end),
+        );
         sc.append_times(dir, range.print_time, &times[..n])?;
         done += n;
     }
