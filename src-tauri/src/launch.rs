@@ -92,6 +92,10 @@ pub fn twin_arguments(
 pub fn run_twin() -> anyhow::Result<()> {
     let mut command = Command::new(sibling_executable(TWIN_EXE)?);
     command.args(twin_arguments(std::env::args_os()));
+    #[cfg(target_os = "linux")]
+    if let Some(dir) = runtime_dir_for(std::env::var_os("XDG_RUNTIME_DIR").as_deref()) {
+        command.env("XDG_RUNTIME_DIR", dir);
+    }
     #[cfg(unix)]
     {
         become_command(command)
@@ -104,6 +108,28 @@ pub fn run_twin() -> anyhow::Result<()> {
         }
         Ok(())
     }
+}
+
+/// The `XDG_RUNTIME_DIR` to give the twin where the environment has none (a headless
+/// machine, a `su` or `ssh` session without a login manager): `/tmp/runtime-<uid>`, the
+/// fallback Qt and others use, created private (0700) if missing. Without one, the graphics
+/// stack's Wayland probe prints "error: XDG_RUNTIME_DIR is invalid or not set in the
+/// environment." twice on every start, although nothing is wrong. `None` when the variable is
+/// set, or the fallback is not a private directory of this user.
+#[cfg(target_os = "linux")]
+fn runtime_dir_for(current: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    if current.is_some_and(|dir| !dir.is_empty()) {
+        return None;
+    }
+    // This process's user: the owner of its /proc entry (no libc call needed).
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let dir = std::env::temp_dir().join(format!("runtime-{uid}"));
+    // (An existing one is checked below, whatever this returns.)
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let meta = std::fs::symlink_metadata(&dir).ok()?;
+    let private = meta.is_dir() && meta.uid() == uid && meta.permissions().mode() & 0o077 == 0;
+    private.then_some(dir)
 }
 
 /// Replaces this process with `command` (the process id stays, so whoever started it keeps its
@@ -148,6 +174,26 @@ mod tests {
             twin_arguments(args(&["/opt/gantry", "twin", "twin", "-vv"])),
             args(&["twin", "-vv"])
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_runtime_dir_only_where_none_is_set() {
+        assert_eq!(
+            runtime_dir_for(Some(std::ffi::OsStr::new("/run/user/1000"))),
+            None
+        );
+        // Unset or empty: the private fallback, created if needed.
+        for current in [None, Some(std::ffi::OsStr::new(""))] {
+            let dir = runtime_dir_for(current).expect("a private runtime directory in /tmp");
+            assert!(dir.is_dir(), "{}", dir.display());
+            assert!(
+                dir.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("runtime-")),
+                "{}",
+                dir.display()
+            );
+        }
     }
 
     #[test]
