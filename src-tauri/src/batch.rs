@@ -86,11 +86,10 @@ fn read_chunk(input: &mut (impl Read + ?Sized), buf: &mut [u8]) -> std::io::Resu
 /// log.
 struct Responses<'a> {
     input: &'a Path,
-    errors: bool,
 }
 
 impl Responses<'_> {
-    fn report(&mut self, printer: &mut Printer) {
+    fn report(&self, printer: &mut Printer) {
         if printer.responses.is_empty() {
             return;
         }
@@ -98,7 +97,6 @@ impl Responses<'_> {
         let mut err = stderr.lock();
         for r in printer.responses.drain(..) {
             if r.text.starts_with("!!") {
-                self.errors = true;
                 let _ = writeln!(err, "{}:{}: {}", self.input.display(), r.line, r.text);
             } else {
                 tracing::info!("{}:{}: {}", self.input.display(), r.line, r.text);
@@ -252,11 +250,13 @@ fn warn_unterminated(input: &Path, line: Option<&(u32, String)>) -> anyhow::Resu
 ///
 /// The G-code is read in klippy's 4096-byte chunks and each MCU's messages are encoded and
 /// written after every chunk, so memory stays flat however long the file is. A failed run
-/// removes the outputs it had begun.
+/// removes the outputs it had begun. A G-code error ends the run as it ends Klipper's batch
+/// mode (unless `--keep-going`): the outputs then hold what klippy would have written, and
+/// the run fails.
 ///
 /// # Errors
 /// Unreadable inputs, a config the planner rejects, a dictionary lacking a needed command, an
-/// internal planner error, or an output that cannot be written.
+/// internal planner error, an output that cannot be written, or a G-code error.
 pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let config = gantry_core::printer_config::load(&args.config)
@@ -276,6 +276,7 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{}: printer.cfg not usable", args.config.display()))?;
     // Nothing reads positions back in a batch run.
     printer.keep_motion_history(false);
+    printer.stop_batch_on_error(!args.keep_going);
     warn_config(&config)?;
     let loaded = started.elapsed();
     let plan_start = Instant::now();
@@ -288,7 +289,7 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
             let _ = std::fs::remove_file(&o.path);
         }
     }
-    let (gcode_bytes, errors) = result?;
+    let gcode_bytes = result?;
     let planned = plan_start.elapsed();
     if args.bench {
         let total = started.elapsed();
@@ -305,23 +306,28 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
         });
         writeln!(std::io::stdout(), "{line}").context("cannot write to standard output")?;
     }
-    if errors && args.strict {
-        bail!("the G-code had errors (see above)");
+    if let Some(line) = printer.batch_error_exit {
+        bail!(
+            "stopped at the G-code error on line {line} of {}, as Klipper's batch mode does: {} \
+             holds what klippy would have sent (--keep-going runs the rest of the file)",
+            args.input.display(),
+            args.output.display()
+        );
     }
     Ok(())
 }
 
 /// The batch run proper: opens each MCU's output (into `outputs`, so that the caller can
 /// remove them on failure), writes the config phases, then plans the input chunk by chunk,
-/// writing each MCU's new messages after every chunk. Returns the bytes of G-code read and
-/// whether it had errors.
+/// writing each MCU's new messages after every chunk, until the input ends or (as in Klipper)
+/// the read holding the first G-code error. Returns the bytes of G-code read.
 fn stream_batch<'a>(
     args: &BatchArgs,
     input: &mut dyn Read,
     refs: &[(&str, &'a Dictionary)],
     printer: &mut Printer,
     outputs: &mut Vec<McuOutput<'a>>,
-) -> anyhow::Result<(usize, bool)> {
+) -> anyhow::Result<usize> {
     for m in &printer.mcus {
         let dict = refs
             .iter()
@@ -356,10 +362,7 @@ fn stream_batch<'a>(
         }
         o.write_buf()?;
     }
-    let mut responses = Responses {
-        input: &args.input,
-        errors: false,
-    };
+    let responses = Responses { input: &args.input };
     let mut chunk = vec![0_u8; BATCH_READ_SIZE];
     let mut gcode_bytes = 0;
     loop {
@@ -374,7 +377,7 @@ fn stream_batch<'a>(
             .context(PLANNER_ERROR)?;
         responses.report(printer);
         drain(printer, outputs)?;
-        if n < chunk.len() {
+        if n < chunk.len() || printer.batch_error_exit.is_some() {
             break;
         }
     }
@@ -390,7 +393,7 @@ fn stream_batch<'a>(
             .flush()
             .with_context(|| format!("cannot write {}", o.path.display()))?;
     }
-    Ok((gcode_bytes, responses.errors))
+    Ok(gcode_bytes)
 }
 
 const PLANNER_ERROR: &str = "internal planner error (Klipper: \"Internal error in stepcompress\")";
@@ -602,7 +605,7 @@ mod tests {
             input: case.join("input.gcode"),
             output: output.clone(),
             bench: false,
-            strict: true,
+            keep_going: false,
         };
         run_batch(&args).expect("batch runs");
         let streamed = std::fs::read(&output).expect("output written");
@@ -618,6 +621,48 @@ mod tests {
         let whole = gantry_core::motion::output::encode_stream(&dict, &config_phase, &messages)
             .expect("encodes");
         assert!(streamed == whole, "the streamed output differs");
+    }
+
+    /// A G-code error ends the run where Klipper's batch mode ends (the oracle test
+    /// t_error_exit compares that stream with Klipper's): the run fails, naming the line and
+    /// `--keep-going`, and keeps the output; `--keep-going` runs the rest of the file.
+    #[test]
+    fn a_gcode_error_ends_the_batch_as_in_klipper() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let case = fixtures.join("oracle-extra/t_error_exit");
+        let output =
+            std::env::temp_dir().join(format!("gantry-batch-error-{}.serial", std::process::id()));
+        let mut args = BatchArgs {
+            config: case.join("printer.cfg"),
+            dict: vec![
+                fixtures
+                    .join("oracle/dict/stm32f446.dict")
+                    .display()
+                    .to_string(),
+            ],
+            input: case.join("input.gcode"),
+            output: output.clone(),
+            bench: false,
+            keep_going: false,
+        };
+        let err = run_batch(&args).expect_err("the G-code has an error");
+        let message = format!("{err:#}");
+        assert!(message.contains("line 84"), "{message}");
+        assert!(message.contains("--keep-going"), "{message}");
+        let stopped = std::fs::read(&output).expect("the output is kept");
+        let dict = read_dictionary(&fixtures.join("oracle/dict/stm32f446.dict")).expect("dict");
+        let steps = |stream: &[u8]| {
+            gantry_core::motion::steptrace::Trace::from_stream(&dict, stream)
+                .expect("decodes")
+                .total_steps()
+        };
+        let klipper = std::fs::read(case.join("output.serial")).expect("Klipper's stream");
+        assert_eq!(steps(&stopped), steps(&klipper));
+        args.keep_going = true;
+        run_batch(&args).expect("--keep-going runs the rest");
+        let whole = std::fs::read(&output).expect("output");
+        let _ = std::fs::remove_file(&output);
+        assert!(steps(&whole) > steps(&stopped) + 100_000);
     }
 
     #[test]
@@ -644,7 +689,7 @@ mod tests {
             input: case.join("input.gcode"),
             output: output.clone(),
             bench: false,
-            strict: false,
+            keep_going: false,
         };
         let err = run_batch(&args).expect_err("finalize_config cannot be encoded");
         assert!(format!("{err:#}").contains("finalize_config"), "{err:#}");

@@ -75,10 +75,11 @@ pub struct BatchArgs {
     /// Also print one JSON line of timings.
     #[arg(long)]
     pub bench: bool,
-    /// Fail (exit 1) when the G-code had errors; without it they are reported and skipped, as
-    /// Klipper's batch mode does.
+    /// Run every line, reporting the commands that fail and skipping them. Without it the run
+    /// ends as Klipper's batch mode ends, at the end of the 4096-byte read holding the first
+    /// G-code error (the output is what klippy writes then), and exits with status 1.
     #[arg(long)]
-    pub strict: bool,
+    pub keep_going: bool,
 }
 
 /// Arguments of `gantry estimate`.

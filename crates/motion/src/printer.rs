@@ -421,6 +421,17 @@ pub struct Printer {
     /// A last line of batch input without a line end, which Klipper does not run (see
     /// [`Printer::finish_batch`]): its number and text.
     pub unterminated_line: Option<(u32, String)>,
+    /// Whether batch input ends at its first G-code error, as in Klipper's batch mode (see
+    /// [`Printer::stop_batch_on_error`]).
+    batch_stops_on_error: bool,
+    /// G-code errors (`!!` responses) so far, and how many there were when the current batch
+    /// read began.
+    errors_reported: u64,
+    errors_before_read: u64,
+    /// The line of the current batch read's first error.
+    read_error_line: u32,
+    /// The line of the first batch error, once batch input has ended there.
+    pub batch_error_exit: Option<u32>,
     /// When `Some`, the numbers of the batch input's layer-change comments
     /// ([`crate::estimate::is_layer_change_comment`]) are recorded here (for `estimate`).
     pub layer_marks: Option<Vec<u32>>,
@@ -637,6 +648,11 @@ impl Printer {
             partial_line: Vec::new(),
             line_no: 0,
             unterminated_line: None,
+            batch_stops_on_error: false,
+            errors_reported: 0,
+            errors_before_read: 0,
+            read_error_line: 0,
+            batch_error_exit: None,
             layer_marks: None,
             heater_targets: Vec::new(),
             heater_sensors: Vec::new(),
@@ -1508,6 +1524,10 @@ impl Printer {
     // ---- G-code --------------------------------------------------------------------------
 
     fn respond_error(&mut self, msg: &str) {
+        if self.errors_reported == self.errors_before_read {
+            self.read_error_line = self.current_line;
+        }
+        self.errors_reported += 1;
         self.respond(format_args!("!! {msg}"));
     }
 
@@ -2467,6 +2487,10 @@ impl Printer {
     /// # Errors
     /// Internal step generation errors (Klipper's "Internal error in stepcompress").
     pub fn feed_batch_chunk(&mut self, chunk: &[u8]) -> Result<(), MoveError> {
+        if self.batch_error_exit.is_some() {
+            return Ok(());
+        }
+        self.errors_before_read = self.errors_reported;
         self.toolhead.batch_chunk_read(chunk);
         let mut rest = chunk;
         // A line begun in an earlier chunk: complete it (or keep gathering it).
@@ -2533,12 +2557,29 @@ impl Printer {
         Ok(())
     }
 
-    /// The end of a batch read: the background flush when its timer is due.
+    /// The end of a batch read: the background flush when its timer is due — or, when the
+    /// read gave a G-code error and batch input stops on errors, the end of the run: klippy
+    /// asks its reactor to stop at the error and stops once the read's lines are done,
+    /// before any timer runs again.
     fn batch_chunk_done(&mut self) -> Result<(), MoveError> {
         if self.toolhead.batch_chunk_done()? {
             self.apply_enable_events();
         }
+        if self.batch_stops_on_error && self.errors_reported > self.errors_before_read {
+            self.batch_error_exit = Some(self.read_error_line);
+        }
         Ok(())
+    }
+
+    /// Makes batch input end at the end of the read (4096-byte block) holding its first G-code
+    /// error, as Klipper's batch mode does (gcode.py: an error response with file input asks
+    /// for `error_exit`, which stops the reactor once the block's lines are run): the rest of
+    /// the input is not read, no flush timer runs again and the exit sequence (M84, the 0.5 s
+    /// dwell, the final flush) is skipped, so that the MCU stream is what klippy would have
+    /// written. [`Printer::batch_error_exit`] then holds the error's line. Off by default
+    /// (the estimate and the twin run every line).
+    pub fn stop_batch_on_error(&mut self, stop: bool) {
+        self.batch_stops_on_error = stop;
     }
 
     /// Runs a whole G-code input in batch mode and flushes every step (Klipper's exit path:
@@ -2564,6 +2605,10 @@ impl Printer {
     /// # Errors
     /// Internal step generation errors.
     pub fn finish_batch(&mut self) -> Result<(), MoveError> {
+        if self.batch_error_exit.is_some() {
+            // No exit sequence: klippy ended where the error was.
+            return Ok(());
+        }
         if !self.partial_line.is_empty() {
             let text = String::from_utf8_lossy(&self.partial_line).into_owned();
             self.partial_line.clear();
@@ -2887,6 +2932,42 @@ endstop_pin: ^PC4
 position_endstop: 0
 position_max: 200
 ";
+
+    /// Klipper's batch mode ends at the read (4096-byte block) holding the first G-code error:
+    /// the lines after that read do not run and there is no exit sequence; with
+    /// `stop_batch_on_error(false)` every line runs.
+    #[test]
+    fn batch_input_stops_at_the_read_with_the_first_error() {
+        let dict = Dictionary::from_json(include_str!(
+            "../../../tests/fixtures/oracle/dict/atmega2560.dict"
+        ))
+        .expect("a real dictionary");
+        let config = Config::parse(SHARED_ENABLE, "printer.cfg").expect("config");
+        // Line 3 is out of range; the read after the first 4096 bytes moves on to X50.
+        let mut gcode = String::from("G28\nG1 X10 F6000\nG1 X500\n");
+        while gcode.len() < BATCH_READ_SIZE + 100 {
+            gcode.push_str("; padding to the next read\n");
+        }
+        gcode.push_str("G1 X50\n");
+        let run = |stop: bool| {
+            let mut printer = Printer::new(&config, &[("mcu", &dict)]).expect("printer");
+            printer.stop_batch_on_error(stop);
+            printer.run_batch(gcode.as_bytes()).expect("batch");
+            printer
+        };
+        let stopped = run(true);
+        assert_eq!(stopped.batch_error_exit, Some(3));
+        assert_eq!(stopped.toolhead.commanded_pos[0], 10.0);
+        let kept_going = run(false);
+        assert_eq!(kept_going.batch_error_exit, None);
+        assert_eq!(kept_going.toolhead.commanded_pos[0], 50.0);
+        assert!(
+            kept_going
+                .responses
+                .iter()
+                .any(|r| r.line == 3 && r.text.starts_with("!! Move out of range"))
+        );
+    }
 
     /// Regression: steppers sharing an enable pin got one `config_digital_out` each, so the
     /// config phase (and its CRC) differed from Klipper's for most bed-slingers.

@@ -127,6 +127,11 @@ pub(crate) fn assert_close_to_klipper(case: &str, expected: &Trace, actual: &Tra
         "{case}: too far from Klipper's clocks: {}",
         off.join("; ")
     );
+    assert_no_more_queue_steps(case, expected, actual);
+}
+
+/// Asserts benchmark B5: no more `queue_step` commands than Klipper sends.
+pub(crate) fn assert_no_more_queue_steps(case: &str, expected: &Trace, actual: &Trace) {
     assert!(
         actual.total_queue_steps() <= expected.total_queue_steps(),
         "{case}: {} queue_step commands, Klipper sends {}",
