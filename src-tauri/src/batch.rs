@@ -277,6 +277,7 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     // Nothing reads positions back in a batch run.
     printer.keep_motion_history(false);
     printer.stop_batch_on_error(!args.keep_going);
+    printer.emulate_batch_homing(true);
     warn_config(&config)?;
     let loaded = started.elapsed();
     let plan_start = Instant::now();

@@ -451,6 +451,14 @@ pub struct Printer {
     temperature_fans: Vec<temperature::TemperatureFan>,
     extruder_pa: Vec<(f64, f64)>,
     input_shaper: Option<input_shaper::InputShaperState>,
+    /// Steps by which klippy's idea of a stepper's MCU position (from its commanded position)
+    /// exceeds the steps it sent, by toolhead stepper: nonzero where `[input_shaper]` wrapped
+    /// a stepper whose position at the origin is not 0 (a delta tower). See
+    /// [`Printer::note_shaper_position_skew`].
+    shaper_position_skew: Vec<(usize, i64)>,
+    /// Whether homing reproduces that skew, as Klipper's batch mode does (see
+    /// [`Printer::emulate_batch_homing`]).
+    batch_homing_skew: bool,
     saved_states: Vec<gcode_state::SavedState>,
     firmware_retraction: Option<gcode_state::FirmwareRetraction>,
     exclude_object: Option<exclude_object::ExcludeObject>,
@@ -663,6 +671,8 @@ impl Printer {
             temperature_fans: Vec::new(),
             extruder_pa: Vec::new(),
             input_shaper: None,
+            shaper_position_skew: Vec::new(),
+            batch_homing_skew: false,
             saved_states: Vec::new(),
             firmware_retraction: None,
             exclude_object: None,
@@ -2474,9 +2484,99 @@ impl Printer {
         }
         self.toolhead.flush_step_generation()?;
         self.apply_enable_events();
-        // Batch mode: the endstop "triggers" at the end of the move, so no overshoot.
+        // Batch mode: the endstop "triggers" at the end of the move, so no overshoot — but
+        // klippy takes each stepper's halt position from its commanded position and the
+        // trigger position from the steps sent, and where those disagree (see
+        // `shaper_position_skew`) it puts the toolhead where the difference says.
         self.set_position(movepos, &[])?;
+        if let Some(haltpos) = self.skewed_halt_position(rails, movepos) {
+            self.set_position(haltpos, &[])?;
+        }
         Ok(())
+    }
+
+    /// Records Klipper's MCU position skew for the steppers `[input_shaper]` wraps (all that
+    /// follow the toolhead). input_shaper.py installs its stepper kinematics at connect by
+    /// `set_stepper_kinematics` before copying the old kinematics' commanded position into it,
+    /// so the MCU position offset is computed against 0: from then on klippy's
+    /// `get_mcu_position` exceeds the steps sent by the stepper's position at the origin,
+    /// in steps (rounded as klippy rounds). That is 0 for cartesian and corexy steppers and
+    /// the tower height for a delta's (283.46 mm for the example config), which batch-mode
+    /// homing then reads as overshoot ([`Printer::emulate_batch_homing`]; a live klippy
+    /// re-reads the position from the MCU after homing, stepper.py `note_homing_end`).
+    pub(crate) fn note_shaper_position_skew(&mut self) {
+        let origin = crate::trapq::Coord::default();
+        self.shaper_position_skew = self
+            .toolhead
+            .steppers
+            .iter()
+            .enumerate()
+            .filter(|(_, st)| st.trapq == Some(crate::toolhead::TrapqId::Toolhead))
+            .filter_map(|(i, st)| {
+                let steps = st.solver.position_from_coord(origin) / st.solver.step_dist();
+                #[allow(clippy::cast_possible_truncation)]
+                let rounded = if steps >= 0.0 {
+                    (steps + 0.5) as i64
+                } else {
+                    (steps - 0.5) as i64
+                };
+                (rounded != 0).then_some((i, rounded))
+            })
+            .collect();
+    }
+
+    /// Where klippy's batch-mode homing leaves the toolhead after a homing move to `movepos`
+    /// of `rails` when their steppers have a position skew: the kinematics' position of the
+    /// steppers' commanded positions at `movepos` plus the skew (homing.py
+    /// `calc_toolhead_pos` with `over_steps`). `None` when there is none (every printer
+    /// without `[input_shaper]`, and cartesian and corexy ones with it).
+    fn skewed_halt_position(&self, rails: &[usize], movepos: [f64; AXES]) -> Option<[f64; AXES]> {
+        if !self.batch_homing_skew || self.shaper_position_skew.is_empty() {
+            return None;
+        }
+        let homing: Vec<usize> = rails
+            .iter()
+            .flat_map(|&r| self.rails[r].steppers.iter().copied())
+            .collect();
+        let skew = |si: usize| {
+            self.shaper_position_skew
+                .iter()
+                .find(|(i, _)| *i == si && homing.contains(&si))
+                .map_or(0, |(_, s)| *s)
+        };
+        if !homing.iter().any(|&si| skew(si) != 0) {
+            return None;
+        }
+        let at = crate::trapq::Coord {
+            x: movepos[0],
+            y: movepos[1],
+            z: movepos[2],
+        };
+        let mut spheres = Vec::with_capacity(3);
+        let mut arm2 = Vec::with_capacity(3);
+        for rail in &self.rails {
+            let si = *rail.steppers.first()?;
+            let solver = &self.toolhead.steppers[si].solver;
+            let Kinematics::Delta {
+                arm2: a2,
+                tower_x,
+                tower_y,
+            } = solver.kinematics()
+            else {
+                return None;
+            };
+            #[allow(clippy::cast_precision_loss)]
+            let spos = solver.position_from_coord(at) + skew(si) as f64 * solver.step_dist();
+            spheres.push([*tower_x, *tower_y, spos]);
+            arm2.push(*a2);
+        }
+        if spheres.len() != 3 {
+            return None;
+        }
+        let p = trilateration(&spheres, &arm2);
+        let mut haltpos = movepos;
+        haltpos[..3].copy_from_slice(&p);
+        Some(haltpos)
     }
 
     // ---- batch mode ------------------------------------------------------------------------
@@ -2580,6 +2680,17 @@ impl Printer {
     /// (the estimate and the twin run every line).
     pub fn stop_batch_on_error(&mut self, stop: bool) {
         self.batch_stops_on_error = stop;
+    }
+
+    /// Makes homing end where Klipper's batch mode ends it on a printer whose steppers have a
+    /// position skew (a delta with `[input_shaper]`, see `note_shaper_position_skew`): after
+    /// each homing move the toolhead is put as far above the endstops as the towers' height at
+    /// the origin, and the retract comes down from there. A real printer does not do this
+    /// (klippy re-reads each stepper's position from the MCU after homing, which batch mode
+    /// cannot), so it is off by default: `gantry batch` and the oracle tests turn it on, the
+    /// estimate and the twin leave it off.
+    pub fn emulate_batch_homing(&mut self, on: bool) {
+        self.batch_homing_skew = on;
     }
 
     /// Runs a whole G-code input in batch mode and flushes every step (Klipper's exit path:
@@ -2967,6 +3078,41 @@ position_max: 200
                 .iter()
                 .any(|r| r.line == 3 && r.text.starts_with("!! Move out of range"))
         );
+    }
+
+    /// A delta with `[input_shaper]` homes as a real printer does (5 mm retract), unless batch
+    /// homing is emulated: then, as in Klipper's batch mode (oracle case u_delta_shaper_home),
+    /// the retract starts from the towers' height at the origin above the endstops.
+    #[test]
+    fn batch_homing_emulation_is_only_for_batch_output() {
+        let dict = Dictionary::from_json(include_str!(
+            "../../../tests/fixtures/oracle/dict/atmega2560.dict"
+        ))
+        .expect("a real dictionary");
+        let text =
+            include_str!("../../../tests/fixtures/oracle-extra/u_delta_shaper_home/printer.cfg");
+        let config = Config::parse(text, "printer.cfg").expect("config");
+        let tower_steps = |emulate: bool| {
+            let mut printer = Printer::new(&config, &[("mcu", &dict)]).expect("printer");
+            printer.emulate_batch_homing(emulate);
+            printer.run_batch(b"G28\n").expect("batch");
+            let (_, messages) = printer.take_output(0);
+            messages
+                .iter()
+                .filter_map(|m| match m.command {
+                    crate::toolhead::McuCommand::Step {
+                        message: crate::stepcompress::StepCommand::QueueStep { count, .. },
+                        ..
+                    } => Some(u64::from(count)),
+                    _ => None,
+                })
+                .sum::<u64>()
+        };
+        let real = tower_steps(false);
+        let batch = tower_steps(true);
+        // Each of the three towers retracts 22,677 steps (283.46 mm, its height at the origin)
+        // further; the second homing move is the same.
+        assert_eq!(batch, real + 3 * 22_677);
     }
 
     /// Regression: steppers sharing an enable pin got one `config_digital_out` each, so the

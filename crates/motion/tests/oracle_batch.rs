@@ -51,6 +51,8 @@ fn run(case: &str) -> Run {
     let dict = dictionary(case);
     let config = Config::parse(&cfg_text, "printer.cfg").expect("config parses");
     let mut printer = Printer::new(&config, &[("mcu", &dict)]).expect("printer builds");
+    printer.stop_batch_on_error(true);
+    printer.emulate_batch_homing(true);
     printer.run_batch(&gcode).expect("batch runs");
     let errors: Vec<_> = printer
         .responses

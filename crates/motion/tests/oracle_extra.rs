@@ -1,6 +1,7 @@
 //! The planner against real Klipper on the extra cases in tests/fixtures/oracle-extra: arcs,
 //! corexy with EI shapers and pressure advance, velocity limits and factors, firmware retraction,
-//! a 520 MHz MCU, Jinja macros, a delta printing arcs, and excerpts of real slicer files (Orca,
+//! a 520 MHz MCU, Jinja macros, a delta printing arcs, a delta homing with input shaping, a
+//! G-code error, temperature sensors, and excerpts of real slicer files (Orca,
 //! PrusaSlicer with arcs, Bambu with an excluded object, PrusaSlicer M486 labels through a macro).
 //! Each case's output.serial was written by unmodified Klipper (`make.py --run` in that folder
 //! says how); the comparison is per stepper, as for the main oracle: same step count and
@@ -42,6 +43,7 @@ fn check_dir(case: &str, dir: &std::path::Path, error_exit: Option<u32>) {
     let config = Config::parse(&cfg_text, "printer.cfg").expect("config parses");
     let mut printer = Printer::new(&config, &[("mcu", &dict)]).expect("printer builds");
     printer.stop_batch_on_error(true);
+    printer.emulate_batch_homing(true);
     printer.run_batch(&read("input.gcode")).expect("batch runs");
     let errors: Vec<_> = printer
         .responses
@@ -110,6 +112,7 @@ cases!(
     q_bambu_exclude,
     r_prusa_m486_voron,
     s_temperature_sensors,
+    u_delta_shaper_home,
 );
 
 /// A G-code error in batch mode: Klipper stops at the end of the read holding it (its flush

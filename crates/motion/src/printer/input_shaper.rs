@@ -100,6 +100,7 @@ impl Printer {
         let state = InputShaperState { axes: [x, y, z] };
         self.install_shapers(&state).map_err(cfg_err)?;
         self.input_shaper = Some(state);
+        self.note_shaper_position_skew();
         Ok(())
     }
 
