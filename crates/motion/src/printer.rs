@@ -3044,15 +3044,20 @@ position_endstop: 0
 position_max: 200
 ";
 
+    /// The RAMPS board's real dictionary (the oracle's).
+    fn atmega2560() -> Dictionary {
+        Dictionary::from_json(include_str!(
+            "../../../tests/fixtures/oracle/dict/atmega2560.dict"
+        ))
+        .expect("a real dictionary")
+    }
+
     /// Klipper's batch mode ends at the read (4096-byte block) holding the first G-code error:
     /// the lines after that read do not run and there is no exit sequence; with
     /// `stop_batch_on_error(false)` every line runs.
     #[test]
     fn batch_input_stops_at_the_read_with_the_first_error() {
-        let dict = Dictionary::from_json(include_str!(
-            "../../../tests/fixtures/oracle/dict/atmega2560.dict"
-        ))
-        .expect("a real dictionary");
+        let dict = atmega2560();
         let config = Config::parse(SHARED_ENABLE, "printer.cfg").expect("config");
         // Line 3 is out of range; the read after the first 4096 bytes moves on to X50.
         let mut gcode = String::from("G28\nG1 X10 F6000\nG1 X500\n");
@@ -3085,10 +3090,7 @@ position_max: 200
     /// the retract starts from the towers' height at the origin above the endstops.
     #[test]
     fn batch_homing_emulation_is_only_for_batch_output() {
-        let dict = Dictionary::from_json(include_str!(
-            "../../../tests/fixtures/oracle/dict/atmega2560.dict"
-        ))
-        .expect("a real dictionary");
+        let dict = atmega2560();
         let text =
             include_str!("../../../tests/fixtures/oracle-extra/u_delta_shaper_home/printer.cfg");
         let config = Config::parse(text, "printer.cfg").expect("config");
@@ -3119,10 +3121,7 @@ position_max: 200
     /// config phase (and its CRC) differed from Klipper's for most bed-slingers.
     #[test]
     fn steppers_sharing_an_enable_pin_share_one_output() {
-        let dict = Dictionary::from_json(include_str!(
-            "../../../tests/fixtures/oracle/dict/atmega2560.dict"
-        ))
-        .expect("a real dictionary");
+        let dict = atmega2560();
         let config = Config::parse(SHARED_ENABLE, "printer.cfg").expect("config");
         let printer = Printer::new(&config, &[("mcu", &dict)]).expect("printer");
         let cmds = printer.mcus[0].config_phase();
