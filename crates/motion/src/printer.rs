@@ -2489,7 +2489,7 @@ impl Printer {
         // trigger position from the steps sent, and where those disagree (see
         // `shaper_position_skew`) it puts the toolhead where the difference says.
         self.set_position(movepos, &[])?;
-        if let Some(haltpos) = self.skewed_halt_position(rails, movepos) {
+        if let Some(haltpos) = self.skewed_halt_position(rails) {
             self.set_position(haltpos, &[])?;
         }
         Ok(())
@@ -2513,70 +2513,29 @@ impl Printer {
             .enumerate()
             .filter(|(_, st)| st.trapq == Some(crate::toolhead::TrapqId::Toolhead))
             .filter_map(|(i, st)| {
-                let steps = st.solver.position_from_coord(origin) / st.solver.step_dist();
-                #[allow(clippy::cast_possible_truncation)]
-                let rounded = if steps >= 0.0 {
-                    (steps + 0.5) as i64
-                } else {
-                    (steps - 0.5) as i64
-                };
-                (rounded != 0).then_some((i, rounded))
+                let steps = crate::toolhead::klippy_round_steps(
+                    st.solver.position_from_coord(origin) / st.solver.step_dist(),
+                );
+                (steps != 0).then_some((i, steps))
             })
             .collect();
     }
 
-    /// Where klippy's batch-mode homing leaves the toolhead after a homing move to `movepos`
-    /// of `rails` when their steppers have a position skew: the kinematics' position of the
-    /// steppers' commanded positions at `movepos` plus the skew (homing.py
-    /// `calc_toolhead_pos` with `over_steps`). `None` when there is none (every printer
+    /// Where klippy's batch-mode homing leaves the toolhead after a homing move of `rails`
+    /// (the toolhead set at the move's end): homing.py's `calc_toolhead_pos` with the position
+    /// skew of the rails' steppers as `over_steps`. `None` when there is none (every printer
     /// without `[input_shaper]`, and cartesian and corexy ones with it).
-    fn skewed_halt_position(&self, rails: &[usize], movepos: [f64; AXES]) -> Option<[f64; AXES]> {
-        if !self.batch_homing_skew || self.shaper_position_skew.is_empty() {
+    fn skewed_halt_position(&self, rails: &[usize]) -> Option<[f64; AXES]> {
+        if !self.batch_homing_skew {
             return None;
         }
-        let homing: Vec<usize> = rails
+        let over_steps: Vec<(usize, i64)> = self
+            .shaper_position_skew
             .iter()
-            .flat_map(|&r| self.rails[r].steppers.iter().copied())
+            .filter(|(si, _)| rails.iter().any(|&r| self.rails[r].steppers.contains(si)))
+            .copied()
             .collect();
-        let skew = |si: usize| {
-            self.shaper_position_skew
-                .iter()
-                .find(|(i, _)| *i == si && homing.contains(&si))
-                .map_or(0, |(_, s)| *s)
-        };
-        if !homing.iter().any(|&si| skew(si) != 0) {
-            return None;
-        }
-        let at = crate::trapq::Coord {
-            x: movepos[0],
-            y: movepos[1],
-            z: movepos[2],
-        };
-        let mut spheres = Vec::with_capacity(3);
-        let mut arm2 = Vec::with_capacity(3);
-        for rail in &self.rails {
-            let si = *rail.steppers.first()?;
-            let solver = &self.toolhead.steppers[si].solver;
-            let Kinematics::Delta {
-                arm2: a2,
-                tower_x,
-                tower_y,
-            } = solver.kinematics()
-            else {
-                return None;
-            };
-            #[allow(clippy::cast_precision_loss)]
-            let spos = solver.position_from_coord(at) + skew(si) as f64 * solver.step_dist();
-            spheres.push([*tower_x, *tower_y, spos]);
-            arm2.push(*a2);
-        }
-        if spheres.len() != 3 {
-            return None;
-        }
-        let p = trilateration(&spheres, &arm2);
-        let mut haltpos = movepos;
-        haltpos[..3].copy_from_slice(&p);
-        Some(haltpos)
+        (!over_steps.is_empty()).then(|| self.calc_toolhead_pos(&over_steps))
     }
 
     // ---- batch mode ------------------------------------------------------------------------

@@ -97,16 +97,21 @@ pub struct MotionStepper {
     pub last_clocks: (u64, u64),
 }
 
+/// A step count from a position in steps, rounded as klippy's `get_mcu_position` rounds
+/// (half away from zero, through `int`).
+pub(crate) fn klippy_round_steps(steps: f64) -> i64 {
+    if steps >= 0.0 {
+        (steps + 0.5) as i64
+    } else {
+        (steps - 0.5) as i64
+    }
+}
+
 impl MotionStepper {
     /// The MCU step count matching the commanded position (Klipper's `get_mcu_position`).
     pub fn mcu_position(&self) -> i64 {
         let d = self.solver.commanded_pos() + self.mcu_position_offset;
-        let p = d / self.solver.step_dist();
-        if p >= 0.0 {
-            (p + 0.5) as i64
-        } else {
-            (p - 0.5) as i64
-        }
+        klippy_round_steps(d / self.solver.step_dist())
     }
 
     /// Keeps the MCU step count across a change of commanded position.

@@ -1209,7 +1209,7 @@ impl Printer {
 
     /// The toolhead position from the steppers' commanded positions moved by `offsets` steps
     /// (homing.py's `calc_toolhead_pos`, through the kinematics' `calc_position`).
-    fn calc_toolhead_pos(&self, offsets: &[(usize, i64)]) -> [f64; 4] {
+    pub(super) fn calc_toolhead_pos(&self, offsets: &[(usize, i64)]) -> [f64; 4] {
         let spos = |si: usize| {
             let s = &self.toolhead.steppers[si].solver;
             let off = offsets
