@@ -11,12 +11,13 @@
 //! Where the coordinate is quadratic in time (a cartesian or corexy motor without input
 //! shaping, the extruder without pressure advance) the steps are solved in closed form instead
 //! ([`linear_steps`]): the same steps, reversals and commits as the search, each at its exact
-//! crossing, which the search would have found to within 1e-9 mm — so a step's clock can differ
-//! from Klipper's by one tick. Whenever the outcome is a near thing (a threshold within 1 µm, a
-//! step where the motor crawls below 0.1 mm/s) the search runs instead. The closed form works a
-//! chunk of steps at a time: the half-step targets (a progression where they stay in one binade,
-//! [`Targets`]; else Klipper's chain of additions), their roots, then the compressor's chunked
-//! append ([`append_roots`], [`append_chain_roots`]).
+//! crossing, which the search would have found to within 1e-9 mm. Whenever the outcome is a
+//! near thing (a threshold within 1 µm, a step where the motor crawls below 0.1 mm/s) the search
+//! runs instead; and where a step's clock is (a half tick within the search's tolerance of the
+//! root, [`TickCheck`]), the search takes the range up to that step, so that every clock is the
+//! one Klipper's search gives. The closed form works a range at a time: the half-step targets (a
+//! progression where they stay in one binade, [`Targets`]; else Klipper's chain of additions),
+//! their roots and clock checks ([`push_roots`]), then the compressor's chunked append.
 //!
 //! With input shaping the coordinate of a cartesian or corexy motor is a sum of time-shifted
 //! copies of the path, so a range splits into pieces over which every pulse reads one trapq
@@ -135,6 +136,9 @@ pub struct StepperSolver {
     /// Scratch of the shaped closed form: a range's piece boundaries, then its pieces.
     breaks: Vec<f64>,
     pieces: Vec<ShapedPiece>,
+    /// Scratch of the closed form: a range's step times, and (shaped) its pieces' plans.
+    roots: Vec<f64>,
+    plans: Vec<LinearPlan>,
 }
 
 /// One run of the half-step search: print times `[abs_start, abs_end]` of trapq entry `index`.
@@ -166,6 +170,8 @@ impl StepperSolver {
             closed_form: true,
             breaks: Vec::new(),
             pieces: Vec::new(),
+            roots: Vec::new(),
+            plans: Vec::new(),
         };
         s.update_windows();
         s
@@ -379,12 +385,13 @@ impl StepperSolver {
             end,
         };
         let pos = &mut self.commanded_pos;
+        let roots = &mut self.roots;
         let closed_form = self.closed_form;
         if let Kinematics::Extruder(e) = &self.kin {
             if e.half_smooth_time() <= 0.0 {
                 // ExtruderKin::calc_position without pressure advance.
                 let lin = Linear::new(m.start_pos.x, 1.0, m.start_v, m.half_accel);
-                return linear_steps(closed_form, pos, sc, &range, lin, |t| {
+                return linear_steps(closed_form, pos, sc, &range, lin, roots, |t| {
                     m.start_pos.x + m.distance(t)
                 });
             }
@@ -408,7 +415,15 @@ impl StepperSolver {
                     &mut self.pieces,
                 )
             {
-                return shaped_steps(pos, sc, &range, &self.pieces, position);
+                return shaped_steps(
+                    pos,
+                    sc,
+                    &range,
+                    &self.pieces,
+                    roots,
+                    &mut self.plans,
+                    position,
+                );
             }
             return search_steps(pos, sc, &range, position);
         }
@@ -423,18 +438,18 @@ impl StepperSolver {
                     half_accel: m.half_accel,
                 };
                 let lin = Linear::new(exact.p, exact.r, exact.v, exact.half_accel);
-                linear_steps(closed_form, pos, sc, &range, lin, |t| exact.at(t))
+                linear_steps(closed_form, pos, sc, &range, lin, roots, |t| exact.at(t))
             }
             Kinematics::CoreXY { plus } => {
                 let sign = if *plus { 1.0 } else { -1.0 };
                 let lin = Linear::new(p.x + sign * p.y, r.x + sign * r.y, m.start_v, m.half_accel);
                 if *plus {
-                    linear_steps(closed_form, pos, sc, &range, lin, |t| {
+                    linear_steps(closed_form, pos, sc, &range, lin, roots, |t| {
                         let d = m.distance(t);
                         (p.x + r.x * d) + (p.y + r.y * d)
                     })
                 } else {
-                    linear_steps(closed_form, pos, sc, &range, lin, |t| {
+                    linear_steps(closed_form, pos, sc, &range, lin, roots, |t| {
                         let d = m.distance(t);
                         (p.x + r.x * d) - (p.y + r.y * d)
                     })
@@ -485,12 +500,14 @@ impl Linear {
 
     /// The time into the segment at which the coordinate is `target`: the root of
     /// `half_accel·t² + v·t = (target − p)/r`, in the form that neither cancels nor divides by
-    /// a zero acceleration. Only for a target the segment reaches.
+    /// a zero acceleration; with the speed there, `v + 2·half_accel·t` (the root of the
+    /// discriminant). Only for a target the segment reaches.
     #[inline(always)]
-    fn time_at(&self, target: f64, inv_r: f64) -> f64 {
+    fn time_and_speed_at(&self, target: f64, inv_r: f64) -> (f64, f64) {
         let d = (target - self.p) * inv_r;
         let disc = (self.v * self.v + 4.0 * self.half_accel * d).max(0.0);
-        (d + d) / (self.v + disc.sqrt())
+        let speed = disc.sqrt();
+        ((d + d) / (self.v + speed), speed)
     }
 }
 
@@ -508,38 +525,157 @@ const ANALYTIC_MIN_SPEED: f64 = 0.1;
 
 /// The half-step crossings of a segment whose coordinate is quadratic in time, solved in closed
 /// form: the same steps as [`search_steps`] (the same targets, reversal, step+dir+step commits),
-/// each at the exact crossing where the search stops within 1e-9 mm of it — so a step's clock
-/// can differ from Klipper's by a tick, a few nanoseconds in time.
+/// at the same MCU clocks.
 ///
 /// Within one trapq segment the coordinate only moves one way (the speed never changes sign),
 /// so the search's choices follow from the coordinate at a few instants: the range's start and
 /// end, and the search's first probe 100 µs in (where a reversal's pending step is or is not
 /// committed). The search runs the whole range instead whenever one of them lies within
-/// [`ANALYTIC_MARGIN`] of a threshold, the segment does not clearly move, or a step falls
-/// where the stepper is slower than [`ANALYTIC_MIN_SPEED`]: all of that is decided before
-/// the first step is taken. `position` is the coordinate with the search's own floating-point
-/// operations; `lin` the same function as a polynomial, for the roots.
+/// [`ANALYTIC_MARGIN`] of a threshold, the segment does not clearly move, a step falls
+/// where the stepper is slower than [`ANALYTIC_MIN_SPEED`], or a step's clock is a near thing
+/// ([`TickCheck`]): all of that is decided before the first step is taken. `position` is the
+/// coordinate with the search's own floating-point operations; `lin` the same function as a
+/// polynomial, for the roots.
 #[inline(always)]
-#[expect(
-    clippy::neg_cmp_op_on_partial_ord,
-    reason = "negated comparisons are how NaN takes the search here"
-)]
 fn linear_steps(
     closed_form: bool,
     commanded_pos: &mut f64,
     sc: &mut StepCompress,
     range: &SearchRange,
     lin: Linear,
+    roots: &mut Vec<f64>,
     position: impl Fn(f64) -> f64,
 ) -> Result<(), StepCompressError> {
+    roots.clear();
+    let plan = if closed_form {
+        plan_linear(*commanded_pos, sc, range, lin, None, roots, &position)
+    } else {
+        None
+    };
+    let Some(plan) = plan else {
+        return search_steps(commanded_pos, sc, range, position);
+    };
+    if plan.searched == 0 {
+        return plan.apply(commanded_pos, sc, range.print_time, roots);
+    }
+    if plan.searched >= plan.steps {
+        return search_steps(commanded_pos, sc, range, position);
+    }
+    if !search_prefix(commanded_pos, sc, range, &position, plan.searched)? {
+        return Ok(());
+    }
+    plan.apply_rest(
+        commanded_pos,
+        sc,
+        range.print_time,
+        &roots[plan.searched..plan.steps],
+    )
+}
+
+/// Runs the search of [`search_steps`] over `range` until it has taken `count` steps: `true`
+/// then, `false` when it finished the range first (or failed: then with the error).
+fn search_prefix(
+    commanded_pos: &mut f64,
+    sc: &mut StepCompress,
+    range: &SearchRange,
+    position: &impl Fn(f64) -> f64,
+    count: usize,
+) -> Result<bool, StepCompressError> {
+    let mut search = Search::new(*commanded_pos, sc.step_dir(), range);
+    let mut error = None;
+    loop {
+        match search.iterate(position, sc, &mut error) {
+            Progress::Searching if search.steps < count => {}
+            Progress::Searching => return Ok(true),
+            Progress::RangeDone => {
+                *commanded_pos = search.commanded_pos();
+                return Ok(false);
+            }
+            Progress::Failed => return finished(Progress::Failed, error).map(|()| false),
+        }
+    }
+}
+
+/// How [`plan_linear`] takes a range's steps into the compressor, their times already in the
+/// roots buffer.
+#[derive(Clone, Copy, Debug)]
+struct LinearPlan {
+    /// Direction of the steps.
+    dir: bool,
+    /// Commit the pending step first (a reversal's first probe found it final).
+    commit_first: bool,
+    /// How many roots (from the buffer's start, or from where the previous plan's end).
+    steps: usize,
+    /// How many of them only the search gives exactly (up to the last whose clock is
+    /// uncertain, [`TickCheck`]): the range's search runs until it has taken these.
+    searched: usize,
+    /// Commit the last step at the end (the coordinate got to its position).
+    commit_last: bool,
+    /// The coordinate of the last step afterwards.
+    commanded_pos: f64,
+}
+
+impl LinearPlan {
+    /// Takes the plan's steps (the first `self.steps` of `roots`, times after `print_time`).
+    #[inline(always)]
+    fn apply(
+        &self,
+        commanded_pos: &mut f64,
+        sc: &mut StepCompress,
+        print_time: f64,
+        roots: &[f64],
+    ) -> Result<(), StepCompressError> {
+        if self.commit_first {
+            sc.commit()?;
+        }
+        self.apply_rest(commanded_pos, sc, print_time, &roots[..self.steps])
+    }
+
+    /// Takes `roots`, the plan's steps after those the search took, and ends as the plan does.
+    #[inline(always)]
+    fn apply_rest(
+        &self,
+        commanded_pos: &mut f64,
+        sc: &mut StepCompress,
+        print_time: f64,
+        roots: &[f64],
+    ) -> Result<(), StepCompressError> {
+        sc.append_times(self.dir, print_time, roots)?;
+        *commanded_pos = self.commanded_pos;
+        if self.commit_last {
+            sc.commit()?;
+        }
+        Ok(())
+    }
+}
+
+/// Decides whether the closed form gives the search's steps over `range` (see
+/// [`linear_steps`]) and, where it does, appends their times to `roots` — for a piece of a
+/// shaped range, plus the piece's start in the range (`piece_start`);
+/// `None` (and `roots` left as it was or longer, to be discarded) where the search must run.
+/// Reads the compressor (its direction, its clock), changes nothing.
+#[inline(always)]
+#[expect(
+    clippy::neg_cmp_op_on_partial_ord,
+    reason = "negated comparisons are how NaN takes the search here"
+)]
+fn plan_linear(
+    commanded_pos: f64,
+    sc: &StepCompress,
+    range: &SearchRange,
+    lin: Linear,
+    piece_start: Option<f64>,
+    roots: &mut Vec<f64>,
+    position: &impl Fn(f64) -> f64,
+) -> Option<LinearPlan> {
     let (start, end) = (range.start, range.end);
     let half = 0.5 * range.step_dist;
     let full = half + half;
     let (p_start, p_end) = (position(start), position(end));
     let moved = p_end - p_start;
     // `!(x > y)` so that NaN also takes the search.
-    if !closed_form || !(end > start) || !(moved.abs() > ANALYTIC_MARGIN) || lin.r == 0.0 {
-        return search_steps(commanded_pos, sc, range, position);
+    if !(end > start) || !(moved.abs() > ANALYTIC_MARGIN) || lin.r == 0.0 {
+        return None;
     }
     let dir = moved > 0.0;
     // How far the coordinate `p` is past `target` in direction `d` (the search's `rel_dist`).
@@ -548,7 +684,7 @@ fn linear_steps(
     // A full step back from the target (plus 1e-8 mm) is a reversal to the search.
     let reversal = -(full + 0.000_000_010);
     let sdir = sc.step_dir();
-    let mut target = *commanded_pos + if sdir { half } else { -half };
+    let mut target = commanded_pos + if sdir { half } else { -half };
     let mut commit_first = false;
     let flipped = sdir != dir;
     if !flipped {
@@ -556,7 +692,7 @@ fn linear_steps(
         // probe would take that for a reversal).
         let at_start = past(p_start, target, dir);
         if !(at_start < -ANALYTIC_MARGIN) || !(at_start > reversal + ANALYTIC_MARGIN) {
-            return search_steps(commanded_pos, sc, range, position);
+            return None;
         }
     } else {
         // A reversal: the search's first probe decides whether the last step is committed,
@@ -569,21 +705,25 @@ fn linear_steps(
             || near(at_probe, -half)
             || near(at_end, reversal)
         {
-            return search_steps(commanded_pos, sc, range, position);
+            return None;
         }
         // (At the probe the coordinate has not gone a full step back: no reversal yet.)
         commit_first = at_probe >= -half;
         if at_end >= reversal {
             // Back by less than a full step: no step in this range.
-            if commit_first {
-                sc.commit()?;
-            }
-            return Ok(());
+            return Some(LinearPlan {
+                dir: sdir,
+                commit_first,
+                steps: 0,
+                searched: 0,
+                commit_last: false,
+                commanded_pos,
+            });
         }
         target = step_on(target, half, dir);
         // The first step the new way lies clearly after the range's start.
         if !(past(p_start, target, dir) < -ANALYTIC_MARGIN) {
-            return search_steps(commanded_pos, sc, range, position);
+            return None;
         }
     }
     // The targets the range reaches, and where its end leaves the next one.
@@ -606,7 +746,7 @@ fn linear_steps(
     };
     // (A reversal's first step lies inside the range, or the flip was a near thing.)
     if !(ahead < -ANALYTIC_MARGIN) || near(ahead, -half) || (flipped && steps == 0) {
-        return search_steps(commanded_pos, sc, range, position);
+        return None;
     }
     let inv_r = 1.0 / lin.r;
     if steps > 0 {
@@ -622,133 +762,212 @@ fn linear_steps(
         if !(speed_squared_at(target) >= MIN_SPEED_SQUARED
             && speed_squared_at(last_target) >= MIN_SPEED_SQUARED)
         {
-            return search_steps(commanded_pos, sc, range, position);
+            return None;
         }
     }
-    if commit_first {
-        sc.commit()?;
+    // (32-bit step indices in the roots' loops.)
+    if steps >= u32::MAX as usize {
+        return None;
     }
-    match &targets {
-        Some(targets) => {
-            append_roots(sc, dir, range, steps, targets, lin, inv_r)?;
-            target = targets.at(steps);
+    let magnitude = p_start.abs().max(p_end.abs()) + lin.p.abs();
+    let time_shift = piece_start.unwrap_or(0.0);
+    let check = TickCheck::new(sc, range, lin, time_shift, magnitude, piece_start.is_none())?;
+    let searched = match &targets {
+        Some(targets) => push_roots(
+            roots,
+            steps,
+            |k| targets.at_index(k),
+            lin,
+            inv_r,
+            range,
+            time_shift,
+            &check,
+        ),
+        None => {
+            let mut chain = target;
+            push_roots(
+                roots,
+                steps,
+                |_| {
+                    let t = chain;
+                    chain = step_on(chain, half, dir);
+                    t
+                },
+                lin,
+                inv_r,
+                range,
+                time_shift,
+                &check,
+            )
         }
-        None => target = append_chain_roots(sc, dir, range, steps, target, lin, inv_r)?,
-    }
-    *commanded_pos = target - if dir { half } else { -half };
-    // Not reached: the last step is final once the coordinate got to its position.
-    if ahead >= -half {
-        sc.commit()?;
-    }
-    Ok(())
+    };
+    let after = match &targets {
+        Some(targets) => targets.at(steps),
+        None => (0..steps).fold(target, |t, _| step_on(t, half, dir)),
+    };
+    Some(LinearPlan {
+        dir,
+        commit_first,
+        steps,
+        searched,
+        // Not reached: the last step is final once the coordinate got to its position.
+        commit_last: ahead >= -half,
+        commanded_pos: after - if dir { half } else { -half },
+    })
 }
 
-/// Steps whose roots [`append_roots`] and [`append_chain_roots`] compute together before
-/// handing them to the compressor's chunked append.
-const ROOTS_CHUNK: usize = 32;
+/// The search's tolerance: it stops within this distance (mm) of a half-step target.
+const SEARCH_TOLERANCE_MM: f64 = 0.000_000_001;
 
-/// The roots of `target(0..times.len())` into `times`, free of the queue's state (the processor
-/// overlaps them); at constant speed a product (the quadratic's root is then
-/// `(target − p)/(r·v)`). Clamped to `[start, end]` as `f64::max(start)` then `min(end)` would
-/// (a NaN root becomes `start`), written as selects that compile to one vector max and min:
-/// rounding cannot move a root out of its range by more than an ulp, nor before the previous
-/// root (targets are a step apart), and NaN cannot occur ([`linear_steps`]' speed check
-/// computed the extreme roots).
+/// Whether a root in closed form gives the clock the search gives. The compressor turns a time
+/// into a clock by rounding `(print_time + t − time_offset)·mcu_freq` to the nearest tick;
+/// where no rounding boundary (a half tick) lies within twice the search's possible distance
+/// from the root, plus the floating-point error of the conversion, both land on one clock.
+/// Otherwise the range is searched, as Klipper searches it.
+///
+/// How far the search may stop from the root:
+/// - In general, anywhere within [`SEARCH_TOLERANCE_MM`] of the target: in time, that over the
+///   stepper's speed there. (Its other stop, a bracket under 1 ns, only ends searches that
+///   crawl.) At 16 MHz and 50 mm/s that is 3·10⁻⁴ tick.
+/// - At constant speed on one trapq segment, from a range's third step on, only by rounding. Every guess the
+///   search has evaluated since the range's start lies on the segment's line, so its first
+///   secant guess for the step is the root but for rounding; the step before was at the one
+///   before's interval, so that guess is inside the search's window (its previous interval
+///   times 1.5) and taken at once.
+struct TickCheck {
+    /// `(print_time − time_offset)·mcu_freq + ½`: a root's clock is the integer part of
+    /// `base + t·mcu_freq`.
+    base: f64,
+    mcu_freq: f64,
+    /// Twice the search's distance from the root, in ticks, times the speed (in units of the
+    /// segment's distance per second) at the root.
+    window: f64,
+    /// Twice the search's distance from the root at constant speed, in ticks, from step
+    /// `steady_from` on.
+    cruise: f64,
+    /// The first step of a range whose search only rounds: 2 at constant speed on one trapq
+    /// segment, else never.
+    steady_from: usize,
+    /// The conversion's floating-point error, in ticks.
+    rounding: f64,
+}
+
+impl TickCheck {
+    /// For the roots of `range` (shifted by `time_shift`) of a coordinate `lin`, whose values
+    /// there are at most `magnitude` (mm), that is one trapq segment's (`one_segment`; not a
+    /// shaped piece, where the search's guesses may come from the pieces before and the sum of
+    /// pulses rounds more); `None` where the clock is out of reach of the check.
+    #[inline(always)]
+    fn new(
+        sc: &StepCompress,
+        range: &SearchRange,
+        lin: Linear,
+        time_shift: f64,
+        magnitude: f64,
+        one_segment: bool,
+    ) -> Option<Self> {
+        let mcu_freq = sc.mcu_freq();
+        let base = sc.clock_position(range.print_time) + 0.5;
+        let seconds = time_shift.abs() + range.end.abs();
+        let span = base.abs() + seconds * mcu_freq.abs();
+        // Clocks from 2⁵¹ ticks on cannot be split into whole and fraction ([`margin`]).
+        if span.is_nan() || span >= 2_251_799_813_685_248.0 {
+            return None;
+        }
+        let r = lin.r.abs();
+        // The roots' and the secant's rounding: a few dozen ulps of the coordinate and time.
+        let rounding_mm = 64.0 * f64::EPSILON * (magnitude + 1.0);
+        let rounding_s = 64.0 * f64::EPSILON * (seconds + 1.0);
+        let cruise = 2.0 * mcu_freq * (rounding_mm / (r * lin.v) + rounding_s);
+        Some(Self {
+            base,
+            mcu_freq,
+            window: 2.0 * (SEARCH_TOLERANCE_MM + rounding_mm) * mcu_freq / r,
+            cruise,
+            steady_from: if one_segment && lin.half_accel == 0.0 {
+                2
+            } else {
+                usize::MAX
+            },
+            rounding: 16.0 * f64::EPSILON * span + 1e-9,
+        })
+    }
+
+    /// How far (ticks) a clock at `t` is from a rounding boundary (an integer of `base +
+    /// t·mcu_freq`), less the conversion's error. The clock is certain where this, times the
+    /// speed there, exceeds `window` — or, at constant speed from a range's third step on,
+    /// where it exceeds `cruise`.
+    #[inline(always)]
+    fn margin(&self, t: f64) -> f64 {
+        /// Adding and subtracting 2⁵² rounds a value below 2⁵¹ in magnitude to an integer
+        /// (the nearest: the default rounding), with adds that vectorise.
+        const ROUND: f64 = 4_503_599_627_370_496.0;
+        let ticks = self.base + t * self.mcu_freq;
+        let nearest = (ticks + ROUND) - ROUND;
+        (ticks - nearest).abs() - self.rounding
+    }
+}
+
+/// Appends the roots of targets `0..steps` (`target(k)`, in order) plus `time_shift` to
+/// `roots`, each clamped into the range; returns how many lead up to the last one whose clock
+/// is uncertain ([`TickCheck`]; 0 when all are certain). The roots are `(target − p)/(r·v)` at constant speed, else
+/// [`Linear::time_and_speed_at`]'s; clamped with selects (rounding cannot move a root out of
+/// its range by more than an ulp, and NaN cannot occur: [`plan_linear`]'s speed check
+/// computed the extreme roots). Straight loops without branches, so that the steps overlap
+/// in the processor.
 #[inline(always)]
-fn roots_into(
-    times: &mut [f64],
-    target: impl Fn(usize) -> f64,
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one inlined step loop, its inputs spelled out"
+)]
+fn push_roots(
+    roots: &mut Vec<f64>,
+    steps: usize,
+    mut target: impl FnMut(f64) -> f64,
     lin: Linear,
     inv_r: f64,
-    (start, end): (f64, f64),
-) {
+    range: &SearchRange,
+    time_shift: f64,
+    check: &TickCheck,
+) -> usize {
+    let (start, end) = (range.start, range.end);
     let clamp = |t: f64| {
         let t = if t > start { t } else { start };
         if t < end { t } else { end }
     };
+    let from = roots.len();
+    roots.resize(from + steps, 0.0);
+    let out = &mut roots[from..];
+    // One past the last uncertain clock (a NaN margin counts as one): a maximum over the
+    // steps, with 32-bit indices (a range's steps fit, [`plan_linear`] checked), so that the
+    // loops vectorise.
+    let mut searched: u32 = 0;
+    let uncertain = |certain: bool, k: u32| (k + 1) & u32::from(!certain).wrapping_neg();
     if lin.half_accel == 0.0 {
         let per_mm = inv_r / lin.v;
-        for (i, time) in times.iter_mut().enumerate() {
-            *time = clamp((target(i) - lin.p) * per_mm);
+        // The search's first two steps of a range may stop anywhere in its tolerance, the
+        // later ones only round ([`TickCheck`]).
+        let steady = steps.min(check.steady_from);
+        let (first, rest) = out.split_at_mut(steady);
+        for (k, slot) in (0_u32..).zip(first) {
+            let t = clamp((target(f64::from(k)) - lin.p) * per_mm) + time_shift;
+            searched = searched.max(uncertain(check.margin(t) * lin.v > check.window, k));
+            *slot = t;
+        }
+        for (k, slot) in (steady as u32..).zip(rest) {
+            let t = clamp((target(f64::from(k)) - lin.p) * per_mm) + time_shift;
+            searched = searched.max(uncertain(check.margin(t) > check.cruise, k));
+            *slot = t;
         }
     } else {
-        for (i, time) in times.iter_mut().enumerate() {
-            *time = clamp(lin.time_at(target(i), inv_r));
+        for (k, slot) in (0_u32..).zip(out) {
+            let (t, speed) = lin.time_and_speed_at(target(f64::from(k)), inv_r);
+            let t = clamp(t) + time_shift;
+            searched = searched.max(uncertain(check.margin(t) * speed > check.window, k));
+            *slot = t;
         }
     }
-}
-
-/// Appends the steps at targets `0..steps` of `targets` (the common case of
-/// [`linear_steps`], kept out of line so that the loop is compiled on its own: root, clock
-/// and queue slot of each step in one straight block, the steps overlapping in the
-/// processor).
-#[inline(never)]
-fn append_roots(
-    sc: &mut StepCompress,
-    dir: bool,
-    range: &SearchRange,
-    steps: usize,
-    targets: &Targets,
-    lin: Linear,
-    inv_r: f64,
-) -> Result<(), StepCompressError> {
-    let mut times = [0.0_f64; ROOTS_CHUNK];
-    let mut done = 0;
-    while done < steps {
-        let n = (steps - done).min(ROOTS_CHUNK);
-        // The targets' indices as floats, `done` once per chunk and a small integer per step:
-        // exact, and cheaper than converting each 64-bit index.
-        let chunk_first = done as f64;
-        let target = |i: usize| targets.at_index(chunk_first + f64::from(i as u32));
-        roots_into(
-            &mut times[..n],
-            target,
-            lin,
-            inv_r,
-            (range.start, range.end),
-        );
-        sc.append_times(dir, range.print_time, &times[..n])?;
-        done += n;
-    }
-    Ok(())
-}
-
-/// [`append_roots`] where the targets span several binades (so that [`Targets`] cannot give
-/// them): the chain of [`step_on`]s from `first`, a chunk at a time, so that the roots and the
-/// compressor's chunked append still work on many steps at once. Returns the target after the
-/// last one appended.
-#[inline(never)]
-fn append_chain_roots(
-    sc: &mut StepCompress,
-    dir: bool,
-    range: &SearchRange,
-    steps: usize,
-    first: f64,
-    lin: Linear,
-    inv_r: f64,
-) -> Result<f64, StepCompressError> {
-    let half = 0.5 * range.step_dist;
-    let mut targets = [0.0_f64; ROOTS_CHUNK];
-    let mut times = [0.0_f64; ROOTS_CHUNK];
-    let mut target = first;
-    let mut done = 0;
-    while done < steps {
-        let n = (steps - done).min(ROOTS_CHUNK);
-        for slot in &mut targets[..n] {
-            *slot = target;
-            target = step_on(target, half, dir);
-        }
-        roots_into(
-            &mut times[..n],
-            |i| targets[i],
-            lin,
-            inv_r,
-            (range.start, range.end),
-        );
-        sc.append_times(dir, range.print_time, &times[..n])?;
-        done += n;
-    }
-    Ok(target)
+    searched as usize
 }
 
 /// A piece of a shaped range over which every pulse of every shaped axis reads one trapq entry,
@@ -896,6 +1115,8 @@ fn shaped_steps(
     sc: &mut StepCompress,
     range: &SearchRange,
     pieces: &[ShapedPiece],
+    roots: &mut Vec<f64>,
+    plans: &mut Vec<LinearPlan>,
     position: impl Fn(f64) -> f64,
 ) -> Result<(), StepCompressError> {
     let dir = pieces.first().is_some_and(|p| p.c1 > 0.0);
@@ -907,17 +1128,53 @@ fn shaped_steps(
     if !monotone || sc.step_dir() != dir {
         return search_steps(commanded_pos, sc, range, position);
     }
+    // Every piece planned before any step is taken: the search, where one needs it, runs over
+    // the whole range, as Klipper's does.
+    roots.clear();
+    plans.clear();
+    let mut planned_pos = *commanded_pos;
+    let mut searched = 0;
     for piece in pieces {
         let sub = SearchRange {
             step_dist: range.step_dist,
-            print_time: range.print_time + piece.t0,
+            print_time: range.print_time,
             start: 0.0,
             end: piece.t1 - piece.t0,
         };
         let lin = Linear::new(piece.c0, 1.0, piece.c1, piece.c2);
-        linear_steps(true, commanded_pos, sc, &sub, lin, |tau| {
-            position(piece.t0 + tau)
-        })?;
+        let before = roots.len();
+        let Some(mut plan) =
+            plan_linear(planned_pos, sc, &sub, lin, Some(piece.t0), roots, &|tau| {
+                position(piece.t0 + tau)
+            })
+        else {
+            return search_steps(commanded_pos, sc, range, position);
+        };
+        // (No reversal inside: the direction is the last step's throughout, so no piece
+        // commits first.)
+        plan.steps = roots.len() - before;
+        // The search runs over the whole range: up to the last uncertain step of any piece.
+        if plan.searched > 0 {
+            searched = before + plan.searched;
+        }
+        planned_pos = plan.commanded_pos;
+        plans.push(plan);
+    }
+    if searched >= roots.len() && searched > 0 {
+        return search_steps(commanded_pos, sc, range, position);
+    }
+    if searched > 0 && !search_prefix(commanded_pos, sc, range, &position, searched)? {
+        return Ok(());
+    }
+    let mut taken = 0;
+    for plan in plans.iter() {
+        let (from, to) = (taken.max(searched), taken + plan.steps);
+        taken = to;
+        if to < searched {
+            // Taken by the search.
+            continue;
+        }
+        plan.apply_rest(commanded_pos, sc, range.print_time, &roots[from..to])?;
     }
     Ok(())
 }
@@ -1067,6 +1324,8 @@ struct Search {
     last_time: f64,
     low_time: f64,
     high_time: f64,
+    /// Steps taken so far.
+    steps: usize,
 }
 
 impl Search {
@@ -1092,6 +1351,7 @@ impl Search {
             last_time: start,
             low_time: start,
             high_time: (start + SEEK_TIME_RESET).min(range.end),
+            steps: 0,
         }
     }
 
@@ -1192,6 +1452,7 @@ impl Search {
             *error = Some(e);
             return Progress::Failed;
         }
+        self.steps += 1;
         self.target = self.step_on();
         // Comparisons rather than f64::max/min, which compile to less, with the same results:
         // a NaN seek becomes the floor, and a NaN window end the range's end (never NaN).
@@ -1324,10 +1585,14 @@ mod tests {
         flushes: &[f64],
         closed_form: bool,
     ) -> (Vec<(bool, u64)>, f64) {
-        run_shaped(q, end, kin, None, step_dist, flushes, closed_form)
+        run_shaped(q, end, kin, None, step_dist, flushes, closed_form, FREQ)
     }
 
-    /// [`run`] with an input shaper in front of the kinematics.
+    /// [`run`] with an input shaper in front of the kinematics, at an MCU frequency.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a test helper: each case's parameters"
+    )]
     fn run_shaped(
         q: &TrapQ,
         end: f64,
@@ -1336,13 +1601,14 @@ mod tests {
         step_dist: f64,
         flushes: &[f64],
         closed_form: bool,
+        mcu_freq: f64,
     ) -> (Vec<(bool, u64)>, f64) {
         let mut solver = StepperSolver::new(kin.clone(), step_dist);
         solver.set_shaper(shaper);
         solver.closed_form = closed_form;
         solver.set_position(Coord::new(100.0, 100.0, 0.0));
         let mut sc = StepCompress::new(0, false);
-        sc.set_time(0.0, FREQ);
+        sc.set_time(0.0, mcu_freq);
         let mut times: Vec<f64> = flushes.iter().map(|f| f * end).collect();
         times.sort_by(f64::total_cmp);
         times.push(end + 1.0);
@@ -1400,27 +1666,40 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
         /// The closed form takes exactly the search's steps (count, directions, the reversals'
-        /// step+dir+step cancellations, the final commanded position) at the same times to
-        /// within the search's own tolerance.
+        /// step+dir+step cancellations, the final commanded position) at the same clocks, at
+        /// MCU frequencies from 16 to 520 MHz.
         #[test]
         fn closed_form_takes_the_searched_steps(
             moves in prop::collection::vec(path_move(), 1..12),
             kin in kinematics(),
             step_dist in prop_oneof![Just(0.0125), Just(0.0025), Just(0.010_468_75), 0.001..0.05_f64],
             flushes in prop::collection::vec(0.0..1.0_f64, 0..4),
+            mcu_freq in mcu_freq(),
         ) {
             let (q, end) = trapq_of(&moves, matches!(kin, Kinematics::Extruder(_)));
-            let (searched, searched_pos) = run(&q, end, &kin, step_dist, &flushes, false);
-            let (solved, solved_pos) = run(&q, end, &kin, step_dist, &flushes, true);
-            prop_assert_eq!(searched.len(), solved.len());
-            for (i, (a, b)) in searched.iter().zip(&solved).enumerate() {
-                prop_assert_eq!(a.0, b.0, "direction of step {}", i);
-                // 20 ns: the search stops within 1e-9 mm of a target, 10 ns at the slowest
-                // speed the closed form takes a step at (0.1 mm/s), and a tick rounds.
-                prop_assert!(a.1.abs_diff(b.1) <= 2, "step {}: {} vs {}", i, a.1, b.1);
-            }
+            let run = |closed_form| {
+                run_shaped(&q, end, &kin, None, step_dist, &flushes, closed_form, mcu_freq)
+            };
+            let (searched, searched_pos) = run(false);
+            let (solved, solved_pos) = run(true);
+            prop_assert_eq!(first_difference(&searched, &solved), None);
             prop_assert_eq!(searched_pos.to_bits(), solved_pos.to_bits());
         }
+    }
+
+    /// Where two step lists first differ: the index, and each list's step there (if any).
+    type Difference = (usize, Option<(bool, u64)>, Option<(bool, u64)>);
+
+    /// The first step where two step lists differ, if any.
+    fn first_difference(a: &[(bool, u64)], b: &[(bool, u64)]) -> Option<Difference> {
+        (0..a.len().max(b.len()))
+            .map(|i| (i, a.get(i).copied(), b.get(i).copied()))
+            .find(|(_, x, y)| x != y)
+    }
+
+    /// MCU clocks: AVR (16 MHz), the test's 100 MHz, STM32F4 (180 MHz), STM32H7 (520 MHz).
+    fn mcu_freq() -> impl Strategy<Value = f64> {
+        prop_oneof![Just(16e6), Just(FREQ), Just(180e6), Just(520e6)]
     }
 
     fn shaper_pulses() -> impl Strategy<Value = crate::shaper::ShaperPulses> {
@@ -1444,7 +1723,7 @@ mod tests {
 
         /// With input shaping, the closed form over the pieces of a range takes exactly the
         /// search's steps too: the same count and directions (reversals, where the shaped
-        /// motion turns, are left to the search), at the same times to within its tolerance.
+        /// motion turns, are left to the search), at the same clocks.
         #[test]
         fn shaped_closed_form_takes_the_searched_steps(
             moves in prop::collection::vec(path_move(), 1..12),
@@ -1458,18 +1737,16 @@ mod tests {
             y in shaper_pulses(),
             step_dist in prop_oneof![Just(0.0125), Just(0.0025), 0.001..0.05_f64],
             flushes in prop::collection::vec(0.0..1.0_f64, 0..4),
+            mcu_freq in mcu_freq(),
         ) {
             let shaper = AxisShapers { x, y, z: crate::shaper::ShaperPulses::none() };
             let (q, end) = trapq_of(&moves, false);
-            let (searched, searched_pos) =
-                run_shaped(&q, end, &kin, Some(shaper), step_dist, &flushes, false);
-            let (solved, solved_pos) =
-                run_shaped(&q, end, &kin, Some(shaper), step_dist, &flushes, true);
-            prop_assert_eq!(searched.len(), solved.len());
-            for (i, (a, b)) in searched.iter().zip(&solved).enumerate() {
-                prop_assert_eq!(a.0, b.0, "direction of step {}", i);
-                prop_assert!(a.1.abs_diff(b.1) <= 2, "step {}: {} vs {}", i, a.1, b.1);
-            }
+            let run = |closed_form| {
+                run_shaped(&q, end, &kin, Some(shaper), step_dist, &flushes, closed_form, mcu_freq)
+            };
+            let (searched, searched_pos) = run(false);
+            let (solved, solved_pos) = run(true);
+            prop_assert_eq!(first_difference(&searched, &solved), None);
             prop_assert_eq!(searched_pos.to_bits(), solved_pos.to_bits());
         }
     }

@@ -375,6 +375,17 @@ impl StepCompress {
         self.last_position
     }
 
+    /// MCU ticks per second (as given to [`StepCompress::set_time`]).
+    pub fn mcu_freq(&self) -> f64 {
+        self.mcu_freq
+    }
+
+    /// `print_time` as a fractional MCU clock, `(print_time − time_offset)·mcu_freq`: a step
+    /// appended at `print_time` gets the clock of this value rounded to the nearest tick.
+    pub fn clock_position(&self, print_time: f64) -> f64 {
+        (print_time - self.mcu_time_offset) * self.mcu_freq
+    }
+
     /// The allowed earliness of a step, in ticks.
     pub fn max_error(&self) -> u32 {
         self.max_error

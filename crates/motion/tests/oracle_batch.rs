@@ -1,9 +1,9 @@
 //! The planner against real Klipper: every oracle case (tests/fixtures/oracle) run through
 //! `Printer::run_batch`, written as a Klipper message stream and compared per stepper with
 //! klippy's own batch output — same step count and directions, every step within 25 µs, end of
-//! motion within 1 ms, at least 99.5 % of every stepper's steps at exactly Klipper's clock (step
-//! times are solved in closed form where Klipper iterates, so a step whose time lies nanoseconds
-//! from a tick boundary may land on the next tick), and no more `queue_step`s than Klipper. Also:
+//! motion within 1 ms, every step at exactly Klipper's clock (step times are solved in closed
+//! form where Klipper iterates, but only where that gives the clock Klipper's search gives), and
+//! no more `queue_step`s than Klipper. Also:
 //! the config phase (oids, commands, CRC) and the startup commands after it (each heater's
 //! `query_analog_in`, PWM start values) are Klipper's message for message.
 

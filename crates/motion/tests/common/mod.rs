@@ -84,18 +84,11 @@ pub(crate) fn assert_startup_matches(
     );
 }
 
-/// Share of steps (per stepper) that must fall on exactly Klipper's clock. Step times are
-/// solved in closed form where Klipper iterates to 1e-9 mm, so a step whose exact time lies
-/// within a few nanoseconds of a tick boundary may round to the neighbouring tick, and the
-/// compressor may then cut its `queue_step`s elsewhere (every step still within the 25 µs the
-/// comparison allows). That moves a small share; a change of where steps are flushed, or of
-/// how they are rounded, moves most of them, and fails here.
-pub(crate) const MIN_EXACT_SHARE: f64 = 0.995;
-
-/// Asserts, beyond the 25 µs comparison, that our stream is as close to Klipper's as the
-/// closed-form step times allow: at least [`MIN_EXACT_SHARE`] of every stepper's steps at
-/// exactly Klipper's clock (steppers paired by step pin, as the comparison pairs them), and
-/// no more `queue_step` commands than Klipper sends (benchmark B5).
+/// Asserts, beyond the 25 µs comparison, that our stream is Klipper's step for step: every
+/// stepper's steps at exactly Klipper's clocks (steppers paired by step pin, as the comparison
+/// pairs them; step times in closed form are taken only where they give the search's clock,
+/// so nothing may be a tick away), and no more `queue_step` commands than Klipper sends
+/// (benchmark B5).
 pub(crate) fn assert_close_to_klipper(case: &str, expected: &Trace, actual: &Trace) {
     let mut off = Vec::new();
     for e in &expected.steppers {
@@ -112,8 +105,8 @@ pub(crate) fn assert_close_to_klipper(case: &str, expected: &Trace, actual: &Tra
             .zip(&a.clocks)
             .filter(|(x, y)| x == y)
             .count();
-        let share = exact as f64 / e.clocks.len() as f64;
-        if share < MIN_EXACT_SHARE {
+        if exact < e.clocks.len() || a.clocks.len() != e.clocks.len() {
+            let share = exact as f64 / e.clocks.len() as f64;
             off.push(format!(
                 "{}: {exact} of {} steps at Klipper's clock ({:.3} %)",
                 e.step_pin,
