@@ -1,8 +1,9 @@
 //! Differential hunt against real Klipper: runs each case directory given on the command line
 //! (printer.cfg, input.gcode, a `dict` file naming a dictionary in tests/fixtures/oracle/dict,
 //! and Klipper's output.serial) through the planner as `gantry batch` does, and compares the
-//! streams per stepper as the oracle tests do. Prints one line per case that fails (or sends
-//! more `queue_step`s than Klipper) and a summary; exits 1 when a case fails.
+//! streams per stepper as the oracle tests do. Prints one line per case that fails, sends more
+//! `queue_step`s than Klipper or has steps off Klipper's exact clock, and a summary; exits 1
+//! when a case fails.
 //!
 //! The cases come from tests/fixtures/oracle-extra/hunt.py, which writes random config ×
 //! corpus cases and runs Klipper on them:
@@ -29,6 +30,10 @@ struct Outcome {
     report: String,
     error_exit: Option<u32>,
     queue_steps: (usize, usize),
+    /// Steps not at exactly Klipper's clock (steppers paired by step pin), of all steps.
+    off_clock: (usize, usize),
+    /// The step pins of the steppers with steps off Klipper's clock, with how many.
+    off_pins: String,
 }
 
 fn run_case(dir: &Path) -> Result<Outcome, String> {
@@ -57,8 +62,27 @@ fn run_case(dir: &Path) -> Result<Outcome, String> {
     let expected = Trace::from_stream(&dict, &read("output.serial")?).map_err(|e| e.to_string())?;
     let actual = Trace::from_stream(&dict, &ours).map_err(|e| e.to_string())?;
     let cmp = compare(&expected, &actual, freq, freq);
+    let (mut off_clock, mut off_pins) = ((0, 0), String::new());
+    for e in &expected.steppers {
+        let theirs = actual.steppers.iter().find(|a| a.step_pin == e.step_pin);
+        let same = theirs.map_or(0, |a| {
+            e.clocks
+                .iter()
+                .zip(&a.clocks)
+                .filter(|(x, y)| x == y)
+                .count()
+        });
+        let off = e.clocks.len() - same;
+        if off > 0 {
+            off_pins += &format!(" {}:{off}", e.step_pin);
+        }
+        off_clock.0 += off;
+        off_clock.1 += e.clocks.len();
+    }
     Ok(Outcome {
         passes: cmp.passes() && expected.total_steps() == actual.total_steps(),
+        off_clock,
+        off_pins,
         report: cmp.to_string(),
         error_exit: printer.batch_error_exit,
         queue_steps: (actual.total_queue_steps(), expected.total_queue_steps()),
@@ -66,7 +90,7 @@ fn run_case(dir: &Path) -> Result<Outcome, String> {
 }
 
 fn main() -> ExitCode {
-    let (mut cases, mut failed, mut exits, mut over) = (0, 0, 0, 0);
+    let (mut cases, mut failed, mut exits, mut over, mut inexact) = (0, 0, 0, 0, 0);
     let mut out = String::new();
     for arg in std::env::args().skip(1) {
         let dir = PathBuf::from(arg);
@@ -85,6 +109,15 @@ fn main() -> ExitCode {
                         o.queue_steps.0, o.queue_steps.1
                     );
                 }
+                if o.off_clock.0 > 0 {
+                    inexact += 1;
+                    out += &format!(
+                        "{name}: {} of {} steps not at Klipper's clock ({})\n",
+                        o.off_clock.0,
+                        o.off_clock.1,
+                        o.off_pins.trim()
+                    );
+                }
                 if !o.passes {
                     failed += 1;
                     out += &format!("{name}: FAIL\n{}\n", o.report);
@@ -98,7 +131,7 @@ fn main() -> ExitCode {
     }
     out += &format!(
         "{cases} cases: {failed} failed, {exits} ended at a G-code error, {over} with more \
-         queue_step than Klipper\n"
+         queue_step than Klipper, {inexact} with steps off Klipper's clock\n"
     );
     print!("{out}");
     if failed > 0 {
