@@ -74,7 +74,17 @@ fn run_case(dir: &Path) -> Result<Outcome, String> {
         });
         let off = e.clocks.len() - same;
         if off > 0 {
+            let first = theirs.and_then(|a| {
+                e.clocks
+                    .iter()
+                    .zip(&a.clocks)
+                    .position(|(x, y)| x != y)
+                    .map(|i| (i, e.clocks[i], a.clocks[i]))
+            });
             off_pins += &format!(" {}:{off}", e.step_pin);
+            if let Some((i, klipper, ours)) = first {
+                off_pins += &format!(" (first: step {i}, Klipper {klipper}, ours {ours})");
+            }
         }
         off_clock.0 += off;
         off_clock.1 += e.clocks.len();

@@ -3,6 +3,11 @@
 //! a 520 MHz MCU, Jinja macros, a delta printing arcs, a delta homing with input shaping, a
 //! G-code error, temperature sensors, and excerpts of real slicer files (Orca,
 //! PrusaSlicer with arcs, Bambu with an excluded object, PrusaSlicer M486 labels through a macro).
+//! `v_hunt_corexy_mzv` is case 3036 of the differential hunt (hunt.py: a corexy STM32F446
+//! printer with MZV on X and 2HUMP_EI on Y and pressure advance, on the first lines of the
+//! Bambu corpus file), kept because it took Klipper's MZV amplitudes (its generalised train's
+//! least-squares solve) and its shaper's time walk, bit for bit, to put every step on Klipper's
+//! clock.
 //! Each case's output.serial was written by unmodified Klipper (`make.py --run` in that folder
 //! says how); the comparison is per stepper, as for the main oracle: same step count and
 //! directions, every step within 25 µs, end of motion within 1 ms — and every step at exactly
@@ -105,6 +110,7 @@ cases!(
     r_prusa_m486_voron,
     s_temperature_sensors,
     u_delta_shaper_home,
+    v_hunt_corexy_mzv,
 );
 
 /// A G-code error in batch mode: Klipper stops at the end of the read holding it (its flush

@@ -23,12 +23,11 @@ pub(super) struct AxisShaperParams {
 }
 
 impl AxisShaperParams {
+    /// The prepared train, as Klipper computes it (`shaper_defs.py`; MZV through the
+    /// generalised train, [`crate::shaper::ShaperSpec::pulses`]); none at 0 Hz.
     fn pulses(&self) -> Result<ShaperPulses, String> {
-        if self.freq_hz == 0.0 {
-            return Ok(ShaperPulses::none());
-        }
-        let (a, t) = crate::shaper::pulses(self.kind, self.freq_hz, self.damping_ratio);
-        ShaperPulses::new(&a, &t).map_err(|e| e.to_string())
+        ShaperPulses::from_spec(&self.kind.into(), self.freq_hz, self.damping_ratio)
+            .map_err(|e| e.to_string())
     }
 
     fn report(&self) -> String {
