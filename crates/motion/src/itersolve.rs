@@ -829,8 +829,8 @@ const SEARCH_TOLERANCE_MM: f64 = 0.000_000_001;
 /// that over the stepper's speed there (at 16 MHz and 50 mm/s, 3·10⁻⁴ tick). Its other stop, a
 /// bracket narrower than 1 ns whose last guess is further off, needs a crawl: secant guesses
 /// inside so narrow a bracket land on the root to rounding, so at any real speed a guess is
-/// accepted by distance first (none of 11 million searched steps of the oracle cases and hunts
-/// stopped by the bracket). Even at constant speed the distance is not just rounding: a step
+/// accepted by distance first (none of the 10 million steps of oracle cases f, i, n and p,
+/// all searched, stopped by the bracket). Even at constant speed the distance is not just rounding: a step
 /// whose search took two close guesses hands the next one a secant through them, whose
 /// rounding is amplified by the step interval over their gap, and that guess may be accepted
 /// anywhere inside the tolerance.
