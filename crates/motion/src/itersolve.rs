@@ -821,9 +821,10 @@ const SEARCH_TOLERANCE_MM: f64 = 0.000_000_001;
 
 /// Whether a root in closed form gives the clock the search gives. The compressor turns a time
 /// into a clock by rounding `(print_time + t − time_offset)·mcu_freq` to the nearest tick;
-/// where no rounding boundary (a half tick) lies within twice the search's possible distance
-/// from the root, plus the floating-point error of the conversion, both land on one clock.
-/// Otherwise the range is searched, as Klipper searches it.
+/// where no rounding boundary (a half tick) lies within the search's possible distance from
+/// the root (with a quarter to spare, and the coordinate's rounding), plus the floating-point
+/// error of the conversion, both land on one clock. Otherwise the range is searched, as
+/// Klipper searches it.
 ///
 /// The search stops at the first guess within [`SEARCH_TOLERANCE_MM`] of the target: in time,
 /// that over the stepper's speed there (at 16 MHz and 50 mm/s, 3·10⁻⁴ tick). Its other stop, a
@@ -839,7 +840,7 @@ struct TickCheck {
     /// `base + t·mcu_freq`.
     base: f64,
     mcu_freq: f64,
-    /// Twice the search's distance from the root, in ticks, times the speed (in units of the
+    /// The search's distance from the root (and a quarter), in ticks, times the speed (in units of the
     /// segment's distance per second) at the root.
     window: f64,
     /// The conversion's floating-point error, in ticks.
@@ -871,7 +872,7 @@ impl TickCheck {
         Some(Self {
             base,
             mcu_freq,
-            window: 2.0 * (SEARCH_TOLERANCE_MM + rounding_mm) * mcu_freq / lin.r.abs(),
+            window: 1.25 * (SEARCH_TOLERANCE_MM + rounding_mm) * mcu_freq / lin.r.abs(),
             rounding: 16.0 * f64::EPSILON * span + 1e-9,
         })
     }
