@@ -831,17 +831,17 @@ const SEARCH_TOLERANCE_MM: f64 = 0.000_000_001;
 /// bracket narrower than 1 ns whose last guess is further off, needs a crawl: secant guesses
 /// inside so narrow a bracket land on the root to rounding, so at any real speed a guess is
 /// accepted by distance first (none of the 10 million steps of oracle cases f, i, n and p,
-/// all searched, stopped by the bracket). Even at constant speed the distance is not just rounding: a step
-/// whose search took two close guesses hands the next one a secant through them, whose
-/// rounding is amplified by the step interval over their gap, and that guess may be accepted
-/// anywhere inside the tolerance.
+/// all searched, stopped by the bracket). Even at constant speed the distance is not just
+/// rounding: a step whose search took two close guesses hands the next one a secant through
+/// them, whose rounding is amplified by the step interval over their gap, and that guess may
+/// be accepted anywhere inside the tolerance.
 struct TickCheck {
     /// `(print_time − time_offset)·mcu_freq + ½`: a root's clock is the integer part of
     /// `base + t·mcu_freq`.
     base: f64,
     mcu_freq: f64,
-    /// The search's distance from the root (and a quarter), in ticks, times the speed (in units of the
-    /// segment's distance per second) at the root.
+    /// The search's distance from the root (and a quarter), in ticks, times the speed (in
+    /// units of the segment's distance per second) at the root.
     window: f64,
     /// The conversion's floating-point error, in ticks.
     rounding: f64,
@@ -893,11 +893,11 @@ impl TickCheck {
 
 /// Appends the roots of targets `0..steps` (`target(k)`, in order) plus `time_shift` to
 /// `roots`, each clamped into the range; returns how many lead up to the last one whose clock
-/// is uncertain ([`TickCheck`]; 0 when all are certain). The roots are `(target − p)/(r·v)` at constant speed, else
-/// [`Linear::time_and_speed_at`]'s; clamped with selects (rounding cannot move a root out of
-/// its range by more than an ulp, and NaN cannot occur: [`plan_linear`]'s speed check
-/// computed the extreme roots). Straight loops without branches, so that the steps overlap
-/// in the processor.
+/// is uncertain ([`TickCheck`]; 0 when all are certain). The roots are `(target − p)/(r·v)`
+/// at constant speed, else [`Linear::time_and_speed_at`]'s; clamped with selects (rounding
+/// cannot move a root out of its range by more than an ulp, and NaN cannot occur:
+/// [`plan_linear`]'s speed check computed the extreme roots). Straight loops without
+/// branches, so that the steps overlap in the processor.
 #[inline(always)]
 #[expect(
     clippy::too_many_arguments,
@@ -1646,7 +1646,9 @@ mod tests {
         fn closed_form_takes_the_searched_steps(
             moves in prop::collection::vec(path_move(), 1..12),
             kin in kinematics(),
-            step_dist in prop_oneof![Just(0.0125), Just(0.0025), Just(0.010_468_75), 0.001..0.05_f64],
+            step_dist in prop_oneof![
+                Just(0.0125), Just(0.0025), Just(0.010_468_75), 0.001..0.05_f64
+            ],
             flushes in prop::collection::vec(0.0..1.0_f64, 0..4),
             mcu_freq in mcu_freq(),
         ) {
