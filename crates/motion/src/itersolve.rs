@@ -555,21 +555,16 @@ fn linear_steps(
     let Some(plan) = plan else {
         return search_steps(commanded_pos, sc, range, position);
     };
-    if plan.searched == 0 {
-        return plan.apply(commanded_pos, sc, range.print_time, roots);
+    if plan.searched > 0 {
+        if plan.searched >= plan.steps {
+            return search_steps(commanded_pos, sc, range, position);
+        }
+        if !search_prefix(commanded_pos, sc, range, &position, plan.searched)? {
+            return Ok(());
+        }
     }
-    if plan.searched >= plan.steps {
-        return search_steps(commanded_pos, sc, range, position);
-    }
-    if !search_prefix(commanded_pos, sc, range, &position, plan.searched)? {
-        return Ok(());
-    }
-    plan.apply_rest(
-        commanded_pos,
-        sc,
-        range.print_time,
-        &roots[plan.searched..plan.steps],
-    )
+    let roots = &roots[..plan.steps];
+    plan.take(commanded_pos, sc, range.print_time, roots, plan.searched)
 }
 
 /// Runs the search of [`search_steps`] over `range` until it has taken `count` steps: `true`
@@ -616,31 +611,22 @@ struct LinearPlan {
 }
 
 impl LinearPlan {
-    /// Takes the plan's steps (the first `self.steps` of `roots`, times after `print_time`).
+    /// Takes the plan's steps, `roots` (times after `print_time`), but for the first
+    /// `by_search` of them, which the range's search already took (it then also made the first
+    /// commit's decision), and ends as the plan does.
     #[inline(always)]
-    fn apply(
+    fn take(
         &self,
         commanded_pos: &mut f64,
         sc: &mut StepCompress,
         print_time: f64,
         roots: &[f64],
+        by_search: usize,
     ) -> Result<(), StepCompressError> {
-        if self.commit_first {
+        if self.commit_first && by_search == 0 {
             sc.commit()?;
         }
-        self.apply_rest(commanded_pos, sc, print_time, &roots[..self.steps])
-    }
-
-    /// Takes `roots`, the plan's steps after those the search took, and ends as the plan does.
-    #[inline(always)]
-    fn apply_rest(
-        &self,
-        commanded_pos: &mut f64,
-        sc: &mut StepCompress,
-        print_time: f64,
-        roots: &[f64],
-    ) -> Result<(), StepCompressError> {
-        sc.append_times(self.dir, print_time, roots)?;
+        sc.append_times(self.dir, print_time, &roots[by_search..])?;
         *commanded_pos = self.commanded_pos;
         if self.commit_last {
             sc.commit()?;
@@ -772,38 +758,23 @@ fn plan_linear(
     let magnitude = p_start.abs().max(p_end.abs()) + lin.p.abs();
     let time_shift = piece_start.unwrap_or(0.0);
     let check = TickCheck::new(sc, range, lin, time_shift, magnitude)?;
-    let searched = match &targets {
-        Some(targets) => push_roots(
-            roots,
-            steps,
-            |k| targets.at_index(k),
-            lin,
-            inv_r,
-            range,
-            time_shift,
-            &check,
-        ),
-        None => {
-            let mut chain = target;
-            push_roots(
-                roots,
-                steps,
-                |_| {
-                    let t = chain;
-                    chain = step_on(chain, half, dir);
-                    t
-                },
-                lin,
-                inv_r,
-                range,
-                time_shift,
-                &check,
-            )
+    let (searched, after) = match &targets {
+        Some(targets) => {
+            let target = |k| targets.at_index(k);
+            let searched = push_roots(roots, steps, target, lin, inv_r, range, time_shift, &check);
+            (searched, targets.at(steps))
         }
-    };
-    let after = match &targets {
-        Some(targets) => targets.at(steps),
-        None => (0..steps).fold(target, |t, _| step_on(t, half, dir)),
+        None => {
+            // The chain walked once: each target in turn, then the one after the last.
+            let mut chain = target;
+            let next = |_| {
+                let t = chain;
+                chain = step_on(chain, half, dir);
+                t
+            };
+            let searched = push_roots(roots, steps, next, lin, inv_r, range, time_shift, &check);
+            (searched, chain)
+        }
     };
     Some(LinearPlan {
         dir,
@@ -1117,16 +1088,13 @@ fn shaped_steps(
         };
         let lin = Linear::new(piece.c0, 1.0, piece.c1, piece.c2);
         let before = roots.len();
-        let Some(mut plan) =
-            plan_linear(planned_pos, sc, &sub, lin, Some(piece.t0), roots, &|tau| {
-                position(piece.t0 + tau)
-            })
-        else {
+        let Some(plan) = plan_linear(planned_pos, sc, &sub, lin, Some(piece.t0), roots, &|tau| {
+            position(piece.t0 + tau)
+        }) else {
             return search_steps(commanded_pos, sc, range, position);
         };
         // (No reversal inside: the direction is the last step's throughout, so no piece
         // commits first.)
-        plan.steps = roots.len() - before;
         // The search runs over the whole range: up to the last uncertain step of any piece.
         if plan.searched > 0 {
             searched = before + plan.searched;
@@ -1142,13 +1110,20 @@ fn shaped_steps(
     }
     let mut taken = 0;
     for plan in plans.iter() {
-        let (from, to) = (taken.max(searched), taken + plan.steps);
+        let (from, to) = (taken, taken + plan.steps);
         taken = to;
         if to < searched {
             // Taken by the search.
             continue;
         }
-        plan.apply_rest(commanded_pos, sc, range.print_time, &roots[from..to])?;
+        let by_search = searched.saturating_sub(from);
+        plan.take(
+            commanded_pos,
+            sc,
+            range.print_time,
+            &roots[from..to],
+            by_search,
+        )?;
     }
     Ok(())
 }
