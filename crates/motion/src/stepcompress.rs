@@ -241,7 +241,7 @@ struct Pass {
 }
 
 /// The acceptable placement of one queued step, in ticks after the last emitted step.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Window {
     earliest: i32,
     latest: i32,
@@ -926,7 +926,6 @@ impl StepCompress {
     fn best_triple(&self) -> (Triple, Option<Pass>) {
         let start = self.queue_pos;
         let available = (self.queue_next - start).min(MAX_COUNT);
-        let base = self.last_step_clock as u32;
         let first = self.window(start);
         // Interval bounds implied by the steps every candidate must cover (tightened as the
         // bisection learns which side each failure came from).
@@ -949,42 +948,15 @@ impl StepCompress {
                 outer_max,
             };
             // Longest prefix reachable with this `add`.
-            let mut lo = outer_min;
-            let mut hi = outer_max;
-            let mut interval = hi;
-            let mut tried: i32 = 1; // steps covered so far + the one being tried
-            let mut tried_triangle: i32 = 0; // triangle(tried)
-            // The queued steps after the first, walked in order: each window comes from the
-            // step's clock and the previous one's (as `window` computes it).
-            let mut previous = first.latest as u32;
-            let missed = 'scan: {
-                for &clock in &self.queue[start + 1..start + available] {
-                    tried += 1;
-                    // triangle(n) = triangle(n − 1) + n − 1 while n(n − 1) fits an i32;
-                    // beyond, the product wraps as in Klipper's C and the formula must be used.
-                    tried_triangle = if tried <= TRIANGLE_EXACT_MAX {
-                        tried_triangle + (tried - 1)
-                    } else {
-                        triangle(tried)
-                    };
-                    let point = clock.wrapping_sub(base);
-                    let window = Window::of(point, previous, self.max_error);
-                    previous = point;
-                    let from_add = add.wrapping_mul(tried_triangle);
-                    let need_min = window.earliest.wrapping_sub(from_add);
-                    let need_max = window.latest.wrapping_sub(from_add);
-                    // `tried` ≥ 2 here: the divisions by a positive count.
-                    if lo.wrapping_mul(tried) < need_min {
-                        lo = div_ceil_by_count(need_min, tried as u32);
-                    }
-                    if hi.wrapping_mul(tried) > need_max {
-                        hi = div_floor_by_count(need_max, tried as u32);
-                    }
-                    if lo > hi {
-                        break 'scan window;
-                    }
-                    interval = hi;
-                }
+            let scan = self.scan(start, available, add, outer_min, outer_max);
+            let PassScan {
+                lo,
+                hi,
+                interval,
+                tried,
+                missed,
+            } = scan;
+            let Some(missed) = missed else {
                 // Every queued step fits: nothing longer can exist.
                 return (Triple::from_search(interval, tried, add), Some(pass));
             };
@@ -993,54 +965,72 @@ impl StepCompress {
             let reach = add
                 .wrapping_mul(triangle(count))
                 .wrapping_add(interval.wrapping_mul(count));
-            if reach > best_reach || (reach == best_reach && interval > best.0) {
+            // (The updates below are selects rather than branches: which way each goes is
+            // data, and a pass's successor waits on all of them.)
+            let better = reach > best_reach || (reach == best_reach && interval > best.0);
+            if better && count > 0x200 {
+                // Long enough that no other `add` can do meaningfully better (and larger
+                // counts would overflow the products below).
                 best = (interval, count, add);
                 best_pass = Some(pass);
-                best_reach = reach;
                 if add == 0 {
                     zero_add = (interval, count);
                     zero_pass = Some(pass);
                 }
-                if count > 0x200 {
-                    // Long enough that no other `add` can do meaningfully better (and larger
-                    // counts would overflow the products below).
-                    break;
-                }
+                break;
             }
+            let zero_better = better && add == 0;
+            best = if better { (interval, count, add) } else { best };
+            best_pass = if better { Some(pass) } else { best_pass };
+            best_reach = if better { reach } else { best_reach };
+            zero_add = if zero_better {
+                (interval, count)
+            } else {
+                zero_add
+            };
+            zero_pass = if zero_better { Some(pass) } else { zero_pass };
 
             // Was the missed step too early or too late for this `add`?
             let missed_triangle = triangle(tried);
             let missed_at = add
                 .wrapping_mul(missed_triangle)
                 .wrapping_add(interval.wrapping_mul(tried));
-            if missed_at < missed.earliest {
-                add_min = add.wrapping_add(1);
-                outer_max = hi;
-            } else {
-                add_max = add.wrapping_sub(1);
-                outer_min = lo;
-            }
+            let early = missed_at < missed.earliest;
+            add_min = if early { add.wrapping_add(1) } else { add_min };
+            add_max = if early { add_max } else { add.wrapping_sub(1) };
+            outer_max = if early { hi } else { outer_max };
+            outer_min = if early { outer_min } else { lo };
 
             // Two valid quadratic sequences over `count` steps cannot differ much in `add`.
-            if count > 1 {
-                let spread = self.spread(count) as i32;
-                if add_min < add.wrapping_sub(spread) {
-                    add_min = add.wrapping_sub(spread);
-                }
-                if add_max > add.wrapping_add(spread) {
-                    add_max = add.wrapping_add(spread);
-                }
-            }
+            let spread = self.spread(count) as i32;
+            let spread_min = add.wrapping_sub(spread);
+            let spread_max = add.wrapping_add(spread);
+            add_min = if count > 1 && add_min < spread_min {
+                spread_min
+            } else {
+                add_min
+            };
+            add_max = if count > 1 && add_max > spread_max {
+                spread_max
+            } else {
+                add_max
+            };
 
             // Reaching the missed step bounds `add` given the interval bounds.
-            let base_late = outer_max.wrapping_mul(tried);
-            if add_min.wrapping_mul(missed_triangle) < missed.earliest.wrapping_sub(base_late) {
-                add_min = div_ceil(missed.earliest.wrapping_sub(base_late), missed_triangle);
-            }
-            let base_early = outer_min.wrapping_mul(tried);
-            if add_max.wrapping_mul(missed_triangle) > missed.latest.wrapping_sub(base_early) {
-                add_max = div_floor(missed.latest.wrapping_sub(base_early), missed_triangle);
-            }
+            let late_room = missed.earliest.wrapping_sub(outer_max.wrapping_mul(tried));
+            let early_room = missed.latest.wrapping_sub(outer_min.wrapping_mul(tried));
+            let late_add = div_ceil(late_room, missed_triangle);
+            let early_add = div_floor(early_room, missed_triangle);
+            add_min = if add_min.wrapping_mul(missed_triangle) < late_room {
+                late_add
+            } else {
+                add_min
+            };
+            add_max = if add_max.wrapping_mul(missed_triangle) > early_room {
+                early_add
+            } else {
+                add_max
+            };
 
             if add_min > add_max {
                 break;
@@ -1053,6 +1043,141 @@ impl StepCompress {
             return (Triple::from_search(zero_interval, zero_count, 0), zero_pass);
         }
         (Triple::from_search(best.0, best.1, best.2), best_pass)
+    }
+
+    /// One pass of [`StepCompress::best_triple`]'s search: the longest prefix of the queued
+    /// steps from `start` (at most `available`) that one command with `add` reaches, its
+    /// interval bounds starting at `outer_min..=outer_max`. Step `k` (1-based) bounds the
+    /// interval to `ceil((earliest − add·k(k−1)/2)/k) ..= floor((latest − add·k(k−1)/2)/k)`;
+    /// the prefix ends at the first step whose bounds leave none.
+    ///
+    /// Klipper's C tightens a bound only where `lo·k` (or `hi·k`) is short of it, in 32-bit
+    /// wrapping arithmetic, with its own rounding divisions. Where none of that can wrap, that
+    /// is a maximum (minimum) of the step's bound, which [`StepCompress::scan_fast`] takes
+    /// without a division or a branch per step. That holds while
+    /// - the queue is in order from `start` on: every point is in `[0, 2³⁰)` (see
+    ///   [`StepCompress::proven`]);
+    /// - `|add|·k(k−1)/2 < 2³⁰ − 2¹⁶`: the numerators stay within `±(2³¹ − 2¹⁶)`, where
+    ///   Klipper's rounding divisions (`n + k − 1`, `n − k + 1`) cannot wrap;
+    /// - `max(|outer_min|, |outer_max|)·k < 2³¹`: the products cannot wrap (`lo` and `hi` stay
+    ///   inside `outer_min..=outer_max` until the pass ends);
+    /// - `k` ≤ [`TRIANGLE_EXACT_MAX`].
+    ///
+    /// Beyond ([`fast_scan_steps`]), the pass goes on with the C's operations
+    /// ([`StepCompress::scan_exact`]).
+    #[inline(always)]
+    fn scan(
+        &self,
+        start: usize,
+        available: usize,
+        add: i32,
+        outer_min: i32,
+        outer_max: i32,
+    ) -> PassScan {
+        let base = self.last_step_clock as u32;
+        let clocks = &self.queue[start..start + available];
+        let steps = &clocks[1..];
+        let fast = if self.ordered_from <= start {
+            fast_scan_steps(add, outer_min, outer_max, steps.len())
+        } else {
+            0
+        };
+        match self.scan_fast(&clocks[..=fast], base, add, outer_min, outer_max) {
+            Ok(scan) => scan,
+            Err(state) => self.scan_exact(&steps[fast..], base, add, state),
+        }
+    }
+
+    /// [`StepCompress::scan`] over `clocks` (the first step's, then those the pass may take
+    /// without Klipper's operations): the pass's end where it misses one of them, else where
+    /// it got to.
+    ///
+    /// The bounds are held as `ROUND + lo` and `ROUND + hi` ([`ROUND`]): [`point_bounds`] gives
+    /// each step's in that form, and rounding to the nearest integer, being monotonic,
+    /// commutes with the maximum and minimum.
+    #[inline(always)]
+    fn scan_fast(
+        &self,
+        clocks: &[u32],
+        base: u32,
+        add: i32,
+        outer_min: i32,
+        outer_max: i32,
+    ) -> Result<PassScan, ScanState> {
+        let max_error = self.max_error;
+        let add = f64::from(add);
+        let mut lo = ROUND + f64::from(outer_min);
+        let mut hi = ROUND + f64::from(outer_max);
+        let points = clocks
+            .windows(2)
+            .zip(&INVERSES[2..])
+            .zip(&HALF_K_LESS_ONE[2..]);
+        for (((pair, &inverse), &half_k), tried) in points.zip(2_i32..) {
+            let (lo_k, hi_k) = point_bounds(pair, base, max_error, add, inverse, half_k);
+            let hi_before = hi;
+            lo = if lo_k > lo { lo_k } else { lo };
+            hi = if hi_k < hi { hi_k } else { hi };
+            if lo > hi {
+                let (previous, point) = (pair[0].wrapping_sub(base), pair[1].wrapping_sub(base));
+                return Ok(PassScan {
+                    lo: (lo - ROUND) as i32,
+                    hi: (hi - ROUND) as i32,
+                    interval: (hi_before - ROUND) as i32,
+                    tried,
+                    missed: Some(Window::of(point, previous, max_error)),
+                });
+            }
+        }
+        let taken = clocks.len() - 1;
+        let tried = taken as i32 + 1;
+        let hi = (hi - ROUND) as i32;
+        Err(ScanState {
+            lo: (lo - ROUND) as i32,
+            hi,
+            interval: hi,
+            tried,
+            tried_triangle: triangle(tried),
+            previous: clocks[taken].wrapping_sub(base),
+        })
+    }
+
+    /// [`StepCompress::scan`] with Klipper's operations, from `state` on over `steps`.
+    fn scan_exact(&self, steps: &[u32], base: u32, add: i32, mut state: ScanState) -> PassScan {
+        for &clock in steps {
+            state.tried += 1;
+            let tried = state.tried;
+            // triangle(n) = triangle(n − 1) + n − 1 while n(n − 1) fits an i32; beyond, the
+            // product wraps as in Klipper's C and the formula must be used.
+            state.tried_triangle = if tried <= TRIANGLE_EXACT_MAX {
+                state.tried_triangle + (tried - 1)
+            } else {
+                triangle(tried)
+            };
+            let point = clock.wrapping_sub(base);
+            let window = Window::of(point, state.previous, self.max_error);
+            state.previous = point;
+            let from_add = add.wrapping_mul(state.tried_triangle);
+            let need_min = window.earliest.wrapping_sub(from_add);
+            let need_max = window.latest.wrapping_sub(from_add);
+            // `tried` ≥ 2 here: the divisions by a positive count.
+            if state.lo.wrapping_mul(tried) < need_min {
+                state.lo = div_ceil_by_count(need_min, tried as u32);
+            }
+            if state.hi.wrapping_mul(tried) > need_max {
+                state.hi = div_floor_by_count(need_max, tried as u32);
+            }
+            if state.lo > state.hi {
+                return state.missed(window);
+            }
+            state.interval = state.hi;
+        }
+        PassScan {
+            lo: state.lo,
+            hi: state.hi,
+            interval: state.interval,
+            tried: state.tried,
+            missed: None,
+        }
     }
 
     /// [`deviation`] for `count` (> 1): looked up in [`StepCompress::spreads`], divided only
@@ -1174,6 +1299,143 @@ impl StepCompress {
         Ok(())
     }
 }
+
+/// Where a pass of [`StepCompress::scan`] is, after the steps it took.
+#[derive(Clone, Copy, Debug)]
+struct ScanState {
+    /// Interval bounds every step so far allows.
+    lo: i32,
+    hi: i32,
+    /// The largest interval reaching every step so far.
+    interval: i32,
+    /// Steps taken (the first included).
+    tried: i32,
+    /// `triangle(tried)`.
+    tried_triangle: i32,
+    /// Point of the last step taken.
+    previous: u32,
+}
+
+impl ScanState {
+    /// The pass's end at a step (`window`) no interval reaches; `tried` counts it.
+    #[inline(always)]
+    fn missed(self, window: Window) -> PassScan {
+        PassScan {
+            lo: self.lo,
+            hi: self.hi,
+            interval: self.interval,
+            tried: self.tried,
+            missed: Some(window),
+        }
+    }
+}
+
+/// The end of one pass of [`StepCompress::scan`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PassScan {
+    /// The bounds after the last step tried (crossed where a step was missed).
+    lo: i32,
+    hi: i32,
+    /// The largest interval reaching every step before the missed one.
+    interval: i32,
+    /// Steps tried: those reached, plus the missed one if any.
+    tried: i32,
+    /// The window of the step missed; `None` when every queued step was reached.
+    missed: Option<Window>,
+}
+
+/// How many of the `len` steps after the first a pass of [`StepCompress::scan`] with `add` and
+/// the interval bounds `outer_min..=outer_max` may take without Klipper's operations (the queue
+/// in order given): as many as `k ≤ TRIANGLE_EXACT_MAX`, `|add|·k(k−1)/2 < 2³⁰ − 2¹⁶` and
+/// `max(|outer_min|, |outer_max|)·k < 2³¹` allow — all `len` where the products say so at
+/// once, else a bound from the square root, conservative by 10⁻⁹ (far beyond its rounding).
+#[inline(always)]
+fn fast_scan_steps(add: i32, outer_min: i32, outer_max: i32, len: usize) -> usize {
+    const ADD_SPAN: u64 = (1 << 30) - (1 << 16);
+    const PRODUCT_LIMIT: u64 = 1 << 31;
+    let bound = u64::from(
+        outer_min
+            .unsigned_abs()
+            .max(outer_max.unsigned_abs())
+            .max(1),
+    );
+    let add = u64::from(add.unsigned_abs());
+    // The last step's `k`; `len` < 2¹⁶ (at most a command's count), so the products fit.
+    let last = len as u64 + 1;
+    if last <= TRIANGLE_EXACT_MAX as u64
+        && bound * last < PRODUCT_LIMIT
+        && add * (last * (last - 1) / 2) < ADD_SPAN
+    {
+        return len;
+    }
+    let by_products = (PRODUCT_LIMIT - 1) / bound;
+    // k ≤ √(2·span/|add|) gives |add|·k²/2 ≤ span, so |add|·k(k−1)/2 < span.
+    let by_add = if add == 0 {
+        u64::MAX
+    } else {
+        ((2.0 * ADD_SPAN as f64 / add as f64).sqrt() * (1.0 - 1e-9)) as u64
+    };
+    let k = by_products
+        .min(by_add)
+        .min(TRIANGLE_EXACT_MAX as u64)
+        .min(last);
+    k.saturating_sub(1) as usize
+}
+
+/// `1/k` for every count `k` of a command (index 0 unused).
+static INVERSES: std::sync::LazyLock<Box<[f64]>> = std::sync::LazyLock::new(|| {
+    (0..=MAX_COUNT)
+        .map(|k| 1.0 / k as f64)
+        .collect::<Vec<_>>()
+        .into_boxed_slice()
+});
+
+/// `(k − 1)/2` for every count `k` of a command (index 0 unused).
+static HALF_K_LESS_ONE: std::sync::LazyLock<Box<[f64]>> = std::sync::LazyLock::new(|| {
+    (0..=MAX_COUNT)
+        .map(|k| (k as f64 - 1.0) / 2.0)
+        .collect::<Vec<_>>()
+        .into_boxed_slice()
+});
+
+/// The rounding bias of [`StepCompress::scan`]: a half, less 2⁻¹⁸.
+const HALF_LESS: f64 = 0.5 - 1.0 / 262_144.0;
+
+/// The interval bounds that a step at `pair[1]` (the step before at `pair[0]`) allows a
+/// command with `add`, as `ROUND + lo` and `ROUND + hi`: for the `k`-th step (`inverse` =
+/// `1/k` rounded, `half_k` = `(k − 1)/2`) of window `earliest..=latest`,
+/// `lo = ceil((earliest − add·k(k−1)/2)/k)` and `hi = floor((latest − add·k(k−1)/2)/k)`.
+///
+/// Exact where [`StepCompress::scan`] uses it (`2 ≤ k ≤ 65535`, numerators below 2³¹ in
+/// magnitude): `n·inverse` is within 2⁻²² of `n/k` (below 2³⁰ in magnitude, two roundings),
+/// and `n/k` is an integer or at least `1/k > 2⁻¹⁶` from one; `add·(k−1)/2` and the bias
+/// `½ − 2⁻¹⁸` add exactly (multiples of 2⁻¹⁸ below 2³⁵), and their sum with the quotient
+/// rounds by at most 2⁻²³. So `n/k − add·(k−1)/2 ± (½ − 2⁻¹⁸)` is never within 2⁻¹⁹ of a
+/// half-integer, and its nearest integer — what adding [`ROUND`] keeps — is the ceiling
+/// (floor) of `(n − add·k(k−1)/2)/k`.
+#[inline(always)]
+fn point_bounds(
+    pair: &[u32],
+    base: u32,
+    max_error: u32,
+    add: f64,
+    inverse: f64,
+    half_k: f64,
+) -> (f64, f64) {
+    let window = Window::of(
+        pair[1].wrapping_sub(base),
+        pair[0].wrapping_sub(base),
+        max_error,
+    );
+    let from_add = add * half_k;
+    let lo = (f64::from(window.earliest) * inverse + (HALF_LESS - from_add)) + ROUND;
+    let hi = (f64::from(window.latest) * inverse - (HALF_LESS + from_add)) + ROUND;
+    (lo, hi)
+}
+
+/// `1.5·2⁵²`: a double below 2⁵¹ in magnitude plus this has unit ulp, so the sum is rounded to
+/// the nearest integer (plus this).
+const ROUND: f64 = 6_755_399_441_055_744.0;
 
 /// The longest table of [`StepCompress::spreads`]: counts up to it are looked up (beyond the
 /// table's end, below this, the value is 0), longer ones divided.
@@ -2298,12 +2560,90 @@ mod tests {
         }
     }
 
+    /// A queue for [`fast_scan_is_klippers_scan`] (base, clocks, their `add`): clocks on a
+    /// quadratic (`interval`, `add` from `base`) up to `noise` ticks late, now and then with a
+    /// gap far off it.
+    fn scan_queue() -> impl Strategy<Value = (u64, Vec<u32>, i32)> {
+        (
+            prop_oneof![
+                0u64..1 << 20,
+                (1u64 << 32) - 100_000..(1 << 32) + 100_000,
+                any::<u32>().prop_map(u64::from),
+            ],
+            1i64..200_000,
+            prop_oneof![-20i64..20, -2_000i64..2_000],
+            0i64..400,
+            proptest::collection::vec((0i64..1 << 16, 0u32..200), 1..1_200),
+        )
+            .prop_map(|(base, interval, add, noise, jitter)| {
+                let mut clocks = Vec::with_capacity(jitter.len());
+                let (mut offset, mut step_interval) = (0_i64, interval);
+                for &(late, far) in &jitter {
+                    offset += step_interval.max(0);
+                    step_interval += add;
+                    if far == 0 {
+                        offset += late * 64;
+                    }
+                    let late = if noise == 0 { 0 } else { late % noise };
+                    let point = (offset + late).clamp(0, (3 << 28) - 1);
+                    clocks.push(base.wrapping_add(point as u64) as u32);
+                }
+                (base, clocks, add as i32)
+            })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig {
             cases: 256,
             failure_persistence: None,
             ..ProptestConfig::default()
         })]
+
+        /// A pass with Klipper's operations throughout and one with the exact fast path, where
+        /// it applies, end alike: queues in order (and some not), every `add` a search tries,
+        /// interval bounds from the first window (or anywhere, to cross the path's limits).
+        #[test]
+        fn fast_scan_is_klippers_scan(
+            (base, clocks, queue_add) in scan_queue(),
+            add in prop_oneof![-3i32..=3, -40i32..40, -0x8000i32..=0x7fff],
+            bounds in prop_oneof![
+                4 => Just(None),
+                1 => (any::<i32>(), any::<i32>()).prop_map(Some),
+                1 => (-3_000i32..3_000, 0i32..3_000).prop_map(|(lo, span)| Some((lo, lo + span))),
+            ],
+            max_error in prop_oneof![Just(MAX_ERROR), 400u32..3_000, 1u32..400],
+            shuffled in proptest::bool::weighted(0.1),
+        ) {
+            let mut sc = StepCompress::new(max_error, false);
+            sc.last_step_clock = base;
+            let mut clocks = clocks;
+            let len = clocks.len();
+            if shuffled && len > 2 {
+                clocks.swap(1, len - 1);
+            }
+            let ordered = clocks.windows(2).all(|pair| {
+                pair[0].wrapping_sub(base as u32) <= pair[1].wrapping_sub(base as u32)
+            });
+            sc.queue = clocks.clone();
+            sc.queue_pos = 0;
+            sc.queue_next = clocks.len();
+            sc.ordered_from = if ordered { 0 } else { clocks.len() };
+            let first = sc.window(0);
+            let (outer_min, outer_max) = bounds.unwrap_or((first.earliest, first.latest));
+            let start = ScanState {
+                lo: outer_min,
+                hi: outer_max,
+                interval: outer_max,
+                tried: 1,
+                tried_triangle: 0,
+                previous: first.latest as u32,
+            };
+            // Mostly near the queue's own `add`, where passes run long.
+            let add = if add.abs() <= 3 { queue_add.saturating_add(add).clamp(-0x8000, 0x7fff) } else { add };
+            let klipper = sc.scan_exact(&clocks[1..], base as u32, add, start);
+            let fast = sc.scan(0, clocks.len(), add, outer_min, outer_max);
+            prop_assert_eq!(fast, klipper);
+        }
 
         #[test]
         fn compressed_steps_expand_to_the_requested_ones(
