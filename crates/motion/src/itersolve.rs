@@ -402,7 +402,7 @@ impl StepperSolver {
             && s.shapes(active)
         {
             let kin = &self.kin;
-            let position = |t| kin.position_from_coord(s.shaped_coord(tq, index, t, active));
+            let position = |t| shaped_position(kin, s, tq, index, t, active);
             if closed_form
                 && let Some(weights) = kin.axis_weights()
                 && shaped_pieces(
@@ -457,6 +457,32 @@ impl StepperSolver {
             }
             kin => search_steps(pos, sc, &range, |t| kin.position_from_coord(m.coord(t))),
         }
+    }
+}
+
+/// The stepper coordinate of `kin` with the toolhead at its shaped position, `t` seconds into
+/// trapq entry `index`: `kin.position_from_coord(shapers.shaped_coord(…))` to the bit, with
+/// only the axes a Cartesian or CoreXY stepper reads evaluated (an unshaped axis's
+/// [`ShaperPulses::shaped_axis`] is its plain position, as in `shaped_coord`).
+///
+/// [`ShaperPulses::shaped_axis`]: crate::shaper::ShaperPulses::shaped_axis
+#[inline(always)]
+fn shaped_position(
+    kin: &Kinematics,
+    shapers: &AxisShapers,
+    tq: &TrapQ,
+    index: usize,
+    t: f64,
+    active: ActiveAxes,
+) -> f64 {
+    match kin {
+        Kinematics::Cartesian { axis } => shapers.axis(*axis).shaped_axis(tq, index, *axis, t),
+        Kinematics::CoreXY { plus } => {
+            let x = shapers.axis(0).shaped_axis(tq, index, 0, t);
+            let y = shapers.axis(1).shaped_axis(tq, index, 1, t);
+            if *plus { x + y } else { x - y }
+        }
+        kin => kin.position_from_coord(shapers.shaped_coord(tq, index, t, active)),
     }
 }
 
@@ -1699,6 +1725,39 @@ mod tests {
             let (solved, solved_pos) = run(true);
             prop_assert_eq!(first_difference(&searched, &solved), None);
             prop_assert_eq!(searched_pos.to_bits(), solved_pos.to_bits());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// The shaped stepper coordinate from the axes a stepper reads is the one from the
+        /// whole shaped position, to the bit (the searches' guesses depend on it).
+        #[test]
+        fn shaped_position_is_the_shaped_coord_one(
+            moves in prop::collection::vec(path_move(), 1..12),
+            kin in prop_oneof![
+                Just(Kinematics::Cartesian { axis: 0 }),
+                Just(Kinematics::Cartesian { axis: 1 }),
+                Just(Kinematics::Cartesian { axis: 2 }),
+                Just(Kinematics::CoreXY { plus: true }),
+                Just(Kinematics::CoreXY { plus: false }),
+            ],
+            x in shaper_pulses(),
+            y in shaper_pulses(),
+            z in shaper_pulses(),
+            at in prop::collection::vec((0.0..1.0_f64, 0.0..1.0_f64), 1..20),
+        ) {
+            let shapers = AxisShapers { x, y, z };
+            let (q, _) = trapq_of(&moves, false);
+            let active = kin.active_axes();
+            for (which, when) in at {
+                let index = 1 + ((q.tail_index() - 1) as f64 * which) as usize;
+                let t = q.get(index).move_t * when;
+                let whole = kin.position_from_coord(shapers.shaped_coord(&q, index, t, active));
+                let read = shaped_position(&kin, &shapers, &q, index, t, active);
+                prop_assert_eq!(read.to_bits(), whole.to_bits(), "entry {} at {}", index, t);
+            }
         }
     }
 
