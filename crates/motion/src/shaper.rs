@@ -747,6 +747,7 @@ impl ShaperPulses {
     /// within the entry, as step generation does. Outside that contract the result is still
     /// defined (no panic): an index past the tail is taken as the tail, and time before the
     /// first queued entry reads as standing still at that entry's start.
+    #[inline]
     pub fn shaped_axis(&self, tq: &TrapQ, index: usize, axis: usize, move_time: f64) -> f64 {
         let tail = tq.tail_index();
         let index = index.min(tail);
