@@ -7,7 +7,10 @@
 //! printer with MZV on X and 2HUMP_EI on Y and pressure advance, on the first lines of the
 //! Bambu corpus file), kept because it took Klipper's MZV amplitudes (its generalised train's
 //! least-squares solve) and its shaper's time walk, bit for bit, to put every step on Klipper's
-//! clock.
+//! clock. `w_hunt_commands` is case 10013 of its sixth kind: a cartesian printer with an input
+//! shaper, firmware retraction and pressure advance, on the first lines of the PrusaSlicer screw
+//! file with speed and flow factors, velocity limits, shaper, pressure advance and retraction
+//! changes, dwells, offsets and Jinja macros spliced in.
 //! Each case's output.serial was written by unmodified Klipper (`make.py --run` in that folder
 //! says how); the comparison is per stepper, as for the main oracle: same step count and
 //! directions, every step within 25 µs, end of motion within 1 ms — and every step at exactly
@@ -111,6 +114,7 @@ cases!(
     s_temperature_sensors,
     u_delta_shaper_home,
     v_hunt_corexy_mzv,
+    w_hunt_commands,
 );
 
 /// A G-code error in batch mode: Klipper stops at the end of the read holding it (its flush
