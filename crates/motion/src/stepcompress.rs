@@ -453,8 +453,9 @@ impl StepCompress {
 
     /// [`StepCompress::append`] of one step per entry of `step_times` (seconds after
     /// `print_time`, not decreasing), in direction `sdir`: the same results, with the common
-    /// case — the step before pending in the same direction, the direction sent, room in the
-    /// queue, nothing far — taken for the whole slice at once: the clocks are computed as
+    /// case — the step before pending in the same direction or none pending (a commit took
+    /// it), the direction sent, room in the queue, nothing far — taken for the whole slice at
+    /// once: the clocks are computed as
     /// `append` computes them, checked together, and written to the queue behind the pending
     /// step (the step generator's inner loop). Otherwise step by step through `append`.
     ///
@@ -488,11 +489,9 @@ impl StepCompress {
     fn append_chunk(&mut self, sdir: bool, print_time: f64, step_times: &[f64]) -> bool {
         let step_times = &step_times[..step_times.len().min(APPEND_CHUNK)];
         let n = step_times.len();
-        let Some(previous) = self.pending_clock else {
-            return false;
-        };
-        if !self.freq_ok
-            || self.pending_dir != sdir
+        if n == 0
+            || !self.freq_ok
+            || self.pending_clock.is_some() && self.pending_dir != sdir
             || self.sent_dir != Some(sdir)
             || self.queue_next + n > self.queue.len()
         {
@@ -510,15 +509,25 @@ impl StepCompress {
             *tick = (step_time + offset) * self.mcu_freq;
             in_range &= (0.0..limit).contains(tick);
         }
+        if !in_range {
+            return false;
+        }
         let base = self.last_step_clock;
-        if !in_range || previous >= base.saturating_add(CLOCK_DIFF_MAX) {
+        // With no step pending (a commit took it), the first step becomes the pending one, as
+        // `append_clock` makes it (not far: checked with the others).
+        let (previous, ticks) = match self.pending_clock {
+            Some(previous) => (previous, &ticks[..n]),
+            None => (base + ticks[0] as i64 as u64, &ticks[1..n]),
+        };
+        if previous >= base.saturating_add(CLOCK_DIFF_MAX) {
             return false;
         }
         let mut newest = previous;
         let mut last_queued = self.last_queued;
         let mut disordered = false;
-        let slots = &mut self.queue[self.queue_next..self.queue_next + n];
-        for (slot, &tick) in slots.iter_mut().zip(&ticks[..n]) {
+        let queued = ticks.len();
+        let slots = &mut self.queue[self.queue_next..self.queue_next + queued];
+        for (slot, &tick) in slots.iter_mut().zip(ticks) {
             // (Truncation, as `append`'s; 0 ≤ ticks < CLOCK_DIFF_MAX, so the conversion is
             // exact and base + ticks stays short of the far clock, no overflow.)
             *slot = newest as u32;
@@ -526,13 +535,14 @@ impl StepCompress {
             last_queued = newest;
             newest = base + tick as i64 as u64;
         }
-        self.queue_next += n;
+        self.queue_next += queued;
         // (The newest stays pending, and is compared with the last queued when it is queued.)
         self.last_queued = last_queued;
         if disordered {
             self.ordered_from = self.queue_next;
         }
         self.pending_clock = Some(newest);
+        self.pending_dir = sdir;
         true
     }
 
@@ -2735,6 +2745,7 @@ mod tests {
                         0..300,
                     ),
                     1usize..80,
+                    any::<bool>(),
                 ),
                 1..10,
             ),
@@ -2745,7 +2756,9 @@ mod tests {
             one.set_time(0.0, freq);
             many.set_time(0.0, freq);
             let mut print_time = 0.0;
-            for (dir, pause, gaps, chunk) in runs {
+            // With `commits`, the step generator's commit after every `chunk` steps (a range
+            // whose last step is final), so that a slice often starts with no step pending.
+            for (dir, pause, gaps, chunk, commits) in runs {
                 // Each run after the one before; its times not decreasing, as the step
                 // generator's are (a NaN or a negative gap stays as it is: an error).
                 let mut t = 0.0;
@@ -2757,8 +2770,11 @@ mod tests {
                     })
                     .collect();
                 let mut expected = Ok(());
-                for &time in &times {
+                for (i, &time) in times.iter().enumerate() {
                     expected = one.append(dir, print_time, time);
+                    if expected.is_ok() && commits && (i + 1) % chunk == 0 {
+                        expected = one.commit();
+                    }
                     if expected.is_err() {
                         break;
                     }
@@ -2766,6 +2782,9 @@ mod tests {
                 let mut got = Ok(());
                 for piece in times.chunks(chunk) {
                     got = many.append_times(dir, print_time, piece);
+                    if got.is_ok() && commits && piece.len() == chunk {
+                        got = many.commit();
+                    }
                     if got.is_err() {
                         break;
                     }
