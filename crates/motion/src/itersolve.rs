@@ -10,21 +10,21 @@
 //!
 //! Where the coordinate is quadratic in time (a cartesian or corexy motor without input
 //! shaping, the extruder without pressure advance) the steps are solved in closed form instead
-//! ([`linear_steps`]): the same steps, reversals and commits as the search, each at its exact
+//! (`linear_steps`): the same steps, reversals and commits as the search, each at its exact
 //! crossing, which the search would have found to within 1e-9 mm. Whenever the outcome is a
 //! near thing (a threshold within 1 µm, a step where the motor crawls below 0.1 mm/s) the search
 //! runs instead; and where a step's clock is (a half tick within the search's tolerance of the
-//! root, [`TickCheck`]), the search takes the range up to that step, so that every clock is the
+//! root, `TickCheck`), the search takes the range up to that step, so that every clock is the
 //! one Klipper's search gives. The closed form works a range at a time: the half-step targets (a
-//! progression where they stay in one binade, [`Targets`]; else Klipper's chain of additions),
-//! their roots and clock checks ([`push_roots`]), then the compressor's chunked append.
+//! progression where they stay in one binade, `Targets`; else Klipper's chain of additions),
+//! their roots and clock checks (`push_roots`), then the compressor's chunked append.
 //!
 //! With input shaping the coordinate of a cartesian or corexy motor is a sum of time-shifted
 //! copies of the path, so a range splits into pieces over which every pulse reads one trapq
-//! entry and the coordinate is again a quadratic ([`shaped_pieces`]). Where it moves one way,
+//! entry and the coordinate is again a quadratic (`shaped_pieces`). Where it moves one way,
 //! at 0.1 mm/s or more, over the whole range, in the direction of the last step, each piece is
 //! solved in closed form; a range where the shaped motion turns or crawls is searched, as
-//! Klipper does ([`shaped_steps`]).
+//! Klipper does (`shaped_steps`).
 //!
 //! Times are print times in seconds; the generated steps go straight into the stepper's
 //! [`StepCompress`].

@@ -2,8 +2,9 @@
 //!
 //! A shaper is a short train of impulses: amplitudes `A_i` at delays `T_i`, tuned to a resonance
 //! frequency and damping ratio so that the ringing excited by one impulse is cancelled by the
-//! others. [`pulses`] gives the textbook train of each family (the numbers of Klipper's
-//! `shaper_defs.py`); [`ShaperSpec`] also understands the parameterised `mzv(n=…, t=…)` form.
+//! others. [`ShaperSpec::pulses`] gives each family's train as Klipper's `shaper_defs.py`
+//! computes it (MZV as its generalised train), and [`ShaperSpec`] also understands the
+//! parameterised `mzv(n=…, t=…)` form.
 //!
 //! For step generation the train is prepared once ([`ShaperPulses`]): amplitudes normalised to
 //! sum to one, the train mirrored in time (a position at `t` is built from the nominal motion
@@ -216,10 +217,11 @@ fn fitted(
 /// The impulse train of a family at `freq_hz` and `damping_ratio`: `(A, T)` with `T` in seconds
 /// from the first pulse, amplitudes not yet normalised (as Klipper's `shaper_defs.py` gives them).
 /// MZV here is the textbook closed form; Klipper computes it as the generalised train, whose
-/// values differ in the last bits — step generation takes [`ShaperSpec::pulses`], which does.
+/// values differ in the last bits. So this stays private: everything outside takes
+/// [`ShaperSpec::pulses`], which gives Klipper's MZV and these for the other families.
 ///
 /// Damping ratios at or above 1 give non-finite values, which [`ShaperPulses::new`] rejects.
-pub fn pulses(kind: ShaperType, freq_hz: f64, damping_ratio: f64) -> (Vec<f64>, Vec<f64>) {
+fn pulses(kind: ShaperType, freq_hz: f64, damping_ratio: f64) -> (Vec<f64>, Vec<f64>) {
     let zeta = damping_ratio;
     match kind {
         ShaperType::Zv => {
@@ -559,7 +561,9 @@ impl ShaperSpec {
         })
     }
 
-    /// The impulse train at `freq_hz` and `damping_ratio` (see [`pulses`]).
+    /// The impulse train at `freq_hz` and `damping_ratio`: `(A, T)` with `T` in seconds from
+    /// the first pulse, amplitudes not yet normalised, to the bit as Klipper's
+    /// `shaper_defs.py` gives them.
     pub fn pulses(
         &self,
         freq_hz: f64,

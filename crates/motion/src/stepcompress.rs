@@ -978,17 +978,6 @@ impl StepCompress {
             // (The updates below are selects rather than branches: which way each goes is
             // data, and a pass's successor waits on all of them.)
             let better = reach > best_reach || (reach == best_reach && interval > best.0);
-            if better && count > 0x200 {
-                // Long enough that no other `add` can do meaningfully better (and larger
-                // counts would overflow the products below).
-                best = (interval, count, add);
-                best_pass = Some(pass);
-                if add == 0 {
-                    zero_add = (interval, count);
-                    zero_pass = Some(pass);
-                }
-                break;
-            }
             let zero_better = better && add == 0;
             best = if better { (interval, count, add) } else { best };
             best_pass = if better { Some(pass) } else { best_pass };
@@ -999,6 +988,11 @@ impl StepCompress {
                 zero_add
             };
             zero_pass = if zero_better { Some(pass) } else { zero_pass };
+            if better && count > 0x200 {
+                // Long enough that no other `add` can do meaningfully better (and larger
+                // counts would overflow the products below).
+                break;
+            }
 
             // Was the missed step too early or too late for this `add`?
             let missed_triangle = triangle(tried);
@@ -1092,6 +1086,10 @@ impl StepCompress {
         } else {
             0
         };
+        if fast == 0 {
+            let state = ScanState::first(outer_min, outer_max, clocks[0].wrapping_sub(base));
+            return self.scan_exact(steps, base, add, state);
+        }
         match self.scan_fast(&clocks[..=fast], base, add, outer_min, outer_max) {
             Ok(scan) => scan,
             Err(state) => self.scan_exact(&steps[fast..], base, add, state),
@@ -1177,17 +1175,11 @@ impl StepCompress {
                 state.hi = div_floor_by_count(need_max, tried as u32);
             }
             if state.lo > state.hi {
-                return state.missed(window);
+                return state.end(Some(window));
             }
             state.interval = state.hi;
         }
-        PassScan {
-            lo: state.lo,
-            hi: state.hi,
-            interval: state.interval,
-            tried: state.tried,
-            missed: None,
-        }
+        state.end(None)
     }
 
     /// [`deviation`] for `count` (> 1): looked up in [`StepCompress::spreads`], divided only
@@ -1327,15 +1319,29 @@ struct ScanState {
 }
 
 impl ScanState {
-    /// The pass's end at a step (`window`) no interval reaches; `tried` counts it.
+    /// A pass's start: its first step (at `point`) taken, within the bounds `outer_min..=
+    /// outer_max`.
+    fn first(outer_min: i32, outer_max: i32, point: u32) -> Self {
+        Self {
+            lo: outer_min,
+            hi: outer_max,
+            interval: outer_max,
+            tried: 1,
+            tried_triangle: 0,
+            previous: point,
+        }
+    }
+
+    /// The pass's end here: at the step of window `missed` (counted in `tried`) that no
+    /// interval reaches, or (`None`) with every queued step reached.
     #[inline(always)]
-    fn missed(self, window: Window) -> PassScan {
+    fn end(self, missed: Option<Window>) -> PassScan {
         PassScan {
             lo: self.lo,
             hi: self.hi,
             interval: self.interval,
             tried: self.tried,
-            missed: Some(window),
+            missed,
         }
     }
 }
@@ -1400,7 +1406,8 @@ static INVERSES: std::sync::LazyLock<Box<[f64]>> = std::sync::LazyLock::new(|| {
         .into_boxed_slice()
 });
 
-/// `(k − 1)/2` for every count `k` of a command (index 0 unused).
+/// `(k − 1)/2` for every count `k` of a command (index 0 unused): a load, cheaper in the pass
+/// than a conversion and a product.
 static HALF_K_LESS_ONE: std::sync::LazyLock<Box<[f64]>> = std::sync::LazyLock::new(|| {
     (0..=MAX_COUNT)
         .map(|k| (k as f64 - 1.0) / 2.0)
@@ -2640,14 +2647,7 @@ mod tests {
             sc.ordered_from = if ordered { 0 } else { clocks.len() };
             let first = sc.window(0);
             let (outer_min, outer_max) = bounds.unwrap_or((first.earliest, first.latest));
-            let start = ScanState {
-                lo: outer_min,
-                hi: outer_max,
-                interval: outer_max,
-                tried: 1,
-                tried_triangle: 0,
-                previous: first.latest as u32,
-            };
+            let start = ScanState::first(outer_min, outer_max, first.latest as u32);
             // Mostly near the queue's own `add`, where passes run long.
             let add = if add.abs() <= 3 { queue_add.saturating_add(add).clamp(-0x8000, 0x7fff) } else { add };
             let klipper = sc.scan_exact(&clocks[1..], base as u32, add, start);
