@@ -30,6 +30,7 @@
 //! [`StepCompress`].
 
 use crate::extruder::ExtruderKin;
+use crate::isa::Isa;
 use crate::shaper::AxisShapers;
 use crate::stepcompress::{StepCompress, StepCompressError};
 use crate::trapq::{Coord, TrapMove, TrapQ};
@@ -139,6 +140,8 @@ pub struct StepperSolver {
     /// Scratch of the closed form: a range's step times, and (shaped) its pieces' plans.
     roots: Vec<f64>,
     plans: Vec<LinearPlan>,
+    /// The instruction set the step loops run with ([`Isa`]).
+    isa: Isa,
 }
 
 /// One run of the half-step search: print times `[abs_start, abs_end]` of trapq entry `index`.
@@ -172,6 +175,7 @@ impl StepperSolver {
             pieces: Vec::new(),
             roots: Vec::new(),
             plans: Vec::new(),
+            isa: Isa::detect(),
         };
         s.update_windows();
         s
@@ -260,15 +264,29 @@ impl StepperSolver {
     ) -> Result<(), StepCompressError> {
         let mut ranges = std::mem::take(&mut self.ranges);
         self.plan_ranges(tq, flush_time, &mut ranges);
-        let mut result = Ok(());
-        for r in &ranges {
-            result = self.gen_steps_range(tq, sc, r.index, r.abs_start, r.abs_end);
-            if result.is_err() {
-                break;
-            }
-        }
+        let isa = self.isa;
+        let result = isa.run(
+            #[inline(always)]
+            || {
+                for r in &ranges {
+                    self.gen_steps_range(tq, sc, r.index, r.abs_start, r.abs_end)?;
+                }
+                Ok(())
+            },
+        );
         self.ranges = ranges;
         result
+    }
+
+    /// The instruction set the step loops run with (detected at [`StepperSolver::new`]).
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Runs the step loops with `isa` ([`Isa::BASELINE`], or what [`Isa::detect`] gives):
+    /// the same steps either way, which the tests check.
+    pub fn set_isa(&mut self, isa: Isa) {
+        self.isa = isa;
     }
 
     /// Walks the trapq from the last flush to `flush_time` and lists the search ranges, in
@@ -367,6 +385,7 @@ impl StepperSolver {
     /// loop is instantiated for each kind, so the common kinematics evaluate the segment's
     /// polynomial inline. Every variant performs the same floating-point operations, in the same
     /// order, as the general [`Kinematics::position_from_coord`] of [`TrapMove::coord`].
+    #[inline(always)]
     fn gen_steps_range(
         &mut self,
         tq: &TrapQ,
@@ -1550,17 +1569,26 @@ mod tests {
         (q, t)
     }
 
+    /// How a test run takes its steps.
+    #[derive(Clone, Copy, Debug)]
+    enum Solve {
+        /// Every step searched.
+        Search,
+        /// The closed form where it applies, its loops run with the instruction set.
+        ClosedForm(Isa),
+    }
+
     /// A stepper's steps over the path, generated in flushes at `flushes` (then to the end),
-    /// in closed form or searched; and its final commanded position.
+    /// as `solve` says; and its final commanded position.
     fn run(
         q: &TrapQ,
         end: f64,
         kin: &Kinematics,
         step_dist: f64,
         flushes: &[f64],
-        closed_form: bool,
+        solve: Solve,
     ) -> (Vec<(bool, u64)>, f64) {
-        run_shaped(q, end, kin, None, step_dist, flushes, closed_form, FREQ)
+        run_shaped(q, end, kin, None, step_dist, flushes, solve, FREQ)
     }
 
     /// [`run`] with an input shaper in front of the kinematics, at an MCU frequency.
@@ -1575,12 +1603,15 @@ mod tests {
         shaper: Option<AxisShapers>,
         step_dist: f64,
         flushes: &[f64],
-        closed_form: bool,
+        solve: Solve,
         mcu_freq: f64,
     ) -> (Vec<(bool, u64)>, f64) {
         let mut solver = StepperSolver::new(kin.clone(), step_dist);
         solver.set_shaper(shaper);
-        solver.closed_form = closed_form;
+        match solve {
+            Solve::Search => solver.closed_form = false,
+            Solve::ClosedForm(isa) => solver.set_isa(isa),
+        }
         solver.set_position(Coord::new(100.0, 100.0, 0.0));
         let mut sc = StepCompress::new(0, false);
         sc.set_time(0.0, mcu_freq);
@@ -1654,13 +1685,18 @@ mod tests {
             mcu_freq in mcu_freq(),
         ) {
             let (q, end) = trapq_of(&moves, matches!(kin, Kinematics::Extruder(_)));
-            let run = |closed_form| {
-                run_shaped(&q, end, &kin, None, step_dist, &flushes, closed_form, mcu_freq)
+            let run = |solve| {
+                run_shaped(&q, end, &kin, None, step_dist, &flushes, solve, mcu_freq)
             };
-            let (searched, searched_pos) = run(false);
-            let (solved, solved_pos) = run(true);
+            let (searched, searched_pos) = run(Solve::Search);
+            let (solved, solved_pos) = run(Solve::ClosedForm(Isa::detect()));
             prop_assert_eq!(first_difference(&searched, &solved), None);
             prop_assert_eq!(searched_pos.to_bits(), solved_pos.to_bits());
+            // The loops compiled for the baseline take the same steps as those for the
+            // processor's widest vectors.
+            let (baseline, baseline_pos) = run(Solve::ClosedForm(Isa::BASELINE));
+            prop_assert_eq!(first_difference(&solved, &baseline), None);
+            prop_assert_eq!(solved_pos.to_bits(), baseline_pos.to_bits());
         }
     }
 
@@ -1718,13 +1754,18 @@ mod tests {
         ) {
             let shaper = AxisShapers { x, y, z: crate::shaper::ShaperPulses::none() };
             let (q, end) = trapq_of(&moves, false);
-            let run = |closed_form| {
-                run_shaped(&q, end, &kin, Some(shaper), step_dist, &flushes, closed_form, mcu_freq)
+            let run = |solve| {
+                run_shaped(&q, end, &kin, Some(shaper), step_dist, &flushes, solve, mcu_freq)
             };
-            let (searched, searched_pos) = run(false);
-            let (solved, solved_pos) = run(true);
+            let (searched, searched_pos) = run(Solve::Search);
+            let (solved, solved_pos) = run(Solve::ClosedForm(Isa::detect()));
             prop_assert_eq!(first_difference(&searched, &solved), None);
             prop_assert_eq!(searched_pos.to_bits(), solved_pos.to_bits());
+            // The loops compiled for the baseline take the same steps as those for the
+            // processor's widest vectors.
+            let (baseline, baseline_pos) = run(Solve::ClosedForm(Isa::BASELINE));
+            prop_assert_eq!(first_difference(&solved, &baseline), None);
+            prop_assert_eq!(solved_pos.to_bits(), baseline_pos.to_bits());
         }
     }
 
@@ -1822,7 +1863,7 @@ mod tests {
             &Kinematics::Cartesian { axis: 0 },
             0.0125,
             &[],
-            true,
+            Solve::ClosedForm(Isa::detect()),
         );
         assert_eq!(steps.len(), 800);
         for (k, (dir, clock)) in steps.iter().enumerate() {

@@ -23,6 +23,7 @@ pub mod estimate;
 pub mod extruder;
 pub mod gcode;
 pub mod heater_control;
+pub mod isa;
 pub mod itersolve;
 pub mod lookahead;
 pub mod macros;
