@@ -15,9 +15,13 @@
 //! near thing (a threshold within 1 µm, a step where the motor crawls below 0.1 mm/s) the search
 //! runs instead; and where a step's clock is (a half tick within the search's tolerance of the
 //! root, `TickCheck`), the search takes the range up to that step, so that every clock is the
-//! one Klipper's search gives. The closed form works a range at a time: the half-step targets (a
-//! progression where they stay in one binade, `Targets`; else Klipper's chain of additions),
-//! their roots and clock checks (`push_roots`), then the compressor's chunked append.
+//! one Klipper's search gives. At constant speed the search's landings are known far more
+//! closely once it has taken a step at its first guess (`cruise_tolerance`, ~10⁻¹² mm instead
+//! of 10⁻⁹): there the search runs only until it has, and on to the last clock uncertain that
+//! closely, usually two or three steps instead of most of a long range. The closed form works a
+//! range at a time: the half-step targets (a progression where they stay in one binade,
+//! `Targets`; else Klipper's chain of additions), their roots and clock checks (`push_roots`),
+//! then the compressor's chunked append.
 //!
 //! With input shaping the coordinate of a cartesian or corexy motor is a sum of time-shifted
 //! copies of the path, so a range splits into pieces over which every pulse reads one trapq
@@ -410,7 +414,8 @@ impl StepperSolver {
             if e.half_smooth_time() <= 0.0 {
                 // ExtruderKin::calc_position without pressure advance.
                 let lin = Linear::new(m.start_pos.x, 1.0, m.start_v, m.half_accel);
-                return linear_steps(closed_form, pos, sc, &range, lin, roots, |t| {
+                let terms = m.start_pos.x.abs() + m.start_v.abs() * end.abs();
+                return linear_steps(closed_form, pos, sc, &range, lin, terms, roots, |t| {
                     m.start_pos.x + m.distance(t)
                 });
             }
@@ -447,6 +452,9 @@ impl StepperSolver {
             return search_steps(pos, sc, &range, position);
         }
         let (p, r) = (m.start_pos, m.axes_r);
+        // (The magnitudes the search's evaluations go through, `cruise_tolerance`'s `terms`:
+        // the start, and the distance along the segment.)
+        let distance = m.start_v.abs() * end.abs();
         match &self.kin {
             Kinematics::Cartesian { axis } => {
                 // The search's position: Klipper's operations, on the segment's own signs.
@@ -457,18 +465,22 @@ impl StepperSolver {
                     half_accel: m.half_accel,
                 };
                 let lin = Linear::new(exact.p, exact.r, exact.v, exact.half_accel);
-                linear_steps(closed_form, pos, sc, &range, lin, roots, |t| exact.at(t))
+                let terms = exact.p.abs() + distance;
+                linear_steps(closed_form, pos, sc, &range, lin, terms, roots, |t| {
+                    exact.at(t)
+                })
             }
             Kinematics::CoreXY { plus } => {
                 let sign = if *plus { 1.0 } else { -1.0 };
                 let lin = Linear::new(p.x + sign * p.y, r.x + sign * r.y, m.start_v, m.half_accel);
+                let terms = p.x.abs() + p.y.abs() + 2.0 * distance;
                 if *plus {
-                    linear_steps(closed_form, pos, sc, &range, lin, roots, |t| {
+                    linear_steps(closed_form, pos, sc, &range, lin, terms, roots, |t| {
                         let d = m.distance(t);
                         (p.x + r.x * d) + (p.y + r.y * d)
                     })
                 } else {
-                    linear_steps(closed_form, pos, sc, &range, lin, roots, |t| {
+                    linear_steps(closed_form, pos, sc, &range, lin, terms, roots, |t| {
                         let d = m.distance(t);
                         (p.x + r.x * d) - (p.y + r.y * d)
                     })
@@ -582,12 +594,17 @@ const ANALYTIC_MIN_SPEED: f64 = 0.1;
 /// coordinate with the search's own floating-point operations; `lin` the same function as a
 /// polynomial, for the roots.
 #[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one inlined range, its inputs spelled out"
+)]
 fn linear_steps(
     closed_form: bool,
     commanded_pos: &mut f64,
     sc: &mut StepCompress,
     range: &SearchRange,
     lin: Linear,
+    terms: f64,
     roots: &mut Vec<f64>,
     position: impl Fn(f64) -> f64,
 ) -> Result<(), StepCompressError> {
@@ -600,38 +617,90 @@ fn linear_steps(
     let Some(plan) = plan else {
         return search_steps(commanded_pos, sc, range, position);
     };
-    if plan.searched > 0 {
-        if plan.searched >= plan.steps {
-            return search_steps(commanded_pos, sc, range, position);
-        }
-        if !search_prefix(commanded_pos, sc, range, &position, plan.searched)? {
-            return Ok(());
-        }
-    }
     let roots = &roots[..plan.steps];
-    plan.take(commanded_pos, sc, range.print_time, roots, plan.searched)
+    if plan.searched == 0 {
+        return plan.take(commanded_pos, sc, range.print_time, roots, 0);
+    }
+    // Some clock is a near thing. At constant speed the search's landings are known far more
+    // closely once it has taken a step at its first guess (`cruise_tolerance`): it runs until
+    // then, and on to the last clock still uncertain that closely.
+    let (count, until_first_guess) = match cruise_tolerance(lin, terms, range).and_then(|tol| {
+        let magnitude = terms + (lin.r * lin.v).abs() * range.end.abs() + lin.p.abs();
+        let check = TickCheck::new(sc, range, lin, 0.0, magnitude)?;
+        Some(check.last_uncertain(roots, tol, lin.v))
+    }) {
+        Some(count) => (count, true),
+        None => (plan.searched, false),
+    };
+    if count >= plan.steps {
+        return search_steps(commanded_pos, sc, range, position);
+    }
+    match search_prefix(
+        commanded_pos,
+        sc,
+        range,
+        &position,
+        count,
+        until_first_guess,
+    )? {
+        Some(taken) => plan.take(commanded_pos, sc, range.print_time, roots, taken),
+        None => Ok(()),
+    }
 }
 
-/// Runs the search of [`search_steps`] over `range` until it has taken `count` steps: `true`
-/// then, `false` when it finished the range first (or failed: then with the error).
+/// The largest [`cruise_tolerance`]: far inside the search's own 1e-9 mm, so that a landing
+/// this close is always accepted.
+const CRUISE_TOLERANCE_MAX_MM: f64 = 1e-10;
+
+/// How far (mm) from its target the search lands on a step of `range` once it has taken the
+/// step before at its first guess, where the coordinate `lin` is linear in time (`None`
+/// otherwise, or where the bound is not far below the search's tolerance). `terms` bounds the
+/// magnitudes the search's evaluation of the coordinate goes through (its start and its rate
+/// times the range's time).
+///
+/// After a step taken at its first guess, the search's last two points are that step and the
+/// one before: both on the line (to the evaluation's rounding), a step's time apart. The
+/// next guess is their secant's crossing of the next target, a step on — the line's own
+/// crossing, but for the rounding of the two distances (amplified at most three times by
+/// extrapolating one step beyond two a step apart) and of the secant's products and
+/// division, relative to the times; so within `e = 64·ε·(terms + speed·time + step)` of the
+/// target, with a margin of two or more. That guess is inside the search's window (it
+/// reaches 1.5 steps ahead), and `e` below 1e-9 mm makes it the step, taken at its first
+/// guess again: by induction every later step of the range lands within `e`.
+#[inline(always)]
+fn cruise_tolerance(lin: Linear, terms: f64, range: &SearchRange) -> Option<f64> {
+    if lin.half_accel != 0.0 {
+        return None;
+    }
+    let time = range.start.abs().max(range.end.abs());
+    let tolerance =
+        64.0 * f64::EPSILON * (terms + (lin.r * lin.v).abs() * time + range.step_dist.abs());
+    (tolerance <= CRUISE_TOLERANCE_MAX_MM).then_some(tolerance)
+}
+
+/// Runs the search of [`search_steps`] over `range` until it has taken `count` steps (and,
+/// `until_first_guess`, the last of them at its first guess after a step before it): how many
+/// it took then, `None` when it finished the range first (or failed: then with the error).
 fn search_prefix(
     commanded_pos: &mut f64,
     sc: &mut StepCompress,
     range: &SearchRange,
     position: &impl Fn(f64) -> f64,
     count: usize,
-) -> Result<bool, StepCompressError> {
+    until_first_guess: bool,
+) -> Result<Option<usize>, StepCompressError> {
     let mut search = Search::new(*commanded_pos, sc.step_dir(), range);
     let mut error = None;
     loop {
         match search.iterate(position, sc, &mut error) {
-            Progress::Searching if search.steps < count => {}
-            Progress::Searching => return Ok(true),
+            Progress::Searching
+                if search.steps < count || (until_first_guess && !search.at_first_guess) => {}
+            Progress::Searching => return Ok(Some(search.steps)),
             Progress::RangeDone => {
                 *commanded_pos = search.commanded_pos();
-                return Ok(false);
+                return Ok(None);
             }
-            Progress::Failed => return finished(Progress::Failed, error).map(|()| false),
+            Progress::Failed => return finished(Progress::Failed, error).map(|()| None),
         }
     }
 }
@@ -861,6 +930,10 @@ struct TickCheck {
     window: f64,
     /// The conversion's floating-point error, in ticks.
     rounding: f64,
+    /// `window` is `1.25·(tolerance + rounding_mm)·mcu_freq/|r|` for the search's tolerance;
+    /// these give it for another ([`TickCheck::last_uncertain`]).
+    rounding_mm: f64,
+    per_mm: f64,
 }
 
 impl TickCheck {
@@ -890,7 +963,23 @@ impl TickCheck {
             mcu_freq,
             window: 1.25 * (SEARCH_TOLERANCE_MM + rounding_mm) * mcu_freq / lin.r.abs(),
             rounding: 16.0 * f64::EPSILON * span + 1e-9,
+            rounding_mm,
+            per_mm: 1.25 * mcu_freq / lin.r.abs(),
         })
+    }
+
+    /// One past the last of `roots` (at `speed`, constant) whose clock is uncertain where the
+    /// search lands within `tolerance_mm` of its target; 0 when none is.
+    #[expect(
+        clippy::neg_cmp_op_on_partial_ord,
+        reason = "a NaN margin counts as uncertain"
+    )]
+    fn last_uncertain(&self, roots: &[f64], tolerance_mm: f64, speed: f64) -> usize {
+        let window = self.per_mm * (tolerance_mm + self.rounding_mm);
+        roots
+            .iter()
+            .rposition(|&t| !(self.margin(t) * speed > window))
+            .map_or(0, |k| k + 1)
     }
 
     /// How far (ticks) a clock at `t` is from a rounding boundary (an integer of `base +
@@ -1150,7 +1239,9 @@ fn shaped_steps(
     if searched >= roots.len() && searched > 0 {
         return search_steps(commanded_pos, sc, range, position);
     }
-    if searched > 0 && !search_prefix(commanded_pos, sc, range, &position, searched)? {
+    if searched > 0
+        && search_prefix(commanded_pos, sc, range, &position, searched, false)?.is_none()
+    {
         return Ok(());
     }
     let mut taken = 0;
@@ -1320,6 +1411,11 @@ struct Search {
     high_time: f64,
     /// Steps taken so far.
     steps: usize,
+    /// Guesses since the last step (or the start).
+    guesses: u32,
+    /// The last step was taken at the first guess after a step before it: the last two
+    /// points are two steps ([`cruise_tolerance`]).
+    at_first_guess: bool,
 }
 
 impl Search {
@@ -1346,6 +1442,8 @@ impl Search {
             low_time: start,
             high_time: (start + SEEK_TIME_RESET).min(range.end),
             steps: 0,
+            guesses: 0,
+            at_first_guess: false,
         }
     }
 
@@ -1402,6 +1500,7 @@ impl Search {
         self.old_p = self.cur_p;
         self.cur_t = next_time;
         self.cur_p = position(next_time);
+        self.guesses += 1;
         let dist = self.cur_p - self.target;
         if dist.abs() > 0.000_000_001 {
             let rel_dist = if self.sdir { dist } else { -dist };
@@ -1446,6 +1545,8 @@ impl Search {
             *error = Some(e);
             return Progress::Failed;
         }
+        self.at_first_guess = self.steps > 0 && self.guesses == 1;
+        self.guesses = 0;
         self.steps += 1;
         self.target = self.step_on();
         // Comparisons rather than f64::max/min, which compile to less, with the same results:
@@ -1697,6 +1798,108 @@ mod tests {
             let (baseline, baseline_pos) = run(Solve::ClosedForm(Isa::BASELINE));
             prop_assert_eq!(first_difference(&solved, &baseline), None);
             prop_assert_eq!(solved_pos.to_bits(), baseline_pos.to_bits());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        /// [`cruise_tolerance`] holds: on a segment at constant speed (any motor the closed
+        /// form solves), once the search took a step at its first guess, it takes every later
+        /// one at its first guess too, within that tolerance of its target — wherever in a
+        /// step the range starts, at speeds from a crawl to 1 m/s, far from the origin.
+        #[test]
+        fn cruise_search_lands_within_its_tolerance(
+            x in -400.0..400.0_f64,
+            y in -400.0..400.0_f64,
+            angle in 0.0..std::f64::consts::TAU,
+            v in prop_oneof![0.1..5.0_f64, 5.0..1000.0_f64],
+            duration in 0.001..20.0_f64,
+            start_share in 0.0..1.0_f64,
+            behind in 0.0..1.0_f64,
+            step_dist in prop_oneof![Just(0.0125), Just(0.0025), 0.0005..0.05_f64],
+            motor in 0..4_u8,
+        ) {
+            // (At most a few thousand steps.)
+            let duration = duration.min(4000.0 * step_dist / v);
+            let mut q = TrapQ::new();
+            let r = Coord::new(angle.cos(), angle.sin(), 0.0);
+            q.append(1.0, 0.0, duration, 0.0, Coord::new(x, y, 0.0), r, v, v, 1000.0);
+            q.check_sentinels();
+            let index = (0..=q.tail_index())
+                .find(|&i| q.get(i).print_time == 1.0)
+                .expect("the cruise");
+            let m = *q.get(index);
+            let range = SearchRange {
+                step_dist,
+                print_time: m.print_time,
+                start: m.move_t * start_share,
+                end: m.move_t,
+            };
+            // The motors' coordinates as `gen_steps_range` gives them.
+            let (p, r) = (m.start_pos, m.axes_r);
+            let distance = m.start_v.abs() * range.end.abs();
+            let exact = Linear { p: p.x, r: r.x, v: m.start_v, half_accel: m.half_accel };
+            let (lin, terms, position): (Linear, f64, Box<dyn Fn(f64) -> f64>) = match motor {
+                0 => (
+                    Linear::new(exact.p, exact.r, exact.v, exact.half_accel),
+                    exact.p.abs() + distance,
+                    Box::new(move |t| exact.at(t)),
+                ),
+                1 => (
+                    Linear::new(p.x + p.y, r.x + r.y, m.start_v, m.half_accel),
+                    p.x.abs() + p.y.abs() + 2.0 * distance,
+                    Box::new(move |t| {
+                        let d = m.distance(t);
+                        (p.x + r.x * d) + (p.y + r.y * d)
+                    }),
+                ),
+                2 => (
+                    Linear::new(p.x - p.y, r.x - r.y, m.start_v, m.half_accel),
+                    p.x.abs() + p.y.abs() + 2.0 * distance,
+                    Box::new(move |t| {
+                        let d = m.distance(t);
+                        (p.x + r.x * d) - (p.y + r.y * d)
+                    }),
+                ),
+                // The extruder's filament coordinate.
+                _ => (
+                    Linear::new(p.x, 1.0, m.start_v, m.half_accel),
+                    p.x.abs() + distance,
+                    Box::new(move |t| p.x + m.distance(t)),
+                ),
+            };
+            let Some(tolerance) = cruise_tolerance(lin, terms, &range) else {
+                return Ok(());
+            };
+            // The last step up to a step behind the range's start.
+            let here = position(range.start);
+            let dir = position(range.end) > here;
+            let commanded = if dir {
+                here - behind * step_dist
+            } else {
+                here + behind * step_dist
+            };
+            let mut sc = StepCompress::new(0, false);
+            sc.set_time(0.0, FREQ);
+            let mut search = Search::new(commanded, dir, &range);
+            let mut error = None;
+            loop {
+                let (target, steps, settled) = (search.target, search.steps, search.at_first_guess);
+                match search.iterate(&position, &mut sc, &mut error) {
+                    Progress::Searching => {}
+                    Progress::RangeDone => break,
+                    Progress::Failed => prop_assert!(false, "{error:?}"),
+                }
+                if search.steps > steps && settled {
+                    prop_assert!(search.at_first_guess, "step {steps}: not at its first guess");
+                    let off = (search.cur_p - target).abs();
+                    prop_assert!(
+                        off <= tolerance,
+                        "step {steps}: {off:e} mm off, tolerance {tolerance:e}"
+                    );
+                }
+            }
         }
     }
 
