@@ -1789,15 +1789,7 @@ mod tests {
             let run = |solve| {
                 run_shaped(&q, end, &kin, None, step_dist, &flushes, solve, mcu_freq)
             };
-            let (searched, searched_pos) = run(Solve::Search);
-            let (solved, solved_pos) = run(Solve::ClosedForm(Isa::detect()));
-            prop_assert_eq!(first_difference(&searched, &solved), None);
-            prop_assert_eq!(searched_pos.to_bits(), solved_pos.to_bits());
-            // The loops compiled for the baseline take the same steps as those for the
-            // processor's widest vectors.
-            let (baseline, baseline_pos) = run(Solve::ClosedForm(Isa::BASELINE));
-            prop_assert_eq!(first_difference(&solved, &baseline), None);
-            prop_assert_eq!(solved_pos.to_bits(), baseline_pos.to_bits());
+            same_steps_every_way(run)?;
         }
     }
 
@@ -1903,6 +1895,22 @@ mod tests {
         }
     }
 
+    /// A run's steps searched, in closed form with the processor's widest vectors, and in
+    /// closed form with the baseline's: all the same (count, directions, clocks, and the final
+    /// commanded position to the bit).
+    fn same_steps_every_way(
+        run: impl Fn(Solve) -> (Vec<(bool, u64)>, f64),
+    ) -> Result<(), TestCaseError> {
+        let (searched, searched_pos) = run(Solve::Search);
+        let (solved, solved_pos) = run(Solve::ClosedForm(Isa::detect()));
+        prop_assert_eq!(first_difference(&searched, &solved), None);
+        prop_assert_eq!(searched_pos.to_bits(), solved_pos.to_bits());
+        let (baseline, baseline_pos) = run(Solve::ClosedForm(Isa::BASELINE));
+        prop_assert_eq!(first_difference(&solved, &baseline), None);
+        prop_assert_eq!(solved_pos.to_bits(), baseline_pos.to_bits());
+        Ok(())
+    }
+
     /// Where two step lists first differ: the index, and each list's step there (if any).
     type Difference = (usize, Option<(bool, u64)>, Option<(bool, u64)>);
 
@@ -1960,15 +1968,7 @@ mod tests {
             let run = |solve| {
                 run_shaped(&q, end, &kin, Some(shaper), step_dist, &flushes, solve, mcu_freq)
             };
-            let (searched, searched_pos) = run(Solve::Search);
-            let (solved, solved_pos) = run(Solve::ClosedForm(Isa::detect()));
-            prop_assert_eq!(first_difference(&searched, &solved), None);
-            prop_assert_eq!(searched_pos.to_bits(), solved_pos.to_bits());
-            // The loops compiled for the baseline take the same steps as those for the
-            // processor's widest vectors.
-            let (baseline, baseline_pos) = run(Solve::ClosedForm(Isa::BASELINE));
-            prop_assert_eq!(first_difference(&solved, &baseline), None);
-            prop_assert_eq!(solved_pos.to_bits(), baseline_pos.to_bits());
+            same_steps_every_way(run)?;
         }
     }
 
