@@ -624,13 +624,14 @@ fn linear_steps(
     // Some clock is a near thing. At constant speed the search's landings are known far more
     // closely once it has taken a step at its first guess (`cruise_tolerance`): it runs until
     // then, and on to the last clock still uncertain that closely.
-    let (count, until_first_guess) = match cruise_tolerance(lin, terms, range).and_then(|tol| {
+    let (count, first_guess_within) = match cruise_tolerance(lin, terms, range).and_then(|tol| {
         let magnitude = terms + (lin.r * lin.v).abs() * range.end.abs() + lin.p.abs();
         let check = TickCheck::new(sc, range, lin, 0.0, magnitude)?;
         Some(check.last_uncertain(roots, tol, lin.v))
     }) {
-        Some(count) => (count, true),
-        None => (plan.searched, false),
+        // (Past the plan's last step the search is not needed for any clock.)
+        Some(count) => (count, Some(plan.steps)),
+        None => (plan.searched, None),
     };
     if count >= plan.steps {
         return search_steps(commanded_pos, sc, range, position);
@@ -641,7 +642,7 @@ fn linear_steps(
         range,
         &position,
         count,
-        until_first_guess,
+        first_guess_within,
     )? {
         Some(taken) => plan.take(commanded_pos, sc, range.print_time, roots, taken),
         None => Ok(()),
@@ -678,23 +679,27 @@ fn cruise_tolerance(lin: Linear, terms: f64, range: &SearchRange) -> Option<f64>
     (tolerance <= CRUISE_TOLERANCE_MAX_MM).then_some(tolerance)
 }
 
-/// Runs the search of [`search_steps`] over `range` until it has taken `count` steps (and,
-/// `until_first_guess`, the last of them at its first guess after a step before it): how many
-/// it took then, `None` when it finished the range first (or failed: then with the error).
+/// Runs the search of [`search_steps`] over `range` until it has taken `count` steps and,
+/// given `first_guess_within`, on until the last step it took was at its first guess after a
+/// step before it, or it took that many steps: how many it took then, `None` when it
+/// finished the range first (or failed: then with the error).
 fn search_prefix(
     commanded_pos: &mut f64,
     sc: &mut StepCompress,
     range: &SearchRange,
     position: &impl Fn(f64) -> f64,
     count: usize,
-    until_first_guess: bool,
+    first_guess_within: Option<usize>,
 ) -> Result<Option<usize>, StepCompressError> {
     let mut search = Search::new(*commanded_pos, sc.step_dir(), range);
     let mut error = None;
+    let settled = |search: &Search| match first_guess_within {
+        Some(limit) => search.at_first_guess || search.steps >= limit,
+        None => true,
+    };
     loop {
         match search.iterate(position, sc, &mut error) {
-            Progress::Searching
-                if search.steps < count || (until_first_guess && !search.at_first_guess) => {}
+            Progress::Searching if search.steps < count || !settled(&search) => {}
             Progress::Searching => return Ok(Some(search.steps)),
             Progress::RangeDone => {
                 *commanded_pos = search.commanded_pos();
@@ -1239,8 +1244,7 @@ fn shaped_steps(
     if searched >= roots.len() && searched > 0 {
         return search_steps(commanded_pos, sc, range, position);
     }
-    if searched > 0
-        && search_prefix(commanded_pos, sc, range, &position, searched, false)?.is_none()
+    if searched > 0 && search_prefix(commanded_pos, sc, range, &position, searched, None)?.is_none()
     {
         return Ok(());
     }
