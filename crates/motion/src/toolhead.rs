@@ -501,6 +501,9 @@ pub struct Toolhead {
     step_msgs: Vec<Vec<StepMessage>>,
     /// How many of each stepper's `step_msgs` the current merge has taken.
     step_msg_taken: Vec<usize>,
+    /// The `req_clock` of each stepper's next message in the current merge (`None`: none
+    /// left, or a stepper of another MCU).
+    step_msg_heads: Vec<Option<u64>>,
     /// Scratch: each stepper's step generation outcome in one flush.
     gen_results: Vec<Result<(), StepCompressError>>,
     /// Every committed move (for estimates and the twin), if recording.
@@ -586,6 +589,7 @@ impl Toolhead {
             flushed_ends: Vec::new(),
             step_msgs: Vec::new(),
             step_msg_taken: Vec::new(),
+            step_msg_heads: Vec::new(),
             gen_results: Vec::new(),
             record: None,
             enabled: Vec::new(),
@@ -1450,24 +1454,32 @@ impl Toolhead {
     fn steppersync_flush(&mut self, mi: usize, move_clock: u64) {
         self.step_msg_taken.clear();
         self.step_msg_taken.resize(self.step_msgs.len(), 0);
+        let heads = &mut self.step_msg_heads;
+        heads.clear();
+        heads.extend(
+            self.steppers
+                .iter()
+                .zip(&self.step_msgs)
+                .map(|(s, msgs)| msgs.first().filter(|_| s.mcu == mi).map(|m| m.req_clock)),
+        );
         loop {
+            // The earliest next message (the first stepper's among equals).
             let mut best: Option<(usize, u64)> = None;
-            for (i, s) in self.steppers.iter().enumerate() {
-                if s.mcu != mi {
-                    continue;
-                }
-                if let Some(m) = self.step_msgs[i].get(self.step_msg_taken[i])
-                    && best.is_none_or(|(_, c)| m.req_clock < c)
+            for (i, head) in heads.iter().enumerate() {
+                if let Some(c) = *head
+                    && best.is_none_or(|(_, b)| c < b)
                 {
-                    best = Some((i, m.req_clock));
+                    best = Some((i, c));
                 }
             }
             let Some((i, req_clock)) = best else { break };
-            let msg = &self.step_msgs[i][self.step_msg_taken[i]];
+            let taken = self.step_msg_taken[i];
+            let msg = &self.step_msgs[i][taken];
             if msg.min_clock != 0 && req_clock > move_clock {
                 break;
             }
-            self.step_msg_taken[i] += 1;
+            self.step_msg_taken[i] = taken + 1;
+            heads[i] = self.step_msgs[i].get(taken + 1).map(|m| m.req_clock);
             let mcu = &mut self.mcus[mi];
             let next_avail = mcu.next_free_slot();
             if msg.min_clock != 0 {
