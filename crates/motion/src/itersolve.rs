@@ -924,7 +924,9 @@ const SEARCH_TOLERANCE_MM: f64 = 0.000_000_001;
 /// all searched, stopped by the bracket). Even at constant speed the distance is not just
 /// rounding: a step whose search took two close guesses hands the next one a secant through
 /// them, whose rounding is amplified by the step interval over their gap, and that guess may
-/// be accepted anywhere inside the tolerance.
+/// be accepted anywhere inside the tolerance. Once a step was taken at its first guess,
+/// though, that cannot happen again at constant speed: the bound is then
+/// [`cruise_tolerance`], which [`TickCheck::last_uncertain`] checks the roots against.
 struct TickCheck {
     /// `(print_time − time_offset)·mcu_freq + ½`: a root's clock is the integer part of
     /// `base + t·mcu_freq`.
