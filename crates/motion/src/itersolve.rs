@@ -282,11 +282,6 @@ impl StepperSolver {
         result
     }
 
-    /// The instruction set the step loops run with (detected at [`StepperSolver::new`]).
-    pub fn isa(&self) -> Isa {
-        self.isa
-    }
-
     /// Runs the step loops with `isa` ([`Isa::BASELINE`], or what [`Isa::detect`] gives):
     /// the same steps either way, which the tests check.
     pub fn set_isa(&mut self, isa: Isa) {
@@ -625,7 +620,8 @@ fn linear_steps(
     // closely once it has taken a step at its first guess (`cruise_tolerance`): it runs until
     // then, and on to the last clock still uncertain that closely.
     let (count, first_guess_within) = match cruise_tolerance(lin, terms, range).and_then(|tol| {
-        let magnitude = terms + (lin.r * lin.v).abs() * range.end.abs() + lin.p.abs();
+        // (The plan's own check, made again on this rarer path.)
+        let magnitude = coordinate_magnitude(position(range.start), position(range.end), lin);
         let check = TickCheck::new(sc, range, lin, 0.0, magnitude)?;
         Some(check.last_uncertain(roots, tol, lin.v))
     }) {
@@ -874,7 +870,7 @@ fn plan_linear(
     if steps >= u32::MAX as usize {
         return None;
     }
-    let magnitude = p_start.abs().max(p_end.abs()) + lin.p.abs();
+    let magnitude = coordinate_magnitude(p_start, p_end, lin);
     let time_shift = piece_start.unwrap_or(0.0);
     let check = TickCheck::new(sc, range, lin, time_shift, magnitude)?;
     let (searched, after) = match &targets {
@@ -904,6 +900,14 @@ fn plan_linear(
         commit_last: ahead >= -half,
         commanded_pos: after - if dir { half } else { -half },
     })
+}
+
+/// The magnitude (mm) of the values a range's coordinate `lin` takes and of the root
+/// computation's terms, for [`TickCheck::new`], from the coordinate at the range's start and
+/// end.
+#[inline(always)]
+fn coordinate_magnitude(p_start: f64, p_end: f64, lin: Linear) -> f64 {
+    p_start.abs().max(p_end.abs()) + lin.p.abs()
 }
 
 /// The search's tolerance: it stops within this distance (mm) of a half-step target.
