@@ -583,7 +583,10 @@ const ANALYTIC_MIN_SPEED: f64 = 0.1;
 /// so the search's choices follow from the coordinate at a few instants: the range's start and
 /// end, and the search's first probe 100 µs in (where a reversal's pending step is or is not
 /// committed). The search runs the whole range instead whenever one of them lies within
-/// [`ANALYTIC_MARGIN`] of a threshold, the segment does not clearly move, a step falls
+/// [`ANALYTIC_MARGIN`] of a threshold (for the last step's commit at the end, where the end's
+/// coordinate falls short of the step's position by no more than the evaluations' rounding:
+/// the search evaluates it there, with the same operations), the segment does not clearly
+/// move, a step falls
 /// where the stepper is slower than [`ANALYTIC_MIN_SPEED`], or a step's clock is a near thing
 /// ([`TickCheck`]): all of that is decided before the first step is taken. `position` is the
 /// coordinate with the search's own floating-point operations; `lin` the same function as a
@@ -845,8 +848,22 @@ fn plan_linear(
             (steps, ahead, last_target)
         }
     };
+    let magnitude = coordinate_magnitude(p_start, p_end, lin);
+    // Whether the last step is committed at the range's end: the search commits it at any
+    // guess (short of a step) whose coordinate has got to the step's position, `ahead ≥
+    // −half`. It evaluates the coordinate at the range's very end before the range is done,
+    // so where `ahead` (that evaluation, with the search's operations) says so, it commits.
+    // Where `ahead` falls short, its guesses before the end — at most the end's coordinate,
+    // the coordinate being monotone, but for the rounding of two evaluations — may still get
+    // there where `ahead` falls short by no more than that rounding: only that band is left
+    // to the search. (A piece of a shaped range ends at a time of its own, not the range's
+    // end: there the band is the margin's.)
+    let commit_undecided = match piece_start {
+        None => ahead < -half && ahead >= -half - 4.0 * evaluation_rounding_mm(magnitude),
+        Some(_) => near(ahead, -half),
+    };
     // (A reversal's first step lies inside the range, or the flip was a near thing.)
-    if !(ahead < -ANALYTIC_MARGIN) || near(ahead, -half) || (flipped && steps == 0) {
+    if !(ahead < -ANALYTIC_MARGIN) || commit_undecided || (flipped && steps == 0) {
         return None;
     }
     let inv_r = 1.0 / lin.r;
@@ -870,7 +887,6 @@ fn plan_linear(
     if steps >= u32::MAX as usize {
         return None;
     }
-    let magnitude = coordinate_magnitude(p_start, p_end, lin);
     let time_shift = piece_start.unwrap_or(0.0);
     let check = TickCheck::new(sc, range, lin, time_shift, magnitude)?;
     let (searched, after) = match &targets {
@@ -908,6 +924,14 @@ fn plan_linear(
 #[inline(always)]
 fn coordinate_magnitude(p_start: f64, p_end: f64, lin: Linear) -> f64 {
     p_start.abs().max(p_end.abs()) + lin.p.abs()
+}
+
+/// The coordinate's rounding (mm), in the search's evaluations and in a root, where its values
+/// and the terms that make them are at most `magnitude` ([`coordinate_magnitude`]): a few
+/// dozen ulps.
+#[inline(always)]
+fn evaluation_rounding_mm(magnitude: f64) -> f64 {
+    64.0 * f64::EPSILON * (magnitude + 1.0)
 }
 
 /// The search's tolerance: it stops within this distance (mm) of a half-step target.
@@ -966,9 +990,7 @@ impl TickCheck {
         if span.is_nan() || span >= 2_251_799_813_685_248.0 {
             return None;
         }
-        // The coordinate's rounding, in the search's evaluations and in the root: a few dozen
-        // ulps.
-        let rounding_mm = 64.0 * f64::EPSILON * (magnitude + 1.0);
+        let rounding_mm = evaluation_rounding_mm(magnitude);
         Some(Self {
             base,
             mcu_freq,
@@ -1748,6 +1770,9 @@ mod tests {
             Just(0.0125),
             Just(-0.00625),
             Just(0.0),
+            // Whole steps of 0.0125 mm (and of 0.0025 mm): moves that end on a step's
+            // position, where the last step's commit is a near thing.
+            (-40_i32..=40).prop_map(|k| f64::from(k) * 0.0125),
         ];
         (
             length.clone(),
@@ -1919,6 +1944,35 @@ mod tests {
         prop_assert_eq!(first_difference(&solved, &baseline), None);
         prop_assert_eq!(solved_pos.to_bits(), baseline_pos.to_bits());
         Ok(())
+    }
+
+    /// Moves of whole steps that stop on a step's position and go straight back: whether the
+    /// last step was committed at the end (the coordinate got to its position, to the last bit
+    /// of the search's evaluation) decides whether the way back cancels it (step+dir+step), and
+    /// the closed form takes those ends where the evaluation at the end settles it.
+    #[test]
+    fn whole_step_moves_commit_their_last_step_as_the_search_does() {
+        for steps in 1..=40_i32 {
+            for (step_dist, accel) in [(0.0125, 200_000.0), (0.0025, 60_000.0), (0.0125, 3_000.0)] {
+                let forth = f64::from(steps) * step_dist;
+                let path = |dx: f64| PathMove {
+                    dx,
+                    dy: 0.0,
+                    v: 80.0,
+                    accel,
+                    start_share: 0.0,
+                    signed: false,
+                };
+                let (q, end) = trapq_of(&[path(forth), path(-forth), path(forth)], false);
+                let kin = Kinematics::Cartesian { axis: 0 };
+                let run = |solve| run(&q, end, &kin, step_dist, &[], solve);
+                let result = same_steps_every_way(run);
+                assert!(
+                    result.is_ok(),
+                    "{steps} steps of {step_dist} mm: {result:?}"
+                );
+            }
+        }
     }
 
     /// Where two step lists first differ: the index, and each list's step there (if any).
