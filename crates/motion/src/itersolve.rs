@@ -36,7 +36,7 @@
 use crate::extruder::ExtruderKin;
 use crate::isa::Isa;
 use crate::shaper::AxisShapers;
-use crate::stepcompress::{StepCompress, StepCompressError};
+use crate::stepcompress::{CLOCK_DIFF_MAX, StepCompress, StepCompressError};
 use crate::trapq::{Coord, TrapMove, TrapQ};
 
 pub use crate::shaper::ActiveAxes;
@@ -625,7 +625,7 @@ fn linear_steps(
     let (count, first_guess_within) = match cruise_tolerance(lin, terms, range).and_then(|tol| {
         // (The plan's own check, made again on this rarer path.)
         let magnitude = coordinate_magnitude(position(range.start), position(range.end), lin);
-        let check = TickCheck::new(sc, range, lin, 0.0, magnitude)?;
+        let check = TickCheck::new(sc, range, lin, 0.0, magnitude, Some((plan.dir, plan.steps)))?;
         Some(check.last_uncertain(roots, tol, lin.v))
     }) {
         // (Past the plan's last step the search is not needed for any clock.)
@@ -888,7 +888,8 @@ fn plan_linear(
         return None;
     }
     let time_shift = piece_start.unwrap_or(0.0);
-    let check = TickCheck::new(sc, range, lin, time_shift, magnitude)?;
+    let whole_range = piece_start.is_none().then_some((dir, steps));
+    let check = TickCheck::new(sc, range, lin, time_shift, magnitude, whole_range)?;
     let (searched, after) = match &targets {
         Some(targets) => {
             let target = |k| targets.at_index(k);
@@ -940,9 +941,12 @@ const SEARCH_TOLERANCE_MM: f64 = 0.000_000_001;
 /// Whether a root in closed form gives the clock the search gives. The compressor turns a time
 /// into a clock by rounding `(print_time + t − time_offset)·mcu_freq` to the nearest tick;
 /// where no rounding boundary (a half tick) lies within the search's possible distance from
-/// the root (with a quarter to spare, and the coordinate's rounding), plus the floating-point
-/// error of the conversion, both land on one clock. Otherwise the range is searched, as
-/// Klipper searches it.
+/// the root (with a quarter to spare, and the coordinate's rounding), both land on one clock.
+/// Where the compressor's last step clock stays put over the range, that is checked with its
+/// own conversion at both ends of that window, exactly; elsewhere with a bound on the
+/// conversion's floating-point error (which grows with the clock: at 16 MHz after 25 minutes
+/// it is 10⁻⁴ tick, more than the search's distance at constant speed). Otherwise the range is
+/// searched, as Klipper searches it.
 ///
 /// The search stops at the first guess within [`SEARCH_TOLERANCE_MM`] of the target: in time,
 /// that over the stepper's speed there (at 16 MHz and 50 mm/s, 3·10⁻⁴ tick). Its other stop, a
@@ -969,11 +973,18 @@ struct TickCheck {
     /// these give it for another ([`TickCheck::last_uncertain`]).
     rounding_mm: f64,
     per_mm: f64,
+    /// Where the compressor's last step clock stays put over the range's steps: its
+    /// [`StepCompress::append_offset`], with which the check converts times to clocks with
+    /// the compressor's own operations ([`TickCheck::certain`]).
+    append_offset: Option<f64>,
 }
 
 impl TickCheck {
     /// For the roots of `range` (shifted by `time_shift`) of a coordinate `lin`, whose values
     /// there are at most `magnitude` (mm); `None` where the clock is out of reach of the check.
+    /// `steps` (in direction `dir`) are the range's, when they are all of them (not a piece's
+    /// of a shaped range): where the compressor keeps its last step clock over them, roots
+    /// are converted to clocks as it converts them.
     #[inline(always)]
     fn new(
         sc: &StepCompress,
@@ -981,6 +992,7 @@ impl TickCheck {
         lin: Linear,
         time_shift: f64,
         magnitude: f64,
+        steps: Option<(bool, usize)>,
     ) -> Option<Self> {
         let mcu_freq = sc.mcu_freq();
         let base = sc.clock_position(range.print_time) + 0.5;
@@ -991,6 +1003,15 @@ impl TickCheck {
             return None;
         }
         let rounding_mm = evaluation_rounding_mm(magnitude);
+        // Every step of the range short of a far step (with a millisecond to spare beyond its
+        // end), the pending one before them too.
+        let append_offset = steps
+            .filter(|&(dir, steps)| sc.keeps_last_step_for(dir, steps))
+            .map(|_| sc.append_offset(range.print_time))
+            .filter(|&offset| {
+                let last = ((range.end + 0.001) + offset) * mcu_freq;
+                last < FAR_TICKS
+            });
         Some(Self {
             base,
             mcu_freq,
@@ -998,20 +1019,41 @@ impl TickCheck {
             rounding: 16.0 * f64::EPSILON * span + 1e-9,
             rounding_mm,
             per_mm: 1.25 * mcu_freq / lin.r.abs(),
+            append_offset,
         })
+    }
+
+    /// Whether the clock of a step the search takes within `window / speed` ticks of `t` (a
+    /// root, at `speed` there, in units of the segment's distance per second) is the root's.
+    ///
+    /// With the compressor's own conversion ([`StepCompress::append_offset`]), exactly: its
+    /// rounded sum and product are monotone in the time, so every time between two whose
+    /// clocks agree has that clock too; the two ends of the window are those two (their own
+    /// rounding lies far inside the window's quarter to spare). Otherwise by the distance to
+    /// the nearest rounding boundary, less the conversion's error ([`TickCheck::margin`]).
+    /// (A NaN anywhere counts as uncertain.)
+    #[inline(always)]
+    fn certain(&self, t: f64, speed: f64, window: f64) -> bool {
+        match self.append_offset {
+            Some(offset) => {
+                let reach = window / (speed * self.mcu_freq);
+                let earliest = ((t - reach) + offset) * self.mcu_freq;
+                let latest = ((t + reach) + offset) * self.mcu_freq;
+                earliest >= 0.0
+                    && latest < FAR_TICKS
+                    && whole_ticks(earliest) == whole_ticks(latest)
+            }
+            None => self.margin(t) * speed > window,
+        }
     }
 
     /// One past the last of `roots` (at `speed`, constant) whose clock is uncertain where the
     /// search lands within `tolerance_mm` of its target; 0 when none is.
-    #[expect(
-        clippy::neg_cmp_op_on_partial_ord,
-        reason = "a NaN margin counts as uncertain"
-    )]
     fn last_uncertain(&self, roots: &[f64], tolerance_mm: f64, speed: f64) -> usize {
         let window = self.per_mm * (tolerance_mm + self.rounding_mm);
         roots
             .iter()
-            .rposition(|&t| !(self.margin(t) * speed > window))
+            .rposition(|&t| !self.certain(t, speed, window))
             .map_or(0, |k| k + 1)
     }
 
@@ -1026,6 +1068,22 @@ impl TickCheck {
         let ticks = self.base + t * self.mcu_freq;
         let nearest = (ticks + ROUND) - ROUND;
         (ticks - nearest).abs() - self.rounding
+    }
+}
+
+/// A far step's distance after the last step sent, in ticks ([`CLOCK_DIFF_MAX`]).
+const FAR_TICKS: f64 = CLOCK_DIFF_MAX as f64;
+
+/// The integer part of `ticks` (at least 0, below 2⁵¹), with adds and a compare that vectorise.
+#[inline(always)]
+fn whole_ticks(ticks: f64) -> f64 {
+    /// Adding and subtracting 2⁵² rounds to the nearest integer.
+    const ROUND: f64 = 4_503_599_627_370_496.0;
+    let nearest = (ticks + ROUND) - ROUND;
+    if nearest > ticks {
+        nearest - 1.0
+    } else {
+        nearest
     }
 }
 
@@ -1068,14 +1126,14 @@ fn push_roots(
         let per_mm = inv_r / lin.v;
         for (k, slot) in (0_u32..).zip(out.iter_mut()) {
             let t = clamp((target(f64::from(k)) - lin.p) * per_mm) + time_shift;
-            searched = searched.max(uncertain(check.margin(t) * lin.v > check.window, k));
+            searched = searched.max(uncertain(check.certain(t, lin.v, check.window), k));
             *slot = t;
         }
     } else {
         for (k, slot) in (0_u32..).zip(out) {
             let (t, speed) = lin.time_and_speed_at(target(f64::from(k)), inv_r);
             let t = clamp(t) + time_shift;
-            searched = searched.max(uncertain(check.margin(t) * speed > check.window, k));
+            searched = searched.max(uncertain(check.certain(t, speed, check.window), k));
             *slot = t;
         }
     }

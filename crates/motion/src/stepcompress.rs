@@ -386,6 +386,26 @@ impl StepCompress {
         (print_time - self.mcu_time_offset) * self.mcu_freq
     }
 
+    /// What [`StepCompress::append`] adds to a step's time (seconds after `print_time`) before
+    /// it multiplies by the frequency: the clock of a step at `step_time` is the last step
+    /// clock plus the integer part of `(step_time + append_offset(print_time))·mcu_freq`, with
+    /// these operations, as long as the last step clock stays where it is
+    /// ([`StepCompress::keeps_last_step_for`]).
+    pub(crate) fn append_offset(&self, print_time: f64) -> f64 {
+        print_time - self.last_step_print_time
+    }
+
+    /// Whether `steps` more steps in direction `dir`, none of them a far step, enter the queue
+    /// without a command being emitted — no direction to send first, no flush to make room —
+    /// so that the last step clock (and its print time) stays where it is meanwhile.
+    pub(crate) fn keeps_last_step_for(&self, dir: bool, steps: usize) -> bool {
+        self.freq_ok
+            && self.sent_dir == Some(dir)
+            && (self.pending_clock.is_none() || self.pending_dir == dir)
+            && (self.queue_next - self.queue_pos).saturating_add(steps) + 1
+                < MAX_COUNT + QUEUE_FLUSH_SLACK
+    }
+
     /// The allowed earliness of a step, in ticks.
     pub fn max_error(&self) -> u32 {
         self.max_error
