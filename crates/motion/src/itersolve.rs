@@ -890,6 +890,7 @@ fn plan_linear(
     let time_shift = piece_start.unwrap_or(0.0);
     let whole_range = piece_start.is_none().then_some((dir, steps));
     let check = TickCheck::new(sc, range, lin, time_shift, magnitude, whole_range)?;
+    let from = roots.len();
     let (searched, after) = match &targets {
         Some(targets) => {
             let target = |k| targets.at_index(k);
@@ -907,6 +908,11 @@ fn plan_linear(
             let searched = push_roots(roots, steps, next, lin, inv_r, range, time_shift, &check);
             (searched, chain)
         }
+    };
+    // (The rarer uncertain clocks taken again, exactly where the compressor allows.)
+    let searched = match searched {
+        0 => 0,
+        searched => check.last_uncertain_of(&roots[from..], searched, lin),
     };
     Some(LinearPlan {
         dir,
@@ -1024,27 +1030,39 @@ impl TickCheck {
     }
 
     /// Whether the clock of a step the search takes within `window / speed` ticks of `t` (a
-    /// root, at `speed` there, in units of the segment's distance per second) is the root's.
-    ///
-    /// With the compressor's own conversion ([`StepCompress::append_offset`]), exactly: its
-    /// rounded sum and product are monotone in the time, so every time between two whose
-    /// clocks agree has that clock too; the two ends of the window are those two (their own
-    /// rounding lies far inside the window's quarter to spare). Otherwise by the distance to
-    /// the nearest rounding boundary, less the conversion's error ([`TickCheck::margin`]).
-    /// (A NaN anywhere counts as uncertain.)
+    /// root, at `speed` there, in units of the segment's distance per second) is the root's:
+    /// by the distance to the nearest rounding boundary, less the conversion's error
+    /// ([`TickCheck::margin`]), or, failing that, with the compressor's own conversion
+    /// ([`StepCompress::append_offset`]), exactly: its rounded sum and product are monotone
+    /// in the time, so every time between two whose clocks agree has that clock too; the two
+    /// ends of the window are those two (their own rounding lies far inside the window's
+    /// quarter to spare). (A NaN anywhere counts as uncertain.)
     #[inline(always)]
     fn certain(&self, t: f64, speed: f64, window: f64) -> bool {
-        match self.append_offset {
-            Some(offset) => {
-                let reach = window / (speed * self.mcu_freq);
-                let earliest = ((t - reach) + offset) * self.mcu_freq;
-                let latest = ((t + reach) + offset) * self.mcu_freq;
-                earliest >= 0.0
-                    && latest < FAR_TICKS
-                    && whole_ticks(earliest) == whole_ticks(latest)
-            }
-            None => self.margin(t) * speed > window,
+        if self.margin(t) * speed > window {
+            return true;
         }
+        let Some(offset) = self.append_offset else {
+            return false;
+        };
+        let reach = window / (speed * self.mcu_freq);
+        let earliest = ((t - reach) + offset) * self.mcu_freq;
+        let latest = ((t + reach) + offset) * self.mcu_freq;
+        earliest >= 0.0 && latest < FAR_TICKS && whole_ticks(earliest) == whole_ticks(latest)
+    }
+
+    /// [`push_roots`]'s count of `roots` (of `lin`, a whole range's) up to the last uncertain
+    /// clock, `searched`, taken again with [`TickCheck::certain`]: where the compressor keeps
+    /// its last step clock, most of the clocks the conversion's error bound left uncertain
+    /// are not.
+    fn last_uncertain_of(&self, roots: &[f64], searched: usize, lin: Linear) -> usize {
+        if self.append_offset.is_none() {
+            return searched;
+        }
+        roots[..searched.min(roots.len())]
+            .iter()
+            .rposition(|&t| !self.certain(t, lin.v + 2.0 * lin.half_accel * t, self.window))
+            .map_or(0, |k| k + 1)
     }
 
     /// One past the last of `roots` (at `speed`, constant) whose clock is uncertain where the
@@ -1126,14 +1144,14 @@ fn push_roots(
         let per_mm = inv_r / lin.v;
         for (k, slot) in (0_u32..).zip(out.iter_mut()) {
             let t = clamp((target(f64::from(k)) - lin.p) * per_mm) + time_shift;
-            searched = searched.max(uncertain(check.certain(t, lin.v, check.window), k));
+            searched = searched.max(uncertain(check.margin(t) * lin.v > check.window, k));
             *slot = t;
         }
     } else {
         for (k, slot) in (0_u32..).zip(out) {
             let (t, speed) = lin.time_and_speed_at(target(f64::from(k)), inv_r);
             let t = clamp(t) + time_shift;
-            searched = searched.max(uncertain(check.certain(t, speed, check.window), k));
+            searched = searched.max(uncertain(check.margin(t) * speed > check.window, k));
             *slot = t;
         }
     }
