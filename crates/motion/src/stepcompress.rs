@@ -402,7 +402,9 @@ impl StepCompress {
         self.freq_ok
             && self.sent_dir == Some(dir)
             && (self.pending_clock.is_none() || self.pending_dir == dir)
-            && (self.queue_next - self.queue_pos).saturating_add(steps) + 1
+            && (self.queue_next - self.queue_pos)
+                .saturating_add(steps)
+                .saturating_add(1)
                 < MAX_COUNT + QUEUE_FLUSH_SLACK
     }
 
