@@ -622,11 +622,9 @@ fn linear_steps(
     // Some clock is a near thing. At constant speed the search's landings are known far more
     // closely once it has taken a step at its first guess (`cruise_tolerance`): it runs until
     // then, and on to the last clock still uncertain that closely.
-    let (count, first_guess_within) = match cruise_tolerance(lin, terms, range).and_then(|tol| {
-        // (The plan's own check, made again on this rarer path.)
-        let magnitude = coordinate_magnitude(position(range.start), position(range.end), lin);
-        let check = TickCheck::new(sc, range, lin, 0.0, magnitude, Some((plan.dir, plan.steps)))?;
-        Some(check.last_uncertain(roots, tol, lin.v))
+    let cruise = cruise_tolerance(lin, terms, range).zip(plan.check);
+    let (count, first_guess_within) = match cruise.map(|(tolerance, check)| {
+        check.last_uncertain(roots, check.window_for(tolerance), |_| lin.v)
     }) {
         // (Past the plan's last step the search is not needed for any clock.)
         Some(count) => (count, Some(plan.steps)),
@@ -726,6 +724,8 @@ struct LinearPlan {
     commit_last: bool,
     /// The coordinate of the last step afterwards.
     commanded_pos: f64,
+    /// The check of the roots' clocks (`None` for a plan without steps).
+    check: Option<TickCheck>,
 }
 
 impl LinearPlan {
@@ -822,6 +822,7 @@ fn plan_linear(
                 searched: 0,
                 commit_last: false,
                 commanded_pos,
+                check: None,
             });
         }
         target = step_on(target, half, dir);
@@ -909,10 +910,16 @@ fn plan_linear(
             (searched, chain)
         }
     };
-    // (The rarer uncertain clocks taken again, exactly where the compressor allows.)
-    let searched = match searched {
-        0 => 0,
-        searched => check.last_uncertain_of(&roots[from..], searched, lin),
+    // The rarer uncertain clocks taken again, where the compressor allows the exact check:
+    // most that the conversion's error bound left uncertain are not.
+    let searched = match check.append_offset {
+        Some(_) if searched > 0 => {
+            let uncertain = &roots[from..from + searched];
+            check.last_uncertain(uncertain, check.window, |t| {
+                lin.v + 2.0 * lin.half_accel * t
+            })
+        }
+        _ => searched,
     };
     Some(LinearPlan {
         dir,
@@ -922,6 +929,7 @@ fn plan_linear(
         // Not reached: the last step is final once the coordinate got to its position.
         commit_last: ahead >= -half,
         commanded_pos: after - if dir { half } else { -half },
+        check: Some(check),
     })
 }
 
@@ -965,6 +973,7 @@ const SEARCH_TOLERANCE_MM: f64 = 0.000_000_001;
 /// be accepted anywhere inside the tolerance. Once a step was taken at its first guess,
 /// though, that cannot happen again at constant speed: the bound is then
 /// [`cruise_tolerance`], which [`TickCheck::last_uncertain`] checks the roots against.
+#[derive(Clone, Copy, Debug)]
 struct TickCheck {
     /// `(print_time − time_offset)·mcu_freq + ½`: a root's clock is the integer part of
     /// `base + t·mcu_freq`.
@@ -1051,27 +1060,18 @@ impl TickCheck {
         earliest >= 0.0 && latest < FAR_TICKS && whole_ticks(earliest) == whole_ticks(latest)
     }
 
-    /// [`push_roots`]'s count of `roots` (of `lin`, a whole range's) up to the last uncertain
-    /// clock, `searched`, taken again with [`TickCheck::certain`]: where the compressor keeps
-    /// its last step clock, most of the clocks the conversion's error bound left uncertain
-    /// are not.
-    fn last_uncertain_of(&self, roots: &[f64], searched: usize, lin: Linear) -> usize {
-        if self.append_offset.is_none() {
-            return searched;
-        }
-        roots[..searched.min(roots.len())]
-            .iter()
-            .rposition(|&t| !self.certain(t, lin.v + 2.0 * lin.half_accel * t, self.window))
-            .map_or(0, |k| k + 1)
+    /// The window of [`TickCheck::certain`] for a search that lands within `tolerance_mm`
+    /// of its targets (`window` is the one for the search's own tolerance).
+    fn window_for(&self, tolerance_mm: f64) -> f64 {
+        self.per_mm * (tolerance_mm + self.rounding_mm)
     }
 
-    /// One past the last of `roots` (at `speed`, constant) whose clock is uncertain where the
-    /// search lands within `tolerance_mm` of its target; 0 when none is.
-    fn last_uncertain(&self, roots: &[f64], tolerance_mm: f64, speed: f64) -> usize {
-        let window = self.per_mm * (tolerance_mm + self.rounding_mm);
+    /// One past the last of `roots` whose clock is uncertain ([`TickCheck::certain`] with
+    /// `window`, the speed at a root `t` being `speed(t)`); 0 when none is.
+    fn last_uncertain(&self, roots: &[f64], window: f64, speed: impl Fn(f64) -> f64) -> usize {
         roots
             .iter()
-            .rposition(|&t| !self.certain(t, speed, window))
+            .rposition(|&t| !self.certain(t, speed(t), window))
             .map_or(0, |k| k + 1)
     }
 
@@ -1080,14 +1080,15 @@ impl TickCheck {
     /// speed there, exceeds `window`.
     #[inline(always)]
     fn margin(&self, t: f64) -> f64 {
-        /// Adding and subtracting 2⁵² rounds a value below 2⁵¹ in magnitude to an integer
-        /// (the nearest: the default rounding), with adds that vectorise.
-        const ROUND: f64 = 4_503_599_627_370_496.0;
         let ticks = self.base + t * self.mcu_freq;
-        let nearest = (ticks + ROUND) - ROUND;
+        let nearest = (ticks + ROUND_TO_INTEGER) - ROUND_TO_INTEGER;
         (ticks - nearest).abs() - self.rounding
     }
 }
+
+/// Adding and subtracting 2⁵² rounds a value below 2⁵¹ in magnitude to an integer (the
+/// nearest: the default rounding), with adds that vectorise.
+const ROUND_TO_INTEGER: f64 = 4_503_599_627_370_496.0;
 
 /// A far step's distance after the last step sent, in ticks ([`CLOCK_DIFF_MAX`]).
 const FAR_TICKS: f64 = CLOCK_DIFF_MAX as f64;
@@ -1095,9 +1096,7 @@ const FAR_TICKS: f64 = CLOCK_DIFF_MAX as f64;
 /// The integer part of `ticks` (at least 0, below 2⁵¹), with adds and a compare that vectorise.
 #[inline(always)]
 fn whole_ticks(ticks: f64) -> f64 {
-    /// Adding and subtracting 2⁵² rounds to the nearest integer.
-    const ROUND: f64 = 4_503_599_627_370_496.0;
-    let nearest = (ticks + ROUND) - ROUND;
+    let nearest = (ticks + ROUND_TO_INTEGER) - ROUND_TO_INTEGER;
     if nearest > ticks {
         nearest - 1.0
     } else {
