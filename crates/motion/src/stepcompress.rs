@@ -307,6 +307,8 @@ pub struct StepCompress {
     history: VecDeque<PastSteps>,
     /// Commands not yet taken by [`StepCompress::drain_messages`], oldest first.
     messages: Vec<StepMessage>,
+    /// The search's per-step bounds for the command being searched ([`StepBounds`]).
+    bounds: StepBounds,
 }
 
 impl StepCompress {
@@ -333,6 +335,7 @@ impl StepCompress {
             last_position: 0,
             history: VecDeque::new(),
             messages: Vec::new(),
+            bounds: StepBounds::default(),
         }
     }
 
@@ -862,7 +865,9 @@ impl StepCompress {
 
     fn flush_queue_inner(&mut self, move_clock: u64) -> Result<(), StepCompressError> {
         while self.last_step_clock < move_clock {
-            let (triple, pass) = self.best_triple();
+            let mut bounds = std::mem::take(&mut self.bounds);
+            let (triple, pass) = self.best_triple(&mut bounds);
+            self.bounds = bounds;
             if self.proven(triple, pass) {
                 // The proof stands for the replay; tests replay anyway, to hold it to that.
                 debug_assert!(
@@ -955,7 +960,8 @@ impl StepCompress {
     ///
     /// With the triple comes the pass of the search that found it (its `add` and the interval
     /// bounds it started from), for [`StepCompress::proven`]; `None` for the fallback.
-    fn best_triple(&self) -> (Triple, Option<Pass>) {
+    fn best_triple(&self, bounds: &mut StepBounds) -> (Triple, Option<Pass>) {
+        bounds.quotients.clear();
         let start = self.queue_pos;
         let available = (self.queue_next - start).min(MAX_COUNT);
         let first = self.window(start);
@@ -980,7 +986,7 @@ impl StepCompress {
                 outer_max,
             };
             // Longest prefix reachable with this `add`.
-            let scan = self.scan(start, available, add, outer_min, outer_max);
+            let scan = self.scan(start, available, add, outer_min, outer_max, bounds);
             let PassScan {
                 lo,
                 hi,
@@ -1099,6 +1105,7 @@ impl StepCompress {
         add: i32,
         outer_min: i32,
         outer_max: i32,
+        bounds: &mut StepBounds,
     ) -> PassScan {
         let base = self.last_step_clock as u32;
         let clocks = &self.queue[start..start + available];
@@ -1112,7 +1119,7 @@ impl StepCompress {
             let state = ScanState::first(outer_min, outer_max, clocks[0].wrapping_sub(base));
             return self.scan_exact(steps, base, add, state);
         }
-        match self.scan_fast(&clocks[..=fast], base, add, outer_min, outer_max) {
+        match self.scan_fast(&clocks[..=fast], base, add, outer_min, outer_max, bounds) {
             Ok(scan) => scan,
             Err(state) => self.scan_exact(&steps[fast..], base, add, state),
         }
@@ -1122,9 +1129,12 @@ impl StepCompress {
     /// without Klipper's operations): the pass's end where it misses one of them, else where
     /// it got to.
     ///
-    /// The bounds are held as `ROUND + lo` and `ROUND + hi` ([`ROUND`]): [`point_bounds`] gives
-    /// each step's in that form, and rounding to the nearest integer, being monotonic,
-    /// commutes with the maximum and minimum.
+    /// The bounds are held as `[ROUND + lo, −(ROUND + hi)]` ([`ROUND`]), tightened together by
+    /// one maximum: [`step_bounds`] gives each step's in that form from the command's
+    /// [`StepBounds`] (computed here as the pass first reaches them, for the passes after it
+    /// too), and rounding to the nearest integer, being monotonic and symmetric, commutes
+    /// with the maximum and minimum. They cross (`lo > hi`) where their sum, `lo − hi`
+    /// exactly, is positive.
     #[inline(always)]
     fn scan_fast(
         &self,
@@ -1133,36 +1143,62 @@ impl StepCompress {
         add: i32,
         outer_min: i32,
         outer_max: i32,
+        bounds: &mut StepBounds,
     ) -> Result<PassScan, ScanState> {
-        let max_error = self.max_error;
         let add = f64::from(add);
-        let mut lo = ROUND + f64::from(outer_min);
-        let mut hi = ROUND + f64::from(outer_max);
-        let points = clocks
-            .windows(2)
-            .zip(&INVERSES[2..])
-            .zip(&HALF_K_LESS_ONE[2..]);
-        for (((pair, &inverse), &half_k), tried) in points.zip(2_i32..) {
-            let (lo_k, hi_k) = point_bounds(pair, base, max_error, add, inverse, half_k);
-            let hi_before = hi;
-            lo = if lo_k > lo { lo_k } else { lo };
-            hi = if hi_k < hi { hi_k } else { hi };
-            if lo > hi {
-                let (previous, point) = (pair[0].wrapping_sub(base), pair[1].wrapping_sub(base));
-                return Ok(PassScan {
-                    lo: (lo - ROUND) as i32,
-                    hi: (hi - ROUND) as i32,
-                    interval: (hi_before - ROUND) as i32,
-                    tried,
-                    missed: Some(Window::of(point, previous, max_error)),
-                });
+        let adds = [-add, add];
+        // [ROUND + lo, −(ROUND + hi)]: both bounds tightened by one maximum.
+        let mut bound = [
+            ROUND + f64::from(outer_min),
+            -(ROUND + f64::from(outer_max)),
+        ];
+        let half_ks = &HALF_K_LESS_ONE[2..];
+        let steps = clocks.len() - 1;
+        let mut done = 0;
+        while done < steps {
+            let chunk_end = (done + BOUNDS_CHUNK).min(steps);
+            if bounds.quotients.len() < chunk_end {
+                bounds.extend(clocks, base, self.max_error, chunk_end);
             }
+            let chunk = bounds.quotients[done..chunk_end]
+                .iter()
+                .zip(&half_ks[done..]);
+            for ((&quotients, &half_k), index) in chunk.zip(done..) {
+                let step = step_bounds(quotients, adds, half_k);
+                let before = bound;
+                bound = [
+                    if step[0] > bound[0] {
+                        step[0]
+                    } else {
+                        bound[0]
+                    },
+                    if step[1] > bound[1] {
+                        step[1]
+                    } else {
+                        bound[1]
+                    },
+                ];
+                if bound[0] + bound[1] > 0.0 {
+                    let (previous, point) = (
+                        clocks[index].wrapping_sub(base),
+                        clocks[index + 1].wrapping_sub(base),
+                    );
+                    return Ok(PassScan {
+                        lo: rounded(bound[0]),
+                        hi: rounded(bound[1]),
+                        interval: rounded(before[1]),
+                        tried: index as i32 + 2,
+                        missed: Some(Window::of(point, previous, self.max_error)),
+                    });
+                }
+            }
+            done = chunk_end;
         }
-        let taken = clocks.len() - 1;
+        let taken = steps;
         let tried = taken as i32 + 1;
-        let hi = (hi - ROUND) as i32;
+        let hi = rounded(bound[1]);
         Err(ScanState {
-            lo: (lo - ROUND) as i32,
+            lo: rounded(bound[0]),
             hi,
             interval: hi,
             tried,
@@ -1420,6 +1456,43 @@ fn fast_scan_steps(add: i32, outer_min: i32, outer_max: i32, len: usize) -> usiz
     k.saturating_sub(1) as usize
 }
 
+/// Steps whose [`StepBounds`] are computed together, as a pass first reaches them.
+const BOUNDS_CHUNK: usize = 16;
+
+/// What every pass of one command's search divides, the same for each: for the `k`-th step
+/// (`k` ≥ 2) of the command, of window `earliest..=latest`, `[earliest·(1/k), −latest·(1/k)]`
+/// (each rounded once; [`step_bounds`] adds a pass's `add`). Computed once per command, as
+/// far as its passes get, instead of once per pass: the buffer is kept from command to
+/// command, cleared by [`StepCompress::best_triple`].
+#[derive(Debug, Clone, Default)]
+struct StepBounds {
+    /// The quotients for `k` = 2, 3, …
+    quotients: Vec<[f64; 2]>,
+}
+
+impl StepBounds {
+    /// Computes the quotients of the steps of `clocks` (the command's first step, then the
+    /// others) up to the `upto`-th after the first.
+    #[inline(always)]
+    fn extend(&mut self, clocks: &[u32], base: u32, max_error: u32, upto: usize) {
+        let from = self.quotients.len();
+        let inverses = &INVERSES[from + 2..];
+        let pairs = clocks[from..=upto].windows(2);
+        self.quotients
+            .extend(pairs.zip(inverses).map(|(pair, &inverse)| {
+                let window = Window::of(
+                    pair[1].wrapping_sub(base),
+                    pair[0].wrapping_sub(base),
+                    max_error,
+                );
+                [
+                    f64::from(window.earliest) * inverse,
+                    -(f64::from(window.latest) * inverse),
+                ]
+            }));
+    }
+}
+
 /// `1/k` for every count `k` of a command (index 0 unused).
 static INVERSES: std::sync::LazyLock<Box<[f64]>> = std::sync::LazyLock::new(|| {
     (0..=MAX_COUNT)
@@ -1440,36 +1513,32 @@ static HALF_K_LESS_ONE: std::sync::LazyLock<Box<[f64]>> = std::sync::LazyLock::n
 /// The rounding bias of [`StepCompress::scan`]: a half, less 2⁻¹⁸.
 const HALF_LESS: f64 = 0.5 - 1.0 / 262_144.0;
 
-/// The interval bounds that a step at `pair[1]` (the step before at `pair[0]`) allows a
-/// command with `add`, as `ROUND + lo` and `ROUND + hi`: for the `k`-th step (`inverse` =
-/// `1/k` rounded, `half_k` = `(k − 1)/2`) of window `earliest..=latest`,
+/// The interval bounds that the `k`-th step of a command (`quotients` from [`StepBounds`],
+/// `half_k` = `(k − 1)/2`) allows with `add` (`adds` = `[−add, add]`), as
+/// `[ROUND + lo, −(ROUND + hi)]`, where for the step's window `earliest..=latest`
 /// `lo = ceil((earliest − add·k(k−1)/2)/k)` and `hi = floor((latest − add·k(k−1)/2)/k)`.
 ///
 /// Exact where [`StepCompress::scan`] uses it (`2 ≤ k ≤ 65535`, numerators below 2³¹ in
-/// magnitude): `n·inverse` is within 2⁻²² of `n/k` (below 2³⁰ in magnitude, two roundings),
+/// magnitude): `n·(1/k)` is within 2⁻²² of `n/k` (below 2³⁰ in magnitude, two roundings),
 /// and `n/k` is an integer or at least `1/k > 2⁻¹⁶` from one; `add·(k−1)/2` and the bias
 /// `½ − 2⁻¹⁸` add exactly (multiples of 2⁻¹⁸ below 2³⁵), and their sum with the quotient
 /// rounds by at most 2⁻²³. So `n/k − add·(k−1)/2 ± (½ − 2⁻¹⁸)` is never within 2⁻¹⁹ of a
 /// half-integer, and its nearest integer — what adding [`ROUND`] keeps — is the ceiling
-/// (floor) of `(n − add·k(k−1)/2)/k`.
+/// (floor) of `(n − add·k(k−1)/2)/k`. The second lane is the negation of that for `hi`, bit
+/// for bit: rounding to nearest is symmetric.
 #[inline(always)]
-fn point_bounds(
-    pair: &[u32],
-    base: u32,
-    max_error: u32,
-    add: f64,
-    inverse: f64,
-    half_k: f64,
-) -> (f64, f64) {
-    let window = Window::of(
-        pair[1].wrapping_sub(base),
-        pair[0].wrapping_sub(base),
-        max_error,
-    );
-    let from_add = add * half_k;
-    let lo = (f64::from(window.earliest) * inverse + (HALF_LESS - from_add)) + ROUND;
-    let hi = (f64::from(window.latest) * inverse - (HALF_LESS + from_add)) + ROUND;
-    (lo, hi)
+fn step_bounds(quotients: [f64; 2], adds: [f64; 2], half_k: f64) -> [f64; 2] {
+    [
+        (quotients[0] + (adds[0] * half_k + HALF_LESS)) + ROUND,
+        (quotients[1] + (adds[1] * half_k + HALF_LESS)) - ROUND,
+    ]
+}
+
+/// The integer `n` of a bound held as `ROUND + n` or `−(ROUND + n)` (`|n|` < 2³¹): the low
+/// 32 bits of its significand, which holds `2⁵¹ + n`.
+#[inline(always)]
+fn rounded(bound: f64) -> i32 {
+    bound.to_bits() as u32 as i32
 }
 
 /// `1.5·2⁵²`: a double below 2⁵¹ in magnitude plus this has unit ulp, so the sum is rounded to
@@ -1589,6 +1658,7 @@ pub(crate) fn expand_steps(messages: &[StepMessage]) -> Vec<(bool, u64)> {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
     use proptest::prelude::*;
 
@@ -2340,7 +2410,7 @@ mod tests {
         sc.append_clock(true, 50).expect("append");
         sc.commit().expect("commit");
         assert_eq!(sc.ordered_from, 2, "the second entry is out of order");
-        let (triple, pass) = sc.best_triple();
+        let (triple, pass) = sc.best_triple(&mut StepBounds::default());
         assert!(!sc.proven(triple, pass), "{triple:?}");
         let replayed = sc.validate(triple);
         assert_eq!(sc.flush(u64::MAX).err(), replayed.err());
@@ -2673,8 +2743,13 @@ mod tests {
             // Mostly near the queue's own `add`, where passes run long.
             let add = if add.abs() <= 3 { queue_add.saturating_add(add).clamp(-0x8000, 0x7fff) } else { add };
             let klipper = sc.scan_exact(&clocks[1..], base as u32, add, start);
-            let fast = sc.scan(0, clocks.len(), add, outer_min, outer_max);
+            let fast = sc.scan(0, len, add, outer_min, outer_max, &mut StepBounds::default());
             prop_assert_eq!(fast, klipper);
+            // With the quotients of an earlier pass of the command (shorter or longer) kept.
+            let mut bounds = StepBounds::default();
+            let _ = sc.scan(0, len, 0, first.earliest, first.latest, &mut bounds);
+            let after = sc.scan(0, len, add, outer_min, outer_max, &mut bounds);
+            prop_assert_eq!(after, klipper);
         }
 
         #[test]
