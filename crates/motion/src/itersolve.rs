@@ -142,7 +142,7 @@ pub struct StepperSolver {
     breaks: Vec<f64>,
     pieces: Vec<ShapedPiece>,
     /// Scratch of the closed form: a range's step times, and (shaped) its pieces' plans.
-    roots: Vec<f64>,
+    roots: Roots,
     plans: Vec<LinearPlan>,
     /// The instruction set the step loops run with ([`Isa`]).
     isa: Isa,
@@ -177,7 +177,7 @@ impl StepperSolver {
             closed_form: true,
             breaks: Vec::new(),
             pieces: Vec::new(),
-            roots: Vec::new(),
+            roots: Roots::default(),
             plans: Vec::new(),
             isa: Isa::detect(),
         };
@@ -603,7 +603,7 @@ fn linear_steps(
     range: &SearchRange,
     lin: Linear,
     terms: f64,
-    roots: &mut Vec<f64>,
+    roots: &mut Roots,
     position: impl Fn(f64) -> f64,
 ) -> Result<(), StepCompressError> {
     roots.clear();
@@ -769,7 +769,7 @@ fn plan_linear(
     range: &SearchRange,
     lin: Linear,
     piece_start: Option<f64>,
-    roots: &mut Vec<f64>,
+    roots: &mut Roots,
     position: &impl Fn(f64) -> f64,
 ) -> Option<LinearPlan> {
     let (start, end) = (range.start, range.end);
@@ -1117,7 +1117,7 @@ fn whole_ticks(ticks: f64) -> f64 {
     reason = "one inlined step loop, its inputs spelled out"
 )]
 fn push_roots(
-    roots: &mut Vec<f64>,
+    roots: &mut Roots,
     steps: usize,
     mut target: impl FnMut(f64) -> f64,
     lin: Linear,
@@ -1131,9 +1131,7 @@ fn push_roots(
         let t = if t > start { t } else { start };
         if t < end { t } else { end }
     };
-    let from = roots.len();
-    roots.resize(from + steps, 0.0);
-    let out = &mut roots[from..];
+    let out = roots.extend_by(steps);
     // One past the last uncertain clock (a NaN margin counts as one): a maximum over the
     // steps, with 32-bit indices (a range's steps fit, [`plan_linear`] checked), so that the
     // loops vectorise.
@@ -1155,6 +1153,47 @@ fn push_roots(
         }
     }
     searched as usize
+}
+
+/// The closed form's step times, in a buffer that keeps its size from range to range: new
+/// slots are handed out as they are (their old contents, to be written over), not cleared
+/// first, which would write every slot twice.
+#[derive(Debug, Default, Clone)]
+struct Roots {
+    buf: Vec<f64>,
+    len: usize,
+}
+
+impl Roots {
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// `n` more slots at the end, to be written: their contents are left over.
+    #[inline(always)]
+    fn extend_by(&mut self, n: usize) -> &mut [f64] {
+        let from = self.len;
+        let to = from.saturating_add(n);
+        if self.buf.len() < to {
+            self.grow(to);
+        }
+        self.len = to;
+        &mut self.buf[from..to]
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, len: usize) {
+        self.buf.resize(len, 0.0);
+    }
+}
+
+impl std::ops::Deref for Roots {
+    type Target = [f64];
+
+    fn deref(&self) -> &[f64] {
+        &self.buf[..self.len]
+    }
 }
 
 /// A piece of a shaped range over which every pulse of every shaped axis reads one trapq entry,
@@ -1302,7 +1341,7 @@ fn shaped_steps(
     sc: &mut StepCompress,
     range: &SearchRange,
     pieces: &[ShapedPiece],
-    roots: &mut Vec<f64>,
+    roots: &mut Roots,
     plans: &mut Vec<LinearPlan>,
     position: impl Fn(f64) -> f64,
 ) -> Result<(), StepCompressError> {
