@@ -169,7 +169,10 @@ fn estimated_size(commands: usize) -> usize {
 pub struct StreamEncoder<'a> {
     dict: &'a Dictionary,
     formats: StepFormats<'a>,
-    payload: Vec<u8>,
+    /// The block being filled: its first `payload_len` bytes (with room past a full block for
+    /// a step command's whole buffer, copied at a fixed size).
+    payload: [u8; PAYLOAD_MAX + STEP_MSG_MAX],
+    payload_len: usize,
     scratch: Vec<u8>,
     seq: u8,
 }
@@ -187,7 +190,8 @@ impl<'a> StreamEncoder<'a> {
                 set_next_step_dir: StepFormat::new(dict, "set_next_step_dir", 2)?,
                 reset_step_clock: StepFormat::new(dict, "reset_step_clock", 2)?,
             },
-            payload: Vec::with_capacity(PAYLOAD_MAX),
+            payload: [0; PAYLOAD_MAX + STEP_MSG_MAX],
+            payload_len: 0,
             scratch: Vec::new(),
             seq: 1,
         })
@@ -235,7 +239,7 @@ impl<'a> StreamEncoder<'a> {
         let mut buf = [0_u8; STEP_MSG_MAX];
         match self.encode_step(index, m, &mut buf)? {
             Some(len) => {
-                self.append(&buf[..len], out);
+                self.append_step(&buf, len, out);
                 Ok(())
             }
             None => match &m.command {
@@ -333,19 +337,32 @@ impl<'a> StreamEncoder<'a> {
     /// Adds an encoded message (at most [`PAYLOAD_MAX`] bytes) to the current block, starting
     /// a new block when it does not fit.
     fn append(&mut self, msg: &[u8], out: &mut Vec<u8>) {
-        if self.payload.len() + msg.len() > PAYLOAD_MAX {
+        if self.payload_len + msg.len() > PAYLOAD_MAX {
             self.flush(out);
         }
-        self.payload.extend_from_slice(msg);
+        self.payload[self.payload_len..self.payload_len + msg.len()].copy_from_slice(msg);
+        self.payload_len += msg.len();
+    }
+
+    /// [`StreamEncoder::append`] for a step command, the first `len` bytes of `buf`: the whole
+    /// buffer is copied (a fixed-size copy, no call), only `len` bytes count.
+    #[inline]
+    fn append_step(&mut self, buf: &[u8; STEP_MSG_MAX], len: usize, out: &mut Vec<u8>) {
+        if self.payload_len + len > PAYLOAD_MAX {
+            self.flush(out);
+        }
+        // (`payload_len` ≤ PAYLOAD_MAX here: the buffer fits the room past a full block.)
+        self.payload[self.payload_len..self.payload_len + STEP_MSG_MAX].copy_from_slice(buf);
+        self.payload_len += len;
     }
 
     fn flush(&mut self, out: &mut Vec<u8>) {
-        if self.payload.is_empty() {
+        if self.payload_len == 0 {
             return;
         }
         // Never larger than PAYLOAD_MAX: each message is checked before it is appended.
-        let _ = block::encode(self.seq, &self.payload, out);
+        let _ = block::encode(self.seq, &self.payload[..self.payload_len], out);
         self.seq = self.seq.wrapping_add(1);
-        self.payload.clear();
+        self.payload_len = 0;
     }
 }
