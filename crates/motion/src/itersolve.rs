@@ -967,7 +967,9 @@ const SEARCH_TOLERANCE_MM: f64 = 0.000_000_001;
 /// bracket narrower than 1 ns whose last guess is further off, needs a crawl: secant guesses
 /// inside so narrow a bracket land on the root to rounding, so at any real speed a guess is
 /// accepted by distance first (none of the 10 million steps of oracle cases f, i, n and p,
-/// all searched, stopped by the bracket). Even at constant speed the distance is not just
+/// all searched, stopped by the bracket) — on a smooth coordinate. A shaped coordinate has
+/// kinks inside a range, where the search may crawl: [`near_kinks`] checks those steps against
+/// the bracket's 1 ns. Even at constant speed the distance is not just
 /// rounding: a step whose search took two close guesses hands the next one a secant through
 /// them, whose rounding is amplified by the step interval over their gap, and that guess may
 /// be accepted anywhere inside the tolerance. Once a step was taken at its first guess,
@@ -1383,6 +1385,7 @@ fn shaped_steps(
         planned_pos = plan.commanded_pos;
         plans.push(plan);
     }
+    let searched = searched.max(near_kinks(pieces, range.start, roots, plans));
     if searched >= roots.len() && searched > 0 {
         return search_steps(commanded_pos, sc, range, position);
     }
@@ -1409,6 +1412,51 @@ fn shaped_steps(
     }
     Ok(())
 }
+
+/// How many of a shaped range's `roots` (planned piece by piece, `plans`) lead up to the last
+/// whose clock is uncertain for a search that may cross a kink of the shaped coordinate (0
+/// when none is).
+///
+/// Where a piece of `pieces` ends inside the range the shaped speed jumps: the coordinate has
+/// a kink there. A secant search whose bracket holds a kink may close in on the root from one
+/// side only, step by step, and stop where its bracket is narrower than 1 ns rather than
+/// within 1e-9 mm of the target (at 520 MHz a step 305 ns past a kink was taken 0.5 tick
+/// early so). Its step is then only known to lie within 1 ns of the root (the bracket holds
+/// both). So a step whose search may see a kink — one between the step before it (the
+/// range's start for the first) and twice as far past its root (the search's window reaches
+/// half an interval past it, wider when it has to double) — is certain only where no clock
+/// boundary lies within 1 ns of its root and a quarter to spare.
+#[expect(
+    clippy::neg_cmp_op_on_partial_ord,
+    reason = "a NaN margin counts as uncertain"
+)]
+fn near_kinks(pieces: &[ShapedPiece], start: f64, roots: &[f64], plans: &[LinearPlan]) -> usize {
+    let kinks = pieces.iter().skip(1).map(|p| p.t0);
+    let mut kinks = kinks.peekable();
+    let mut previous = start;
+    let mut uncertain = 0;
+    let mut index = 0;
+    for plan in plans {
+        let Some(check) = plan.check else {
+            continue;
+        };
+        let window_ticks = 1.25 * BRACKET_STOP_S * check.mcu_freq;
+        for &t in &roots[index..index + plan.steps] {
+            while kinks.next_if(|&kink| kink <= previous).is_some() {}
+            let reach = t + 2.0 * (t - previous);
+            if kinks.peek().is_some_and(|&kink| kink <= reach) && !(check.margin(t) > window_ticks)
+            {
+                uncertain = index + 1;
+            }
+            previous = t;
+            index += 1;
+        }
+    }
+    uncertain
+}
+
+/// The search's other stop: a bracket narrower than this (seconds).
+const BRACKET_STOP_S: f64 = 0.000_000_001;
 
 /// The half-step search's targets in closed form: `x₀`, `step_on(x₀)`, … where `step_on`
 /// adds (or subtracts) half a step twice, rounding each time, as Klipper does. Within one
