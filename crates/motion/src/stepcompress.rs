@@ -1164,21 +1164,9 @@ impl StepCompress {
                 .iter()
                 .zip(&half_ks[done..]);
             for ((&quotients, &half_k), index) in chunk.zip(done..) {
-                let step = step_bounds(quotients, adds, half_k);
                 let before = bound;
-                bound = [
-                    if step[0] > bound[0] {
-                        step[0]
-                    } else {
-                        bound[0]
-                    },
-                    if step[1] > bound[1] {
-                        step[1]
-                    } else {
-                        bound[1]
-                    },
-                ];
-                if bound[0] + bound[1] > 0.0 {
+                bound = tightened(bound, step_bounds(quotients, adds, half_k));
+                if crossed(bound) {
                     let (previous, point) = (
                         clocks[index].wrapping_sub(base),
                         clocks[index + 1].wrapping_sub(base),
@@ -1532,6 +1520,31 @@ fn step_bounds(quotients: [f64; 2], adds: [f64; 2], half_k: f64) -> [f64; 2] {
         (quotients[0] + (adds[0] * half_k + HALF_LESS)) + ROUND,
         (quotients[1] + (adds[1] * half_k + HALF_LESS)) - ROUND,
     ]
+}
+
+/// The bounds `[ROUND + lo, −(ROUND + hi)]` after a step that allows `step` (the same form):
+/// the larger of each.
+#[inline(always)]
+fn tightened(bound: [f64; 2], step: [f64; 2]) -> [f64; 2] {
+    [
+        if step[0] > bound[0] {
+            step[0]
+        } else {
+            bound[0]
+        },
+        if step[1] > bound[1] {
+            step[1]
+        } else {
+            bound[1]
+        },
+    ]
+}
+
+/// Whether bounds `[ROUND + lo, −(ROUND + hi)]` have crossed (`lo > hi`): their sum is
+/// `lo − hi`, exactly (both are integers below 2³¹ in magnitude, offset by `ROUND`).
+#[inline(always)]
+fn crossed(bound: [f64; 2]) -> bool {
+    bound[0] + bound[1] > 0.0
 }
 
 /// The integer `n` of a bound held as `ROUND + n` or `−(ROUND + n)` (`|n|` < 2³¹): the low
