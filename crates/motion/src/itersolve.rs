@@ -1438,6 +1438,11 @@ fn near_kinks(pieces: &[ShapedPiece], start: f64, roots: &[f64], plans: &[Linear
     let mut index = 0;
     for plan in plans {
         let Some(check) = plan.check else {
+            // (No check: a plan without steps; any steps it had would count as uncertain.)
+            if plan.steps > 0 {
+                index += plan.steps;
+                uncertain = index;
+            }
             continue;
         };
         let window_ticks = 1.25 * BRACKET_STOP_S * check.mcu_freq;
@@ -1455,7 +1460,7 @@ fn near_kinks(pieces: &[ShapedPiece], start: f64, roots: &[f64], plans: &[Linear
     uncertain
 }
 
-/// The search's other stop: a bracket narrower than this (seconds).
+/// The search's other stop ([`Search`]): a bracket narrower than this (seconds).
 const BRACKET_STOP_S: f64 = 0.000_000_001;
 
 /// The half-step search's targets in closed form: `x₀`, `step_on(x₀)`, … where `step_on`
@@ -1696,7 +1701,7 @@ impl Search {
         self.cur_p = position(next_time);
         self.guesses += 1;
         let dist = self.cur_p - self.target;
-        if dist.abs() > 0.000_000_001 {
+        if dist.abs() > SEARCH_TOLERANCE_MM {
             let rel_dist = if self.sdir { dist } else { -dist };
             if rel_dist > 0.0 {
                 // Past the target: a step lies in the bracket.
@@ -1722,7 +1727,7 @@ impl Search {
             } else {
                 self.low_time = self.cur_t;
             }
-            if !self.have_bracket || self.high_time - self.low_time > 0.000_000_001 {
+            if !self.have_bracket || self.high_time - self.low_time > BRACKET_STOP_S {
                 // Once the stepper reached the last step's position for good, that step is
                 // final.
                 if !self.is_dir_change

@@ -337,9 +337,7 @@ impl<'a> StreamEncoder<'a> {
     /// Adds an encoded message (at most [`PAYLOAD_MAX`] bytes) to the current block, starting
     /// a new block when it does not fit.
     fn append(&mut self, msg: &[u8], out: &mut Vec<u8>) {
-        if self.payload_len + msg.len() > PAYLOAD_MAX {
-            self.flush(out);
-        }
+        self.make_room(msg.len(), out);
         self.payload[self.payload_len..self.payload_len + msg.len()].copy_from_slice(msg);
         self.payload_len += msg.len();
     }
@@ -348,12 +346,18 @@ impl<'a> StreamEncoder<'a> {
     /// buffer is copied (a fixed-size copy, no call), only `len` bytes count.
     #[inline]
     fn append_step(&mut self, buf: &[u8; STEP_MSG_MAX], len: usize, out: &mut Vec<u8>) {
-        if self.payload_len + len > PAYLOAD_MAX {
-            self.flush(out);
-        }
+        self.make_room(len, out);
         // (`payload_len` ≤ PAYLOAD_MAX here: the buffer fits the room past a full block.)
         self.payload[self.payload_len..self.payload_len + STEP_MSG_MAX].copy_from_slice(buf);
         self.payload_len += len;
+    }
+
+    /// Starts a new block when a message of `len` bytes does not fit the current one.
+    #[inline]
+    fn make_room(&mut self, len: usize, out: &mut Vec<u8>) {
+        if self.payload_len + len > PAYLOAD_MAX {
+            self.flush(out);
+        }
     }
 
     fn flush(&mut self, out: &mut Vec<u8>) {
