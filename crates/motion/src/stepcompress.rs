@@ -1129,13 +1129,14 @@ impl StepCompress {
     /// without Klipper's operations): the pass's end where it misses one of them, else where
     /// it got to.
     ///
-    /// The bounds are held as `[ROUND + lo, −(ROUND + hi)]` ([`ROUND`]), tightened together by
-    /// one maximum (per block of [`SCAN_BLOCK`] steps, the block's own tightened first by a
-    /// tree of maxima): [`step_bounds`] gives each step's in that form from the command's
-    /// [`StepBounds`] (computed here as the pass first reaches them, for the passes after it
-    /// too), and rounding to the nearest integer, being monotonic and symmetric, commutes
-    /// with the maximum and minimum. They cross (`lo > hi`) where their sum, `lo − hi`
-    /// exactly, is positive.
+    /// The bounds are held as reals `[≈lo, ≈−hi]` whose nearest integers are `lo` and `−hi`
+    /// ([`step_bounds`]), tightened together by one maximum (per block of [`SCAN_BLOCK`]
+    /// steps, the block's own tightened first by a tree of maxima): rounding to the nearest
+    /// integer, being monotonic, commutes with the maximum, so a pass rounds only where it
+    /// tests for a crossing ([`crossed`]) and where it ends ([`integers`]). Each step's
+    /// bounds come from the command's [`StepBounds`] (computed here as the pass first
+    /// reaches them, for the passes after it too) plus the pass's `add` times the step's
+    /// [`HALF_K_PAIRS`].
     #[inline(always)]
     fn scan_fast(
         &self,
@@ -1146,19 +1147,10 @@ impl StepCompress {
         outer_max: i32,
         bounds: &mut StepBounds,
     ) -> Result<PassScan, ScanState> {
-        let add = f64::from(add);
-        let adds = [-add, add];
-        // [ROUND + lo, −(ROUND + hi)]: both bounds tightened by one maximum.
-        let mut bound = [
-            ROUND + f64::from(outer_min),
-            -(ROUND + f64::from(outer_max)),
-        ];
-        let half_ks = &HALF_K_LESS_ONE[2..];
-        // What the step terms grow by over a block.
-        let growth: [[f64; 2]; SCAN_BLOCK] = std::array::from_fn(|m| {
-            let half_m = m as f64 / 2.0;
-            [adds[0] * half_m, adds[1] * half_m]
-        });
+        let scale = [f64::from(add); 2];
+        // [lo, −hi]: both bounds tightened by one maximum.
+        let mut bound = [f64::from(outer_min), -f64::from(outer_max)];
+        let pairs = &HALF_K_PAIRS[2..];
         let steps = clocks.len() - 1;
         let mut done = 0;
         while done < steps {
@@ -1171,8 +1163,10 @@ impl StepCompress {
             // are tightened together, by a tree of maxima: one maximum per block on the
             // pass's chain of dependent operations, not one per step.
             let (blocks, _) = bounds.quotients[done..chunk_end].as_chunks::<SCAN_BLOCK>();
-            for block in blocks {
-                let steps = block_bounds(block, step_terms(adds, half_ks[done]), &growth);
+            let (pair_blocks, _) = pairs[done..chunk_end].as_chunks::<SCAN_BLOCK>();
+            for (block, pair_block) in blocks.iter().zip(pair_blocks) {
+                let steps: [[f64; 2]; SCAN_BLOCK] =
+                    std::array::from_fn(|i| step_bounds(block[i], scale, pair_block[i]));
                 let next = tightened(
                     bound,
                     tightened(tightened(steps[0], steps[1]), tightened(steps[2], steps[3])),
@@ -1199,12 +1193,10 @@ impl StepCompress {
                 bound = next;
                 done += SCAN_BLOCK;
             }
-            let chunk = bounds.quotients[done..chunk_end]
-                .iter()
-                .zip(&half_ks[done..]);
-            for ((&quotients, &half_k), index) in chunk.zip(done..) {
+            let chunk = bounds.quotients[done..chunk_end].iter().zip(&pairs[done..]);
+            for ((&quotients, &pair), index) in chunk.zip(done..) {
                 let before = bound;
-                bound = tightened(bound, step_bounds(quotients, step_terms(adds, half_k)));
+                bound = tightened(bound, step_bounds(quotients, scale, pair));
                 if crossed(bound) {
                     return Ok(self.pass_end(clocks, base, index, before, bound));
                 }
@@ -1213,9 +1205,9 @@ impl StepCompress {
         }
         let taken = steps;
         let tried = taken as i32 + 1;
-        let hi = rounded(bound[1]);
+        let [lo, hi] = integers(bound);
         Err(ScanState {
-            lo: rounded(bound[0]),
+            lo,
             hi,
             interval: hi,
             tried,
@@ -1239,10 +1231,11 @@ impl StepCompress {
             clocks[index].wrapping_sub(base),
             clocks[index + 1].wrapping_sub(base),
         );
+        let [lo, hi] = integers(after);
         PassScan {
-            lo: rounded(after[0]),
-            hi: rounded(after[1]),
-            interval: rounded(before[1]),
+            lo,
+            hi,
+            interval: integers(before)[1],
             tried: index as i32 + 2,
             missed: Some(Window::of(point, previous, self.max_error)),
         }
@@ -1514,8 +1507,9 @@ const BOUNDS_CHUNK: usize = 16;
 const SCAN_BLOCK: usize = 4;
 
 /// What every pass of one command's search divides, the same for each: for the `k`-th step
-/// (`k` ≥ 2) of the command, of window `earliest..=latest`, `[earliest·(1/k), −latest·(1/k)]`
-/// (each rounded once; [`step_bounds`] adds a pass's `add`). Computed once per command, as
+/// (`k` ≥ 2) of the command, of window `earliest..=latest`,
+/// `[earliest·(1/k) + HALF_LESS, −latest·(1/k) + HALF_LESS]` ([`HALF_LESS`]; each operation
+/// rounded; [`step_bounds`] adds a pass's `add`). Computed once per command, as
 /// far as its passes get, instead of once per pass: the buffer is kept from command to
 /// command, cleared by [`StepCompress::best_triple`].
 #[derive(Debug, Clone, Default)]
@@ -1540,8 +1534,8 @@ impl StepBounds {
                     max_error,
                 );
                 [
-                    f64::from(window.earliest) * inverse,
-                    -(f64::from(window.latest) * inverse),
+                    f64::from(window.earliest) * inverse + HALF_LESS,
+                    -(f64::from(window.latest) * inverse) + HALF_LESS,
                 ]
             }));
     }
@@ -1555,11 +1549,14 @@ static INVERSES: std::sync::LazyLock<Box<[f64]>> = std::sync::LazyLock::new(|| {
         .into_boxed_slice()
 });
 
-/// `(k − 1)/2` for every count `k` of a command (index 0 unused): a load, cheaper in the pass
-/// than a conversion and a product.
-static HALF_K_LESS_ONE: std::sync::LazyLock<Box<[f64]>> = std::sync::LazyLock::new(|| {
+/// `[−(k − 1)/2, (k − 1)/2]` for every count `k` of a command (index 0 unused): what a
+/// pass's `add` is multiplied by for the `k`-th step's bounds ([`step_bounds`]), a load.
+static HALF_K_PAIRS: std::sync::LazyLock<Box<[[f64; 2]]>> = std::sync::LazyLock::new(|| {
     (0..=MAX_COUNT)
-        .map(|k| (k as f64 - 1.0) / 2.0)
+        .map(|k| {
+            let half_k = (k as f64 - 1.0) / 2.0;
+            [-half_k, half_k]
+        })
         .collect::<Vec<_>>()
         .into_boxed_slice()
 });
@@ -1568,53 +1565,30 @@ static HALF_K_LESS_ONE: std::sync::LazyLock<Box<[f64]>> = std::sync::LazyLock::n
 const HALF_LESS: f64 = 0.5 - 1.0 / 262_144.0;
 
 /// The interval bounds that the `k`-th step of a command (`quotients` from [`StepBounds`],
-/// `terms` from [`step_terms`] of `adds` = `[−add, add]`) allows with `add`, as
-/// `[ROUND + lo, −(ROUND + hi)]`, where for the step's window `earliest..=latest`
-/// `lo = ceil((earliest − add·k(k−1)/2)/k)` and `hi = floor((latest − add·k(k−1)/2)/k)`.
+/// `pair` from [`HALF_K_PAIRS`]) allows with `add` (`scale` = `[add, add]`), as reals
+/// `[x, y]` whose nearest integers are `lo` and `−hi`, where for the step's window
+/// `earliest..=latest` `lo = ceil((earliest − add·k(k−1)/2)/k)` and
+/// `hi = floor((latest − add·k(k−1)/2)/k)`: `x ≈ n/k − add·(k−1)/2 + (½ − 2⁻¹⁸)` for
+/// `n = earliest`, `y` the same for `n = −latest` with the opposite sign of `add`.
 ///
 /// Exact where [`StepCompress::scan`] uses it (`2 ≤ k ≤ 65535`, numerators below 2³¹ in
 /// magnitude): `n·(1/k)` is within 2⁻²² of `n/k` (below 2³⁰ in magnitude, two roundings),
-/// and `n/k` is an integer or at least `1/k > 2⁻¹⁶` from one; `add·(k−1)/2` and the bias
-/// `½ − 2⁻¹⁸` add exactly (multiples of 2⁻¹⁸ below 2³⁵), and their sum with the quotient
-/// rounds by at most 2⁻²³. So `n/k − add·(k−1)/2 ± (½ − 2⁻¹⁸)` is never within 2⁻¹⁹ of a
-/// half-integer, and its nearest integer — what adding [`ROUND`] keeps — is the ceiling
-/// (floor) of `(n − add·k(k−1)/2)/k`. The second lane is the negation of that for `hi`, bit
-/// for bit: rounding to nearest is symmetric.
-///
-/// The terms being exact, they may be summed in any order (as [`block_bounds`] does).
+/// and `n/k` is an integer or at least `1/k > 2⁻¹⁶` from one, so `n/k − add·(k−1)/2 ±
+/// (½ − 2⁻¹⁸)` (`add·(k−1)/2` a multiple of ½) is at least 2⁻¹⁸ from a half-integer. The
+/// quotient's error, the bias's sum and the product's (exact: a multiple of ½ below 2³⁰)
+/// add at most 3·2⁻²² — far less — so the nearest integer is the ceiling (for `y`, minus
+/// the floor) of the exact `(n ∓ add·k(k−1)/2)/k`.
 #[inline(always)]
-fn step_bounds(quotients: [f64; 2], terms: [f64; 2]) -> [f64; 2] {
+fn step_bounds(quotients: [f64; 2], scale: [f64; 2], pair: [f64; 2]) -> [f64; 2] {
     [
-        (quotients[0] + terms[0]) + ROUND,
-        (quotients[1] + terms[1]) - ROUND,
+        quotients[0] + scale[0] * pair[0],
+        quotients[1] + scale[1] * pair[1],
     ]
 }
 
-/// `adds·half_k + HALF_LESS` for [`step_bounds`] (`half_k` = `(k − 1)/2`), exact.
-#[inline(always)]
-fn step_terms(adds: [f64; 2], half_k: f64) -> [f64; 2] {
-    [adds[0] * half_k + HALF_LESS, adds[1] * half_k + HALF_LESS]
-}
-
-/// [`step_bounds`] of a block of consecutive steps, from the [`step_terms`] of its first
-/// (`terms`) and what they grow by over the block (`growth`, `adds·m/2` for its `m`-th step
-/// after the first): exact sums, so the same bits.
-#[inline(always)]
-fn block_bounds(
-    quotients: &[[f64; 2]; SCAN_BLOCK],
-    terms: [f64; 2],
-    growth: &[[f64; 2]; SCAN_BLOCK],
-) -> [[f64; 2]; SCAN_BLOCK] {
-    std::array::from_fn(|i| {
-        step_bounds(
-            quotients[i],
-            [terms[0] + growth[i][0], terms[1] + growth[i][1]],
-        )
-    })
-}
-
-/// The bounds `[ROUND + lo, −(ROUND + hi)]` after a step that allows `step` (the same form):
-/// the larger of each.
+/// The bounds `[≈lo, ≈−hi]` ([`step_bounds`]) after a step that allows `step` (the same
+/// form): the larger of each (the nearest integer of the larger is the larger nearest
+/// integer).
 #[inline(always)]
 fn tightened(bound: [f64; 2], step: [f64; 2]) -> [f64; 2] {
     [
@@ -1631,18 +1605,27 @@ fn tightened(bound: [f64; 2], step: [f64; 2]) -> [f64; 2] {
     ]
 }
 
-/// Whether bounds `[ROUND + lo, −(ROUND + hi)]` have crossed (`lo > hi`): their sum is
-/// `lo − hi`, exactly (both are integers below 2³¹ in magnitude, offset by `ROUND`).
+/// The bounds `[≈lo, ≈−hi]` ([`step_bounds`]) rounded, as `[ROUND + lo, −(ROUND + hi)]`:
+/// a double below 2⁵¹ in magnitude plus (minus) [`ROUND`] is rounded to the nearest integer.
 #[inline(always)]
-fn crossed(bound: [f64; 2]) -> bool {
-    bound[0] + bound[1] > 0.0
+fn rounded_bounds(bound: [f64; 2]) -> [f64; 2] {
+    [bound[0] + ROUND, bound[1] - ROUND]
 }
 
-/// The integer `n` of a bound held as `ROUND + n` or `−(ROUND + n)` (`|n|` < 2³¹): the low
-/// 32 bits of its significand, which holds `2⁵¹ + n`.
+/// Whether bounds `[≈lo, ≈−hi]` have crossed (`lo > hi`): the sum of their
+/// [`rounded_bounds`] is `lo − hi`, exactly (both are integers below 2³¹ in magnitude,
+/// offset by `±ROUND`).
 #[inline(always)]
-fn rounded(bound: f64) -> i32 {
-    bound.to_bits() as u32 as i32
+fn crossed(bound: [f64; 2]) -> bool {
+    let rounded = rounded_bounds(bound);
+    rounded[0] + rounded[1] > 0.0
+}
+
+/// `[lo, hi]` of bounds `[≈lo, ≈−hi]` (below 2³¹ in magnitude): the low 32 bits of the
+/// significands of their [`rounded_bounds`], which hold `2⁵¹ + lo` and `2⁵¹ + hi`.
+#[inline(always)]
+fn integers(bound: [f64; 2]) -> [i32; 2] {
+    rounded_bounds(bound).map(|x| x.to_bits() as u32 as i32)
 }
 
 /// `1.5·2⁵²`: a double below 2⁵¹ in magnitude plus this has unit ulp, so the sum is rounded to
