@@ -961,7 +961,7 @@ impl StepCompress {
     /// With the triple comes the pass of the search that found it (its `add` and the interval
     /// bounds it started from), for [`StepCompress::proven`]; `None` for the fallback.
     fn best_triple(&self, bounds: &mut StepBounds) -> (Triple, Option<Pass>) {
-        bounds.quotients.clear();
+        bounds.clear();
         let start = self.queue_pos;
         let available = (self.queue_next - start).min(MAX_COUNT);
         let first = self.window(start);
@@ -1155,14 +1155,14 @@ impl StepCompress {
         let mut done = 0;
         while done < steps {
             let chunk_end = (done + BOUNDS_CHUNK).min(steps);
-            if bounds.quotients.len() < chunk_end {
+            if bounds.len < chunk_end {
                 bounds.extend(clocks, base, self.max_error, chunk_end);
             }
             // A block of steps at a time while none crosses (the bounds only tighten, so a
             // block crosses where one of its steps does), then step by step. A block's steps
             // are tightened together, by a tree of maxima: one maximum per block on the
             // pass's chain of dependent operations, not one per step.
-            let (blocks, _) = bounds.quotients[done..chunk_end].as_chunks::<SCAN_BLOCK>();
+            let (blocks, _) = bounds.quotients()[done..chunk_end].as_chunks::<SCAN_BLOCK>();
             let (pair_blocks, _) = pairs[done..chunk_end].as_chunks::<SCAN_BLOCK>();
             for (block, pair_block) in blocks.iter().zip(pair_blocks) {
                 let steps: [[f64; 2]; SCAN_BLOCK] =
@@ -1193,7 +1193,9 @@ impl StepCompress {
                 bound = next;
                 done += SCAN_BLOCK;
             }
-            let chunk = bounds.quotients[done..chunk_end].iter().zip(&pairs[done..]);
+            let chunk = bounds.quotients()[done..chunk_end]
+                .iter()
+                .zip(&pairs[done..]);
             for ((&quotients, &pair), index) in chunk.zip(done..) {
                 let before = bound;
                 bound = tightened(bound, step_bounds(quotients, scale, pair));
@@ -1510,34 +1512,61 @@ const SCAN_BLOCK: usize = 4;
 /// (`k` ≥ 2) of the command, of window `earliest..=latest`,
 /// `[earliest·(1/k) + HALF_LESS, −latest·(1/k) + HALF_LESS]` ([`HALF_LESS`]; each operation
 /// rounded; [`step_bounds`] adds a pass's `add`). Computed once per command, as
-/// far as its passes get, instead of once per pass: the buffer is kept from command to
-/// command, cleared by [`StepCompress::best_triple`].
+/// far as its passes get, instead of once per pass: the buffer keeps its size from command to
+/// command (like the roots of `itersolve`: only what a command computes is read), emptied by
+/// [`StepCompress::best_triple`].
 #[derive(Debug, Clone, Default)]
 struct StepBounds {
-    /// The quotients for `k` = 2, 3, …
-    quotients: Vec<[f64; 2]>,
+    /// The quotients for `k` = 2, 3, … (the first `len` of them this command's).
+    buf: Vec<[f64; 2]>,
+    len: usize,
 }
 
 impl StepBounds {
+    /// Forgets the command's quotients.
+    #[inline(always)]
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The command's quotients so far.
+    #[inline(always)]
+    fn quotients(&self) -> &[[f64; 2]] {
+        &self.buf[..self.len]
+    }
+
     /// Computes the quotients of the steps of `clocks` (the command's first step, then the
     /// others) up to the `upto`-th after the first.
     #[inline(always)]
     fn extend(&mut self, clocks: &[u32], base: u32, max_error: u32, upto: usize) {
-        let from = self.quotients.len();
-        let inverses = &INVERSES[from + 2..];
-        let pairs = clocks[from..=upto].windows(2);
-        self.quotients
-            .extend(pairs.zip(inverses).map(|(pair, &inverse)| {
-                let window = Window::of(
-                    pair[1].wrapping_sub(base),
-                    pair[0].wrapping_sub(base),
-                    max_error,
-                );
-                [
-                    f64::from(window.earliest) * inverse + HALF_LESS,
-                    -(f64::from(window.latest) * inverse) + HALF_LESS,
-                ]
-            }));
+        let from = self.len;
+        if self.buf.len() < upto {
+            self.grow(upto);
+        }
+        let out = &mut self.buf[from..upto];
+        let previous = &clocks[from..upto];
+        let points = &clocks[from + 1..=upto];
+        let inverses = &INVERSES[from + 2..upto + 2];
+        for (((slot, &previous), &point), &inverse) in
+            out.iter_mut().zip(previous).zip(points).zip(inverses)
+        {
+            let window = Window::of(
+                point.wrapping_sub(base),
+                previous.wrapping_sub(base),
+                max_error,
+            );
+            *slot = [
+                f64::from(window.earliest) * inverse + HALF_LESS,
+                -(f64::from(window.latest) * inverse) + HALF_LESS,
+            ];
+        }
+        self.len = upto;
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, len: usize) {
+        self.buf.resize(len.next_power_of_two(), [0.0; 2]);
     }
 }
 
