@@ -525,7 +525,7 @@ struct Linear {
 impl Linear {
     /// `p + r·((v + half_accel·t)·t)`, held as the same function with a distance that grows
     /// (the extruder's segments carry signed speeds, a retraction a negative `v` and
-    /// `half_accel`), which [`Linear::time_at`] needs.
+    /// `half_accel`), which [`Linear::time_and_speed_at`] needs.
     #[inline(always)]
     fn new(p: f64, r: f64, v: f64, half_accel: f64) -> Self {
         if v < 0.0 || (v == 0.0 && half_accel < 0.0) {
