@@ -2823,6 +2823,51 @@ mod tests {
             ..ProptestConfig::default()
         })]
 
+        /// `step_bounds`' nearest integers are the exact ceiling and floor of
+        /// `(n − add·k(k−1)/2)/k` wherever a fast pass uses them (`2 ≤ k ≤ 65535`, window ends
+        /// in `[0, 2³⁰)`, `|add|·k(k−1)/2 < 2³⁰ − 2¹⁶`), quotients near an integer included:
+        /// the bounds as `StepBounds` and `HALF_K_PAIRS` make them, tightened and rounded as a
+        /// pass does.
+        #[test]
+        fn step_bounds_round_to_the_exact_ceiling_and_floor(
+            k in prop_oneof![2u32..64, 2u32..=65_535],
+            (earliest_k, earliest_off) in (0i64..1 << 30, -2i64..=2),
+            (latest_k, latest_off) in (0i64..1 << 30, -2i64..=2),
+            add_fraction in -1.0f64..=1.0,
+            near_integer in any::<bool>(),
+        ) {
+            let k64 = i64::from(k);
+            let triangle = k64 * (k64 - 1) / 2;
+            let add_max = ((1_i64 << 30) - (1 << 16) - 1) / triangle;
+            let add = ((add_max as f64 * add_fraction) as i64).clamp(-add_max, add_max);
+            // Window ends in [0, 2³⁰): free, or the product of `k` and an integer (± 2), where
+            // the quotient of the numerator is (nearly) whole.
+            let end = |value: i64, off: i64| {
+                let value = if near_integer {
+                    (value / k64) * k64 + add * triangle % k64 + off
+                } else {
+                    value
+                };
+                value.clamp(0, (1 << 30) - 1)
+            };
+            let (earliest, latest) = (end(earliest_k, earliest_off), end(latest_k, latest_off));
+            let inverse = 1.0 / f64::from(k);
+            let quotients = [
+                earliest as f64 * inverse + HALF_LESS,
+                -(latest as f64 * inverse) + HALF_LESS,
+            ];
+            let step = step_bounds(quotients, [add as f64; 2], HALF_K_PAIRS[k as usize]);
+            // A pass starts from the outer bounds and tightens with the step; take them wide.
+            let bound = tightened([f64::from(i32::MIN), -f64::from(i32::MAX)], step);
+            let [lo, hi] = integers(bound);
+            let expected_lo = (earliest - add * triangle).div_euclid(k64)
+                + i64::from((earliest - add * triangle).rem_euclid(k64) != 0);
+            let expected_hi = (latest - add * triangle).div_euclid(k64);
+            prop_assert_eq!(i64::from(lo), expected_lo);
+            prop_assert_eq!(i64::from(hi), expected_hi);
+            prop_assert_eq!(crossed(bound), expected_lo > expected_hi);
+        }
+
         /// A pass with Klipper's operations throughout and one with the exact fast path, where
         /// it applies, end alike: queues in order (and some not), every `add` a search tries,
         /// interval bounds from the first window (or anywhere, to cross the path's limits).
