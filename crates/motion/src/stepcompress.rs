@@ -1555,10 +1555,7 @@ impl StepBounds {
                 previous.wrapping_sub(base),
                 max_error,
             );
-            *slot = [
-                f64::from(window.earliest) * inverse + HALF_LESS,
-                -(f64::from(window.latest) * inverse) + HALF_LESS,
-            ];
+            *slot = biased_quotients(window, inverse);
         }
         self.len = upto;
     }
@@ -1592,6 +1589,16 @@ static HALF_K_PAIRS: std::sync::LazyLock<Box<[[f64; 2]]>> = std::sync::LazyLock:
 
 /// The rounding bias of [`StepCompress::scan`]: a half, less 2⁻¹⁸.
 const HALF_LESS: f64 = 0.5 - 1.0 / 262_144.0;
+
+/// A [`StepBounds`] entry: `[earliest·(1/k) + HALF_LESS, −latest·(1/k) + HALF_LESS]` for the
+/// window of the `k`-th step (`inverse` = `1/k`).
+#[inline(always)]
+fn biased_quotients(window: Window, inverse: f64) -> [f64; 2] {
+    [
+        f64::from(window.earliest) * inverse + HALF_LESS,
+        -(f64::from(window.latest) * inverse) + HALF_LESS,
+    ]
+}
 
 /// The interval bounds that the `k`-th step of a command (`quotients` from [`StepBounds`],
 /// `pair` from [`HALF_K_PAIRS`]) allows with `add` (`scale` = `[add, add]`), as reals
@@ -2851,11 +2858,11 @@ mod tests {
                 value.clamp(0, (1 << 30) - 1)
             };
             let (earliest, latest) = (end(earliest_k, earliest_off), end(latest_k, latest_off));
-            let inverse = 1.0 / f64::from(k);
-            let quotients = [
-                earliest as f64 * inverse + HALF_LESS,
-                -(latest as f64 * inverse) + HALF_LESS,
-            ];
+            let window = Window {
+                earliest: earliest as i32,
+                latest: latest as i32,
+            };
+            let quotients = biased_quotients(window, INVERSES[k as usize]);
             let step = step_bounds(quotients, [add as f64; 2], HALF_K_PAIRS[k as usize]);
             // A pass starts from the outer bounds and tightens with the step; take them wide.
             let bound = tightened([f64::from(i32::MIN), -f64::from(i32::MAX)], step);
