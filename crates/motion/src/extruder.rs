@@ -127,7 +127,14 @@ impl ExtruderKin {
 
     /// The K a flagged segment starting at `segment_start` uses: the newest entry not after it,
     /// or the oldest entry when all are later.
+    #[inline]
     pub fn pressure_advance_at(&self, segment_start: f64) -> f64 {
+        // The newest entry serves nearly every segment (K rarely changes mid-print).
+        if let Some(newest) = self.schedule.back()
+            && newest.from_time <= segment_start
+        {
+            return newest.advance;
+        }
         self.schedule
             .iter()
             .rev()
@@ -203,7 +210,7 @@ impl ExtruderKin {
 
     /// `∫ (base + pa(x) − start_pos.x)·(x − pivot) dx` over `[lo, hi]` clipped to segment `m`
     /// (times relative to its start), with the segment's K applied when it is flagged.
-    #[inline]
+    #[inline(always)]
     fn moment(&self, m: &TrapMove, base: f64, lo: f64, hi: f64, pivot: f64) -> f64 {
         let lo = if lo < 0.0 { 0.0 } else { lo };
         let hi = if hi > m.move_t { m.move_t } else { hi };
