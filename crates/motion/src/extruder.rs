@@ -10,7 +10,10 @@
 //! tent-weighted average over `[t − T/2, t + T/2]` (`T` the smooth time):
 //! `E_out(t) = ∫ pa(x)·(T/2 − |t − x|) dx / (T/2)²`. On each segment `pa` is a quadratic in
 //! time, so the integral has a closed form ([`ExtruderKin::calc_position`]); the window may reach
-//! into neighbouring segments, which are visited in turn.
+//! into neighbouring segments, which are visited in turn. A step search asks for the position at
+//! many times inside one entry: [`ExtruderKin::prepare_window`] computes the integrand of every
+//! segment the window can reach from there once, and [`ExtruderKin::calc_position_in`] then
+//! gives the same bits as `calc_position` with less work per time.
 //!
 //! `K` changes are time-stamped ([`ExtruderKin::set_pressure_advance`]): a segment uses the value
 //! in force at its own start. A smooth time of 0 turns the model off (plain `E(t)`).
@@ -212,23 +215,275 @@ impl ExtruderKin {
     /// (times relative to its start), with the segment's K applied when it is flagged.
     #[inline(always)]
     fn moment(&self, m: &TrapMove, base: f64, lo: f64, hi: f64, pivot: f64) -> f64 {
-        let lo = if lo < 0.0 { 0.0 } else { lo };
-        let hi = if hi > m.move_t { m.move_t } else { hi };
+        let f = self.integrand(m, base);
+        let (lo, hi) = (f.clamp_lo(lo), f.clamp_hi(hi));
+        f.moment(f.at(lo), f.at(hi), pivot)
+    }
+
+    /// Segment `m`'s `pa(x) − start_pos.x + base`, its K applied when it is flagged.
+    #[inline(always)]
+    fn integrand(&self, m: &TrapMove, base: f64) -> Integrand {
         let advance = if m.axes_r.y != 0.0 {
             self.pressure_advance_at(m.print_time)
         } else {
             0.0
         };
-        // pa(x) − start_pos.x + base = c0 + c1·x + c2·x² on this segment.
-        let c0 = base + advance * m.start_v;
-        let c1 = m.start_v + 2.0 * advance * m.half_accel;
-        let c2 = m.half_accel;
-        // Antiderivatives of pa and of x·pa, with kin_extruder.c's operations (a third is
-        // `(1/3)·c`, not `c/3`: the two differ in the last bit now and then, and the search
-        // for a step near a pressure-advance reversal is sensitive to that).
-        let plain = |x: f64| x * (c0 + x * (0.5 * c1 + x * ((1.0 / 3.0) * c2)));
-        let timed = |x: f64| x * x * (0.5 * c0 + x * ((1.0 / 3.0) * c1 + x * (0.25 * c2)));
-        (timed(hi) - timed(lo)) - pivot * (plain(hi) - plain(lo))
+        Integrand {
+            c0: base + advance * m.start_v,
+            c1: m.start_v + 2.0 * advance * m.half_accel,
+            c2: m.half_accel,
+            move_t: m.move_t,
+        }
+    }
+
+    /// Sets `window` up for [`ExtruderKin::calc_position_in`] at times `start..=end` into entry
+    /// `index`: the integrand of every segment the smoothing window can reach from there,
+    /// and what does not depend on the time. An empty window (every time passed on to
+    /// [`ExtruderKin::calc_position`]) when pressure advance is off or a bound is not a number.
+    #[expect(
+        clippy::neg_cmp_op_on_partial_ord,
+        reason = "the walk forward stops where `window_area`'s loop condition fails (a NaN too)"
+    )]
+    pub fn prepare_window(
+        &self,
+        tq: &TrapQ,
+        index: usize,
+        start: f64,
+        end: f64,
+        window: &mut SmoothingWindow,
+    ) {
+        window.earlier.clear();
+        window.later.clear();
+        window.ready = false;
+        let half = self.half_smooth_time;
+        if half <= 0.0 || start.is_nan() || end.is_nan() {
+            return;
+        }
+        let index = index.min(tq.tail_index());
+        let current = tq.get(index);
+        let origin = current.start_pos.x;
+        window.index = index;
+        window.start = start;
+        window.end = end;
+        window.origin = origin;
+        window.current = Segment::new(self.integrand(current, 0.0));
+
+        // The walks of `window_area` for the earliest and the latest time: every time in
+        // between walks no further either way (adding the same durations to a later start,
+        // or taking them from an earlier end, keeps the order: rounding is monotonic).
+        window.oldest = None;
+        let (mut at, mut from) = (index, start - half);
+        while from < 0.0 {
+            if at <= 1 {
+                window.oldest = Some(tq.get(at).start_pos.x - origin);
+                break;
+            }
+            at -= 1;
+            let prev = tq.get(at);
+            from += prev.move_t;
+            let base = prev.start_pos.x - origin;
+            window
+                .earlier
+                .push(Segment::new(self.integrand(prev, base)));
+        }
+        let tail = tq.tail_index();
+        let (mut at, mut to) = (index, end + half);
+        window.stop = None;
+        while at < tail {
+            let before = tq.get(at).move_t;
+            if !(to > before) {
+                window.stop = Some(before);
+                break;
+            }
+            to -= before;
+            at += 1;
+            let next = tq.get(at);
+            let base = next.start_pos.x - origin;
+            window
+                .later
+                .push((before, Segment::new(self.integrand(next, base))));
+        }
+        window.ready = true;
+    }
+
+    /// [`ExtruderKin::calc_position`] with the segments' integrands from `window` (made by
+    /// [`ExtruderKin::prepare_window`]): the same operations on the same values, so the same
+    /// bits, without looking them up again at every time a step search tries. Times outside
+    /// the window's, and other entries, go to `calc_position`.
+    #[inline]
+    pub fn calc_position_in(
+        &self,
+        tq: &TrapQ,
+        window: &SmoothingWindow,
+        index: usize,
+        move_time: f64,
+    ) -> f64 {
+        let half = self.half_smooth_time;
+        if !(window.ready
+            && index == window.index
+            && half > 0.0
+            && move_time >= window.start
+            && move_time <= window.end)
+        {
+            return self.calc_position(tq, index, move_time);
+        }
+        match self.window_area_in(window, move_time, half) {
+            Some(area) => window.origin + area * self.inv_half_smooth_time2,
+            None => self.calc_position(tq, index, move_time),
+        }
+    }
+
+    /// `window_area` from `window`'s segments; `None` where its walk would leave them (not
+    /// for a time inside the window's range).
+    #[inline(always)]
+    #[expect(
+        clippy::neg_cmp_op_on_partial_ord,
+        reason = "the walk forward stops where `window_area`'s loop condition fails (a NaN too)"
+    )]
+    fn window_area_in(&self, window: &SmoothingWindow, move_time: f64, half: f64) -> Option<f64> {
+        let current = &window.current;
+        let rise_from = move_time - half;
+        let fall_to = move_time + half;
+        let f = &current.integrand;
+        let (rise_lo, rise_hi) = (f.clamp_lo(rise_from), f.clamp_hi(move_time));
+        let (fall_lo, fall_hi) = (f.clamp_lo(move_time), f.clamp_hi(fall_to));
+        let at_rise_hi = current.at(rise_hi);
+        let at_fall_lo = if fall_lo.to_bits() == rise_hi.to_bits() {
+            at_rise_hi
+        } else {
+            current.at(fall_lo)
+        };
+        let mut area = f.moment(current.at(rise_lo), at_rise_hi, rise_from)
+            - f.moment(at_fall_lo, current.at(fall_hi), fall_to);
+
+        let mut start = rise_from;
+        let mut earlier = window.earlier.iter();
+        while start < 0.0 {
+            let Some(prev) = earlier.next() else {
+                area += window.oldest? * 0.5 * start * start;
+                break;
+            };
+            let f = &prev.integrand;
+            start += f.move_t;
+            area += f.moment(prev.at(f.clamp_lo(start)), prev.at_end, start);
+        }
+
+        let mut end = fall_to;
+        let mut later = window.later.iter();
+        loop {
+            let Some((before, next)) = later.next() else {
+                // The walk stopped at the tail, or where the latest time's end fell short
+                // of a segment's end: so does this one's.
+                if window.stop.is_some_and(|before| end > before) {
+                    return None;
+                }
+                break;
+            };
+            if !(end > *before) {
+                break;
+            }
+            end -= *before;
+            let f = &next.integrand;
+            area -= f.moment(next.at_zero, next.at(f.clamp_hi(end)), end);
+        }
+        Some(area)
+    }
+}
+
+/// What [`ExtruderKin::calc_position_in`] keeps for the times of one step search: the
+/// smoothing window's segments from one entry, each integrand computed once. Its buffers keep
+/// their size from search to search.
+#[derive(Clone, Debug, Default)]
+pub struct SmoothingWindow {
+    ready: bool,
+    index: usize,
+    /// The times (into entry `index`) it serves.
+    start: f64,
+    end: f64,
+    /// `start_pos.x` of entry `index`.
+    origin: f64,
+    current: Segment,
+    /// Earlier segments, newest first.
+    earlier: Vec<Segment>,
+    /// Where the walk back reached the oldest queued entry: its base.
+    oldest: Option<f64>,
+    /// Later segments, oldest first, each with the duration of the segment before it (the
+    /// walk's test).
+    later: Vec<(f64, Segment)>,
+    /// The duration the walk forward stopped short of (`None`: it stopped at the tail).
+    stop: Option<f64>,
+}
+
+/// A segment's [`Integrand`] and its antiderivatives at its start and end, where whole
+/// segments (and the window's edges past them) take them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Segment {
+    integrand: Integrand,
+    at_zero: [f64; 2],
+    at_end: [f64; 2],
+}
+
+impl Segment {
+    fn new(integrand: Integrand) -> Self {
+        Self {
+            integrand,
+            at_zero: integrand.at(0.0),
+            at_end: integrand.at(integrand.move_t),
+        }
+    }
+
+    /// [`Integrand::at`], taken from those kept at the segment's ends (the same bits: the
+    /// same operations on the same values).
+    #[inline(always)]
+    fn at(&self, x: f64) -> [f64; 2] {
+        if x.to_bits() == 0 {
+            self.at_zero
+        } else if x.to_bits() == self.integrand.move_t.to_bits() {
+            self.at_end
+        } else {
+            self.integrand.at(x)
+        }
+    }
+}
+
+/// One segment's `pa(x) − start_pos.x + base = c0 + c1·x + c2·x²` (x seconds into it) and its
+/// duration.
+#[derive(Clone, Copy, Debug, Default)]
+struct Integrand {
+    c0: f64,
+    c1: f64,
+    c2: f64,
+    move_t: f64,
+}
+
+impl Integrand {
+    /// `x` clipped below at the segment's start (a NaN stays).
+    #[inline(always)]
+    fn clamp_lo(&self, x: f64) -> f64 {
+        if x < 0.0 { 0.0 } else { x }
+    }
+
+    /// `x` clipped above at the segment's end (a NaN stays).
+    #[inline(always)]
+    fn clamp_hi(&self, x: f64) -> f64 {
+        if x > self.move_t { self.move_t } else { x }
+    }
+
+    /// The antiderivatives of `x·pa` and of `pa` at `x`, with kin_extruder.c's operations (a
+    /// third is `(1/3)·c`, not `c/3`: the two differ in the last bit now and then, and the
+    /// search for a step near a pressure-advance reversal is sensitive to that).
+    #[inline(always)]
+    fn at(&self, x: f64) -> [f64; 2] {
+        let (c0, c1, c2) = (self.c0, self.c1, self.c2);
+        let timed = x * x * (0.5 * c0 + x * ((1.0 / 3.0) * c1 + x * (0.25 * c2)));
+        let plain = x * (c0 + x * (0.5 * c1 + x * ((1.0 / 3.0) * c2)));
+        [timed, plain]
+    }
+
+    /// `∫ pa(x)·(x − pivot) dx` between the points whose antiderivatives are `lo` and `hi`.
+    #[inline(always)]
+    fn moment(&self, lo: [f64; 2], hi: [f64; 2], pivot: f64) -> f64 {
+        (hi[0] - lo[0]) - pivot * (hi[1] - lo[1])
     }
 }
 
@@ -400,6 +655,37 @@ mod tests {
     }
 
     /// A cruise at 2 mm/s of E from 1.0 to 3.0 s in 1/8 s segments (exact boundaries).
+    /// The prepared window's walks to both ends of the queue: back past a first entry shorter
+    /// than the half window (the queue's start, where the extruder stood at an earlier
+    /// segment's start: a base other than 0) and forward to the tail, every time to the bit.
+    #[test]
+    fn window_walks_to_the_queue_ends_like_calc_position() {
+        let mut q = TrapQ::new();
+        // A 5 ms acceleration, a cruise, a deceleration.
+        append_extrusion(
+            &mut q, 1.0, 0.005, 0.05, 0.005, 4.0, 0.04, 0.0, 40.0, 8000.0, true,
+        );
+        q.check_sentinels();
+        // (The null move filling the queue up to the first segment goes to the history, as
+        // step generation's flushes send it: the acceleration is then the oldest entry.)
+        q.finalize_moves(1.0, 0.0);
+        let kin = kin_with(0.05, 0.2);
+        let mut window = SmoothingWindow::default();
+        for index in 1..=3 {
+            let move_t = q.get(index).move_t;
+            kin.prepare_window(&q, index, 0.0, move_t, &mut window);
+            for k in 0..=64 {
+                let t = move_t * f64::from(k) / 64.0;
+                let want = kin.calc_position(&q, index, t);
+                let got = kin.calc_position_in(&q, &window, index, t);
+                assert_eq!(got.to_bits(), want.to_bits(), "entry {index} t {t}");
+            }
+        }
+        // The walk back from the cruise reached the queue's start a segment early.
+        kin.prepare_window(&q, 2, 0.0, 0.01, &mut window);
+        assert!(window.oldest.is_some_and(|base| base != 0.0));
+    }
+
     fn cruise_in_pieces() -> TrapQ {
         let mut q = TrapQ::new();
         for i in 0..16 {
@@ -790,6 +1076,54 @@ mod tests {
                 let got = at(&kin, &q, t);
                 let want = simpson(&q, t, 0.5 * smooth, &k_of);
                 prop_assert!(close(got, want, 1e-9 * want.abs().max(1.0)), "t {}: {} vs {}", t, got, want);
+            }
+        }
+
+        /// The search's evaluation from a prepared window is `calc_position` to the bit, at
+        /// times inside the window's range (and, passed on, outside it), whichever entry and
+        /// range: walks that reach the queue's start or its tail, K changing on the way.
+        #[test]
+        fn window_positions_are_calc_position_to_the_bit(
+            moves in move_strategy(),
+            k1 in 0.0f64..0.3,
+            k2 in 0.0f64..0.3,
+            change in 0.0f64..1.0,
+            smooth in 0.002f64..0.2,
+            entry in any::<prop::sample::Index>(),
+            range in (0.0f64..1.0, 0.0f64..1.0),
+            probes in prop::collection::vec(-0.2f64..1.2, 1..12),
+        ) {
+            let mut q = TrapQ::new();
+            let (mut time, mut e) = (2.0, 1.0);
+            for (gap, v0, accel, accel_t, cruise_t, decel_frac, ratio, xy) in moves {
+                time += gap;
+                let cruise_v = v0 + accel * accel_t;
+                let decel_t = decel_frac * cruise_v / accel;
+                append_extrusion(&mut q, time, accel_t, cruise_t, decel_t, e, ratio, v0, cruise_v, accel, xy);
+                let d = (v0 + cruise_v) * 0.5 * accel_t + cruise_v * cruise_t + cruise_v * 0.5 * decel_t;
+                e += d * ratio;
+                time += accel_t + cruise_t + decel_t;
+            }
+            q.check_sentinels();
+            // (The null move up to the first segment flushed, as step generation does: the
+            // walk back can reach the queue's start from a later entry.)
+            q.finalize_moves(2.0, 0.0);
+            let mut kin = ExtruderKin::new();
+            kin.set_pressure_advance(0.0, 0.0, k1, smooth);
+            kin.set_pressure_advance(0.0, 2.0 + change * (time - 2.0), k2, smooth);
+            let index = entry.index(q.tail_index() + 1);
+            let move_t = q.get(index).move_t;
+            let (a, b) = (range.0.min(range.1) * move_t, range.0.max(range.1) * move_t);
+            let mut window = SmoothingWindow::default();
+            kin.prepare_window(&q, index, a, b, &mut window);
+            // The range's ends, the entry's, and times in and around the range.
+            let times = [a, b, 0.0, move_t]
+                .into_iter()
+                .chain(probes.iter().map(|p| a + p * (b - a)));
+            for t in times {
+                let want = kin.calc_position(&q, index, t);
+                let got = kin.calc_position_in(&q, &window, index, t);
+                prop_assert_eq!(got.to_bits(), want.to_bits(), "entry {} t {}: {} vs {}", index, t, got, want);
             }
         }
 

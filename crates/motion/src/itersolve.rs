@@ -33,7 +33,7 @@
 //! Times are print times in seconds; the generated steps go straight into the stepper's
 //! [`StepCompress`].
 
-use crate::extruder::ExtruderKin;
+use crate::extruder::{ExtruderKin, SmoothingWindow};
 use crate::isa::Isa;
 use crate::shaper::AxisShapers;
 use crate::stepcompress::{CLOCK_DIFF_MAX, StepCompress, StepCompressError};
@@ -144,6 +144,8 @@ pub struct StepperSolver {
     /// Scratch of the closed form: a range's step times, and (shaped) its pieces' plans.
     roots: Roots,
     plans: Vec<LinearPlan>,
+    /// Scratch of the extruder's search with pressure advance: a range's smoothing window.
+    window: SmoothingWindow,
     /// The instruction set the step loops run with ([`Isa`]).
     isa: Isa,
 }
@@ -179,6 +181,7 @@ impl StepperSolver {
             pieces: Vec::new(),
             roots: Roots::default(),
             plans: Vec::new(),
+            window: SmoothingWindow::default(),
             isa: Isa::detect(),
         };
         s.update_windows();
@@ -414,7 +417,12 @@ impl StepperSolver {
                     m.start_pos.x + m.distance(t)
                 });
             }
-            return search_steps(pos, sc, &range, |t| e.calc_position(tq, index, t));
+            let window = &mut self.window;
+            e.prepare_window(tq, index, start, end, window);
+            let window = &*window;
+            return search_steps(pos, sc, &range, |t| {
+                e.calc_position_in(tq, window, index, t)
+            });
         }
         let active = self.active;
         if let Some(s) = &self.shaper
