@@ -11,7 +11,9 @@
 //! default, as `gantry batch` does it: messages are encoded after every input chunk with
 //! `output::StreamEncoder`, so memory stays flat) or `collect` (the whole stream is kept, then
 //! encoded: `Printer::run_batch`, `take_output`, `encode_stream`); COPIES repeats the input that
-//! many times (for memory growth). Plain `std::time::Instant`, no harness.
+//! many times (for memory growth). `GANTRY_BENCH_PA=K` adds `pressure_advance: K` to the
+//! case's `[extruder]` (the extruder's steps then come from its smoothed pressure-advance
+//! position: most real prints). Plain `std::time::Instant`, no harness.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -107,9 +109,26 @@ fn count_queue_steps(messages: &[McuMessage]) -> usize {
         .count()
 }
 
-fn run_case(dir: &Path, dict: &Dictionary, stream: bool, copies: usize) -> Result<Run, String> {
+fn run_case(
+    dir: &Path,
+    dict: &Dictionary,
+    stream: bool,
+    copies: usize,
+    pressure_advance: Option<f64>,
+) -> Result<Run, String> {
     let t0 = Instant::now();
-    let cfg_text = std::fs::read_to_string(dir.join("printer.cfg")).map_err(|e| e.to_string())?;
+    let mut cfg_text =
+        std::fs::read_to_string(dir.join("printer.cfg")).map_err(|e| e.to_string())?;
+    if let Some(k) = pressure_advance {
+        if !cfg_text.contains("[extruder]\n") {
+            return Err("GANTRY_BENCH_PA: the case has no [extruder] section".into());
+        }
+        cfg_text = cfg_text.replacen(
+            "[extruder]\n",
+            &format!("[extruder]\npressure_advance: {k}\n"),
+            1,
+        );
+    }
     let one = std::fs::read(dir.join("input.gcode")).map_err(|e| e.to_string())?;
     let gcode = one.repeat(copies);
     drop(one);
@@ -194,6 +213,9 @@ fn main() {
     let mode = args.get(2).map_or("stream", String::as_str);
     let stream = mode != "collect";
     let copies: usize = args.get(3).and_then(|c| c.parse().ok()).unwrap_or(1).max(1);
+    let pressure_advance: Option<f64> = std::env::var("GANTRY_BENCH_PA")
+        .ok()
+        .and_then(|k| k.parse().ok());
     let dir = if Path::new(case).is_dir() {
         PathBuf::from(case)
     } else {
@@ -222,7 +244,7 @@ fn main() {
     let wall0 = Instant::now();
     let mut best: Option<Run> = None;
     for _ in 0..runs {
-        let run = match run_case(&dir, &dict, stream, copies) {
+        let run = match run_case(&dir, &dict, stream, copies, pressure_advance) {
             Ok(r) => r,
             Err(e) => {
                 let _ = writeln!(
@@ -244,10 +266,12 @@ fn main() {
     let _ = writeln!(
         out,
         "{{\"bench\":\"batch\",\"case\":\"{case}\",\"mode\":\"{mode}\",\"copies\":{copies},\"runs\":{runs},\
+         \"pressure_advance\":{},\
          \"load_s\":{:.4},\"plan_s\":{:.4},\
          \"encode_s\":{:.4},\"total_s\":{:.4},\"mean_wall_s\":{wall:.4},\"mean_cpu_s\":{cpu:.3},\
          \"max_rss_mb\":{:.1},\"messages\":{},\"queue_step\":{},\"output_bytes\":{},\
          \"output_fnv1a\":\"{:016x}\",\"print_time_s\":{}}}",
+        pressure_advance.map_or("null".to_string(), |k| k.to_string()),
         r.load_s,
         r.plan_s,
         r.encode_s,

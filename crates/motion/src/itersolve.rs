@@ -417,12 +417,7 @@ impl StepperSolver {
                     m.start_pos.x + m.distance(t)
                 });
             }
-            let window = &mut self.window;
-            e.prepare_window(tq, index, start, end, window);
-            let window = &*window;
-            return search_steps(pos, sc, &range, |t| {
-                e.calc_position_in(tq, window, index, t)
-            });
+            return pressure_advance_steps(e, &mut self.window, pos, sc, tq, index, &range);
         }
         let active = self.active;
         if let Some(s) = &self.shaper
@@ -1554,6 +1549,26 @@ struct SearchRange {
     print_time: f64,
     start: f64,
     end: f64,
+}
+
+/// The extruder's steps over `range` of entry `index` with pressure advance: Klipper's search,
+/// its positions from a [`SmoothingWindow`] prepared for the range. Out of line: the step
+/// loops of the other kinematics are compiled apart from it.
+#[inline(never)]
+fn pressure_advance_steps(
+    e: &ExtruderKin,
+    window: &mut SmoothingWindow,
+    commanded_pos: &mut f64,
+    sc: &mut StepCompress,
+    tq: &TrapQ,
+    index: usize,
+    range: &SearchRange,
+) -> Result<(), StepCompressError> {
+    e.prepare_window(tq, index, range.start, range.end, window);
+    let window = &*window;
+    search_steps(commanded_pos, sc, range, |t| {
+        e.calc_position_in(tq, window, index, t)
+    })
 }
 
 /// The half-step search of [`StepperSolver::gen_steps_range`] over one segment, with the
