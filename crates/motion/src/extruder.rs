@@ -1038,6 +1038,26 @@ mod tests {
         )
     }
 
+    /// The extruder queue of `moves` from print time 2 s and E = 1 mm; with its end time.
+    fn random_queue(moves: &[RandomMove]) -> (TrapQ, f64) {
+        let mut q = TrapQ::new();
+        let (mut time, mut e) = (2.0, 1.0);
+        for &(gap, v0, accel, accel_t, cruise_t, decel_frac, ratio, xy) in moves {
+            time += gap;
+            let cruise_v = v0 + accel * accel_t;
+            let decel_t = decel_frac * cruise_v / accel;
+            append_extrusion(
+                &mut q, time, accel_t, cruise_t, decel_t, e, ratio, v0, cruise_v, accel, xy,
+            );
+            let d =
+                (v0 + cruise_v) * 0.5 * accel_t + cruise_v * cruise_t + cruise_v * 0.5 * decel_t;
+            e += d * ratio;
+            time += accel_t + cruise_t + decel_t;
+        }
+        q.check_sentinels();
+        (q, time)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig {
             cases: 256,
@@ -1054,18 +1074,7 @@ mod tests {
             smooth in 0.002f64..0.2,
             probes in prop::collection::vec(0.0f64..1.0, 1..6),
         ) {
-            let mut q = TrapQ::new();
-            let (mut time, mut e) = (2.0, 1.0);
-            for (gap, v0, accel, accel_t, cruise_t, decel_frac, ratio, xy) in moves {
-                time += gap;
-                let cruise_v = v0 + accel * accel_t;
-                let decel_t = decel_frac * cruise_v / accel;
-                append_extrusion(&mut q, time, accel_t, cruise_t, decel_t, e, ratio, v0, cruise_v, accel, xy);
-                let d = (v0 + cruise_v) * 0.5 * accel_t + cruise_v * cruise_t + cruise_v * 0.5 * decel_t;
-                e += d * ratio;
-                time += accel_t + cruise_t + decel_t;
-            }
-            q.check_sentinels();
+            let (q, time) = random_queue(&moves);
             let change_time = 2.0 + change * (time - 2.0);
             let mut kin = ExtruderKin::new();
             kin.set_pressure_advance(0.0, 0.0, k1, smooth);
@@ -1093,18 +1102,7 @@ mod tests {
             range in (0.0f64..1.0, 0.0f64..1.0),
             probes in prop::collection::vec(-0.2f64..1.2, 1..12),
         ) {
-            let mut q = TrapQ::new();
-            let (mut time, mut e) = (2.0, 1.0);
-            for (gap, v0, accel, accel_t, cruise_t, decel_frac, ratio, xy) in moves {
-                time += gap;
-                let cruise_v = v0 + accel * accel_t;
-                let decel_t = decel_frac * cruise_v / accel;
-                append_extrusion(&mut q, time, accel_t, cruise_t, decel_t, e, ratio, v0, cruise_v, accel, xy);
-                let d = (v0 + cruise_v) * 0.5 * accel_t + cruise_v * cruise_t + cruise_v * 0.5 * decel_t;
-                e += d * ratio;
-                time += accel_t + cruise_t + decel_t;
-            }
-            q.check_sentinels();
+            let (mut q, time) = random_queue(&moves);
             // (The null move up to the first segment flushed, as step generation does: the
             // walk back can reach the queue's start from a later entry.)
             q.finalize_moves(2.0, 0.0);
