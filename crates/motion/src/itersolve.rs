@@ -35,7 +35,7 @@
 
 use crate::extruder::{ExtruderKin, SmoothingWindow};
 use crate::isa::Isa;
-use crate::shaper::AxisShapers;
+use crate::shaper::{AxisShapers, AxisWindow};
 use crate::stepcompress::{CLOCK_DIFF_MAX, StepCompress, StepCompressError};
 use crate::trapq::{Coord, TrapMove, TrapQ};
 
@@ -146,6 +146,8 @@ pub struct StepperSolver {
     plans: Vec<LinearPlan>,
     /// Scratch of the extruder's search with pressure advance: a range's smoothing window.
     window: SmoothingWindow,
+    /// Scratch of the shaped searches: a range's entries along X and Y.
+    axis_windows: [AxisWindow; 2],
     /// The instruction set the step loops run with ([`Isa`]).
     isa: Isa,
 }
@@ -182,6 +184,7 @@ impl StepperSolver {
             roots: Roots::default(),
             plans: Vec::new(),
             window: SmoothingWindow::default(),
+            axis_windows: Default::default(),
             isa: Isa::detect(),
         };
         s.update_windows();
@@ -424,7 +427,10 @@ impl StepperSolver {
             && s.shapes(active)
         {
             let kin = &self.kin;
-            let position = |t| shaped_position(kin, s, tq, index, t, active);
+            let windows = &mut self.axis_windows;
+            prepare_axis_windows(kin, s, tq, index, (start, end), windows);
+            let windows = &*windows;
+            let position = |t| shaped_position_in(kin, s, windows, tq, index, t, active);
             if closed_form
                 && let Some(weights) = kin.axis_weights()
                 && shaped_pieces(
@@ -512,6 +518,58 @@ fn shaped_position(
             if *plus { x + y } else { x - y }
         }
         kin => kin.position_from_coord(shapers.shaped_coord(tq, index, t, active)),
+    }
+}
+
+/// The shaped axes' [`AxisWindow`]s for times `start..=end` into entry `index`, where the
+/// kinematics reads one axis (Cartesian) or X and Y (CoreXY); otherwise left empty.
+fn prepare_axis_windows(
+    kin: &Kinematics,
+    shapers: &AxisShapers,
+    tq: &TrapQ,
+    index: usize,
+    range: (f64, f64),
+    windows: &mut [AxisWindow; 2],
+) {
+    match kin {
+        Kinematics::Cartesian { axis } => {
+            shapers
+                .axis(*axis)
+                .prepare_window(tq, index, *axis, range, &mut windows[0]);
+        }
+        Kinematics::CoreXY { .. } => {
+            let [x, y] = windows;
+            shapers.axis(0).prepare_window(tq, index, 0, range, x);
+            shapers.axis(1).prepare_window(tq, index, 1, range, y);
+        }
+        _ => {}
+    }
+}
+
+/// [`shaped_position`] with the axes' entries from `windows` ([`prepare_axis_windows`]): the
+/// same bits.
+#[inline(always)]
+fn shaped_position_in(
+    kin: &Kinematics,
+    shapers: &AxisShapers,
+    windows: &[AxisWindow; 2],
+    tq: &TrapQ,
+    index: usize,
+    t: f64,
+    active: ActiveAxes,
+) -> f64 {
+    match kin {
+        Kinematics::Cartesian { axis } => {
+            shapers
+                .axis(*axis)
+                .shaped_axis_in(tq, &windows[0], index, *axis, t)
+        }
+        Kinematics::CoreXY { plus } => {
+            let x = shapers.axis(0).shaped_axis_in(tq, &windows[0], index, 0, t);
+            let y = shapers.axis(1).shaped_axis_in(tq, &windows[1], index, 1, t);
+            if *plus { x + y } else { x - y }
+        }
+        _ => shaped_position(kin, shapers, tq, index, t, active),
     }
 }
 
@@ -2256,6 +2314,45 @@ mod tests {
                 let whole = kin.position_from_coord(shapers.shaped_coord(&q, index, t, active));
                 let read = shaped_position(&kin, &shapers, &q, index, t, active);
                 prop_assert_eq!(read.to_bits(), whole.to_bits(), "entry {} at {}", index, t);
+            }
+        }
+
+        /// A search's shaped position from windows prepared for its range is
+        /// `shaped_position` to the bit, at times inside the range (and, passed on, outside
+        /// it), whichever entry, range and trains: walks clamped at the queue's start and
+        /// stopped at its tail included.
+        #[test]
+        fn windowed_shaped_position_is_shaped_position(
+            moves in prop::collection::vec(path_move(), 1..12),
+            kin in prop_oneof![
+                Just(Kinematics::Cartesian { axis: 0 }),
+                Just(Kinematics::Cartesian { axis: 2 }),
+                Just(Kinematics::CoreXY { plus: false }),
+                Just(Kinematics::CoreXY { plus: true }),
+            ],
+            x in shaper_pulses(),
+            y in shaper_pulses(),
+            z in shaper_pulses(),
+            which in 0.0..1.0_f64,
+            range in (0.0..1.0_f64, 0.0..1.0_f64),
+            probes in prop::collection::vec(-0.2..1.2_f64, 1..16),
+        ) {
+            let shapers = AxisShapers { x, y, z };
+            let (mut q, _) = trapq_of(&moves, false);
+            // (The null move up to the first segment flushed, as step generation does: walks
+            // back then clamp on a moving entry.)
+            q.finalize_moves(q.get(1).end_time(), 0.0);
+            let active = kin.active_axes();
+            let index = 1 + ((q.tail_index() - 1) as f64 * which) as usize;
+            let move_t = q.get(index).move_t;
+            let (a, b) = (range.0.min(range.1) * move_t, range.0.max(range.1) * move_t);
+            let mut windows: [AxisWindow; 2] = Default::default();
+            prepare_axis_windows(&kin, &shapers, &q, index, (a, b), &mut windows);
+            let times = [a, b, 0.0, move_t].into_iter().chain(probes.iter().map(|p| a + p * (b - a)));
+            for t in times {
+                let want = shaped_position(&kin, &shapers, &q, index, t, active);
+                let got = shaped_position_in(&kin, &shapers, &windows, &q, index, t, active);
+                prop_assert_eq!(got.to_bits(), want.to_bits(), "entry {} at {}", index, t);
             }
         }
     }

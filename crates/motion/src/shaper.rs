@@ -17,12 +17,14 @@
 //! point that much earlier and later.
 //!
 //! Everything here is pure arithmetic; the hot path ([`ShaperPulses::shaped_axis`]) does not
-//! allocate.
+//! allocate. A step search asks for many times inside one entry: [`ShaperPulses::prepare_window`]
+//! copies the entries its pulses can read from there, as the axis's quadratics, into a buffer
+//! kept from search to search, and [`ShaperPulses::shaped_axis_in`] walks those (the same bits).
 
 use std::fmt;
 use std::str::FromStr;
 
-use crate::trapq::{Coord, TrapQ};
+use crate::trapq::{Coord, TrapMove, TrapQ};
 
 /// The most pulses a prepared shaper holds (the limit of Klipper's step generator).
 pub const MAX_PULSES: usize = 10;
@@ -790,6 +792,173 @@ impl ShaperPulses {
             t -= self.times[i];
         }
         total
+    }
+
+    /// Sets `window` up for [`ShaperPulses::shaped_axis_in`] on `axis` at times `start..=end`
+    /// into entry `index`: the entries its pulses read from there (those the walks for the
+    /// earliest and the latest time pass), each as the axis's quadratic. Empty (every time
+    /// passed on to `shaped_axis`) when a bound is not a number.
+    pub fn prepare_window(
+        &self,
+        tq: &TrapQ,
+        index: usize,
+        axis: usize,
+        (start, end): (f64, f64),
+        window: &mut AxisWindow,
+    ) {
+        window.segments.clear();
+        window.ready = false;
+        if start.is_nan() || end.is_nan() {
+            return;
+        }
+        let tail = tq.tail_index();
+        let index = index.min(tail);
+        // The lowest entry the walk back from `start` reaches, the highest the walk forward
+        // from `end` does (with the pulses' own operations, as `shaped_axis` walks).
+        let (mut first, mut t) = (index, start);
+        for i in (0..self.first_future).rev() {
+            t += self.times[i];
+            while t < 0.0 && first > 1 {
+                first -= 1;
+                t += tq.get(first).move_t;
+            }
+            t -= self.times[i];
+        }
+        let (mut last, mut t) = (index, end);
+        for i in self.first_future..self.count {
+            t += self.times[i];
+            while last < tail && t > tq.get(last).move_t {
+                t -= tq.get(last).move_t;
+                last += 1;
+            }
+            t -= self.times[i];
+        }
+        window.index = index;
+        window.axis = axis;
+        window.start = start;
+        window.end = end;
+        window.first = first;
+        window.tail = tail;
+        window
+            .segments
+            .extend((first..=last).map(|at| AxisSegment::of(tq.get(at), axis)));
+        window.ready = true;
+    }
+
+    /// [`ShaperPulses::shaped_axis`] with the entries from `window` (made by
+    /// [`ShaperPulses::prepare_window`] for this axis): the same walks and operations on the
+    /// same values, so the same bits. Times outside the window's, other entries or axes, and a
+    /// walk that would leave it, go to `shaped_axis`.
+    #[inline]
+    pub fn shaped_axis_in(
+        &self,
+        tq: &TrapQ,
+        window: &AxisWindow,
+        index: usize,
+        axis: usize,
+        move_time: f64,
+    ) -> f64 {
+        if window.ready
+            && index == window.index
+            && axis == window.axis
+            && move_time >= window.start
+            && move_time <= window.end
+            && let Some(total) = self.walk_window(window, move_time)
+        {
+            return total;
+        }
+        self.shaped_axis(tq, index, axis, move_time)
+    }
+
+    /// `shaped_axis`'s walks over `window`'s entries; `None` where one would leave them.
+    #[inline(always)]
+    #[expect(
+        clippy::neg_cmp_op_on_partial_ord,
+        reason = "the walk forward stops where `shaped_axis`'s loop condition fails (a NaN too)"
+    )]
+    fn walk_window(&self, window: &AxisWindow, move_time: f64) -> Option<f64> {
+        let segment = |at: usize| window.segments.get(at.checked_sub(window.first)?);
+        if self.count == 0 {
+            return Some(segment(window.index)?.position(move_time));
+        }
+        let mut total = 0.0;
+        let (mut at, mut t) = (window.index, move_time);
+        for i in (0..self.first_future).rev() {
+            t += self.times[i];
+            let mut clamp = false;
+            while t < 0.0 {
+                if at <= 1 {
+                    clamp = true;
+                    break;
+                }
+                at -= 1;
+                t += segment(at)?.move_t;
+            }
+            let at_t = if clamp && t < 0.0 { 0.0 } else { t };
+            total += self.amps[i] * segment(at)?.position(at_t);
+            t -= self.times[i];
+        }
+        let (mut at, mut t) = (window.index, move_time);
+        for i in self.first_future..self.count {
+            t += self.times[i];
+            while at < window.tail {
+                let move_t = segment(at)?.move_t;
+                if !(t > move_t) {
+                    break;
+                }
+                t -= move_t;
+                at += 1;
+            }
+            total += self.amps[i] * segment(at)?.position(t);
+            t -= self.times[i];
+        }
+        Some(total)
+    }
+}
+
+/// What [`ShaperPulses::shaped_axis_in`] keeps for the times of one step search: the entries
+/// an axis's pulses read from one entry, each as that axis's quadratic. Its buffer keeps its
+/// size from search to search.
+#[derive(Clone, Debug, Default)]
+pub struct AxisWindow {
+    ready: bool,
+    index: usize,
+    axis: usize,
+    /// The times (into entry `index`) it serves.
+    start: f64,
+    end: f64,
+    /// The trapq index of `segments[0]`.
+    first: usize,
+    /// The trapq's tail index.
+    tail: usize,
+    segments: Vec<AxisSegment>,
+}
+
+/// One trapq entry along one axis: `p + r·((v + half_accel·t)·t)` with the operations of
+/// [`TrapMove::axis_position`], and its duration.
+#[derive(Clone, Copy, Debug, Default)]
+struct AxisSegment {
+    move_t: f64,
+    p: f64,
+    r: f64,
+    v: f64,
+    half_accel: f64,
+}
+
+impl AxisSegment {
+    fn of(m: &TrapMove, axis: usize) -> Self {
+        Self {
+            move_t: m.move_t,
+            p: m.start_pos.axis(axis),
+            r: m.axes_r.axis(axis),
+            v: m.start_v,
+            half_accel: m.half_accel,
+        }
+    }
+
+    #[inline(always)]
+    fn position(&self, t: f64) -> f64 {
+        self.p + self.r * ((self.v + self.half_accel * t) * t)
     }
 }
 
