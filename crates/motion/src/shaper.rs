@@ -1080,6 +1080,50 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Before the first entry kept, a past-looking pulse reads the axis standing at that
+    /// entry's start (nothing older is queued).
+    #[test]
+    fn pulses_before_the_queue_read_its_first_entry_at_rest() {
+        let mut q = TrapQ::new();
+        // From x = 100 mm at 1 s: 20 ms accelerating to 50 mm/s, then cruising.
+        q.append(
+            1.0,
+            0.02,
+            0.5,
+            0.0,
+            Coord::new(100.0, 0.0, 0.0),
+            Coord::new(1.0, 0.0, 0.0),
+            0.0,
+            50.0,
+            2500.0,
+        );
+        q.check_sentinels();
+        // The null move before it leaves the queue, as step generation's flushes send it.
+        q.finalize_moves(q.get(1).end_time(), 0.0);
+        let first = *q.get(1);
+        assert_eq!((first.print_time, first.start_pos.x), (1.0, 100.0));
+        let pulses = ShaperPulses::from_spec(&ShaperSpec::plain(ShaperType::Zvd), 40.0, 0.1)
+            .expect("a valid shaper");
+        let (times, amps) = (pulses.times(), pulses.amplitudes());
+        assert!(times[0] < -0.005, "{times:?}");
+        let move_time = 0.005;
+        // Each pulse on its own: before the queue, at rest at its start.
+        let want: f64 = times
+            .iter()
+            .zip(amps)
+            .map(|(&ti, &a)| {
+                let t = move_time + ti;
+                a * if t < 0.0 {
+                    100.0
+                } else {
+                    first.axis_position(0, t)
+                }
+            })
+            .sum();
+        let got = pulses.shaped_axis(&q, 1, 0, move_time);
+        assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+    }
+
     /// MZV is Klipper's generalised train with its defaults, bit for bit: the values
     /// `shaper_defs.get_mzv_shaper(28.0, 0.1)` returns (Klipper 84104bb). The textbook formulas
     /// give amplitudes an ulp away, which moved a shaped step by a tick in 14 of 402 hunt cases.
