@@ -654,7 +654,6 @@ mod tests {
         }
     }
 
-    /// A cruise at 2 mm/s of E from 1.0 to 3.0 s in 1/8 s segments (exact boundaries).
     /// The prepared window's walks to both ends of the queue: back past a first entry shorter
     /// than the half window (the queue's start, where the extruder stood at an earlier
     /// segment's start: a base other than 0) and forward to the tail, every time to the bit.
@@ -686,6 +685,7 @@ mod tests {
         assert!(window.oldest.is_some_and(|base| base != 0.0));
     }
 
+    /// A cruise at 2 mm/s of E from 1.0 to 3.0 s in 1/8 s segments (exact boundaries).
     fn cruise_in_pieces() -> TrapQ {
         let mut q = TrapQ::new();
         for i in 0..16 {

@@ -430,7 +430,7 @@ impl StepperSolver {
             let windows = &mut self.axis_windows;
             prepare_axis_windows(kin, s, tq, index, (start, end), windows);
             let windows = &*windows;
-            let position = |t| shaped_position_in(kin, s, windows, tq, index, t, active);
+            let position = |t| shaped_position(kin, s, windows, tq, index, t, active);
             if closed_form
                 && let Some(weights) = kin.axis_weights()
                 && shaped_pieces(
@@ -498,23 +498,30 @@ impl StepperSolver {
 /// The stepper coordinate of `kin` with the toolhead at its shaped position, `t` seconds into
 /// trapq entry `index`: `kin.position_from_coord(shapers.shaped_coord(…))` to the bit, with
 /// only the axes a Cartesian or CoreXY stepper reads evaluated (an unshaped axis's
-/// [`ShaperPulses::shaped_axis`] is its plain position, as in `shaped_coord`).
+/// [`ShaperPulses::shaped_axis`] is its plain position, as in `shaped_coord`), from `windows`
+/// where [`prepare_axis_windows`] prepared them for `t` (the same bits; an empty window reads
+/// the trapq).
 ///
 /// [`ShaperPulses::shaped_axis`]: crate::shaper::ShaperPulses::shaped_axis
 #[inline(always)]
 fn shaped_position(
     kin: &Kinematics,
     shapers: &AxisShapers,
+    windows: &[AxisWindow; 2],
     tq: &TrapQ,
     index: usize,
     t: f64,
     active: ActiveAxes,
 ) -> f64 {
     match kin {
-        Kinematics::Cartesian { axis } => shapers.axis(*axis).shaped_axis(tq, index, *axis, t),
+        Kinematics::Cartesian { axis } => {
+            shapers
+                .axis(*axis)
+                .shaped_axis_in(tq, &windows[0], index, *axis, t)
+        }
         Kinematics::CoreXY { plus } => {
-            let x = shapers.axis(0).shaped_axis(tq, index, 0, t);
-            let y = shapers.axis(1).shaped_axis(tq, index, 1, t);
+            let x = shapers.axis(0).shaped_axis_in(tq, &windows[0], index, 0, t);
+            let y = shapers.axis(1).shaped_axis_in(tq, &windows[1], index, 1, t);
             if *plus { x + y } else { x - y }
         }
         kin => kin.position_from_coord(shapers.shaped_coord(tq, index, t, active)),
@@ -543,33 +550,6 @@ fn prepare_axis_windows(
             shapers.axis(1).prepare_window(tq, index, 1, range, y);
         }
         _ => {}
-    }
-}
-
-/// [`shaped_position`] with the axes' entries from `windows` ([`prepare_axis_windows`]): the
-/// same bits.
-#[inline(always)]
-fn shaped_position_in(
-    kin: &Kinematics,
-    shapers: &AxisShapers,
-    windows: &[AxisWindow; 2],
-    tq: &TrapQ,
-    index: usize,
-    t: f64,
-    active: ActiveAxes,
-) -> f64 {
-    match kin {
-        Kinematics::Cartesian { axis } => {
-            shapers
-                .axis(*axis)
-                .shaped_axis_in(tq, &windows[0], index, *axis, t)
-        }
-        Kinematics::CoreXY { plus } => {
-            let x = shapers.axis(0).shaped_axis_in(tq, &windows[0], index, 0, t);
-            let y = shapers.axis(1).shaped_axis_in(tq, &windows[1], index, 1, t);
-            if *plus { x + y } else { x - y }
-        }
-        _ => shaped_position(kin, shapers, tq, index, t, active),
     }
 }
 
@@ -2312,13 +2292,13 @@ mod tests {
                 let index = 1 + ((q.tail_index() - 1) as f64 * which) as usize;
                 let t = q.get(index).move_t * when;
                 let whole = kin.position_from_coord(shapers.shaped_coord(&q, index, t, active));
-                let read = shaped_position(&kin, &shapers, &q, index, t, active);
+                let read = shaped_position(&kin, &shapers, &Default::default(), &q, index, t, active);
                 prop_assert_eq!(read.to_bits(), whole.to_bits(), "entry {} at {}", index, t);
             }
         }
 
-        /// A search's shaped position from windows prepared for its range is
-        /// `shaped_position` to the bit, at times inside the range (and, passed on, outside
+        /// A search's shaped position from windows prepared for its range is the one from
+        /// the trapq (empty windows) to the bit, at times inside the range (and, passed on, outside
         /// it), whichever entry, range and trains: walks clamped at the queue's start and
         /// stopped at its tail included.
         #[test]
@@ -2350,8 +2330,8 @@ mod tests {
             prepare_axis_windows(&kin, &shapers, &q, index, (a, b), &mut windows);
             let times = [a, b, 0.0, move_t].into_iter().chain(probes.iter().map(|p| a + p * (b - a)));
             for t in times {
-                let want = shaped_position(&kin, &shapers, &q, index, t, active);
-                let got = shaped_position_in(&kin, &shapers, &windows, &q, index, t, active);
+                let want = shaped_position(&kin, &shapers, &Default::default(), &q, index, t, active);
+                let got = shaped_position(&kin, &shapers, &windows, &q, index, t, active);
                 prop_assert_eq!(got.to_bits(), want.to_bits(), "entry {} at {}", index, t);
             }
         }
