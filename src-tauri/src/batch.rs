@@ -192,7 +192,9 @@ impl GcodeFile {
     /// The file's G-code text, as a reader.
     fn text(&mut self, path: &Path) -> anyhow::Result<Box<dyn Read + '_>> {
         Ok(match self {
-            Self::Text(file) => Box::new(file),
+            // Read 64 KiB at a time (the planner still takes klippy's 4096-byte chunks): a
+            // system call per 4096 bytes cost a batch run 1–2 % of its time.
+            Self::Text(file) => Box::new(std::io::BufReader::with_capacity(1 << 16, file)),
             Self::Binary(bytes) => Box::new(BgcodeText {
                 reader: bgcode::BgcodeReader::new(bytes)
                     .with_context(|| format!("{}: cannot read binary G-code", path.display()))?,
