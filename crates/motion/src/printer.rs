@@ -2717,13 +2717,17 @@ impl Printer {
         self.set_position(pos, &[0, 1, 2])
     }
 
-    /// Whether the trapezoid queues keep their finished segments (the motion history behind
-    /// position queries and motion reports); on by default, off for planning only. A batch run
-    /// that reads no positions back can switch it off: the output stays the same.
+    /// Whether the trapezoid queues keep their finished segments and the steppers their
+    /// emitted commands (the motion history behind position queries, motion reports and
+    /// homing's trigger positions); on by default, off for planning only. A batch run that
+    /// reads no positions back can switch it off: the output stays the same.
     pub fn keep_motion_history(&mut self, keep: bool) {
         self.toolhead.trapq.set_keep_history(keep);
         for e in &mut self.toolhead.extruders {
             e.trapq.set_keep_history(keep);
+        }
+        for s in &mut self.toolhead.steppers {
+            s.sc.set_keep_history(keep);
         }
     }
 

@@ -305,6 +305,8 @@ pub struct StepCompress {
     last_position: i64,
     /// Emitted commands and position markers, oldest first.
     history: VecDeque<PastSteps>,
+    /// Whether emitted commands are kept in `history` ([`StepCompress::set_keep_history`]).
+    keep_history: bool,
     /// Commands not yet taken by [`StepCompress::drain_messages`], oldest first.
     messages: Vec<StepMessage>,
     /// The search's per-step bounds for the command being searched ([`StepBounds`]).
@@ -334,6 +336,7 @@ impl StepCompress {
             pending_dir: false,
             last_position: 0,
             history: VecDeque::new(),
+            keep_history: true,
             messages: Vec::new(),
             bounds: StepBounds::default(),
         }
@@ -648,14 +651,16 @@ impl StepCompress {
     ) -> Result<(), StepCompressError> {
         self.flush(u64::MAX)?;
         self.last_position = last_position;
-        self.history.push_back(PastSteps {
-            first_clock: clock,
-            last_clock: clock,
-            start_position: last_position,
-            step_count: 0,
-            interval: 0,
-            add: 0,
-        });
+        if self.keep_history {
+            self.history.push_back(PastSteps {
+                first_clock: clock,
+                last_clock: clock,
+                start_position: last_position,
+                step_count: 0,
+                interval: 0,
+                add: 0,
+            });
+        }
         Ok(())
     }
 
@@ -698,6 +703,18 @@ impl StepCompress {
             };
         }
         position
+    }
+
+    /// Whether emitted commands are kept in the history behind
+    /// [`StepCompress::find_past_position`] and [`StepCompress::past_steps`] (on by default).
+    /// A run that never asks for a past position (a batch run) switches it off: the messages
+    /// are the same, the history stays empty (switching off forgets it), and its queries
+    /// answer the current position for every clock.
+    pub fn set_keep_history(&mut self, keep: bool) {
+        self.keep_history = keep;
+        if !keep {
+            self.history.clear();
+        }
     }
 
     /// Forgets the oldest history entries that end at or before `end_clock`. The history grows
@@ -923,14 +940,16 @@ impl StepCompress {
         } else {
             i32::from(triple.count)
         };
-        self.history.push_back(PastSteps {
-            first_clock,
-            last_clock,
-            start_position: self.last_position,
-            step_count,
-            interval: triple.interval as i32,
-            add: i32::from(triple.add),
-        });
+        if self.keep_history {
+            self.history.push_back(PastSteps {
+                first_clock,
+                last_clock,
+                start_position: self.last_position,
+                step_count,
+                interval: triple.interval as i32,
+                add: i32::from(triple.add),
+            });
+        }
         self.last_position += i64::from(step_count);
     }
 
@@ -2337,6 +2356,35 @@ mod tests {
         let rest = drain(&mut sc);
         let all = expand(&[messages, rest].concat(), 0, false);
         assert_eq!(all.len(), 100);
+    }
+
+    #[test]
+    fn without_history_the_messages_are_the_same() {
+        let run = |keep: bool| {
+            let mut sc = StepCompress::new(25, false);
+            sc.set_keep_history(keep);
+            sc.set_time(0.0, FREQ);
+            sc.reset(1000).expect("reset");
+            for clock in [1100, 1210, 1330, 1460] {
+                sc.append_clock(true, clock).expect("append");
+            }
+            sc.commit().expect("commit");
+            for clock in [2000, 2100, 2200] {
+                sc.append_clock(false, clock).expect("append");
+            }
+            sc.flush(u64::MAX).expect("flush");
+            sc.set_last_position(3000, 50).expect("set_last_position");
+            sc.append_clock(true, 4000).expect("append");
+            sc.flush(u64::MAX).expect("flush");
+            sc
+        };
+        let (kept, not_kept) = (run(true), run(false));
+        assert_eq!(kept.messages(), not_kept.messages());
+        assert_eq!(kept.last_position(), not_kept.last_position());
+        assert!(kept.history.len() > 1);
+        assert!(not_kept.history.is_empty());
+        assert_eq!(kept.find_past_position(3500), 50);
+        assert_eq!(not_kept.find_past_position(3500), 51);
     }
 
     #[test]
