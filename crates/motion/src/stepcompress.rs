@@ -2358,21 +2358,29 @@ mod tests {
         assert_eq!(all.len(), 100);
     }
 
+    /// A compressor (allowing `max_error`, keeping its history or not) that has sent +4 steps
+    /// at 1100, 1210, 1330, 1460 (one quadratic command) and −3 at 2000, 2100, 2200.
+    fn four_up_three_down(max_error: u32, keep_history: bool) -> StepCompress {
+        let mut sc = StepCompress::new(max_error, false);
+        sc.set_keep_history(keep_history);
+        sc.set_time(0.0, FREQ);
+        sc.reset(1000).expect("reset");
+        for clock in [1100, 1210, 1330, 1460] {
+            sc.append_clock(true, clock).expect("append");
+        }
+        // (Without this, the reversal 540 ticks later would cancel the step at 1460.)
+        sc.commit().expect("commit");
+        for clock in [2000, 2100, 2200] {
+            sc.append_clock(false, clock).expect("append");
+        }
+        sc.flush(u64::MAX).expect("flush");
+        sc
+    }
+
     #[test]
     fn without_history_the_messages_are_the_same() {
         let run = |keep: bool| {
-            let mut sc = StepCompress::new(25, false);
-            sc.set_keep_history(keep);
-            sc.set_time(0.0, FREQ);
-            sc.reset(1000).expect("reset");
-            for clock in [1100, 1210, 1330, 1460] {
-                sc.append_clock(true, clock).expect("append");
-            }
-            sc.commit().expect("commit");
-            for clock in [2000, 2100, 2200] {
-                sc.append_clock(false, clock).expect("append");
-            }
-            sc.flush(u64::MAX).expect("flush");
+            let mut sc = four_up_three_down(25, keep);
             sc.set_last_position(3000, 50).expect("set_last_position");
             sc.append_clock(true, 4000).expect("append");
             sc.flush(u64::MAX).expect("flush");
@@ -2389,20 +2397,7 @@ mod tests {
 
     #[test]
     fn find_past_position_walks_the_history() {
-        let mut sc = StepCompress::new(0, false);
-        sc.set_time(0.0, FREQ);
-        sc.reset(1000).expect("reset");
-        // +4 steps at 1100, 1210, 1330, 1460 (one quadratic command).
-        for clock in [1100, 1210, 1330, 1460] {
-            sc.append_clock(true, clock).expect("append");
-        }
-        // (Without this, the reversal 540 ticks later would cancel the step at 1460.)
-        sc.commit().expect("commit");
-        // −3 steps at 2000, 2100, 2200.
-        for clock in [2000, 2100, 2200] {
-            sc.append_clock(false, clock).expect("append");
-        }
-        sc.flush(u64::MAX).expect("flush");
+        let mut sc = four_up_three_down(0, true);
         let expected = |clock: u64| -> i64 {
             let ups = [1100, 1210, 1330, 1460]
                 .iter()
