@@ -2022,6 +2022,19 @@ mod tests {
             })
     }
 
+    /// The kinematics whose shaped position reads single axes (Cartesian, CoreXY). Its own
+    /// list, not [`kinematics`]'s: the saved regression seeds of
+    /// `shaped_position_is_the_shaped_coord_one` replay this one.
+    fn shaped_axis_kinematics() -> impl Strategy<Value = Kinematics> {
+        prop_oneof![
+            Just(Kinematics::Cartesian { axis: 2 }),
+            Just(Kinematics::Cartesian { axis: 0 }),
+            Just(Kinematics::Cartesian { axis: 1 }),
+            Just(Kinematics::CoreXY { plus: false }),
+            Just(Kinematics::CoreXY { plus: true }),
+        ]
+    }
+
     fn kinematics() -> impl Strategy<Value = Kinematics> {
         prop_oneof![
             Just(Kinematics::Cartesian { axis: 0 }),
@@ -2272,14 +2285,7 @@ mod tests {
         #[test]
         fn shaped_position_is_the_shaped_coord_one(
             moves in prop::collection::vec(path_move(), 1..12),
-            // (Its own list, not `kinematics()`'s: the saved regression seeds replay that one.)
-            kin in prop_oneof![
-                Just(Kinematics::Cartesian { axis: 2 }),
-                Just(Kinematics::Cartesian { axis: 0 }),
-                Just(Kinematics::Cartesian { axis: 1 }),
-                Just(Kinematics::CoreXY { plus: false }),
-                Just(Kinematics::CoreXY { plus: true }),
-            ],
+            kin in shaped_axis_kinematics(),
             x in shaper_pulses(),
             y in shaper_pulses(),
             z in shaper_pulses(),
@@ -2304,12 +2310,7 @@ mod tests {
         #[test]
         fn windowed_shaped_position_is_shaped_position(
             moves in prop::collection::vec(path_move(), 1..12),
-            kin in prop_oneof![
-                Just(Kinematics::Cartesian { axis: 0 }),
-                Just(Kinematics::Cartesian { axis: 2 }),
-                Just(Kinematics::CoreXY { plus: false }),
-                Just(Kinematics::CoreXY { plus: true }),
-            ],
+            kin in shaped_axis_kinematics(),
             x in shaper_pulses(),
             y in shaper_pulses(),
             z in shaper_pulses(),
