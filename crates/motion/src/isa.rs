@@ -1,25 +1,38 @@
 //! Which vector instructions the step loops are compiled for, chosen once at run time.
 //!
 //! The closed-form step loops (roots, clock checks, the compressor's appends) are straight
-//! floating-point code that the compiler vectorises. The portable x86-64 baseline gives it
-//! two doubles a vector; AVX2, present on nearly every x86-64 desktop since 2013 but not on
-//! all (Atom-class Celerons and Pentiums lack it), gives four. Rather than require it, the hot
-//! loops are compiled twice, once for each, and [`Isa::detect`] picks at run time.
+//! floating-point code that the compiler vectorises, and the compressor's search is short
+//! dependent chains of two-lane floating-point and integer operations. The portable x86-64
+//! baseline gives them two doubles a vector and two-operand instructions. AVX2, present on
+//! nearly every x86-64 desktop since 2013 but not on all (Atom-class Celerons and Pentiums lack
+//! it), gives four lanes and three-operand forms; AVX-512 (F, DQ, VL: AMD since Zen 4, Intel's
+//! server and some laptop parts) adds conversions between doubles and 64-bit integers in
+//! vectors (the step clocks), masks and 32 registers. Rather than require either, the hot
+//! loops are compiled three times and [`Isa::detect`] picks the widest this processor has.
 //!
-//! Both copies compute the same bits: every operation they vectorise (add, multiply, divide,
+//! Every copy computes the same bits: every operation they vectorise (add, multiply, divide,
 //! square root, comparisons, conversions) is correctly rounded in IEEE 754 at any vector
 //! width, and Rust never fuses a multiply and an add unless asked (`mul_add`), so enabling
-//! AVX2 (which is not FMA) changes how many lanes a loop runs, not its results. The tests
-//! compare the two copies on the same inputs.
+//! AVX2 or AVX-512 (neither is FMA) changes how many lanes a loop runs, not its results. The
+//! tests compare the copies on the same inputs ([`Isa::available`]).
 //!
 //! This is the one place in the workspace with `unsafe`: calling a function compiled for AVX2
-//! is sound only on a processor that has it, which [`Isa`]'s constructor checks.
+//! or AVX-512 is sound only on a processor that has it, which [`Isa`]'s constructor checks.
 
-/// The instruction set the step loops run with: the portable baseline, or AVX2 where the
-/// processor has it. Only [`Isa::detect`] can choose AVX2.
+/// The instruction sets of [`Isa`], narrowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+enum Level {
+    #[default]
+    Baseline,
+    Avx2,
+    Avx512,
+}
+
+/// The instruction set the step loops run with: the portable baseline, AVX2 or AVX-512 where
+/// the processor has it. Only [`Isa::detect`] and [`Isa::available`] can choose the wider ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Isa {
-    avx2: bool,
+    level: Level,
 }
 
 impl Isa {
@@ -28,9 +41,18 @@ impl Isa {
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            Self {
-                avx2: std::arch::is_x86_feature_detected!("avx2"),
-            }
+            let level = if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx2")
+            {
+                Level::Avx512
+            } else if std::arch::is_x86_feature_detected!("avx2") {
+                Level::Avx2
+            } else {
+                Level::Baseline
+            };
+            Self { level }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -38,12 +60,29 @@ impl Isa {
         }
     }
 
-    /// The portable baseline: what the crate is compiled for.
-    pub const BASELINE: Self = Self { avx2: false };
+    /// Every instruction set this processor runs, the baseline first and [`Isa::detect`]'s
+    /// last: what the tests compare.
+    pub fn available() -> Vec<Self> {
+        let widest = Self::detect().level;
+        [Level::Baseline, Level::Avx2, Level::Avx512]
+            .into_iter()
+            .filter(|&level| level <= widest)
+            .map(|level| Self { level })
+            .collect()
+    }
 
-    /// Whether the loops run with AVX2.
-    pub fn avx2(self) -> bool {
-        self.avx2
+    /// The portable baseline: what the crate is compiled for.
+    pub const BASELINE: Self = Self {
+        level: Level::Baseline,
+    };
+
+    /// The instruction set's name, for logs and benchmark reports.
+    pub fn name(self) -> &'static str {
+        match self.level {
+            Level::Baseline => "baseline",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+        }
     }
 
     /// Runs `f` with the instruction set chosen. `f` (and what it inlines) is compiled for it
@@ -52,10 +91,15 @@ impl Isa {
     #[inline(always)]
     pub(crate) fn run<R>(self, f: impl FnOnce() -> R) -> R {
         #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            #[expect(unsafe_code, reason = "the one call of a target-feature function")]
-            // SAFETY: `avx2` is true only where `detect` found AVX2 on this processor.
-            return unsafe { run_avx2(f) };
+        match self.level {
+            #[expect(unsafe_code, reason = "a call of a target-feature function")]
+            // SAFETY: `Avx512` is chosen only where `detect` found AVX-512 F, DQ, VL and AVX2
+            // on this processor.
+            Level::Avx512 => return unsafe { run_avx512(f) },
+            #[expect(unsafe_code, reason = "a call of a target-feature function")]
+            // SAFETY: `Avx2` is chosen only where `detect` found AVX2 on this processor.
+            Level::Avx2 => return unsafe { run_avx2(f) },
+            Level::Baseline => {}
         }
         f()
     }
@@ -69,14 +113,46 @@ fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// `f()` compiled with AVX-512 F, DQ and VL (and AVX2; see [`Isa::run`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512dq,avx512vl")]
+#[inline(never)]
+fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn runs_the_closure_on_either() {
-        for isa in [Isa::BASELINE, Isa::detect()] {
+    fn runs_the_closure_on_each() {
+        let isas = Isa::available();
+        assert_eq!(isas.first(), Some(&Isa::BASELINE));
+        assert_eq!(isas.last(), Some(&Isa::detect()));
+        for isa in isas {
             assert_eq!(isa.run(|| (1.0_f64 / 3.0).sqrt()), (1.0_f64 / 3.0).sqrt());
+        }
+    }
+
+    /// Where the processor has them, the wider copies convert step times to clocks as the
+    /// baseline does, to the tick, near the edges of truncation too.
+    #[test]
+    fn conversions_are_the_same_on_each() {
+        let times: Vec<f64> = (0..4096)
+            .map(|i| f64::from(i) * 0.999_999_9 + f64::from(i % 7) * 1e-9)
+            .collect();
+        #[inline(always)]
+        fn ticks(times: &[f64]) -> Vec<u64> {
+            times.iter().map(|&t| (t * 16e6) as i64 as u64).collect()
+        }
+        let baseline = ticks(&times);
+        for isa in Isa::available() {
+            let converted = isa.run(
+                #[inline(always)]
+                || ticks(&times),
+            );
+            assert_eq!(converted, baseline, "{}", isa.name());
         }
     }
 }

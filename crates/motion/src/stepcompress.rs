@@ -34,6 +34,8 @@
 
 use std::collections::VecDeque;
 
+use crate::isa::Isa;
+
 /// Largest gap (ticks) between the last emitted step and a queued one; a step at least this far
 /// after the last emitted step is sent on its own (`count = 1`) after flushing the queue.
 pub const CLOCK_DIFF_MAX: u64 = 3 << 28;
@@ -311,6 +313,8 @@ pub struct StepCompress {
     messages: Vec<StepMessage>,
     /// The search's per-step bounds for the command being searched ([`StepBounds`]).
     bounds: StepBounds,
+    /// The instruction set the search runs with ([`Isa`]).
+    isa: Isa,
 }
 
 impl StepCompress {
@@ -339,7 +343,14 @@ impl StepCompress {
             keep_history: true,
             messages: Vec::new(),
             bounds: StepBounds::default(),
+            isa: Isa::detect(),
         }
+    }
+
+    /// Runs the search with `isa` ([`Isa::BASELINE`], or one of [`Isa::available`]): the same
+    /// commands with each, which the tests check.
+    pub fn set_isa(&mut self, isa: Isa) {
+        self.isa = isa;
     }
 
     /// Changes the direction-pin inversion. If a direction was already sent, the next step sends
@@ -875,11 +886,17 @@ impl StepCompress {
         if self.queue_pos >= self.queue_next {
             return Ok(());
         }
-        let result = self.flush_queue_inner(move_clock);
+        // The search compiled for the instruction set chosen: its passes are short chains of
+        // two-lane and integer operations, shorter in three-operand forms.
+        let result = self.isa.run(
+            #[inline(always)]
+            || self.flush_queue_inner(move_clock),
+        );
         self.update_last_step_print_time();
         result
     }
 
+    #[inline(always)]
     fn flush_queue_inner(&mut self, move_clock: u64) -> Result<(), StepCompressError> {
         while self.last_step_clock < move_clock {
             let mut bounds = std::mem::take(&mut self.bounds);
@@ -913,6 +930,7 @@ impl StepCompress {
 
     /// Queues a `queue_step` whose first step is at `first_clock`, records it in the history
     /// and advances the last step clock and position.
+    #[inline(always)]
     fn emit(&mut self, first_clock: u64, triple: Triple) {
         let count = i64::from(triple.count);
         let span = i64::from(triple.interval) * (count - 1)
@@ -979,6 +997,7 @@ impl StepCompress {
     ///
     /// With the triple comes the pass of the search that found it (its `add` and the interval
     /// bounds it started from), for [`StepCompress::proven`]; `None` for the fallback.
+    #[inline(always)]
     fn best_triple(&self, bounds: &mut StepBounds) -> (Triple, Option<Pass>) {
         bounds.clear();
         let start = self.queue_pos;
@@ -1263,6 +1282,7 @@ impl StepCompress {
     }
 
     /// [`StepCompress::scan`] with Klipper's operations, from `state` on over `steps`.
+    #[inline(always)]
     fn scan_exact(&self, steps: &[u32], base: u32, add: i32, mut state: ScanState) -> PassScan {
         for &clock in steps {
             state.tried += 1;
@@ -1327,6 +1347,7 @@ impl StepCompress {
     /// which is at or after that step) and below 2³¹. What the replay also refuses — no
     /// steps, more steps than queued, a zero interval and add over several steps — is
     /// checked here as it is there. Debug builds (the tests) replay every proven command too.
+    #[inline(always)]
     fn proven(&self, triple: Triple, pass: Option<Pass>) -> bool {
         const LIMIT_2_30: i64 = 1 << 30;
         let Some(pass) = pass else {
@@ -3007,6 +3028,44 @@ mod tests {
                 }
             }
             let _ = sc.flush(u64::MAX);
+        }
+
+        /// The search compiled for each instruction set this processor runs ([`Isa`]) gives
+        /// the same commands and the same errors, on steps in and out of order, far apart and
+        /// with any window.
+        #[test]
+        fn the_commands_are_the_same_on_each_isa(
+            gaps in proptest::collection::vec(
+                prop_oneof![
+                    6 => 0i64..2_000,
+                    1 => -3_000i64..0,
+                    1 => 0i64..200_000_000,
+                ],
+                1..400,
+            ),
+            max_error in prop_oneof![Just(MAX_ERROR), 0u32..3_000],
+            flush_every in 1usize..200,
+        ) {
+            let run = |isa: Isa| {
+                let mut sc = StepCompress::new(max_error, false);
+                sc.set_isa(isa);
+                sc.set_time(0.0, FREQ);
+                let mut clock: i64 = 1_000;
+                let mut outcomes = Vec::new();
+                for (i, gap) in gaps.iter().enumerate() {
+                    clock = (clock + gap).max(0);
+                    outcomes.push(sc.append_clock(true, clock as u64));
+                    if i % flush_every == 0 {
+                        outcomes.push(sc.flush(clock as u64 / 2));
+                    }
+                }
+                outcomes.push(sc.flush(u64::MAX));
+                (outcomes, drain(&mut sc))
+            };
+            let baseline = run(Isa::BASELINE);
+            for isa in Isa::available() {
+                prop_assert_eq!(&run(isa), &baseline, "{}", isa.name());
+            }
         }
 
         #[test]
