@@ -542,44 +542,60 @@ impl StepCompress {
         // newest too, though only the pending step and the ones before the newest enter the
         // queue now (a far newest step is rare: `append` takes it). A NaN fails.
         let limit = CLOCK_DIFF_MAX as f64;
-        let mut ticks = [0.0_f64; APPEND_CHUNK];
+        let base = self.last_step_clock;
+        // The clocks in order: the pending step's (if any) at 0, then the new ones from 1 on.
+        // Each loop below is element-wise (no value carried from step to step), so that it
+        // vectorises.
+        let mut clocks = [0_u64; APPEND_CHUNK + 1];
         let mut in_range = true;
-        for (tick, &step_time) in ticks.iter_mut().zip(step_times) {
-            *tick = (step_time + offset) * self.mcu_freq;
-            in_range &= (0.0..limit).contains(tick);
+        for (clock, &step_time) in clocks[1..].iter_mut().zip(step_times) {
+            let tick = (step_time + offset) * self.mcu_freq;
+            in_range &= (0.0..limit).contains(&tick);
+            // (Truncation, as `append`'s; used only where every tick is in range: then the
+            // conversion is exact and base + ticks stays short of the far clock.)
+            *clock = base.wrapping_add(truncated(tick));
         }
         if !in_range {
             return false;
         }
-        let base = self.last_step_clock;
         // With no step pending (a commit took it), the first step becomes the pending one, as
         // `append_clock` makes it (not far: checked with the others).
-        let (previous, ticks) = match self.pending_clock {
-            Some(previous) => (previous, &ticks[..n]),
-            None => (base + ticks[0] as i64 as u64, &ticks[1..n]),
+        let first = match self.pending_clock {
+            Some(previous) => {
+                clocks[0] = previous;
+                0
+            }
+            None => 1,
         };
+        let clocks = &clocks[first..=n];
+        let previous = clocks[0];
         if previous >= base.saturating_add(CLOCK_DIFF_MAX) {
             return false;
         }
-        let mut newest = previous;
-        let mut last_queued = self.last_queued;
-        let mut disordered = false;
-        let queued = ticks.len();
+        // All but the newest enter the queue; each is checked against the one queued before.
+        let queued = clocks.len() - 1;
+        let entering = &clocks[..queued];
+        let (after_first, before) = (
+            &clocks[1..queued.max(1)],
+            &clocks[..queued.saturating_sub(1)],
+        );
         let slots = &mut self.queue[self.queue_next..self.queue_next + queued];
-        for (slot, &tick) in slots.iter_mut().zip(ticks) {
-            // (Truncation, as `append`'s; 0 ≤ ticks < CLOCK_DIFF_MAX, so the conversion is
-            // exact and base + ticks stays short of the far clock, no overflow.)
-            *slot = newest as u32;
-            disordered |= newest < last_queued;
-            last_queued = newest;
-            newest = base + tick as i64 as u64;
+        for (slot, &clock) in slots.iter_mut().zip(entering) {
+            *slot = clock as u32;
+        }
+        let mut disordered = queued > 0 && previous < self.last_queued;
+        for (&clock, &prior) in after_first.iter().zip(before) {
+            disordered |= clock < prior;
         }
         self.queue_next += queued;
         // (The newest stays pending, and is compared with the last queued when it is queued.)
-        self.last_queued = last_queued;
+        if let Some(&last) = entering.last() {
+            self.last_queued = last;
+        }
         if disordered {
             self.ordered_from = self.queue_next;
         }
+        let newest = clocks[queued];
         self.pending_clock = Some(newest);
         self.pending_dir = sdir;
         true
@@ -1709,6 +1725,19 @@ fn crossed(bound: [f64; 2]) -> bool {
 #[inline(always)]
 fn integers(bound: [f64; 2]) -> [i32; 2] {
     rounded_bounds(bound).map(|x| x.to_bits() as u32 as i32)
+}
+
+/// `tick as u64` (truncation) for `0 ≤ tick < 2⁵¹`, in operations that vectorise: Rust's `as`
+/// saturates, and the compiler converts a vector of doubles one lane at a time for that, where
+/// this rounds with [`ROUND`] (exact: the sum has unit ulp), reads the integer from the sum's
+/// significand and steps back by one where rounding went up.
+#[inline(always)]
+fn truncated(tick: f64) -> u64 {
+    let sum = tick + ROUND;
+    let rounded = sum - ROUND;
+    sum.to_bits()
+        .wrapping_sub(ROUND.to_bits())
+        .wrapping_sub(u64::from(rounded > tick))
 }
 
 /// `1.5·2⁵²`: a double below 2⁵¹ in magnitude plus this has unit ulp, so the sum is rounded to
@@ -3066,6 +3095,21 @@ mod tests {
             for isa in Isa::available() {
                 prop_assert_eq!(&run(isa), &baseline, "{}", isa.name());
             }
+        }
+
+        /// [`truncated`] is `as`'s truncation wherever `append_chunk` uses it (and beyond).
+        #[test]
+        fn truncated_is_as_truncation(
+            tick in prop_oneof![
+                0.0..f64::from(1u32 << 31),
+                (0u64..1 << 40).prop_map(|n| n as f64),
+                (0u64..1 << 40, -2i32..=2)
+                    .prop_map(|(n, ulps)| f64::from_bits((n as f64).to_bits().saturating_add_signed(ulps.into()))),
+                (0u64..1 << 40).prop_map(|n| n as f64 + 0.5),
+            ],
+        ) {
+            prop_assume!((0.0..(1u64 << 51) as f64).contains(&tick));
+            prop_assert_eq!(truncated(tick), tick as u64);
         }
 
         #[test]
