@@ -2891,6 +2891,40 @@ mod tests {
         }
     }
 
+    /// Gaps between the requested clocks of [`run_gaps`]: mostly short, some backwards (out of
+    /// order), some near or past the far-step limit, some zero.
+    fn step_gaps() -> impl Strategy<Value = Vec<i64>> {
+        proptest::collection::vec(
+            prop_oneof![
+                6 => 0i64..2_000,
+                2 => -3_000i64..0,
+                1 => 0i64..200_000_000,
+                1 => Just(0i64),
+            ],
+            1..400,
+        )
+    }
+
+    /// Requests steps at clocks from 1000 on, `gaps` apart (never below 0), flushing to half
+    /// the clock every `flush_every` steps, then everything: what each call returned.
+    fn run_gaps(
+        sc: &mut StepCompress,
+        gaps: &[i64],
+        flush_every: usize,
+    ) -> Vec<Result<(), StepCompressError>> {
+        let mut clock: i64 = 1_000;
+        let mut outcomes = Vec::new();
+        for (i, gap) in gaps.iter().enumerate() {
+            clock = (clock + gap).max(0);
+            outcomes.push(sc.append_clock(true, clock as u64));
+            if i % flush_every == 0 {
+                outcomes.push(sc.flush(clock as u64 / 2));
+            }
+        }
+        outcomes.push(sc.flush(u64::MAX));
+        outcomes
+    }
+
     /// A queue for [`fast_scan_is_klippers_scan`] (base, clocks, their `add`): clocks on a
     /// quadratic (`interval`, `add` from `base`) up to `noise` ticks late, now and then with a
     /// gap far off it.
@@ -3034,29 +3068,13 @@ mod tests {
         /// fails (errors from the steps themselves are fine here).
         #[test]
         fn proven_commands_pass_their_replay(
-            gaps in proptest::collection::vec(
-                prop_oneof![
-                    6 => 0i64..2_000,
-                    2 => -3_000i64..0,
-                    1 => 0i64..200_000_000,
-                    1 => Just(0i64),
-                ],
-                1..400,
-            ),
+            gaps in step_gaps(),
             max_error in prop_oneof![Just(MAX_ERROR), 0u32..3_000, 1u32 << 29..u32::MAX],
             flush_every in 1usize..200,
         ) {
             let mut sc = StepCompress::new(max_error, false);
             sc.set_time(0.0, FREQ);
-            let mut clock: i64 = 1_000;
-            for (i, gap) in gaps.iter().enumerate() {
-                clock = (clock + gap).max(0);
-                let _ = sc.append_clock(true, clock as u64);
-                if i % flush_every == 0 {
-                    let _ = sc.flush(clock as u64 / 2);
-                }
-            }
-            let _ = sc.flush(u64::MAX);
+            let _ = run_gaps(&mut sc, &gaps, flush_every);
         }
 
         /// The search compiled for each instruction set this processor runs ([`Isa`]) gives
@@ -3064,52 +3082,21 @@ mod tests {
         /// with any window.
         #[test]
         fn the_commands_are_the_same_on_each_isa(
-            gaps in proptest::collection::vec(
-                prop_oneof![
-                    6 => 0i64..2_000,
-                    1 => -3_000i64..0,
-                    1 => 0i64..200_000_000,
-                ],
-                1..400,
-            ),
-            max_error in prop_oneof![Just(MAX_ERROR), 0u32..3_000],
+            gaps in step_gaps(),
+            max_error in prop_oneof![Just(MAX_ERROR), 0u32..3_000, 1u32 << 29..u32::MAX],
             flush_every in 1usize..200,
         ) {
             let run = |isa: Isa| {
                 let mut sc = StepCompress::new(max_error, false);
                 sc.set_isa(isa);
                 sc.set_time(0.0, FREQ);
-                let mut clock: i64 = 1_000;
-                let mut outcomes = Vec::new();
-                for (i, gap) in gaps.iter().enumerate() {
-                    clock = (clock + gap).max(0);
-                    outcomes.push(sc.append_clock(true, clock as u64));
-                    if i % flush_every == 0 {
-                        outcomes.push(sc.flush(clock as u64 / 2));
-                    }
-                }
-                outcomes.push(sc.flush(u64::MAX));
+                let outcomes = run_gaps(&mut sc, &gaps, flush_every);
                 (outcomes, drain(&mut sc))
             };
             let baseline = run(Isa::BASELINE);
             for isa in Isa::available() {
                 prop_assert_eq!(&run(isa), &baseline, "{}", isa.name());
             }
-        }
-
-        /// [`truncated`] is `as`'s truncation wherever `append_chunk` uses it (and beyond).
-        #[test]
-        fn truncated_is_as_truncation(
-            tick in prop_oneof![
-                0.0..f64::from(1u32 << 31),
-                (0u64..1 << 40).prop_map(|n| n as f64),
-                (0u64..1 << 40, -2i32..=2)
-                    .prop_map(|(n, ulps)| f64::from_bits((n as f64).to_bits().saturating_add_signed(ulps.into()))),
-                (0u64..1 << 40).prop_map(|n| n as f64 + 0.5),
-            ],
-        ) {
-            prop_assume!((0.0..(1u64 << 51) as f64).contains(&tick));
-            prop_assert_eq!(truncated(tick), tick as u64);
         }
 
         #[test]
