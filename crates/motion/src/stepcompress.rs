@@ -3099,6 +3099,21 @@ mod tests {
             }
         }
 
+        /// [`truncated`] is `as`'s truncation wherever `append_chunk` uses it (and beyond).
+        #[test]
+        fn truncated_is_as_truncation(
+            tick in prop_oneof![
+                0.0..f64::from(1u32 << 31),
+                (0u64..1 << 40).prop_map(|n| n as f64),
+                (0u64..1 << 40, -2i32..=2)
+                    .prop_map(|(n, ulps)| f64::from_bits((n as f64).to_bits().saturating_add_signed(ulps.into()))),
+                (0u64..1 << 40).prop_map(|n| n as f64 + 0.5),
+            ],
+        ) {
+            prop_assume!((0.0..(1u64 << 51) as f64).contains(&tick));
+            prop_assert_eq!(truncated(tick), tick as u64);
+        }
+
         #[test]
         fn append_never_panics(
             ops in proptest::collection::vec(
