@@ -36,7 +36,9 @@
 use crate::extruder::{ExtruderKin, SmoothingWindow};
 use crate::isa::Isa;
 use crate::shaper::{AxisShapers, AxisWindow};
-use crate::stepcompress::{CLOCK_DIFF_MAX, StepCompress, StepCompressError};
+use crate::stepcompress::{
+    CLOCK_DIFF_MAX, ROUND_TO_INTEGER, StepCompress, StepCompressError, whole_ticks,
+};
 use crate::trapq::{Coord, TrapMove, TrapQ};
 
 pub use crate::shaper::ActiveAxes;
@@ -1129,23 +1131,8 @@ impl TickCheck {
     }
 }
 
-/// Adding and subtracting 2⁵² rounds a value below 2⁵¹ in magnitude to an integer (the
-/// nearest: the default rounding), with adds that vectorise.
-const ROUND_TO_INTEGER: f64 = 4_503_599_627_370_496.0;
-
 /// A far step's distance after the last step sent, in ticks ([`CLOCK_DIFF_MAX`]).
 const FAR_TICKS: f64 = CLOCK_DIFF_MAX as f64;
-
-/// The integer part of `ticks` (at least 0, below 2⁵¹), with adds and a compare that vectorise.
-#[inline(always)]
-fn whole_ticks(ticks: f64) -> f64 {
-    let nearest = (ticks + ROUND_TO_INTEGER) - ROUND_TO_INTEGER;
-    if nearest > ticks {
-        nearest - 1.0
-    } else {
-        nearest
-    }
-}
 
 /// Appends the roots of targets `0..steps` (`target(k)`, in order) plus `time_shift` to
 /// `roots`, each clamped into the range; returns how many lead up to the last one whose clock

@@ -575,16 +575,12 @@ impl StepCompress {
         // All but the newest enter the queue; each is checked against the one queued before.
         let queued = clocks.len() - 1;
         let entering = &clocks[..queued];
-        let (after_first, before) = (
-            &clocks[1..queued.max(1)],
-            &clocks[..queued.saturating_sub(1)],
-        );
         let slots = &mut self.queue[self.queue_next..self.queue_next + queued];
         for (slot, &clock) in slots.iter_mut().zip(entering) {
             *slot = clock as u32;
         }
         let mut disordered = queued > 0 && previous < self.last_queued;
-        for (&clock, &prior) in after_first.iter().zip(before) {
+        for (&clock, &prior) in entering.get(1..).unwrap_or_default().iter().zip(entering) {
             disordered |= clock < prior;
         }
         self.queue_next += queued;
@@ -1727,17 +1723,29 @@ fn integers(bound: [f64; 2]) -> [i32; 2] {
     rounded_bounds(bound).map(|x| x.to_bits() as u32 as i32)
 }
 
+/// Adding and subtracting 2⁵² rounds a value below 2⁵¹ in magnitude to an integer (the
+/// nearest: the default rounding), with adds that vectorise.
+pub(crate) const ROUND_TO_INTEGER: f64 = 4_503_599_627_370_496.0;
+
+/// The integer part of `ticks` (at least 0, below 2⁵¹), with adds and a compare that vectorise.
+#[inline(always)]
+pub(crate) fn whole_ticks(ticks: f64) -> f64 {
+    let nearest = (ticks + ROUND_TO_INTEGER) - ROUND_TO_INTEGER;
+    if nearest > ticks {
+        nearest - 1.0
+    } else {
+        nearest
+    }
+}
+
 /// `tick as u64` (truncation) for `0 ≤ tick < 2⁵¹`, in operations that vectorise: Rust's `as`
-/// saturates, and the compiler converts a vector of doubles one lane at a time for that, where
-/// this rounds with [`ROUND`] (exact: the sum has unit ulp), reads the integer from the sum's
-/// significand and steps back by one where rounding went up.
+/// saturates, and the compiler converts a vector of doubles one lane at a time for that. Here
+/// the [`whole_ticks`] plus 2⁵² (exact) holds the integer in its significand's low bits.
 #[inline(always)]
 fn truncated(tick: f64) -> u64 {
-    let sum = tick + ROUND;
-    let rounded = sum - ROUND;
-    sum.to_bits()
-        .wrapping_sub(ROUND.to_bits())
-        .wrapping_sub(u64::from(rounded > tick))
+    (whole_ticks(tick) + ROUND_TO_INTEGER)
+        .to_bits()
+        .wrapping_sub(ROUND_TO_INTEGER.to_bits())
 }
 
 /// `1.5·2⁵²`: a double below 2⁵¹ in magnitude plus this has unit ulp, so the sum is rounded to
