@@ -1101,8 +1101,18 @@ impl StepCompress {
             // Reaching the missed step bounds `add` given the interval bounds.
             let late_room = missed.earliest.wrapping_sub(outer_max.wrapping_mul(tried));
             let early_room = missed.latest.wrapping_sub(outer_min.wrapping_mul(tried));
-            let late_add = div_ceil(late_room, missed_triangle);
-            let early_add = div_floor(early_room, missed_triangle);
+            // (A missed step is at least the second: `tried` ≥ 2, its triangle positive.)
+            let divisor = TRIANGLE_DIVISORS.get(tried as usize).filter(|_| tried >= 2);
+            let (late_add, early_add) = match divisor {
+                Some(&divisor) => (
+                    divisor.ceil(late_room, missed_triangle),
+                    divisor.floor(early_room, missed_triangle),
+                ),
+                None => (
+                    div_ceil(late_room, missed_triangle),
+                    div_floor(early_room, missed_triangle),
+                ),
+            };
             add_min = if add_min.wrapping_mul(missed_triangle) < late_room {
                 late_add
             } else {
@@ -1810,6 +1820,75 @@ fn div_floor_by_count(n: i32, d: u32) -> i32 {
         div_trunc_by_count(n.wrapping_sub(d as i32).wrapping_add(1), d)
     }
 }
+
+/// Division by one positive `d` below 2³² as a multiplication and a shift: for every
+/// `0 ≤ x ≤ 2³¹`, `x / d = (x·m) >> s` with `s = 31 + ⌈log₂ d⌉` and `m = ⌈2ˢ/d⌉`. Writing
+/// `m·d = 2ˢ + e` (`0 ≤ e < d ≤ 2^⌈log₂ d⌉`) and `x = q·d + r`, `x·m/2ˢ = q + r/d + x·e/(d·2ˢ)`,
+/// and `x·e < 2³¹·2^⌈log₂ d⌉ = 2ˢ` keeps the last two terms below 1; `x·m < 2⁶⁴` (`m ≤ 2³² + 1`).
+#[derive(Clone, Copy, Debug)]
+struct Divisor {
+    multiplier: u64,
+    shift: u32,
+}
+
+impl Divisor {
+    const fn new(d: u32) -> Self {
+        let log = if d <= 1 {
+            0
+        } else {
+            32 - (d - 1).leading_zeros()
+        };
+        let shift = 31 + log;
+        let power = 1_u128 << shift;
+        let d = d as u128;
+        Self {
+            multiplier: power.div_ceil(d) as u64,
+            shift,
+        }
+    }
+
+    /// `m / d`, truncated toward zero, for any `m`.
+    #[inline(always)]
+    fn trunc(self, m: i32) -> i32 {
+        let q = ((u64::from(m.unsigned_abs()) * self.multiplier) >> self.shift) as i32;
+        if m < 0 { q.wrapping_neg() } else { q }
+    }
+
+    /// [`div_ceil`] by this divisor, `d` (the same, as an `i32`).
+    #[inline(always)]
+    fn ceil(self, n: i32, d: i32) -> i32 {
+        self.trunc(if n >= 0 {
+            n.wrapping_add(d).wrapping_sub(1)
+        } else {
+            n
+        })
+    }
+
+    /// [`div_floor`] by this divisor, `d` (the same, as an `i32`).
+    #[inline(always)]
+    fn floor(self, n: i32, d: i32) -> i32 {
+        self.trunc(if n >= 0 {
+            n
+        } else {
+            n.wrapping_sub(d).wrapping_add(1)
+        })
+    }
+}
+
+/// Counts up to which the search's divisions by `triangle(count)` are looked up.
+const TRIANGLE_DIVISORS_MAX: usize = 1024;
+
+/// [`Divisor`] of `triangle(k)` for `k` from 2 up to [`TRIANGLE_DIVISORS_MAX`] (0 and 1 unused:
+/// a missed step is at least the second).
+static TRIANGLE_DIVISORS: [Divisor; TRIANGLE_DIVISORS_MAX + 1] = {
+    let mut table = [Divisor::new(1); TRIANGLE_DIVISORS_MAX + 1];
+    let mut k = 2;
+    while k <= TRIANGLE_DIVISORS_MAX {
+        table[k] = Divisor::new((k * (k - 1) / 2) as u32);
+        k += 1;
+    }
+    table
+};
 
 /// Division rounding toward +∞ for a positive divisor (wrapping; 0 for a zero divisor).
 #[inline]
@@ -2628,6 +2707,31 @@ mod tests {
         }
     }
 
+    /// Every looked-up triangle divides exactly where a multiply-shift is likeliest to be off
+    /// by one: at and around each multiple of the divisor near the top of the range, and at
+    /// the ends (`|i32::MIN|` = 2³¹ is the largest magnitude).
+    #[test]
+    fn triangle_divisors_divide_exactly() {
+        for (k, divisor) in TRIANGLE_DIVISORS.iter().enumerate().skip(2) {
+            let d = i64::from(triangle(k as i32));
+            let top = (1_i64 << 31) / d;
+            let mut numerators = vec![0, 1, d - 1, d, d + 1, (1 << 31) - 1, 1 << 31];
+            for q in [1, 2, top - 1, top] {
+                numerators.extend([q * d - 1, q * d, q * d + 1]);
+            }
+            for x in numerators.into_iter().filter(|x| (0..=1 << 31).contains(x)) {
+                for m in [x, -x] {
+                    let Ok(m) = i32::try_from(m) else { continue };
+                    assert_eq!(
+                        i64::from(divisor.trunc(m)),
+                        i64::from(m) / d,
+                        "{m} / {d} (k = {k})"
+                    );
+                }
+            }
+        }
+    }
+
     /// Steps out of order (not from the step generator, which never does this): the window of
     /// a step before the one ahead of it may reach below the last step sent, where the search's
     /// signed arithmetic and the MCU's unsigned sums disagree. Such a command is never taken
@@ -3120,6 +3224,24 @@ mod tests {
         ) {
             prop_assume!((0.0..(1u64 << 51) as f64).contains(&tick));
             prop_assert_eq!(truncated(tick), tick as u64);
+        }
+
+        /// The search's divisions by a looked-up triangle are `div_ceil`'s and `div_floor`'s,
+        /// for any numerator (the wrapped ones near the ends of `i32` too).
+        #[test]
+        fn triangle_divisors_are_the_divisions(
+            k in 2..=TRIANGLE_DIVISORS_MAX,
+            n in prop_oneof![
+                any::<i32>(),
+                -1_000_000..1_000_000_i32,
+                (0..=600_000_i32).prop_map(|x| i32::MAX - x),
+                (0..=600_000_i32).prop_map(|x| i32::MIN + x),
+            ],
+        ) {
+            let d = triangle(k as i32);
+            let divisor = TRIANGLE_DIVISORS[k];
+            prop_assert_eq!(divisor.ceil(n, d), div_ceil(n, d));
+            prop_assert_eq!(divisor.floor(n, d), div_floor(n, d));
         }
 
         #[test]
