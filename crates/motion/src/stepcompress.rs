@@ -1101,9 +1101,7 @@ impl StepCompress {
             // Reaching the missed step bounds `add` given the interval bounds.
             let late_room = missed.earliest.wrapping_sub(outer_max.wrapping_mul(tried));
             let early_room = missed.latest.wrapping_sub(outer_min.wrapping_mul(tried));
-            // (A missed step is at least the second: `tried` ≥ 2, its triangle positive.)
-            let divisor = TRIANGLE_DIVISORS.get(tried as usize).filter(|_| tried >= 2);
-            let (late_add, early_add) = match divisor {
+            let (late_add, early_add) = match TRIANGLE_DIVISORS.get(tried as usize) {
                 Some(&divisor) => (
                     divisor.ceil(late_room, missed_triangle),
                     divisor.floor(early_room, missed_triangle),
@@ -1801,30 +1799,45 @@ fn div_trunc_by_count(m: i32, d: u32) -> i32 {
     }
 }
 
+/// Klipper's `idiv_up` numerator: `n + d − 1` for `n ≥ 0` (wrapping), else `n` — truncated
+/// by `d`, the quotient rounded toward +∞ (where the sum does not wrap).
+#[inline(always)]
+fn ceil_numerator(n: i32, d: i32) -> i32 {
+    if n >= 0 {
+        n.wrapping_add(d).wrapping_sub(1)
+    } else {
+        n
+    }
+}
+
+/// Klipper's `idiv_down` numerator: `n` for `n ≥ 0`, else `n − d + 1` (wrapping) — truncated
+/// by `d`, the quotient rounded toward −∞ (where the difference does not wrap).
+#[inline(always)]
+fn floor_numerator(n: i32, d: i32) -> i32 {
+    if n >= 0 {
+        n
+    } else {
+        n.wrapping_sub(d).wrapping_add(1)
+    }
+}
+
 /// [`div_ceil`] for a positive divisor, with the same wrapping.
 #[inline(always)]
 fn div_ceil_by_count(n: i32, d: u32) -> i32 {
-    if n >= 0 {
-        div_trunc_by_count(n.wrapping_add(d as i32).wrapping_sub(1), d)
-    } else {
-        div_trunc_by_count(n, d)
-    }
+    div_trunc_by_count(ceil_numerator(n, d as i32), d)
 }
 
 /// [`div_floor`] for a positive divisor, with the same wrapping.
 #[inline(always)]
 fn div_floor_by_count(n: i32, d: u32) -> i32 {
-    if n >= 0 {
-        (n as u32 / d) as i32
-    } else {
-        div_trunc_by_count(n.wrapping_sub(d as i32).wrapping_add(1), d)
-    }
+    div_trunc_by_count(floor_numerator(n, d as i32), d)
 }
 
 /// Division by one positive `d` below 2³² as a multiplication and a shift: for every
 /// `0 ≤ x ≤ 2³¹`, `x / d = (x·m) >> s` with `s = 31 + ⌈log₂ d⌉` and `m = ⌈2ˢ/d⌉`. Writing
 /// `m·d = 2ˢ + e` (`0 ≤ e < d ≤ 2^⌈log₂ d⌉`) and `x = q·d + r`, `x·m/2ˢ = q + r/d + x·e/(d·2ˢ)`,
-/// and `x·e < 2³¹·2^⌈log₂ d⌉ = 2ˢ` keeps the last two terms below 1; `x·m < 2⁶⁴` (`m ≤ 2³² + 1`).
+/// and `x·e < 2³¹·2^⌈log₂ d⌉ = 2ˢ` keeps the last two terms below 1; `x·m < 2⁶⁴` (`m ≤ 2³²`).
+/// For `d = 0` every quotient is 0, as [`div_ceil`] and [`div_floor`] give.
 #[derive(Clone, Copy, Debug)]
 struct Divisor {
     multiplier: u64,
@@ -1833,6 +1846,12 @@ struct Divisor {
 
 impl Divisor {
     const fn new(d: u32) -> Self {
+        if d == 0 {
+            return Self {
+                multiplier: 0,
+                shift: 0,
+            };
+        }
         let log = if d <= 1 {
             0
         } else {
@@ -1857,31 +1876,23 @@ impl Divisor {
     /// [`div_ceil`] by this divisor, `d` (the same, as an `i32`).
     #[inline(always)]
     fn ceil(self, n: i32, d: i32) -> i32 {
-        self.trunc(if n >= 0 {
-            n.wrapping_add(d).wrapping_sub(1)
-        } else {
-            n
-        })
+        self.trunc(ceil_numerator(n, d))
     }
 
     /// [`div_floor`] by this divisor, `d` (the same, as an `i32`).
     #[inline(always)]
     fn floor(self, n: i32, d: i32) -> i32 {
-        self.trunc(if n >= 0 {
-            n
-        } else {
-            n.wrapping_sub(d).wrapping_add(1)
-        })
+        self.trunc(floor_numerator(n, d))
     }
 }
 
 /// Counts up to which the search's divisions by `triangle(count)` are looked up.
 const TRIANGLE_DIVISORS_MAX: usize = 1024;
 
-/// [`Divisor`] of `triangle(k)` for `k` from 2 up to [`TRIANGLE_DIVISORS_MAX`] (0 and 1 unused:
-/// a missed step is at least the second).
+/// [`Divisor`] of `triangle(k)` for every `k` up to [`TRIANGLE_DIVISORS_MAX`] (`triangle(0)`
+/// and `triangle(1)` are 0).
 static TRIANGLE_DIVISORS: [Divisor; TRIANGLE_DIVISORS_MAX + 1] = {
-    let mut table = [Divisor::new(1); TRIANGLE_DIVISORS_MAX + 1];
+    let mut table = [Divisor::new(0); TRIANGLE_DIVISORS_MAX + 1];
     let mut k = 2;
     while k <= TRIANGLE_DIVISORS_MAX {
         table[k] = Divisor::new((k * (k - 1) / 2) as u32);
@@ -1896,11 +1907,7 @@ fn div_ceil(n: i32, d: i32) -> i32 {
     if d == 0 {
         return 0;
     }
-    if n >= 0 {
-        n.wrapping_add(d).wrapping_sub(1).wrapping_div(d)
-    } else {
-        n.wrapping_div(d)
-    }
+    ceil_numerator(n, d).wrapping_div(d)
 }
 
 /// Division rounding toward −∞ for a positive divisor (wrapping; 0 for a zero divisor).
@@ -1909,11 +1916,7 @@ fn div_floor(n: i32, d: i32) -> i32 {
     if d == 0 {
         return 0;
     }
-    if n >= 0 {
-        n.wrapping_div(d)
-    } else {
-        n.wrapping_sub(d).wrapping_add(1).wrapping_div(d)
-    }
+    floor_numerator(n, d).wrapping_div(d)
 }
 
 /// Expands step commands into `(direction, clock)` per step, as the MCU runs them (the
@@ -3230,7 +3233,7 @@ mod tests {
         /// for any numerator (the wrapped ones near the ends of `i32` too).
         #[test]
         fn triangle_divisors_are_the_divisions(
-            k in 2..=TRIANGLE_DIVISORS_MAX,
+            k in 0..=TRIANGLE_DIVISORS_MAX,
             n in prop_oneof![
                 any::<i32>(),
                 -1_000_000..1_000_000_i32,
