@@ -405,12 +405,10 @@ const PLANNER_ERROR: &str = "internal planner error (Klipper: \"Internal error i
 /// buffers are kept for reuse).
 fn drain(printer: &mut Printer, outputs: &mut [McuOutput<'_>]) -> anyhow::Result<()> {
     for (queue, o) in printer.toolhead.mcus.iter_mut().zip(outputs.iter_mut()) {
-        for m in &queue.out {
-            o.encoder
-                .push(o.messages, m, &mut o.buf)
-                .with_context(|| format!("cannot encode the stream for mcu '{}'", o.name))?;
-            o.messages += 1;
-        }
+        o.encoder
+            .push_all(o.messages, &queue.out, &mut o.buf)
+            .with_context(|| format!("cannot encode the stream for mcu '{}'", o.name))?;
+        o.messages += queue.out.len();
         queue.out.clear();
         o.write_buf()?;
     }

@@ -169,10 +169,8 @@ fn run_case(
     let mut drain = |printer: &mut Printer, buf: &mut Vec<u8>, last: bool| -> Result<(), String> {
         let out = std::mem::take(&mut printer.toolhead.mcus[0].out);
         queue_steps += count_queue_steps(&out);
-        for m in &out {
-            enc.push(index, m, buf).map_err(|e| e.to_string())?;
-            index += 1;
-        }
+        enc.push_all(index, &out, buf).map_err(|e| e.to_string())?;
+        index += out.len();
         if last {
             enc.finish(buf);
         }

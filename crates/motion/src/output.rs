@@ -57,6 +57,18 @@ impl<'a> StepFormat<'a> {
         Ok(Self { format, direct })
     }
 
+    /// The command's values in wire order — `params` with the format's id put in place of the
+    /// first, a placeholder — each an integer truncated to 32 bits as the generic encoder takes
+    /// it, where the format takes them so ([`StepFormat::direct`]).
+    #[inline(always)]
+    fn direct_values<const N: usize>(&self, params: [i32; N]) -> Option<[i32; N]> {
+        self.direct.then(|| {
+            let mut values = params;
+            values[0] = self.format.id;
+            values
+        })
+    }
+
     /// Encodes `values` (as the generic encoder does: each integer truncated to 32 bits) into
     /// `out`, which must be empty; returns the bytes used.
     fn encode(
@@ -94,6 +106,14 @@ impl<'a> StepFormat<'a> {
 
 /// The longest step command: an id and four parameters of at most [`vlq::MAX_LEN`] bytes.
 const STEP_MSG_MAX: usize = 5 * vlq::MAX_LEN;
+
+/// Bytes a step command's last value writes past its encoding (each is stored as a whole word,
+/// [`vlq::encode_word`]).
+const WORD_SLACK: usize = 8 - 1;
+
+/// The block buffer: header, payload, trailer, and room past a full payload for a step
+/// command's bytes and its last word.
+const FRAME_SIZE: usize = block::HEADER_SIZE + PAYLOAD_MAX + STEP_MSG_MAX + WORD_SLACK;
 
 struct StepFormats<'a> {
     queue_step: StepFormat<'a>,
@@ -148,9 +168,7 @@ pub fn encode_stream(
     for (index, text) in config_phase.iter().enumerate() {
         enc.push_text(index, text, &mut out)?;
     }
-    for (i, m) in messages.iter().enumerate() {
-        enc.push(config_phase.len() + i, m, &mut out)?;
-    }
+    enc.push_all(config_phase.len(), messages, &mut out)?;
     enc.finish(&mut out);
     Ok(out)
 }
@@ -169,9 +187,9 @@ fn estimated_size(commands: usize) -> usize {
 pub struct StreamEncoder<'a> {
     dict: &'a Dictionary,
     formats: StepFormats<'a>,
-    /// The block being filled: its first `payload_len` bytes (with room past a full block for
-    /// a step command's whole buffer, copied at a fixed size).
-    payload: [u8; PAYLOAD_MAX + STEP_MSG_MAX],
+    /// The block being filled, in place: its payload so far is the `payload_len` bytes from
+    /// [`block::HEADER_SIZE`] on ([`block::seal`] frames it there).
+    frame: [u8; FRAME_SIZE],
     payload_len: usize,
     scratch: Vec<u8>,
     seq: u8,
@@ -190,7 +208,7 @@ impl<'a> StreamEncoder<'a> {
                 set_next_step_dir: StepFormat::new(dict, "set_next_step_dir", 2)?,
                 reset_step_clock: StepFormat::new(dict, "reset_step_clock", 2)?,
             },
-            payload: [0; PAYLOAD_MAX + STEP_MSG_MAX],
+            frame: [0; FRAME_SIZE],
             payload_len: 0,
             scratch: Vec::new(),
             seq: 1,
@@ -226,16 +244,68 @@ impl<'a> StreamEncoder<'a> {
         Ok(())
     }
 
+    /// Appends planner messages in order, the first at position `first_index` in the stream
+    /// ([`StreamEncoder::push`] for each, in one loop).
+    ///
+    /// # Errors
+    /// As [`StreamEncoder::push`], at the first message that fails (the ones before it are
+    /// appended).
+    pub fn push_all(
+        &mut self,
+        first_index: usize,
+        messages: &[McuMessage],
+        out: &mut Vec<u8>,
+    ) -> Result<(), OutputError> {
+        for (index, m) in (first_index..).zip(messages) {
+            self.push(index, m, out)?;
+        }
+        Ok(())
+    }
+
     /// Appends one planner message (`index`: its position in the stream).
     ///
     /// # Errors
     /// A value that does not fit its parameter; a command too long for a block.
+    #[inline]
     pub fn push(
         &mut self,
         index: usize,
         m: &McuMessage,
         out: &mut Vec<u8>,
     ) -> Result<(), OutputError> {
+        // A step command of a format that takes its fields as they are: written straight into
+        // the block.
+        if let McuCommand::Step { oid, message } = m.command {
+            let oid = i32::from(oid);
+            let formats = &self.formats;
+            let written = match message {
+                StepCommand::QueueStep {
+                    interval,
+                    count,
+                    add,
+                } => formats
+                    .queue_step
+                    .direct_values([
+                        0,
+                        oid,
+                        interval.cast_signed(),
+                        i32::from(count),
+                        i32::from(add),
+                    ])
+                    .map(|values| self.append_values(values, out)),
+                StepCommand::SetNextStepDir { dir } => formats
+                    .set_next_step_dir
+                    .direct_values([0, oid, i32::from(dir)])
+                    .map(|values| self.append_values(values, out)),
+                StepCommand::ResetStepClock { clock } => formats
+                    .reset_step_clock
+                    .direct_values([0, oid, clock.cast_signed()])
+                    .map(|values| self.append_values(values, out)),
+            };
+            if written.is_some() {
+                return Ok(());
+            }
+        }
         let mut buf = [0_u8; STEP_MSG_MAX];
         match self.encode_step(index, m, &mut buf)? {
             Some(len) => {
@@ -334,11 +404,17 @@ impl<'a> StreamEncoder<'a> {
         self.flush(out);
     }
 
+    /// The payload from byte `at` on, as far as the frame goes.
+    #[inline(always)]
+    fn payload_from(&mut self, at: usize) -> &mut [u8] {
+        &mut self.frame[block::HEADER_SIZE + at..]
+    }
+
     /// Adds an encoded message (at most [`PAYLOAD_MAX`] bytes) to the current block, starting
     /// a new block when it does not fit.
     fn append(&mut self, msg: &[u8], out: &mut Vec<u8>) {
         self.make_room(msg.len(), out);
-        self.payload[self.payload_len..self.payload_len + msg.len()].copy_from_slice(msg);
+        self.payload_from(self.payload_len)[..msg.len()].copy_from_slice(msg);
         self.payload_len += msg.len();
     }
 
@@ -347,9 +423,28 @@ impl<'a> StreamEncoder<'a> {
     #[inline]
     fn append_step(&mut self, buf: &[u8; STEP_MSG_MAX], len: usize, out: &mut Vec<u8>) {
         self.make_room(len, out);
-        // (`payload_len` ≤ PAYLOAD_MAX here: the buffer fits the room past a full block.)
-        self.payload[self.payload_len..self.payload_len + STEP_MSG_MAX].copy_from_slice(buf);
+        // (`payload_len` ≤ PAYLOAD_MAX here: the frame has room past a full block.)
+        self.payload_from(self.payload_len)[..STEP_MSG_MAX].copy_from_slice(buf);
         self.payload_len += len;
+    }
+
+    /// Appends a step command of `N` (≤ 5) integers, its id first: each is encoded as a word
+    /// ([`vlq::encode_word`]) and stored whole, the next one where its encoding ends — no loop
+    /// per byte, no branch but the block's.
+    #[inline(always)]
+    fn append_values<const N: usize>(&mut self, values: [i32; N], out: &mut Vec<u8>) {
+        const { assert!(N * vlq::MAX_LEN <= STEP_MSG_MAX) };
+        let words = values.map(vlq::encode_word);
+        let len = words.iter().map(|&(_, n)| n).sum();
+        self.make_room(len, out);
+        // (`payload_len` ≤ PAYLOAD_MAX here: the frame has room past a full block for the
+        // command and its last word.)
+        let mut at = self.payload_len;
+        for (word, n) in words {
+            self.payload_from(at)[..8].copy_from_slice(&word.to_le_bytes());
+            at += n;
+        }
+        self.payload_len = at;
     }
 
     /// Starts a new block when a message of `len` bytes does not fit the current one.
@@ -365,8 +460,66 @@ impl<'a> StreamEncoder<'a> {
             return;
         }
         // Never larger than PAYLOAD_MAX: each message is checked before it is appended.
-        let _ = block::encode(self.seq, &self.payload[..self.payload_len], out);
+        if let Ok(len) = block::seal(self.seq, &mut self.frame, self.payload_len) {
+            out.extend_from_slice(&self.frame[..len]);
+        }
         self.seq = self.seq.wrapping_add(1);
         self.payload_len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const AVR_DICT: &str = include_str!("../../../tests/fixtures/oracle/dict/atmega2560.dict");
+
+    fn step(oid: u8, message: StepCommand) -> McuMessage {
+        McuMessage {
+            req_clock: 0,
+            min_clock: 0,
+            command: McuCommand::Step { oid, message },
+        }
+    }
+
+    fn step_command() -> impl Strategy<Value = StepCommand> {
+        prop_oneof![
+            (any::<u32>(), any::<u16>(), any::<i16>()).prop_map(|(interval, count, add)| {
+                StepCommand::QueueStep {
+                    interval,
+                    count,
+                    add,
+                }
+            }),
+            any::<bool>().prop_map(|dir| StepCommand::SetNextStepDir { dir }),
+            any::<u32>().prop_map(|clock| StepCommand::ResetStepClock { clock }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// The step commands written straight into the block are the bytes the dictionary's
+        /// generic encoder gives for their text form, block by block.
+        #[test]
+        fn direct_step_commands_are_the_generic_encoding(
+            commands in proptest::collection::vec((any::<u8>(), step_command()), 0..200),
+        ) {
+            let dict = Dictionary::from_json(AVR_DICT).expect("the fixture parses");
+            let messages: Vec<McuMessage> =
+                commands.iter().map(|&(oid, c)| step(oid, c)).collect();
+            let mut direct = Vec::new();
+            let mut encoder = StreamEncoder::new(&dict).expect("step commands");
+            encoder.push_all(0, &messages, &mut direct).expect("encodes");
+            encoder.finish(&mut direct);
+            let mut generic = Vec::new();
+            let mut encoder = StreamEncoder::new(&dict).expect("step commands");
+            for (index, m) in messages.iter().enumerate() {
+                encoder.push_text(index, &message_text(m), &mut generic).expect("encodes");
+            }
+            encoder.finish(&mut generic);
+            prop_assert_eq!(direct, generic);
+        }
     }
 }

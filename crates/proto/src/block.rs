@@ -36,19 +36,43 @@ pub struct PayloadTooLarge(pub usize);
 /// # Errors
 /// [`PayloadTooLarge`] when `payload` exceeds [`PAYLOAD_MAX`]; nothing is written then.
 pub fn encode(seq: u8, payload: &[u8], out: &mut Vec<u8>) -> Result<(), PayloadTooLarge> {
-    if payload.len() > PAYLOAD_MAX {
+    let mut frame = [0_u8; MESSAGE_MAX];
+    let Some(slot) = frame.get_mut(HEADER_SIZE..HEADER_SIZE + payload.len()) else {
         return Err(PayloadTooLarge(payload.len()));
+    };
+    slot.copy_from_slice(payload);
+    let len = seal(seq, &mut frame, payload.len())?;
+    out.extend_from_slice(&frame[..len]);
+    Ok(())
+}
+
+/// Makes a block around a payload already in place, `frame[HEADER_SIZE..HEADER_SIZE +
+/// payload_len]` (for writers that build the payload there, as a block goes out, instead of
+/// copying it): writes the header before it and the trailer after it, and returns the
+/// block's length, `payload_len + MESSAGE_MIN`. The block is what [`encode`] writes.
+///
+/// # Errors
+/// [`PayloadTooLarge`] when `payload_len` exceeds [`PAYLOAD_MAX`]; nothing is written then.
+pub fn seal<const N: usize>(
+    seq: u8,
+    frame: &mut [u8; N],
+    payload_len: usize,
+) -> Result<usize, PayloadTooLarge> {
+    const { assert!(N >= MESSAGE_MAX, "a frame holds the longest block") };
+    if payload_len > PAYLOAD_MAX {
+        return Err(PayloadTooLarge(payload_len));
     }
-    let start = out.len();
+    let end = HEADER_SIZE + payload_len;
     // The length fits a byte: at most MESSAGE_MAX (64).
     #[allow(clippy::cast_possible_truncation)]
-    out.push((payload.len() + MESSAGE_MIN) as u8);
-    out.push(DEST | (seq & SEQ_MASK));
-    out.extend_from_slice(payload);
-    let crc = crc16(&out[start..]);
-    out.extend_from_slice(&crc.to_be_bytes());
-    out.push(SYNC);
-    Ok(())
+    let len_byte = (payload_len + MESSAGE_MIN) as u8;
+    frame[0] = len_byte;
+    frame[1] = DEST | (seq & SEQ_MASK);
+    let [crc_hi, crc_lo] = crc16(&frame[..end]).to_be_bytes();
+    frame[end] = crc_hi;
+    frame[end + 1] = crc_lo;
+    frame[end + 2] = SYNC;
+    Ok(end + TRAILER_SIZE)
 }
 
 /// What the front of a receive buffer holds.
@@ -150,6 +174,24 @@ mod tests {
         );
         assert_eq!(check(&out), Check::Block { len: 12, seq: 3 });
         assert_eq!(payload(&out), &out[2..9]);
+    }
+
+    #[test]
+    fn sealed_in_place_is_encoded() {
+        // Longer than a block: what follows the block is left alone.
+        let mut frame = [0xAA_u8; MESSAGE_MAX + 4];
+        let payload = [0x16, 0x03, 0xba, 0x22, 0x0a, 0x82, 0x4b];
+        frame[HEADER_SIZE..HEADER_SIZE + payload.len()].copy_from_slice(&payload);
+        let len = seal(3, &mut frame, payload.len()).expect("fits");
+        let mut out = Vec::new();
+        encode(3, &payload, &mut out).expect("fits");
+        assert_eq!(&frame[..len], out.as_slice());
+        assert!(frame[len..].iter().all(|&b| b == 0xAA));
+        assert_eq!(
+            seal(0, &mut frame, PAYLOAD_MAX + 1),
+            Err(PayloadTooLarge(PAYLOAD_MAX + 1))
+        );
+        assert_eq!(seal(0, &mut frame, PAYLOAD_MAX), Ok(MESSAGE_MAX));
     }
 
     #[test]

@@ -42,6 +42,37 @@ pub fn encode_into(v: i32, buf: &mut [u8; MAX_LEN]) -> usize {
     len
 }
 
+/// The encoding of `v` as [`encode_into`] writes it, in the low bytes of a word in
+/// little-endian order (the first byte lowest; the bytes past the encoding are 0), and its
+/// length: for writers that store the whole word and advance by the length, without a loop or
+/// a branch per byte.
+///
+/// The 7-bit groups of `v` (sign-extended, so that the fifth carries the top bits as the
+/// first byte of the 5-byte form does) are spread one per byte, lowest group lowest, every
+/// byte but the lowest marked as continued; reversing the bytes and shifting out all but the
+/// `len` that the encoding uses puts them in wire order.
+#[inline]
+#[must_use]
+pub fn encode_word(v: i32) -> (u64, usize) {
+    // The shortest length whose range [−2^(7n−2), 3·2^(7n−2)) holds `v`: each test is whether
+    // `v` plus the low end falls outside the range's 2^(7n) values (a sum that wraps comes from a
+    // `v` far above every bound, and reads as one outside too).
+    let beyond = |low: i32, values: u32| usize::from(v.wrapping_add(low).cast_unsigned() >= values);
+    let len = 1
+        + beyond(1 << 5, 1 << 7)
+        + beyond(1 << 12, 1 << 14)
+        + beyond(1 << 19, 1 << 21)
+        + beyond(1 << 26, 1 << 28);
+    let bits = i64::from(v).cast_unsigned();
+    let groups = (bits & 0x7F)
+        | ((bits << 1) & 0x7F00)
+        | ((bits << 2) & 0x007F_0000)
+        | ((bits << 3) & 0x7F00_0000)
+        | ((bits << 4) & 0x7F_0000_0000);
+    let continued = groups | 0x80_8080_8000;
+    (continued.swap_bytes() >> (64 - 8 * len), len)
+}
+
 /// How many bytes [`encode`] uses for `v`.
 pub fn encoded_len(v: i32) -> usize {
     match v {
@@ -82,6 +113,30 @@ mod tests {
         let mut out = Vec::new();
         encode(v, &mut out);
         out
+    }
+
+    /// [`encode_word`]'s bytes and length.
+    fn word_bytes(v: i32) -> Vec<u8> {
+        let (word, len) = encode_word(v);
+        assert_eq!(word >> (8 * len), 0, "bytes past the encoding of {v}");
+        word.to_le_bytes()[..len].to_vec()
+    }
+
+    #[test]
+    fn words_are_the_encoding_at_every_length_boundary() {
+        let mut values = vec![0, 1, -1, i32::MAX, i32::MIN];
+        for n in 1..=4 {
+            let low = -(1_i64 << (7 * n - 2));
+            let high = 3 * (1_i64 << (7 * n - 2));
+            for edge in [low, high] {
+                for v in edge - 2..=edge + 2 {
+                    values.push(i32::try_from(v).expect("boundaries fit"));
+                }
+            }
+        }
+        for v in values {
+            assert_eq!(word_bytes(v), enc(v), "encoding {v}");
+        }
     }
 
     #[test]
@@ -140,6 +195,11 @@ mod tests {
             let bytes = enc(v);
             prop_assert_eq!(bytes.len(), encoded_len(v));
             prop_assert_eq!(decode(&bytes), Ok((v.cast_unsigned(), bytes.len())));
+        }
+
+        #[test]
+        fn words_are_the_encoding(v in any::<i32>()) {
+            prop_assert_eq!(word_bytes(v), enc(v));
         }
 
         #[test]
