@@ -927,6 +927,20 @@ fn plan_linear(
             return None;
         }
     }
+    if steps == 0 {
+        // No step here (a quarter of case f's ranges, mostly its extruder's: a move there is a
+        // fraction of a step): no roots, nothing for a clock check; the coordinate stays before
+        // the first target.
+        return Some(LinearPlan {
+            dir,
+            commit_first,
+            steps: 0,
+            searched: 0,
+            commit_last: ahead >= -half,
+            commanded_pos: target - if dir { half } else { -half },
+            check: None,
+        });
+    }
     // (32-bit step indices in the roots' loops.)
     if steps >= u32::MAX as usize {
         return None;
