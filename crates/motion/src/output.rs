@@ -8,7 +8,7 @@
 
 use gantry_proto::block::{self, PAYLOAD_MAX};
 use gantry_proto::dictionary::Dictionary;
-use gantry_proto::msgformat::{MessageError, MessageFormat, Value};
+use gantry_proto::msgformat::{MessageError, MessageFormat};
 use gantry_proto::vlq;
 
 use crate::stepcompress::StepCommand;
@@ -40,72 +40,38 @@ pub enum OutputError {
     },
 }
 
-/// A step command's message format, checked once to take only integer parameters, so that
-/// each message is written straight to the block without the generic encoder's checks.
+/// A step command's message format, checked once to take its parameters as the planner gives
+/// them — the expected names, in order, all integers — so that each message is written straight
+/// to the block without the generic encoder's checks; otherwise messages go by their text form.
 #[derive(Clone, Copy)]
-struct StepFormat<'a> {
-    format: &'a MessageFormat,
-    /// Whether the format has exactly the expected number of parameters, all integers.
+struct StepFormat {
+    /// The message id.
+    id: i32,
+    /// Whether the format takes the planner's values as they are.
     direct: bool,
 }
 
-impl<'a> StepFormat<'a> {
-    fn new(dict: &'a Dictionary, name: &str, params: usize) -> Result<Self, OutputError> {
+impl StepFormat {
+    fn new(dict: &Dictionary, name: &str, params: &[&str]) -> Result<Self, OutputError> {
         let format = require(dict, name)?;
-        let direct =
-            format.params.len() == params && format.params.iter().all(|p| !p.kind.is_bytes());
-        Ok(Self { format, direct })
-    }
-
-    /// The command's values in wire order — `params` with the format's id put in place of the
-    /// first, a placeholder — each an integer truncated to 32 bits as the generic encoder takes
-    /// it, where the format takes them so ([`StepFormat::direct`]).
-    #[inline(always)]
-    fn direct_values<const N: usize>(&self, params: [i32; N]) -> Option<[i32; N]> {
-        self.direct.then(|| {
-            let mut values = params;
-            values[0] = self.format.id;
-            values
+        let direct = format.params.len() == params.len()
+            && format
+                .params
+                .iter()
+                .zip(params)
+                .all(|(p, &expected)| p.name == expected && !p.kind.is_bytes());
+        Ok(Self {
+            id: format.id,
+            direct,
         })
-    }
-
-    /// Encodes `values` (as the generic encoder does: each integer truncated to 32 bits) into
-    /// `out`, which must be empty; returns the bytes used.
-    fn encode(
-        &self,
-        values: &[i64],
-        out: &mut [u8; STEP_MSG_MAX],
-        scratch: &mut Vec<u8>,
-    ) -> Result<usize, MessageError> {
-        if !self.direct {
-            // Let the generic encoder report the mismatch.
-            let generic: Vec<Value> = values.iter().map(|&v| Value::Int(v)).collect();
-            scratch.clear();
-            self.format.encode(&generic, scratch)?;
-            let n = scratch.len().min(STEP_MSG_MAX);
-            out[..n].copy_from_slice(&scratch[..n]);
-            return Ok(scratch.len());
-        }
-        let mut len = 0;
-        let mut buf = [0_u8; vlq::MAX_LEN];
-        for v in std::iter::once(self.format.id).chain(values.iter().map(|&v| v as i32)) {
-            let n = vlq::encode_into(v, &mut buf);
-            // The whole buffer, a fixed-size copy (no memcpy call); only `n` bytes count.
-            let Some(slot) = out.get_mut(len..len + vlq::MAX_LEN) else {
-                return Err(MessageError::BadArguments {
-                    name: self.format.name.clone(),
-                    why: format!("{} values, more than a step command has", values.len()),
-                });
-            };
-            slot.copy_from_slice(&buf);
-            len += n;
-        }
-        Ok(len)
     }
 }
 
-/// The longest step command: an id and four parameters of at most [`vlq::MAX_LEN`] bytes.
-const STEP_MSG_MAX: usize = 5 * vlq::MAX_LEN;
+/// The most values a step command has: an id and four parameters.
+const STEP_VALUES_MAX: usize = 5;
+
+/// The longest step command: its values at [`vlq::MAX_LEN`] bytes each.
+const STEP_MSG_MAX: usize = STEP_VALUES_MAX * vlq::MAX_LEN;
 
 /// Bytes a step command's last value writes past its encoding (each is stored as a whole word,
 /// [`vlq::encode_word`]).
@@ -115,10 +81,76 @@ const WORD_SLACK: usize = 8 - 1;
 /// command's bytes and its last word.
 const FRAME_SIZE: usize = block::HEADER_SIZE + PAYLOAD_MAX + STEP_MSG_MAX + WORD_SLACK;
 
-struct StepFormats<'a> {
-    queue_step: StepFormat<'a>,
-    set_next_step_dir: StepFormat<'a>,
-    reset_step_clock: StepFormat<'a>,
+struct StepFormats {
+    queue_step: StepFormat,
+    set_next_step_dir: StepFormat,
+    reset_step_clock: StepFormat,
+}
+
+impl StepFormats {
+    /// `message` (of stepper `oid`) as the values its format takes, in wire order, its id
+    /// first — each an integer truncated to 32 bits, as the generic encoder takes it — and how
+    /// many there are (the rest are 0); `None` where the format does not take them so.
+    #[inline(always)]
+    fn values(&self, oid: u8, message: StepCommand) -> Option<([i32; STEP_VALUES_MAX], usize)> {
+        let oid = i32::from(oid);
+        let (format, values, n) = match message {
+            StepCommand::QueueStep {
+                interval,
+                count,
+                add,
+            } => (
+                self.queue_step,
+                [
+                    0,
+                    oid,
+                    interval.cast_signed(),
+                    i32::from(count),
+                    i32::from(add),
+                ],
+                5,
+            ),
+            StepCommand::SetNextStepDir { dir } => {
+                (self.set_next_step_dir, [0, oid, i32::from(dir), 0, 0], 3)
+            }
+            StepCommand::ResetStepClock { clock } => (
+                self.reset_step_clock,
+                [0, oid, clock.cast_signed(), 0, 0],
+                3,
+            ),
+        };
+        format.direct.then(|| {
+            let mut values = values;
+            values[0] = format.id;
+            (values, n)
+        })
+    }
+}
+
+/// The VLQ words of a step command's values ([`vlq::encode_word`]), the length of each (0 past
+/// the `n` the command has) and their sum.
+#[inline(always)]
+fn step_words(
+    values: [i32; STEP_VALUES_MAX],
+    n: usize,
+) -> ([(u64, usize); STEP_VALUES_MAX], usize) {
+    let mut words = values.map(vlq::encode_word);
+    for (i, word) in words.iter_mut().enumerate() {
+        word.1 = if i < n { word.1 } else { 0 };
+    }
+    let len = words.iter().map(|&(_, len)| len).sum();
+    (words, len)
+}
+
+/// Stores `words` ([`step_words`]) from the front of `out`, each whole (8 bytes), the next one
+/// where the one before ends: `out` holds their length plus [`WORD_SLACK`].
+#[inline(always)]
+fn store_words(words: &[(u64, usize); STEP_VALUES_MAX], out: &mut [u8]) {
+    let mut at = 0;
+    for &(word, len) in words {
+        out[at..at + 8].copy_from_slice(&word.to_le_bytes());
+        at += len;
+    }
 }
 
 fn step_text(oid: u8, c: &StepCommand) -> String {
@@ -186,12 +218,11 @@ fn estimated_size(commands: usize) -> usize {
 /// are appended to the caller's buffer one whole block at a time.
 pub struct StreamEncoder<'a> {
     dict: &'a Dictionary,
-    formats: StepFormats<'a>,
+    formats: StepFormats,
     /// The block being filled, in place: its payload so far is the `payload_len` bytes from
     /// [`block::HEADER_SIZE`] on ([`block::seal`] frames it there).
     frame: [u8; FRAME_SIZE],
     payload_len: usize,
-    scratch: Vec<u8>,
     seq: u8,
 }
 
@@ -204,13 +235,16 @@ impl<'a> StreamEncoder<'a> {
         Ok(Self {
             dict,
             formats: StepFormats {
-                queue_step: StepFormat::new(dict, "queue_step", 4)?,
-                set_next_step_dir: StepFormat::new(dict, "set_next_step_dir", 2)?,
-                reset_step_clock: StepFormat::new(dict, "reset_step_clock", 2)?,
+                queue_step: StepFormat::new(
+                    dict,
+                    "queue_step",
+                    &["oid", "interval", "count", "add"],
+                )?,
+                set_next_step_dir: StepFormat::new(dict, "set_next_step_dir", &["oid", "dir"])?,
+                reset_step_clock: StepFormat::new(dict, "reset_step_clock", &["oid", "clock"])?,
             },
             frame: [0; FRAME_SIZE],
             payload_len: 0,
-            scratch: Vec::new(),
             seq: 1,
         })
     }
@@ -273,49 +307,16 @@ impl<'a> StreamEncoder<'a> {
         m: &McuMessage,
         out: &mut Vec<u8>,
     ) -> Result<(), OutputError> {
-        // A step command of a format that takes its fields as they are: written straight into
-        // the block.
-        if let McuCommand::Step { oid, message } = m.command {
-            let oid = i32::from(oid);
-            let formats = &self.formats;
-            let written = match message {
-                StepCommand::QueueStep {
-                    interval,
-                    count,
-                    add,
-                } => formats
-                    .queue_step
-                    .direct_values([
-                        0,
-                        oid,
-                        interval.cast_signed(),
-                        i32::from(count),
-                        i32::from(add),
-                    ])
-                    .map(|values| self.append_values(values, out)),
-                StepCommand::SetNextStepDir { dir } => formats
-                    .set_next_step_dir
-                    .direct_values([0, oid, i32::from(dir)])
-                    .map(|values| self.append_values(values, out)),
-                StepCommand::ResetStepClock { clock } => formats
-                    .reset_step_clock
-                    .direct_values([0, oid, clock.cast_signed()])
-                    .map(|values| self.append_values(values, out)),
-            };
-            if written.is_some() {
-                return Ok(());
-            }
-        }
-        let mut buf = [0_u8; STEP_MSG_MAX];
-        match self.encode_step(index, m, &mut buf)? {
-            Some(len) => {
-                self.append_step(&buf, len, out);
-                Ok(())
-            }
-            None => match &m.command {
-                McuCommand::Text(t) => self.push_text(index, t, out),
-                McuCommand::Step { .. } => Ok(()),
+        match &m.command {
+            &McuCommand::Step { oid, message } => match self.formats.values(oid, message) {
+                // Written straight into the block.
+                Some((values, n)) => {
+                    self.append_values(values, n, out);
+                    Ok(())
+                }
+                None => self.push_text(index, &message_text(m), out),
             },
+            McuCommand::Text(t) => self.push_text(index, t, out),
         }
     }
 
@@ -325,17 +326,22 @@ impl<'a> StreamEncoder<'a> {
     /// # Errors
     /// An unknown command, a value that does not fit its parameter, a message too long.
     pub fn encode_message(&mut self, m: &McuMessage, out: &mut Vec<u8>) -> Result<(), OutputError> {
-        let mut buf = [0_u8; STEP_MSG_MAX];
-        if let Some(len) = self.encode_step(0, m, &mut buf)? {
-            out.extend_from_slice(&buf[..len]);
-            return Ok(());
-        }
-        let McuCommand::Text(text) = &m.command else {
-            return Ok(());
+        let text = match &m.command {
+            &McuCommand::Step { oid, message } => {
+                if let Some((values, n)) = self.formats.values(oid, message) {
+                    let (words, len) = step_words(values, n);
+                    let mut buf = [0_u8; STEP_MSG_MAX + WORD_SLACK];
+                    store_words(&words, &mut buf);
+                    out.extend_from_slice(&buf[..len]);
+                    return Ok(());
+                }
+                message_text(m)
+            }
+            McuCommand::Text(text) => text.clone(),
         };
         let msg = self
             .dict
-            .encode_text(text)
+            .encode_text(&text)
             .map_err(|source| OutputError::Encode {
                 index: 0,
                 text: text.clone(),
@@ -344,59 +350,12 @@ impl<'a> StreamEncoder<'a> {
         if msg.len() > PAYLOAD_MAX {
             return Err(OutputError::TooLong {
                 index: 0,
-                text: text.clone(),
+                text,
                 bytes: msg.len(),
             });
         }
         out.extend_from_slice(&msg);
         Ok(())
-    }
-
-    /// A step command's bytes in `buf` (their length), or `None` for a text command.
-    fn encode_step(
-        &mut self,
-        index: usize,
-        m: &McuMessage,
-        buf: &mut [u8; STEP_MSG_MAX],
-    ) -> Result<Option<usize>, OutputError> {
-        let (oid, message) = match &m.command {
-            McuCommand::Step { oid, message } => (i64::from(*oid), message),
-            McuCommand::Text(_) => return Ok(None),
-        };
-        let result = match *message {
-            StepCommand::QueueStep {
-                interval,
-                count,
-                add,
-            } => self.formats.queue_step.encode(
-                &[oid, i64::from(interval), i64::from(count), i64::from(add)],
-                buf,
-                &mut self.scratch,
-            ),
-            StepCommand::SetNextStepDir { dir } => self.formats.set_next_step_dir.encode(
-                &[oid, i64::from(dir)],
-                buf,
-                &mut self.scratch,
-            ),
-            StepCommand::ResetStepClock { clock } => self.formats.reset_step_clock.encode(
-                &[oid, i64::from(clock)],
-                buf,
-                &mut self.scratch,
-            ),
-        };
-        let len = result.map_err(|source| OutputError::Encode {
-            index,
-            text: message_text(m),
-            source,
-        })?;
-        if len > PAYLOAD_MAX || len > STEP_MSG_MAX {
-            return Err(OutputError::TooLong {
-                index,
-                text: message_text(m),
-                bytes: len,
-            });
-        }
-        Ok(Some(len))
     }
 
     /// Writes the last, partly filled block.
@@ -418,33 +377,17 @@ impl<'a> StreamEncoder<'a> {
         self.payload_len += msg.len();
     }
 
-    /// [`StreamEncoder::append`] for a step command, the first `len` bytes of `buf`: the whole
-    /// buffer is copied (a fixed-size copy, no call), only `len` bytes count.
-    #[inline]
-    fn append_step(&mut self, buf: &[u8; STEP_MSG_MAX], len: usize, out: &mut Vec<u8>) {
-        self.make_room(len, out);
-        // (`payload_len` ≤ PAYLOAD_MAX here: the frame has room past a full block.)
-        self.payload_from(self.payload_len)[..STEP_MSG_MAX].copy_from_slice(buf);
-        self.payload_len += len;
-    }
-
-    /// Appends a step command of `N` (≤ 5) integers, its id first: each is encoded as a word
-    /// ([`vlq::encode_word`]) and stored whole, the next one where its encoding ends — no loop
-    /// per byte, no branch but the block's.
+    /// Appends a step command, the first `n` of `values` ([`StepFormats::values`]): each is
+    /// encoded as a word ([`vlq::encode_word`]) and stored whole, the next one where its
+    /// encoding ends — no loop per byte, no branch but the block's.
     #[inline(always)]
-    fn append_values<const N: usize>(&mut self, values: [i32; N], out: &mut Vec<u8>) {
-        const { assert!(N * vlq::MAX_LEN <= STEP_MSG_MAX) };
-        let words = values.map(vlq::encode_word);
-        let len = words.iter().map(|&(_, n)| n).sum();
+    fn append_values(&mut self, values: [i32; STEP_VALUES_MAX], n: usize, out: &mut Vec<u8>) {
+        let (words, len) = step_words(values, n);
         self.make_room(len, out);
         // (`payload_len` ≤ PAYLOAD_MAX here: the frame has room past a full block for the
         // command and its last word.)
-        let mut at = self.payload_len;
-        for (word, n) in words {
-            self.payload_from(at)[..8].copy_from_slice(&word.to_le_bytes());
-            at += n;
-        }
-        self.payload_len = at;
+        store_words(&words, self.payload_from(self.payload_len));
+        self.payload_len += len;
     }
 
     /// Starts a new block when a message of `len` bytes does not fit the current one.
@@ -497,6 +440,58 @@ mod tests {
         ]
     }
 
+    /// The stream of `messages` written by [`StreamEncoder::push_all`] and, for comparison, from
+    /// their text forms (which the dictionary encodes by parameter name).
+    fn direct_and_generic(dict: &Dictionary, messages: &[McuMessage]) -> (Vec<u8>, Vec<u8>) {
+        let mut direct = Vec::new();
+        let mut encoder = StreamEncoder::new(dict).expect("step commands");
+        encoder.push_all(0, messages, &mut direct).expect("encodes");
+        encoder.finish(&mut direct);
+        let mut generic = Vec::new();
+        let mut encoder = StreamEncoder::new(dict).expect("step commands");
+        for (index, m) in messages.iter().enumerate() {
+            encoder
+                .push_text(index, &message_text(m), &mut generic)
+                .expect("encodes");
+        }
+        encoder.finish(&mut generic);
+        (direct, generic)
+    }
+
+    #[test]
+    fn step_commands_go_by_name_where_a_format_orders_them_otherwise() {
+        let json = AVR_DICT.replace(
+            "queue_step oid=%c interval=%u count=%hu add=%hi",
+            "queue_step oid=%c count=%hu add=%hi interval=%u",
+        );
+        assert_ne!(json, AVR_DICT, "the fixture's format changed");
+        let dict = Dictionary::from_json(&json).expect("the edited fixture parses");
+        let queue_step = McuMessage {
+            req_clock: 0,
+            min_clock: 0,
+            command: McuCommand::Step {
+                oid: 3,
+                message: StepCommand::QueueStep {
+                    interval: 7458,
+                    count: 10,
+                    add: 331,
+                },
+            },
+        };
+        let messages = vec![queue_step.clone(); 3];
+        let (direct, generic) = direct_and_generic(&dict, &messages);
+        assert_eq!(direct, generic);
+        let mut live = Vec::new();
+        let mut encoder = StreamEncoder::new(&dict).expect("step commands");
+        encoder
+            .encode_message(&queue_step, &mut live)
+            .expect("encodes");
+        let expected = dict
+            .encode_text("queue_step oid=3 interval=7458 count=10 add=331")
+            .expect("encodes");
+        assert_eq!(live, expected);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
 
@@ -509,17 +504,16 @@ mod tests {
             let dict = Dictionary::from_json(AVR_DICT).expect("the fixture parses");
             let messages: Vec<McuMessage> =
                 commands.iter().map(|&(oid, c)| step(oid, c)).collect();
-            let mut direct = Vec::new();
-            let mut encoder = StreamEncoder::new(&dict).expect("step commands");
-            encoder.push_all(0, &messages, &mut direct).expect("encodes");
-            encoder.finish(&mut direct);
-            let mut generic = Vec::new();
-            let mut encoder = StreamEncoder::new(&dict).expect("step commands");
-            for (index, m) in messages.iter().enumerate() {
-                encoder.push_text(index, &message_text(m), &mut generic).expect("encodes");
-            }
-            encoder.finish(&mut generic);
+            let (direct, generic) = direct_and_generic(&dict, &messages);
             prop_assert_eq!(direct, generic);
+            // One at a time, unframed, as a live host sends them.
+            let mut encoder = StreamEncoder::new(&dict).expect("step commands");
+            for m in &messages {
+                let mut live = Vec::new();
+                encoder.encode_message(m, &mut live).expect("encodes");
+                let text = dict.encode_text(&message_text(m)).expect("encodes");
+                prop_assert_eq!(live, text);
+            }
         }
     }
 }
