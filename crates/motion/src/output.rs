@@ -213,8 +213,9 @@ fn estimated_size(commands: usize) -> usize {
 
 /// Packs commands into framed blocks as they come (what [`encode_stream`] does for a whole
 /// stream), so that a caller may write the output while the planner runs: push the config
-/// phase with [`StreamEncoder::push_text`], then each message with [`StreamEncoder::push`]
-/// (indices count from 0 over both, for error messages), then [`StreamEncoder::finish`]. Bytes
+/// phase with [`StreamEncoder::push_text`], then the messages with [`StreamEncoder::push`] or
+/// [`StreamEncoder::push_all`] (indices count from 0 over both, for error messages), then
+/// [`StreamEncoder::finish`]. Bytes
 /// are appended to the caller's buffer one whole block at a time.
 pub struct StreamEncoder<'a> {
     dict: &'a Dictionary,
@@ -259,6 +260,14 @@ impl<'a> StreamEncoder<'a> {
         text: &str,
         out: &mut Vec<u8>,
     ) -> Result<(), OutputError> {
+        let msg = self.encode_text(index, text)?;
+        self.append(&msg, out);
+        Ok(())
+    }
+
+    /// One command given in Klipper's text form, encoded (`index`: its position in the stream,
+    /// for errors), checked to fit a block.
+    fn encode_text(&self, index: usize, text: &str) -> Result<Vec<u8>, OutputError> {
         let msg = self
             .dict
             .encode_text(text)
@@ -274,8 +283,7 @@ impl<'a> StreamEncoder<'a> {
                 bytes: msg.len(),
             });
         }
-        self.append(&msg, out);
-        Ok(())
+        Ok(msg)
     }
 
     /// Appends planner messages in order, the first at position `first_index` in the stream
@@ -326,34 +334,19 @@ impl<'a> StreamEncoder<'a> {
     /// # Errors
     /// An unknown command, a value that does not fit its parameter, a message too long.
     pub fn encode_message(&mut self, m: &McuMessage, out: &mut Vec<u8>) -> Result<(), OutputError> {
-        let text = match &m.command {
-            &McuCommand::Step { oid, message } => {
-                if let Some((values, n)) = self.formats.values(oid, message) {
+        let msg = match &m.command {
+            &McuCommand::Step { oid, message } => match self.formats.values(oid, message) {
+                Some((values, n)) => {
                     let (words, len) = step_words(values, n);
                     let mut buf = [0_u8; STEP_MSG_MAX + WORD_SLACK];
                     store_words(&words, &mut buf);
                     out.extend_from_slice(&buf[..len]);
                     return Ok(());
                 }
-                message_text(m)
-            }
-            McuCommand::Text(text) => text.clone(),
+                None => self.encode_text(0, &message_text(m))?,
+            },
+            McuCommand::Text(text) => self.encode_text(0, text)?,
         };
-        let msg = self
-            .dict
-            .encode_text(&text)
-            .map_err(|source| OutputError::Encode {
-                index: 0,
-                text: text.clone(),
-                source,
-            })?;
-        if msg.len() > PAYLOAD_MAX {
-            return Err(OutputError::TooLong {
-                index: 0,
-                text,
-                bytes: msg.len(),
-            });
-        }
         out.extend_from_slice(&msg);
         Ok(())
     }
