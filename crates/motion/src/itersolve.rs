@@ -1235,6 +1235,7 @@ impl Roots {
 impl std::ops::Deref for Roots {
     type Target = [f64];
 
+    #[inline]
     fn deref(&self) -> &[f64] {
         &self.buf[..self.len]
     }

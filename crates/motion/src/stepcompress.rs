@@ -567,7 +567,8 @@ impl StepCompress {
             }
             None => 1,
         };
-        let clocks = &clocks[first..=n];
+        // (`..n + 1` rather than `..=n`: the inclusive form's check is a call in some builds.)
+        let clocks = &clocks[first..n + 1];
         let previous = clocks[0];
         if previous >= base.saturating_add(CLOCK_DIFF_MAX) {
             return false;
