@@ -440,6 +440,19 @@ impl StepCompress {
         out.append(&mut self.messages);
     }
 
+    /// Moves the queued commands from the `from`-th on (oldest first) to the end of `out`;
+    /// the ones before stay queued.
+    pub fn drain_messages_from(&mut self, from: usize, out: &mut Vec<StepMessage>) {
+        let from = from.min(self.messages.len());
+        out.extend(self.messages.drain(from..));
+    }
+
+    /// Drops the `n` oldest queued commands (a consumer took them from
+    /// [`StepCompress::messages`]).
+    pub fn consume_messages(&mut self, n: usize) {
+        self.messages.drain(..n.min(self.messages.len()));
+    }
+
     /// Requests a step in direction `sdir` (host side, before inversion) at
     /// `print_time + step_time` seconds. The clock is the nearest tick:
     /// `last_step_clock + trunc((step_time + print_time − last_step_print_time)·mcu_freq)`.

@@ -14,7 +14,7 @@ use crate::batch_reader::BatchReader;
 use crate::extruder::append_extrusion;
 use crate::itersolve::StepperSolver;
 use crate::lookahead::{AXES, LookAheadQueue, Move, MoveLimits};
-use crate::stepcompress::{StepCompress, StepCompressError, StepMessage};
+use crate::stepcompress::{StepCompress, StepCompressError};
 use crate::trapq::{Coord, NEVER_TIME, TrapQ};
 
 /// Print time the first moves are placed ahead of the MCU's estimated time, s.
@@ -497,9 +497,8 @@ pub struct Toolhead {
     flushed: Vec<Move>,
     /// The print time at the end of each of `flushed` (reused buffer).
     flushed_ends: Vec<f64>,
-    /// Scratch for merging step messages.
-    step_msgs: Vec<Vec<StepMessage>>,
-    /// How many of each stepper's `step_msgs` the current merge has taken.
+    /// How many of each stepper's queued step messages ([`StepCompress::messages`]) the
+    /// current merge has taken.
     step_msg_taken: Vec<usize>,
     /// The `req_clock` of each stepper's next message in the current merge (`None`: none
     /// left, or a stepper of another MCU).
@@ -587,7 +586,6 @@ impl Toolhead {
             timed_actions: Vec::new(),
             flushed: Vec::new(),
             flushed_ends: Vec::new(),
-            step_msgs: Vec::new(),
             step_msg_taken: Vec::new(),
             step_msg_heads: Vec::new(),
             gen_results: Vec::new(),
@@ -1274,11 +1272,13 @@ impl Toolhead {
         mcu_pos: i64,
     ) -> Result<(), MoveError> {
         let s = &mut self.steppers[i];
+        // (Messages queued before, not yet merged, stay for the merge.)
+        let merged_later = s.sc.messages().len();
         s.sc.reset(0)?;
         s.sc.set_last_position(clock, mcu_pos)?;
         s.set_mcu_position(mcu_pos);
         let mut msgs = Vec::new();
-        s.sc.drain_messages(&mut msgs);
+        s.sc.drain_messages_from(merged_later, &mut msgs);
         let (mi, oid) = (s.mcu, s.oid);
         // Behind every step command sent before (which the stopped stepper ignores until this
         // reset): the same clocks keep it after them on the wire.
@@ -1386,9 +1386,6 @@ impl Toolhead {
         if !self.step_generation {
             return Ok(());
         }
-        if self.step_msgs.len() < self.steppers.len() {
-            self.step_msgs.resize_with(self.steppers.len(), Vec::new);
-        }
         // Generate every stepper's steps, then flush them in stepper order. The steppers are
         // independent, so only which error is reported first depends on the order, and that is
         // the order of Klipper's loop.
@@ -1412,15 +1409,7 @@ impl Toolhead {
             }
             outcome = std::mem::replace(&mut results[i], Ok(()))
                 .map_err(MoveError::from)
-                .and_then(|()| {
-                    Self::finish_stepper(
-                        &self.mcus,
-                        s,
-                        &mut self.step_msgs[i],
-                        flush_time,
-                        clear_history_time,
-                    )
-                });
+                .and_then(|()| Self::finish_stepper(&self.mcus, s, flush_time, clear_history_time));
             if outcome.is_err() {
                 break;
             }
@@ -1434,34 +1423,33 @@ impl Toolhead {
         Ok(())
     }
 
-    /// After step generation: flushes a stepper's compressor up to `flush_time`, forgets its
-    /// history before `clear_history_time` and moves its messages to `msgs`.
+    /// After step generation: flushes a stepper's compressor up to `flush_time` and forgets
+    /// its history before `clear_history_time`. Its messages stay queued in the compressor
+    /// until a merge ([`Toolhead::steppersync_flush`]) takes them.
     fn finish_stepper(
         mcus: &[McuQueue],
         s: &mut MotionStepper,
-        msgs: &mut Vec<StepMessage>,
         flush_time: f64,
         clear_history_time: f64,
     ) -> Result<(), MoveError> {
         let mcu = &mcus[s.mcu];
         s.sc.flush(mcu.clock_from_time(flush_time))?;
         s.sc.history_expire(mcu.clock_from_time(clear_history_time));
-        s.sc.drain_messages(msgs);
         Ok(())
     }
 
     /// Merges pending step messages of MCU `mi` in `req_clock` order up to `move_clock`.
     fn steppersync_flush(&mut self, mi: usize, move_clock: u64) {
         self.step_msg_taken.clear();
-        self.step_msg_taken.resize(self.step_msgs.len(), 0);
+        self.step_msg_taken.resize(self.steppers.len(), 0);
         let heads = &mut self.step_msg_heads;
         heads.clear();
-        heads.extend(
-            self.steppers
-                .iter()
-                .zip(&self.step_msgs)
-                .map(|(s, msgs)| msgs.first().filter(|_| s.mcu == mi).map(|m| m.req_clock)),
-        );
+        heads.extend(self.steppers.iter().map(|s| {
+            s.sc.messages()
+                .first()
+                .filter(|_| s.mcu == mi)
+                .map(|m| m.req_clock)
+        }));
         loop {
             // The earliest next message (the first stepper's among equals).
             let mut best: Option<(usize, u64)> = None;
@@ -1474,12 +1462,13 @@ impl Toolhead {
             }
             let Some((i, req_clock)) = best else { break };
             let taken = self.step_msg_taken[i];
-            let msg = &self.step_msgs[i][taken];
+            let queued = self.steppers[i].sc.messages();
+            let msg = queued[taken];
             if msg.min_clock != 0 && req_clock > move_clock {
                 break;
             }
             self.step_msg_taken[i] = taken + 1;
-            heads[i] = self.step_msgs[i].get(taken + 1).map(|m| m.req_clock);
+            heads[i] = queued.get(taken + 1).map(|m| m.req_clock);
             let mcu = &mut self.mcus[mi];
             let next_avail = mcu.next_free_slot();
             if msg.min_clock != 0 {
@@ -1503,8 +1492,8 @@ impl Toolhead {
                 },
             });
         }
-        for (msgs, &taken) in self.step_msgs.iter_mut().zip(&self.step_msg_taken) {
-            msgs.drain(..taken);
+        for (s, &taken) in self.steppers.iter_mut().zip(&self.step_msg_taken) {
+            s.sc.consume_messages(taken);
         }
     }
 
