@@ -315,6 +315,9 @@ pub struct StepCompress {
     bounds: StepBounds,
     /// The instruction set the search runs with ([`Isa`]).
     isa: Isa,
+    /// [`StepCompress::append_chunk`]'s clocks: kept from call to call, so that they are not
+    /// zeroed each time (a `memset` call per chunk; only the entries written are read).
+    chunk_clocks: [u64; APPEND_CHUNK + 1],
 }
 
 impl StepCompress {
@@ -344,6 +347,7 @@ impl StepCompress {
             messages: Vec::new(),
             bounds: StepBounds::default(),
             isa: Isa::detect(),
+            chunk_clocks: [0; APPEND_CHUNK + 1],
         }
     }
 
@@ -559,7 +563,7 @@ impl StepCompress {
         // The clocks in order: the pending step's (if any) at 0, then the new ones from 1 on.
         // Each loop below is element-wise (no value carried from step to step), so that it
         // vectorises.
-        let mut clocks = [0_u64; APPEND_CHUNK + 1];
+        let clocks = &mut self.chunk_clocks;
         let mut in_range = true;
         for (clock, &step_time) in clocks[1..].iter_mut().zip(step_times) {
             let tick = (step_time + offset) * self.mcu_freq;
