@@ -45,8 +45,8 @@ pub enum OutputError {
 /// to the block without the generic encoder's checks; otherwise messages go by their text form.
 #[derive(Clone, Copy)]
 struct StepFormat {
-    /// The message id.
-    id: i32,
+    /// The message id, encoded once ([`vlq::encode_word`]).
+    id_word: (u64, usize),
     /// Whether the format takes the planner's values as they are.
     direct: bool,
 }
@@ -61,7 +61,7 @@ impl StepFormat {
                 .zip(params)
                 .all(|(p, &expected)| p.name == expected && !p.kind.is_bytes());
         Ok(Self {
-            id: format.id,
+            id_word: vlq::encode_word(format.id),
             direct,
         })
     }
@@ -69,6 +69,20 @@ impl StepFormat {
 
 /// The most values a step command has: an id and four parameters.
 const STEP_VALUES_MAX: usize = 5;
+
+/// The most parameters a step command has.
+const STEP_PARAMS_MAX: usize = STEP_VALUES_MAX - 1;
+
+/// A step command as its format takes it ([`StepFormats::values`]).
+#[derive(Clone, Copy)]
+struct StepValues {
+    /// The message id's encoding.
+    id_word: (u64, usize),
+    /// The parameters, in wire order (each an integer truncated to 32 bits, as the generic
+    /// encoder takes it); those past `n` are 0.
+    params: [i32; STEP_PARAMS_MAX],
+    n: usize,
+}
 
 /// The longest step command: its values at [`vlq::MAX_LEN`] bytes each.
 const STEP_MSG_MAX: usize = STEP_VALUES_MAX * vlq::MAX_LEN;
@@ -88,13 +102,12 @@ struct StepFormats {
 }
 
 impl StepFormats {
-    /// `message` (of stepper `oid`) as the values its format takes, in wire order, its id
-    /// first — each an integer truncated to 32 bits, as the generic encoder takes it — and how
-    /// many there are (the rest are 0); `None` where the format does not take them so.
+    /// `message` (of stepper `oid`) as its format takes it: the id's encoding and the
+    /// parameters in wire order; `None` where the format does not take them so.
     #[inline(always)]
-    fn values(&self, oid: u8, message: StepCommand) -> Option<([i32; STEP_VALUES_MAX], usize)> {
+    fn values(&self, oid: u8, message: StepCommand) -> Option<StepValues> {
         let oid = i32::from(oid);
-        let (format, values, n) = match message {
+        let (format, params, n) = match message {
             StepCommand::QueueStep {
                 interval,
                 count,
@@ -102,44 +115,38 @@ impl StepFormats {
             } => (
                 self.queue_step,
                 [
-                    0,
                     oid,
                     interval.cast_signed(),
                     i32::from(count),
                     i32::from(add),
                 ],
-                5,
+                4,
             ),
             StepCommand::SetNextStepDir { dir } => {
-                (self.set_next_step_dir, [0, oid, i32::from(dir), 0, 0], 3)
+                (self.set_next_step_dir, [oid, i32::from(dir), 0, 0], 2)
             }
-            StepCommand::ResetStepClock { clock } => (
-                self.reset_step_clock,
-                [0, oid, clock.cast_signed(), 0, 0],
-                3,
-            ),
+            StepCommand::ResetStepClock { clock } => {
+                (self.reset_step_clock, [oid, clock.cast_signed(), 0, 0], 2)
+            }
         };
-        format.direct.then(|| {
-            let mut values = values;
-            values[0] = format.id;
-            (values, n)
+        format.direct.then_some(StepValues {
+            id_word: format.id_word,
+            params,
+            n,
         })
     }
 }
 
-/// The VLQ words of a step command's values ([`vlq::encode_word`]), the length of each (0 past
-/// the `n` the command has) and their sum.
+/// The VLQ words of a step command's values ([`vlq::encode_word`]; the id's, encoded once, then
+/// the parameters'), the length of each (0 past the parameters the command has) and their sum.
 #[inline(always)]
-fn step_words(
-    values: [i32; STEP_VALUES_MAX],
-    n: usize,
-) -> ([(u64, usize); STEP_VALUES_MAX], usize) {
-    // (A plain loop: `values.map(..)` is left as a call in some builds, a third of the cost.)
-    let mut words = [(0_u64, 0_usize); STEP_VALUES_MAX];
-    let mut len = 0;
-    for (i, (word, &value)) in words.iter_mut().zip(&values).enumerate() {
+fn step_words(values: StepValues) -> ([(u64, usize); STEP_VALUES_MAX], usize) {
+    // (A plain loop: `params.map(..)` is left as a call in some builds, a third of the cost.)
+    let mut words = [values.id_word; STEP_VALUES_MAX];
+    let mut len = values.id_word.1;
+    for (i, (word, &value)) in words[1..].iter_mut().zip(&values.params).enumerate() {
         let (bytes, used) = vlq::encode_word(value);
-        let used = if i < n { used } else { 0 };
+        let used = if i < values.n { used } else { 0 };
         *word = (bytes, used);
         len += used;
     }
@@ -322,8 +329,8 @@ impl<'a> StreamEncoder<'a> {
         match &m.command {
             &McuCommand::Step { oid, message } => match self.formats.values(oid, message) {
                 // Written straight into the block.
-                Some((values, n)) => {
-                    self.append_values(values, n, out);
+                Some(values) => {
+                    self.append_values(values, out);
                     Ok(())
                 }
                 None => self.push_text(index, &message_text(m), out),
@@ -340,8 +347,8 @@ impl<'a> StreamEncoder<'a> {
     pub fn encode_message(&mut self, m: &McuMessage, out: &mut Vec<u8>) -> Result<(), OutputError> {
         let msg = match &m.command {
             &McuCommand::Step { oid, message } => match self.formats.values(oid, message) {
-                Some((values, n)) => {
-                    let (words, len) = step_words(values, n);
+                Some(values) => {
+                    let (words, len) = step_words(values);
                     let mut buf = [0_u8; STEP_MSG_MAX + WORD_SLACK];
                     store_words(&words, &mut buf);
                     out.extend_from_slice(&buf[..len]);
@@ -374,12 +381,12 @@ impl<'a> StreamEncoder<'a> {
         self.payload_len += msg.len();
     }
 
-    /// Appends a step command, the first `n` of `values` ([`StepFormats::values`]): each is
+    /// Appends a step command ([`StepFormats::values`]): each value is
     /// encoded as a word ([`vlq::encode_word`]) and stored whole, the next one where its
     /// encoding ends — no loop per byte, no branch but the block's.
     #[inline(always)]
-    fn append_values(&mut self, values: [i32; STEP_VALUES_MAX], n: usize, out: &mut Vec<u8>) {
-        let (words, len) = step_words(values, n);
+    fn append_values(&mut self, values: StepValues, out: &mut Vec<u8>) {
+        let (words, len) = step_words(values);
         self.make_room(len, out);
         // (`payload_len` ≤ PAYLOAD_MAX here: the frame has room past a full block for the
         // command and its last word.)
