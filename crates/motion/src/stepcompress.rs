@@ -2424,6 +2424,36 @@ mod tests {
         assert_eq!(sc.last_position(), 3);
     }
 
+    /// The toolhead's merge takes messages from the queue (`consume_messages`), and homing's
+    /// reset takes only the messages it adds (`drain_messages_from`): older ones, not merged
+    /// yet, stay queued in order.
+    #[test]
+    fn consumers_take_queued_messages_in_order() {
+        let mut sc = StepCompress::new(MAX_ERROR, false);
+        sc.set_time(0.0, FREQ);
+        sc.append_clock(true, 1_000_000).expect("append");
+        sc.append_clock(true, 1_010_000).expect("append");
+        sc.flush(u64::MAX).expect("flush");
+        let all = sc.messages().to_vec();
+        assert_eq!(all.len(), 3, "{all:?}");
+        sc.consume_messages(1);
+        assert_eq!(sc.messages(), &all[1..]);
+        let before_reset = sc.messages().len();
+        sc.reset(0).expect("reset");
+        let mut reset = Vec::new();
+        sc.drain_messages_from(before_reset, &mut reset);
+        assert_eq!(
+            reset.iter().map(|m| m.command).collect::<Vec<_>>(),
+            vec![StepCommand::ResetStepClock { clock: 0 }]
+        );
+        assert_eq!(sc.messages(), &all[1..]);
+        // Past the end: nothing taken; consuming more than queued empties the queue.
+        sc.drain_messages_from(10, &mut reset);
+        assert_eq!(reset.len(), 1);
+        sc.consume_messages(10);
+        assert!(sc.messages().is_empty());
+    }
+
     #[test]
     fn step_dir_step_within_filter_time_cancels_both() {
         let filter = (SDS_FILTER_TIME * FREQ) as u64; // 37500 ticks
