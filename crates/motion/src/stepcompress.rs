@@ -27,7 +27,9 @@
 //! before it (a non-zero `min_clock` tells the consumer that the command takes a move-queue slot),
 //! except that a lone far step has `req_clock =` its own clock; `set_next_step_dir` and
 //! `reset_step_clock` have `min_clock = 0`. (As in Klipper, the first `queue_step` after a reset
-//! to clock 0 also has `min_clock = 0`.) Take them with [`StepCompress::drain_messages`].
+//! to clock 0 also has `min_clock = 0`.) Read them with [`StepCompress::messages`] and drop the
+//! ones taken with [`StepCompress::consume_messages`] (the toolhead's merge), or move them out
+//! with [`StepCompress::drain_messages`].
 //!
 //! No I/O, no clock reads, no allocation per step: the step queue is a buffer that is compacted
 //! in place and grows only when full.
@@ -309,7 +311,7 @@ pub struct StepCompress {
     history: VecDeque<PastSteps>,
     /// Whether emitted commands are kept in `history` ([`StepCompress::set_keep_history`]).
     keep_history: bool,
-    /// Commands not yet taken by [`StepCompress::drain_messages`], oldest first.
+    /// Commands not yet taken (consumed or drained), oldest first.
     messages: Vec<StepMessage>,
     /// The search's per-step bounds for the command being searched ([`StepBounds`]).
     bounds: StepBounds,
@@ -441,7 +443,7 @@ impl StepCompress {
 
     /// Moves all queued commands to the end of `out`, oldest first.
     pub fn drain_messages(&mut self, out: &mut Vec<StepMessage>) {
-        out.append(&mut self.messages);
+        self.drain_messages_from(0, out);
     }
 
     /// Moves the queued commands from the `from`-th on (oldest first) to the end of `out`;
