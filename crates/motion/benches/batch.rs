@@ -4,7 +4,9 @@
 //! `feed_batch_chunk`, each chunk's messages encoded as they come — and prints one JSON line:
 //! wall time per phase, process CPU time and peak RSS (Linux, from `/proc/self`), `queue_step`
 //! count (B5: Klipper sends 242,063 for case f) and an FNV-1a hash of the encoded stream, so
-//! that a change can be checked for bit-identical output.
+//! that a change can be checked for bit-identical output; `isa` names the instruction set the
+//! step loops ran with (`isa::Isa::detect`: it differs between machines, so compare timings
+//! only where it is the same).
 //!
 //! `cargo bench -p gantry-motion --bench batch [-- CASE [RUNS [MODE [COPIES]]]]`: CASE is a
 //! directory name under `tests/fixtures/oracle/cases` (or a path to one); MODE `stream` (the
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use gantry_motion::config::Config;
+use gantry_motion::isa::Isa;
 use gantry_motion::output::{StreamEncoder, encode_stream};
 use gantry_motion::printer::{BATCH_READ_SIZE, Printer};
 use gantry_motion::stepcompress::StepCommand;
@@ -264,11 +267,12 @@ fn main() {
     let _ = writeln!(
         out,
         "{{\"bench\":\"batch\",\"case\":\"{case}\",\"mode\":\"{mode}\",\"copies\":{copies},\"runs\":{runs},\
-         \"pressure_advance\":{},\
+         \"isa\":\"{}\",\"pressure_advance\":{},\
          \"load_s\":{:.4},\"plan_s\":{:.4},\
          \"encode_s\":{:.4},\"total_s\":{:.4},\"mean_wall_s\":{wall:.4},\"mean_cpu_s\":{cpu:.3},\
          \"max_rss_mb\":{:.1},\"messages\":{},\"queue_step\":{},\"output_bytes\":{},\
          \"output_fnv1a\":\"{:016x}\",\"print_time_s\":{}}}",
+        Isa::detect().name(),
         pressure_advance.map_or("null".to_string(), |k| k.to_string()),
         r.load_s,
         r.plan_s,
