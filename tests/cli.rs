@@ -138,6 +138,38 @@ fn sim_replay_reports_where_the_steppers_ended() {
 }
 
 #[test]
+fn batch_bench_reports_the_run_and_the_step_loops_instruction_set() {
+    let case = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/oracle/cases/a_cartesian_moves");
+    let dict = case.join("../../dict/atmega2560.dict");
+    let dir = std::env::temp_dir().join(format!("gantry-batch-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let out = dir.join("out.serial");
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+    let (ok, stdout, stderr) = gantry(&[
+        "batch",
+        "--bench",
+        "--config",
+        &path(&case.join("printer.cfg")),
+        "--dict",
+        &path(&dict),
+        "-i",
+        &path(&case.join("input.gcode")),
+        "-o",
+        &path(&out),
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let written = std::fs::metadata(&out).expect("the stream").len();
+    std::fs::remove_dir_all(&dir).expect("clean up");
+    assert_eq!(v["output_bytes"].as_u64(), Some(written), "{v}");
+    assert!(v["messages"].as_u64().expect("messages") > 0, "{v}");
+    // Timings compare across machines only where the same copy of the step loops ran.
+    let isa = v["isa"].as_str().expect("isa");
+    assert!(["baseline", "avx2", "avx512"].contains(&isa), "{isa}");
+}
+
+#[test]
 fn sim_replay_bench_times_the_print_alike_at_16_and_180_mhz() {
     // Cases a and g are the same moves on a 16 MHz AVR and a 180 MHz STM32: the last step must
     // come at the same print time (the README gives 8.385 s for the whole print, dwell included).

@@ -20,6 +20,7 @@ use anyhow::{Context as _, bail};
 use gantry_core::motion::bgcode;
 use gantry_core::motion::config::Config;
 use gantry_core::motion::estimate::{Estimator, LayerRule};
+use gantry_core::motion::isa::Isa;
 use gantry_core::motion::output::StreamEncoder;
 use gantry_core::motion::printer::{
     BATCH_READ_SIZE, ConfigNotice, Printer, RESPONSES_KEPT_PER_TEXT, config_report,
@@ -306,6 +307,8 @@ pub fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
             "plan_s": planned.as_secs_f64(),
             "total_s": total.as_secs_f64(),
             "realtime_factor": printer.toolhead.print_time / planned.as_secs_f64().max(1e-9),
+            // Which copy of the step loops ran: it differs between machines.
+            "isa": Isa::detect().name(),
         });
         writeln!(std::io::stdout(), "{line}").context("cannot write to standard output")?;
     }
